@@ -1,0 +1,20 @@
+//! The ORM-agnostic core of `tenancy`.
+//!
+//! This crate knows what a tenant id is and how one is validated, parsed and turned into
+//! canonical bytes; it has no database code and no async runtime. Users normally reach it
+//! through `tenancy-sea`, which re-exports everything here.
+//!
+//! ```
+//! use tenancy_core::TenantId;
+//!
+//! let id = i64::parse_tenant_id("42")?;
+//! assert_eq!(id, 42);
+//! assert!(String::parse_tenant_id("").is_err());
+//! # Ok::<(), tenancy_core::InvalidTenantId>(())
+//! ```
+
+mod error;
+mod tenant_id;
+
+pub use error::InvalidTenantId;
+pub use tenant_id::{MAX_STRING_TENANT_ID_LEN, TenantId};
