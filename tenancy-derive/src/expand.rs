@@ -1,0 +1,152 @@
+//! Code generation.
+
+use crate::ast::{Errors, Field, Kind, Model};
+use crate::{fallback, valid};
+use heck::ToUpperCamelCase;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Ident, Path};
+
+pub fn derive(input: &DeriveInput, kind: Kind) -> TokenStream {
+    // `#[sea_orm::model]` copies the model's derives onto the generated `ModelEx`; the
+    // entity is implemented once, from `Model`, so the copy emits nothing.
+    if input.ident == "ModelEx" {
+        return TokenStream::new();
+    }
+    let mut errors = Errors::default();
+    let Some(model) = Model::from_input(input, &mut errors) else {
+        return to_compile_errors(errors);
+    };
+    let checked = valid::check(&model, kind, &mut errors);
+    let names = Names::of(&model);
+    match errors.into_result() {
+        Ok(()) => match kind {
+            Kind::TenantScoped => match checked.tenant {
+                Some(tenant) => tenant_scoped(&names, tenant, checked.shard_key),
+                None => fallback::placeholder(&names, None),
+            },
+            Kind::Global => global(&names),
+        },
+        Err(error) => {
+            let mut out = error.to_compile_error();
+            out.extend(fallback::placeholder(&names, checked.tenant));
+            out
+        }
+    }
+}
+
+fn to_compile_errors(errors: Errors) -> TokenStream {
+    errors
+        .into_result()
+        .err()
+        .map(|e| e.to_compile_error())
+        .unwrap_or_default()
+}
+
+/// The paths the generated code names.
+pub struct Names {
+    pub krate: Path,
+    pub entity: Path,
+    pub column: Path,
+}
+
+impl Names {
+    fn of(model: &Model<'_>) -> Self {
+        Names {
+            krate: model
+                .options
+                .krate
+                .clone()
+                .unwrap_or_else(|| syn::parse_quote!(::tenancy_sea)),
+            entity: model
+                .options
+                .entity
+                .clone()
+                .unwrap_or_else(|| syn::parse_quote!(Entity)),
+            column: model
+                .options
+                .column
+                .clone()
+                .unwrap_or_else(|| syn::parse_quote!(Column)),
+        }
+    }
+}
+
+/// The `Column` variant SeaORM generates for a field: `enum_name`, or the field name in
+/// UpperCamelCase (`Self` becomes `Self_`, as in SeaORM).
+pub fn column_variant(field: &Field<'_>) -> Ident {
+    if let Some(name) = &field.sea_orm.enum_name {
+        return Ident::new(&name.value(), name.span());
+    }
+    let raw = field.ident.to_string();
+    let name = raw.trim_start_matches("r#").to_upper_camel_case();
+    if name == "Self" {
+        format_ident!("Self_", span = field.ident.span())
+    } else {
+        Ident::new(&name, field.ident.span())
+    }
+}
+
+fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>>) -> TokenStream {
+    let Names {
+        krate,
+        entity,
+        column,
+    } = names;
+    let tenant_variant = column_variant(tenant);
+    // Spanned on the field's type, so "not a tenant id type" points at it.
+    let ty = tenant.ty;
+    let ty = quote_spanned!(ty.span()=> #ty);
+    let shard_key = match shard_key {
+        Some(field) => {
+            let variant = column_variant(field);
+            quote!(::core::option::Option::Some(#column::#variant))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #[automatically_derived]
+        impl #krate::TenantScoped for #entity {
+            type TenantId = #ty;
+
+            #[inline]
+            fn tenant_column() -> #column {
+                #column::#tenant_variant
+            }
+
+            #[inline]
+            fn shard_key_column() -> ::core::option::Option<#column> {
+                #shard_key
+            }
+        }
+
+        #[automatically_derived]
+        impl #krate::ScopedEntity<#ty> for #entity {
+            #[inline]
+            fn scope_column() -> ::core::option::Option<#column> {
+                ::core::option::Option::Some(#column::#tenant_variant)
+            }
+        }
+    }
+}
+
+fn global(names: &Names) -> TokenStream {
+    let Names {
+        krate,
+        entity,
+        column,
+    } = names;
+    quote! {
+        #[automatically_derived]
+        impl #krate::GlobalEntity for #entity {}
+
+        #[automatically_derived]
+        impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
+            #[inline]
+            fn scope_column() -> ::core::option::Option<#column> {
+                ::core::option::Option::None
+            }
+        }
+    }
+}

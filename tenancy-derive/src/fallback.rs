@@ -1,0 +1,41 @@
+//! On error, still implement the traits, so the user sees the derive's error and not a
+//! cascade of "trait not implemented" errors wherever the entity is used.
+
+use crate::ast::Field;
+use crate::expand::{Names, column_variant};
+use crate::valid;
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
+    let Names {
+        krate,
+        entity,
+        column,
+    } = names;
+    let mut out = quote! {
+        #[automatically_derived]
+        impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
+            fn scope_column() -> ::core::option::Option<#column> {
+                ::core::unreachable!("placeholder emitted beside a compile error")
+            }
+        }
+    };
+    if let Some(field) = tenant {
+        let ty = valid::option_inner(field.ty).unwrap_or(field.ty);
+        let variant = column_variant(field);
+        out.extend(quote! {
+            #[automatically_derived]
+            impl #krate::TenantScoped for #entity {
+                type TenantId = #ty;
+                fn tenant_column() -> #column {
+                    #column::#variant
+                }
+                fn shard_key_column() -> ::core::option::Option<#column> {
+                    ::core::option::Option::None
+                }
+            }
+        });
+    }
+    out
+}
