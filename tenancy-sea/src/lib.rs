@@ -1,1 +1,82 @@
-//! placeholder
+//! Multi-tenancy for SeaORM: tenant-scoped handles whose queries cannot forget the tenant.
+//!
+//! Annotate a SeaORM model with `#[derive(TenantScoped)]` and mark its tenant column
+//! `#[tenant_id]`. From then on, a [`TenantDb`] handle obtained from [`Tenancy::tenant`]
+//! filters every read by that tenant, stamps it on every insert, and confines every update
+//! and delete to the tenant's rows; the tenant id always travels as a bound parameter.
+//!
+//! ```
+//! use sea_orm::entity::prelude::*;
+//! use sea_orm::{Database, Set};
+//! use tenancy_sea::prelude::*;
+//!
+//! mod orders {
+//!     use sea_orm::entity::prelude::*;
+//!     use tenancy_sea::prelude::*;
+//!
+//!     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+//!     #[sea_orm(table_name = "orders")]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i64,
+//!         #[tenant_id]
+//!         pub tenant_id: i64,
+//!         pub total_cents: i64,
+//!     }
+//!
+//!     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//!     pub enum Relation {}
+//!
+//!     impl ActiveModelBehavior for ActiveModel {}
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let conn = Database::connect("sqlite::memory:").await?;
+//! # conn.get_schema_builder().register(orders::Entity).apply(&conn).await?;
+//! let tenancy: Tenancy<i64> = Tenancy::builder(conn).build();
+//!
+//! let acme = tenancy.tenant(1).await?;
+//! let globex = tenancy.tenant(2).await?;
+//! acme.insert(orders::ActiveModel { total_cents: Set(25_000), ..Default::default() }).await?;
+//! globex.insert(orders::ActiveModel { total_cents: Set(500), ..Default::default() }).await?;
+//!
+//! // SELECT ... FROM orders WHERE orders.tenant_id = $1 AND orders.total_cents > $2
+//! let big = acme
+//!     .find::<orders::Entity>()
+//!     .filter(orders::Column::TotalCents.gt(10_000))
+//!     .all()
+//!     .await?;
+//! assert_eq!(big.len(), 1);
+//! assert_eq!(globex.find::<orders::Entity>().count().await?, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! The handle does not implement SeaORM's `ConnectionTrait`, so plain SeaORM queries
+//! cannot run through it: `orders::Entity::find().all(&acme)` does not compile. Admin work
+//! that must see every tenant goes through the one named escape hatch,
+//! [`Tenancy::unscoped`].
+
+mod entity;
+mod error;
+mod handle;
+mod select;
+mod tenancy;
+mod write;
+
+pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
+pub use error::{Error, Result};
+pub use handle::{TenantDb, TenantTxn};
+pub use select::{ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany};
+pub use tenancy::{Tenancy, TenancyBuilder};
+pub use tenancy_core::{InvalidTenantId, TenantId};
+pub use tenancy_derive::{GlobalEntity, TenantScoped};
+pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
+
+/// Everything an application needs: `use tenancy_sea::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        GlobalEntity, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey, TenantScoped,
+        TenantTxn,
+    };
+}

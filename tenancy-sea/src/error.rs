@@ -1,0 +1,60 @@
+use sea_orm::DbErr;
+use tenancy_core::InvalidTenantId;
+
+/// The result type of every fallible `tenancy` call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong through a tenant handle.
+///
+/// Each variant is detected before anything is written: a rejected statement leaves the
+/// database as it was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database or the driver failed.
+    #[error(transparent)]
+    Db(#[from] DbErr),
+
+    /// The tenant id was rejected before any statement ran.
+    #[error(transparent)]
+    InvalidTenantId(#[from] InvalidTenantId),
+
+    /// A row handed to a tenant handle carries another tenant's id.
+    #[error(
+        "tenant mismatch on `{table}`: the handle belongs to tenant {expected} but the row \
+         carries tenant {found}; nothing was written"
+    )]
+    TenantMismatch {
+        /// The table of the row.
+        table: &'static str,
+        /// The handle's tenant.
+        expected: String,
+        /// The tenant the row carried.
+        found: String,
+    },
+
+    /// No row of this tenant has the given primary key.
+    #[error("no row of `{table}` with that primary key belongs to tenant {tenant}")]
+    NotFound {
+        /// The table searched.
+        table: &'static str,
+        /// The handle's tenant.
+        tenant: String,
+    },
+
+    /// A statement tried to write the tenant column, which a tenant handle never changes.
+    #[error(
+        "the tenant column `{column}` of `{table}` cannot be written through a tenant handle; \
+         use `Tenancy::unscoped()` to move rows between tenants"
+    )]
+    TenantColumnWrite {
+        /// The table written.
+        table: &'static str,
+        /// The tenant column.
+        column: String,
+    },
+
+    /// A paginator was asked for pages of zero rows.
+    #[error("page size must be at least 1")]
+    ZeroPageSize,
+}

@@ -1,0 +1,460 @@
+//! [`TenantDb`]: the scoped handle of one tenant, and its transaction [`TenantTxn`].
+
+use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::error::{Error, Result};
+use crate::select::ScopedSelect;
+use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
+use sea_orm::sea_query::Condition;
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait,
+    DatabaseConnection, DatabaseTransaction, DbErr, DeleteResult, EntityName, EntityTrait,
+    IdenStatic, IntoActiveModel, Iterable, LoaderTrait, ModelTrait, PrimaryKeyToColumn,
+    PrimaryKeyTrait, QueryFilter, Related, Select, TransactionTrait, Value,
+};
+use std::future::Future;
+use std::pin::Pin;
+use tracing::Instrument;
+
+/// The handle of one tenant: every statement made through it is scoped to that tenant.
+///
+/// It reads like SeaORM without the connection argument: `db.find::<orders::Entity>()`
+/// instead of `orders::Entity::find()`, `.all()` instead of `.all(&conn)`.
+///
+/// * reads of a [`TenantScoped`] entity carry `WHERE <tenant column> = $n`, with the id bound;
+/// * inserts stamp the tenant; a row carrying another tenant is [`Error::TenantMismatch`];
+/// * updates and deletes match only this tenant's rows and never change the tenant column;
+/// * joins and loaders filter the related side too;
+/// * [`GlobalEntity`](crate::GlobalEntity) tables are read unfiltered and cannot be written.
+///
+/// The handle does not implement SeaORM's `ConnectionTrait`, so a query built with plain
+/// SeaORM cannot be run through it by mistake; that is a compile error.
+///
+/// `C` is the connection the handle runs on: a pool for [`TenantDb`], a transaction for
+/// [`TenantTxn`]. Both have the same methods.
+#[derive(Clone, Debug)]
+pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
+    conn: C,
+    tenant: T,
+    /// The tenant id as a bindable value, made once.
+    value: Value,
+}
+
+/// A tenant handle inside a database transaction: the same API as [`TenantDb`], plus
+/// [`commit`](TenantDb::commit) and [`rollback`](TenantDb::rollback). Dropping it without
+/// committing rolls back.
+pub type TenantTxn<T> = TenantDb<T, DatabaseTransaction>;
+
+impl<T: TenantKey> TenantDb<T> {
+    pub(crate) fn new(conn: DatabaseConnection, tenant: T) -> Result<Self> {
+        tenant.validate()?;
+        let value = tenant.clone().into();
+        Ok(TenantDb {
+            conn,
+            tenant,
+            value,
+        })
+    }
+}
+
+impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
+    /// The tenant this handle belongs to.
+    pub fn tenant_id(&self) -> &T {
+        &self.tenant
+    }
+
+    pub(crate) fn conn(&self) -> &C {
+        &self.conn
+    }
+
+    pub(crate) fn tenant_value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The span every statement of this handle runs in: it names the tenant, the table
+    /// and the operation, so logs say who ran what.
+    pub(crate) fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
+        tracing::info_span!("tenancy", tenant = %self.tenant, table, op)
+    }
+
+    /// The tenant condition of an entity's reads, or none for a global entity.
+    pub(crate) fn scope<E: ScopedEntity<T>>(&self) -> Option<Condition> {
+        E::scope_column().map(|col| col.eq(self.value.clone()).into())
+    }
+
+    fn scoped_select<E: ScopedEntity<T>>(&self, select: Select<E>) -> ScopedSelect<'_, T, E, C> {
+        let select = match self.scope::<E>() {
+            Some(condition) => select.filter(condition),
+            None => select,
+        };
+        ScopedSelect::new(self, select)
+    }
+
+    /// Selects rows of `E`: this tenant's rows of a tenant-scoped entity, every row of a
+    /// global one. Continue with `.filter(..)`, `.order_by_asc(..)`, `.limit(..)`, then
+    /// `.all()`, `.one()`, `.count()`, `.paginate(n)` or `.stream()`.
+    pub fn find<E: ScopedEntity<T>>(&self) -> ScopedSelect<'_, T, E, C> {
+        self.scoped_select(E::find())
+    }
+
+    /// Selects the row of `E` with this primary key, if it belongs to this tenant.
+    pub fn find_by_id<E: ScopedEntity<T>>(
+        &self,
+        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+    ) -> ScopedSelect<'_, T, E, C> {
+        self.scoped_select(E::find_by_id(id))
+    }
+
+    /// Selects the rows of `R` related to `model`, this tenant's only.
+    ///
+    /// The tenant filter applies to `R` whatever `model` is, so a foreign key that points
+    /// at another tenant's row finds nothing.
+    pub fn find_related<R, M>(&self, model: &M) -> ScopedSelect<'_, T, R, C>
+    where
+        M: ModelTrait,
+        M::Entity: Related<R>,
+        R: ScopedEntity<T>,
+    {
+        self.scoped_select(model.find_related(R::default()))
+    }
+
+    /// Loads, for each of `models`, its related `R` row (a belongs-to or has-one
+    /// relation), this tenant's only: SeaORM's `load_one`, in one query.
+    pub async fn load_one<R, M>(&self, models: &[M]) -> Result<Vec<Option<R::Model>>>
+    where
+        M: ModelTrait + Sync,
+        M::Entity: Related<R>,
+        R: ScopedEntity<T>,
+        R::Model: Send + Sync,
+    {
+        let span = self.span("load_one", R::default().table_name());
+        let select = self.find::<R>().into_select();
+        Ok(models.load_one(select, &self.conn).instrument(span).await?)
+    }
+
+    /// Loads, for each of `models`, its related `R` rows (has-many, or many-to-many through
+    /// a junction), this tenant's only: SeaORM's `load_many`, in one query.
+    pub async fn load_many<R, M>(&self, models: &[M]) -> Result<Vec<Vec<R::Model>>>
+    where
+        M: ModelTrait + Sync,
+        M::Entity: Related<R>,
+        R: ScopedEntity<T>,
+        R::Model: Send + Sync,
+    {
+        let span = self.span("load_many", R::default().table_name());
+        let select = self.find::<R>().into_select();
+        Ok(models.load_many(select, &self.conn).instrument(span).await?)
+    }
+
+    /// Checks the tenant column of `am`: unset becomes this tenant, another tenant is an
+    /// error.
+    pub(crate) fn stamp<A>(&self, mut am: A) -> Result<A>
+    where
+        A: ActiveModelTrait,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
+        let col = <A::Entity as TenantScoped>::tenant_column();
+        match am.get(col) {
+            ActiveValue::NotSet => am.try_set(col, self.value.clone())?,
+            ActiveValue::Set(found) | ActiveValue::Unchanged(found) => {
+                if found != self.value {
+                    return Err(self.mismatch::<A::Entity>(found));
+                }
+            }
+        }
+        Ok(am)
+    }
+
+    pub(crate) fn mismatch<E: EntityTrait>(&self, found: Value) -> Error {
+        let found = match T::try_from(found.clone()) {
+            Ok(id) => id.to_string(),
+            Err(_) => format!("{found:?}"),
+        };
+        Error::TenantMismatch {
+            table: E::default().table_name(),
+            expected: self.tenant.to_string(),
+            found,
+        }
+    }
+
+    pub(crate) fn not_found<E: EntityTrait>(&self) -> Error {
+        Error::NotFound {
+            table: E::default().table_name(),
+            tenant: self.tenant.to_string(),
+        }
+    }
+
+    /// Inserts one row for this tenant and returns it as stored.
+    ///
+    /// The tenant column is set to this tenant when it is not set; set to another tenant it
+    /// is [`Error::TenantMismatch`] and nothing is written. `ActiveModelBehavior` hooks run
+    /// as in SeaORM's `ActiveModel::insert`.
+    pub async fn insert<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let span = self.span("insert", A::Entity::default().table_name());
+        async {
+            let am = A::before_save(am, &self.conn, true).await?;
+            let am = self.stamp(am)?;
+            let model = A::Entity::insert(am)
+                .exec_with_returning(&self.conn)
+                .await?;
+            Ok(A::after_save(model, &self.conn, true).await?)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Inserts many rows for this tenant in one statement; returns how many were inserted.
+    ///
+    /// Every row is checked before anything is sent: one row of another tenant fails the
+    /// whole call and nothing is written.
+    pub async fn insert_many<A, I>(&self, models: I) -> Result<u64>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+        I: IntoIterator<Item = A>,
+    {
+        let models = models
+            .into_iter()
+            .map(|am| self.stamp(am))
+            .collect::<Result<Vec<_>>>()?;
+        if models.is_empty() {
+            return Ok(0);
+        }
+        let span = self.span("insert_many", A::Entity::default().table_name());
+        Ok(A::Entity::insert_many(models)
+            .exec_without_returning(&self.conn)
+            .instrument(span)
+            .await?)
+    }
+
+    /// Starts an insert that resolves conflicts (an upsert): see [`ScopedUpsert`].
+    pub fn upsert<A>(&self, am: A) -> ScopedUpsert<'_, T, A, C>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
+        ScopedUpsert::new(self, am)
+    }
+
+    /// The condition matching `am`'s primary key.
+    fn primary_key_condition<A: ActiveModelTrait>(am: &A) -> Result<Condition> {
+        let mut condition = Condition::all();
+        for key in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+            let col = key.into_column();
+            match am.get(col) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => {
+                    condition = condition.add(col.eq(v));
+                }
+                ActiveValue::NotSet => {
+                    return Err(DbErr::PrimaryKeyNotSet { ctx: "tenancy" }.into());
+                }
+            }
+        }
+        Ok(condition)
+    }
+
+    /// Updates one of this tenant's rows, found by the primary key of `am`, and returns
+    /// it as stored.
+    ///
+    /// The tenant column is never written. A row of another tenant, or none, is
+    /// [`Error::NotFound`] with nothing changed; `am` carrying another tenant is
+    /// [`Error::TenantMismatch`].
+    pub async fn update<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let span = self.span("update", A::Entity::default().table_name());
+        async {
+            let am = A::before_save(am, &self.conn, false).await?;
+            let mut am = self.stamp(am)?;
+            let tenant_col = <A::Entity as TenantScoped>::tenant_column();
+            let tenant_is_key =
+                <<A::Entity as EntityTrait>::PrimaryKey as PrimaryKeyToColumn>::from_column(
+                    tenant_col,
+                )
+                .is_some();
+            if !tenant_is_key {
+                // Not a key, so never part of the SET list.
+                am.not_set(tenant_col);
+            }
+            let key = Self::primary_key_condition(&am)?;
+            let changes = <A::Entity as EntityTrait>::Column::iter().any(|col| {
+                <<A::Entity as EntityTrait>::PrimaryKey as PrimaryKeyToColumn>::from_column(col)
+                    .is_none()
+                    && matches!(am.get(col), ActiveValue::Set(_))
+            });
+            let scope = tenant_col.eq(self.value.clone());
+            let model = if !changes {
+                A::Entity::find()
+                    .filter(key)
+                    .filter(scope)
+                    .one(&self.conn)
+                    .await?
+                    .ok_or_else(|| self.not_found::<A::Entity>())?
+            } else {
+                let update = A::Entity::update(am).validate()?.filter(scope.clone());
+                if self.conn.support_returning() {
+                    match update.exec(&self.conn).await {
+                        Ok(model) => model,
+                        Err(DbErr::RecordNotUpdated) => return Err(self.not_found::<A::Entity>()),
+                        Err(err) => return Err(err.into()),
+                    }
+                } else {
+                    let result = update.exec_without_returning(&self.conn).await?;
+                    if result.rows_affected == 0 {
+                        return Err(self.not_found::<A::Entity>());
+                    }
+                    A::Entity::find()
+                        .filter(key)
+                        .filter(tenant_col.eq(self.value.clone()))
+                        .one(&self.conn)
+                        .await?
+                        .ok_or_else(|| self.not_found::<A::Entity>())?
+                }
+            };
+            Ok(A::after_save(model, &self.conn, false).await?)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Starts an update of many of this tenant's rows: see [`ScopedUpdateMany`].
+    pub fn update_many<E>(&self) -> ScopedUpdateMany<'_, T, E, C>
+    where
+        E: TenantScoped<TenantId = T>,
+    {
+        ScopedUpdateMany::new(self)
+    }
+
+    /// Deletes one of this tenant's rows, found by the primary key of `am`.
+    ///
+    /// A row of another tenant is not touched: the result says 0 rows. `am` carrying
+    /// another tenant is [`Error::TenantMismatch`].
+    pub async fn delete<A>(&self, am: A) -> Result<DeleteResult>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
+        let span = self.span("delete", A::Entity::default().table_name());
+        async {
+            let am = A::before_delete(am, &self.conn).await?;
+            let am = self.stamp(am)?;
+            let key = Self::primary_key_condition(&am)?;
+            let result = A::Entity::delete_many()
+                .filter(key)
+                .filter(<A::Entity as TenantScoped>::tenant_column().eq(self.value.clone()))
+                .exec(&self.conn)
+                .await?;
+            A::after_delete(am, &self.conn).await?;
+            Ok(result)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Deletes this tenant's row of `E` with this primary key; 0 rows when it does not
+    /// exist or belongs to another tenant.
+    pub async fn delete_by_id<E>(
+        &self,
+        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+    ) -> Result<DeleteResult>
+    where
+        E: TenantScoped<TenantId = T>,
+    {
+        let span = self.span("delete", E::default().table_name());
+        Ok(E::delete_by_id(id)
+            .filter(E::tenant_column().eq(self.value.clone()))
+            .exec(&self.conn)
+            .instrument(span)
+            .await?)
+    }
+
+    /// Starts a delete of many of this tenant's rows: see [`ScopedDeleteMany`].
+    pub fn delete_many<E>(&self) -> ScopedDeleteMany<'_, T, E, C>
+    where
+        E: TenantScoped<TenantId = T>,
+    {
+        ScopedDeleteMany::new(self)
+    }
+}
+
+impl<T, C> TenantDb<T, C>
+where
+    T: TenantKey,
+    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    /// Begins a transaction scoped to the same tenant. On a [`TenantTxn`] this makes a
+    /// nested transaction (a savepoint).
+    pub async fn begin(&self) -> Result<TenantTxn<T>> {
+        let txn = self.conn.begin().await?;
+        Ok(TenantDb {
+            conn: txn,
+            tenant: self.tenant.clone(),
+            value: self.value.clone(),
+        })
+    }
+
+    /// Runs `work` in a transaction of this tenant: committed when it returns `Ok`,
+    /// rolled back when it returns `Err` (or panics).
+    ///
+    /// ```
+    /// # use tenancy_sea::prelude::*;
+    /// # async fn demo(db: TenantDb<i64>) -> tenancy_sea::Result<()> {
+    /// let rows = db
+    ///     .transaction(|txn| {
+    ///         Box::pin(async move {
+    ///             // ... writes through `txn` ...
+    ///             Ok::<_, tenancy_sea::Error>(txn.tenant_id().to_string())
+    ///         })
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<F, R, E>(&self, work: F) -> std::result::Result<R, E>
+    where
+        F: for<'t> FnOnce(
+                &'t TenantTxn<T>,
+            ) -> Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 't>>
+            + Send,
+        R: Send,
+        E: From<Error>,
+    {
+        let txn = self.begin().await?;
+        match work(&txn).await {
+            Ok(value) => {
+                txn.commit().await?;
+                Ok(value)
+            }
+            Err(err) => {
+                if let Err(rollback) = txn.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback after a failed transaction failed");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl<T: TenantKey> TenantTxn<T> {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.conn.commit().await?)
+    }
+
+    /// Rolls the transaction back; nothing written through it remains.
+    pub async fn rollback(self) -> Result<()> {
+        Ok(self.conn.rollback().await?)
+    }
+}
+
+/// Column name equality, for comparing columns of one entity (SeaORM columns are not
+/// `PartialEq`).
+pub(crate) fn same_column<C: IdenStatic>(a: C, b: C) -> bool {
+    a.as_str() == b.as_str()
+}

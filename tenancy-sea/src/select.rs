@@ -1,0 +1,380 @@
+//! Scoped reads: [`ScopedSelect`] and the builders it leads to.
+
+use crate::entity::{ScopedEntity, TenantKey};
+use crate::error::{Error, Result};
+use crate::handle::TenantDb;
+use futures_util::Stream;
+use sea_orm::sea_query::{Condition, IntoCondition, JoinType, SimpleExpr};
+use sea_orm::{
+    ConnectionTrait, DbErr, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Related, Select, SelectTwo, SelectTwoMany,
+    Statement, StreamTrait,
+};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tracing::Instrument;
+
+/// Adds `E`'s join to `R` to `select`, with `R`'s tenant condition in the `ON` clause so
+/// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
+fn join_scoped<T, E, R, C>(
+    handle: &TenantDb<T, C>,
+    mut select: Select<E>,
+    join: JoinType,
+) -> Select<E>
+where
+    T: TenantKey,
+    C: ConnectionTrait,
+    E: EntityTrait + Related<R>,
+    R: ScopedEntity<T>,
+{
+    if let Some(via) = <E as Related<R>>::via() {
+        // The junction row is not returned; both ends are filtered by tenant.
+        QueryTrait::query(&mut select).join(join, via.to_tbl.clone(), via);
+    }
+    let to = <E as Related<R>>::to();
+    let table = to.to_tbl.clone();
+    let mut on = Condition::all().add(Condition::from(to));
+    if let Some(scope) = handle.scope::<R>() {
+        on = on.add(scope);
+    }
+    QueryTrait::query(&mut select).join(join, table, on);
+    select
+}
+
+/// The builder methods shared by every scoped select: each adds to the statement, none
+/// can remove the tenant condition.
+macro_rules! query_methods {
+    () => {
+        /// Adds a condition, ANDed with the tenant condition and any earlier filter, as
+        /// SeaORM's `filter` does.
+        pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+            self.select = QueryFilter::filter(self.select, condition);
+            self
+        }
+
+        /// Orders by `col` ascending.
+        pub fn order_by_asc(mut self, col: impl Into<SimpleExpr>) -> Self {
+            self.select = QueryOrder::order_by_asc(self.select, col.into());
+            self
+        }
+
+        /// Orders by `col` descending.
+        pub fn order_by_desc(mut self, col: impl Into<SimpleExpr>) -> Self {
+            self.select = QueryOrder::order_by_desc(self.select, col.into());
+            self
+        }
+
+        /// Orders by `col` in the given direction.
+        pub fn order_by(mut self, col: impl Into<SimpleExpr>, order: Order) -> Self {
+            self.select = QueryOrder::order_by(self.select, col.into(), order);
+            self
+        }
+
+        /// Returns at most `limit` rows.
+        pub fn limit(mut self, limit: u64) -> Self {
+            self.select = QuerySelect::limit(self.select, limit);
+            self
+        }
+
+        /// Skips the first `offset` rows.
+        pub fn offset(mut self, offset: u64) -> Self {
+            self.select = QuerySelect::offset(self.select, offset);
+            self
+        }
+    };
+}
+
+/// A select of one tenant's rows of `E` (or of a global entity's rows), made by
+/// [`TenantDb::find`] and its siblings.
+#[must_use = "a select does nothing until `.all()`, `.one()`, `.count()`, `.paginate()` or `.stream()`"]
+pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C> {
+    handle: &'h TenantDb<T, C>,
+    select: Select<E>,
+}
+
+impl<'h, T, E, C> ScopedSelect<'h, T, E, C>
+where
+    T: TenantKey,
+    E: ScopedEntity<T>,
+    C: ConnectionTrait,
+{
+    pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
+        ScopedSelect { handle, select }
+    }
+
+    /// The SeaORM select, tenant condition included, for the crate's own execution paths.
+    pub(crate) fn into_select(self) -> Select<E> {
+        self.select
+    }
+
+    fn span(&self, op: &'static str) -> tracing::Span {
+        self.handle.span(op, E::default().table_name())
+    }
+
+    query_methods!();
+
+    /// Removes duplicate rows (`SELECT DISTINCT`).
+    pub fn distinct(mut self) -> Self {
+        self.select = QuerySelect::distinct(self.select);
+        self
+    }
+
+    /// Locks the selected rows against writes by others until the transaction ends
+    /// (`FOR SHARE`; ignored by SQLite).
+    pub fn lock_shared(mut self) -> Self {
+        self.select = QuerySelect::lock_shared(self.select);
+        self
+    }
+
+    /// Locks the selected rows for update until the transaction ends (`FOR UPDATE`;
+    /// ignored by SQLite).
+    pub fn lock_exclusive(mut self) -> Self {
+        self.select = QuerySelect::lock_exclusive(self.select);
+        self
+    }
+
+    /// Inner-joins the related entity `R`, filtered by tenant too, to filter on its
+    /// columns: `db.find::<order::Entity>().inner_join::<customer::Entity>()
+    /// .filter(customer::Column::Name.eq("Ada"))`.
+    pub fn inner_join<R>(mut self) -> Self
+    where
+        E: Related<R>,
+        R: ScopedEntity<T>,
+    {
+        self.select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::InnerJoin);
+        self
+    }
+
+    /// Selects each row with its related `R` row, if any of this tenant's: SeaORM's
+    /// `find_also_related`, with `R`'s tenant condition in the join.
+    pub fn find_also_related<R>(self) -> ScopedSelectTwo<'h, T, E, R, C>
+    where
+        E: Related<R>,
+        R: ScopedEntity<T>,
+    {
+        let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
+            .select_also(R::default());
+        ScopedSelectTwo {
+            handle: self.handle,
+            select,
+        }
+    }
+
+    /// Selects each row with all its related `R` rows of this tenant: SeaORM's
+    /// `find_with_related`, with `R`'s tenant condition in the join.
+    pub fn find_with_related<R>(self) -> ScopedSelectTwoMany<'h, T, E, R, C>
+    where
+        E: Related<R>,
+        R: ScopedEntity<T>,
+    {
+        let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
+            .select_with(R::default());
+        ScopedSelectTwoMany {
+            handle: self.handle,
+            select,
+        }
+    }
+
+    /// The statement this select would run, for logging or tests.
+    pub fn build(&self) -> Statement {
+        self.select
+            .build(self.handle.conn().get_database_backend())
+    }
+
+    /// The first row, if any.
+    pub async fn one(self) -> Result<Option<E::Model>> {
+        let span = self.span("select");
+        Ok(self
+            .select
+            .one(self.handle.conn())
+            .instrument(span)
+            .await?)
+    }
+
+    /// Every row.
+    pub async fn all(self) -> Result<Vec<E::Model>> {
+        let span = self.span("select");
+        Ok(self
+            .select
+            .all(self.handle.conn())
+            .instrument(span)
+            .await?)
+    }
+
+    /// How many rows this select returns (limit and offset included).
+    pub async fn count(self) -> Result<u64>
+    where
+        E::Model: Sync,
+    {
+        let span = self.span("count");
+        Ok(PaginatorTrait::count(self.select, self.handle.conn())
+            .instrument(span)
+            .await?)
+    }
+
+    /// Pages of `page_size` rows: see [`ScopedPaginator`]. Give the select an order for
+    /// pages to be stable.
+    pub fn paginate(self, page_size: u64) -> ScopedPaginator<'h, T, E, C> {
+        ScopedPaginator {
+            handle: self.handle,
+            select: self.select,
+            page_size,
+            page: 0,
+        }
+    }
+
+    /// The rows as a stream, fetched as they are consumed.
+    pub async fn stream(
+        self,
+    ) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h>
+    where
+        C: StreamTrait + Send,
+    {
+        let span = self.span("stream");
+        let inner = self
+            .select
+            .stream(self.handle.conn())
+            .instrument(span.clone())
+            .await?;
+        Ok(ScopedStream {
+            inner: Box::pin(inner),
+            span,
+        })
+    }
+}
+
+/// A stream of rows that runs inside its tenant's span.
+struct ScopedStream<'h, M> {
+    inner: Pin<Box<dyn Stream<Item = std::result::Result<M, DbErr>> + Send + 'h>>,
+    span: tracing::Span,
+}
+
+impl<M> Stream for ScopedStream<'_, M> {
+    type Item = Result<M>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner
+            .as_mut()
+            .poll_next(cx)
+            .map(|item| item.map(|row| row.map_err(Error::from)))
+    }
+}
+
+/// Pages through a [`ScopedSelect`]: SeaORM's `Paginator`, scoped.
+pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
+    handle: &'h TenantDb<T, C>,
+    select: Select<E>,
+    page_size: u64,
+    page: u64,
+}
+
+impl<T, E, C> ScopedPaginator<'_, T, E, C>
+where
+    T: TenantKey,
+    E: ScopedEntity<T>,
+    C: ConnectionTrait,
+    E::Model: Sync,
+{
+    fn paginator(&self) -> Result<sea_orm::Paginator<'_, C, sea_orm::SelectModel<E::Model>>> {
+        if self.page_size == 0 {
+            return Err(Error::ZeroPageSize);
+        }
+        Ok(self.select.clone().paginate(self.handle.conn(), self.page_size))
+    }
+
+    fn span(&self, op: &'static str) -> tracing::Span {
+        self.handle.span(op, E::default().table_name())
+    }
+
+    /// The rows of page `page` (counting from 0).
+    pub async fn fetch_page(&self, page: u64) -> Result<Vec<E::Model>> {
+        let paginator = self.paginator()?;
+        Ok(paginator.fetch_page(page).instrument(self.span("select")).await?)
+    }
+
+    /// The rows of the current page.
+    pub async fn fetch(&self) -> Result<Vec<E::Model>> {
+        self.fetch_page(self.page).await
+    }
+
+    /// The current page's rows, then moves to the next page; `None` after the last.
+    pub async fn fetch_and_next(&mut self) -> Result<Option<Vec<E::Model>>> {
+        let rows = self.fetch().await?;
+        self.page += 1;
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    /// The number of rows over all pages.
+    pub async fn num_items(&self) -> Result<u64> {
+        let paginator = self.paginator()?;
+        Ok(paginator.num_items().instrument(self.span("count")).await?)
+    }
+
+    /// The number of pages.
+    pub async fn num_pages(&self) -> Result<u64> {
+        let paginator = self.paginator()?;
+        Ok(paginator.num_pages().instrument(self.span("count")).await?)
+    }
+
+    /// The current page (counting from 0).
+    pub fn cur_page(&self) -> u64 {
+        self.page
+    }
+}
+
+/// Rows of `E` each with its related `R` row, if any: see
+/// [`ScopedSelect::find_also_related`].
+#[must_use = "a select does nothing until `.all()` or `.one()`"]
+pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
+    handle: &'h TenantDb<T, C>,
+    select: SelectTwo<E, R>,
+}
+
+impl<T, E, R, C> ScopedSelectTwo<'_, T, E, R, C>
+where
+    T: TenantKey,
+    E: ScopedEntity<T>,
+    R: ScopedEntity<T>,
+    C: ConnectionTrait,
+{
+    query_methods!();
+
+    /// The first row and its related row.
+    pub async fn one(self) -> Result<Option<(E::Model, Option<R::Model>)>> {
+        let span = self.handle.span("select", E::default().table_name());
+        Ok(self.select.one(self.handle.conn()).instrument(span).await?)
+    }
+
+    /// Every row with its related row.
+    pub async fn all(self) -> Result<Vec<(E::Model, Option<R::Model>)>> {
+        let span = self.handle.span("select", E::default().table_name());
+        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
+    }
+}
+
+/// Rows of `E` each with all its related `R` rows: see
+/// [`ScopedSelect::find_with_related`].
+#[must_use = "a select does nothing until `.all()`"]
+pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
+    handle: &'h TenantDb<T, C>,
+    select: SelectTwoMany<E, R>,
+}
+
+impl<T, E, R, C> ScopedSelectTwoMany<'_, T, E, R, C>
+where
+    T: TenantKey,
+    E: ScopedEntity<T>,
+    R: ScopedEntity<T>,
+    C: ConnectionTrait,
+{
+    query_methods!();
+
+    /// Every row with its related rows, consolidated by `E`'s primary key.
+    pub async fn all(self) -> Result<Vec<(E::Model, Vec<R::Model>)>> {
+        let span = self.handle.span("select", E::default().table_name());
+        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
+    }
+}
+
