@@ -190,7 +190,11 @@ mod tests {
         let long = "x".repeat(MAX_STRING_TENANT_ID_LEN + 1);
         let err = String::parse_tenant_id(&long).unwrap_err();
         assert_eq!(err.reason(), "longer than 128 bytes");
-        assert_eq!(err.input().chars().count(), 65, "input is shortened for logs");
+        assert_eq!(
+            err.input().chars().count(),
+            65,
+            "input is shortened for logs"
+        );
         assert_eq!(b"acme".to_vec(), "acme".to_owned().canonical_bytes());
     }
 

@@ -95,7 +95,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Finds a bare marker attribute such as `#[tenant_id]`; a second one or arguments are errors.
-pub fn marker<'a>(attrs: &'a [Attribute], name: &str, errors: &mut Errors) -> Option<&'a Attribute> {
+pub fn marker<'a>(
+    attrs: &'a [Attribute],
+    name: &str,
+    errors: &mut Errors,
+) -> Option<&'a Attribute> {
     let mut found: Option<&Attribute> = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident(name)) {
         if !matches!(attr.meta, Meta::Path(_)) {

@@ -11,8 +11,16 @@ pub struct Checked<'m, 'a> {
 }
 
 pub fn check<'m, 'a>(model: &'m Model<'a>, kind: Kind, errors: &mut Errors) -> Checked<'m, 'a> {
-    let tenant_fields: Vec<&Field> = model.fields.iter().filter(|f| f.tenant_id.is_some()).collect();
-    let shard_fields: Vec<&Field> = model.fields.iter().filter(|f| f.shard_key.is_some()).collect();
+    let tenant_fields: Vec<&Field> = model
+        .fields
+        .iter()
+        .filter(|f| f.tenant_id.is_some())
+        .collect();
+    let shard_fields: Vec<&Field> = model
+        .fields
+        .iter()
+        .filter(|f| f.shard_key.is_some())
+        .collect();
 
     match kind {
         Kind::TenantScoped => {

@@ -142,7 +142,10 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     {
         let span = self.span("load_many", R::default().table_name());
         let select = self.find::<R>().into_select();
-        Ok(models.load_many(select, &self.conn).instrument(span).await?)
+        Ok(models
+            .load_many(select, &self.conn)
+            .instrument(span)
+            .await?)
     }
 
     /// Checks the tenant column of `am`: unset becomes this tenant, another tenant is an
@@ -306,9 +309,12 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
                         Err(err) => return Err(err.into()),
                     }
                 } else {
-                    let result = update.exec_without_returning(&self.conn).await?;
-                    if result.rows_affected == 0 {
-                        return Err(self.not_found::<A::Entity>());
+                    match update.exec_without_returning(&self.conn).await {
+                        Ok(result) if result.rows_affected > 0 => {}
+                        Ok(_) | Err(DbErr::RecordNotUpdated) => {
+                            return Err(self.not_found::<A::Entity>());
+                        }
+                        Err(err) => return Err(err.into()),
                     }
                     A::Entity::find()
                         .filter(key)
@@ -420,7 +426,8 @@ where
     where
         F: for<'t> FnOnce(
                 &'t TenantTxn<T>,
-            ) -> Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 't>>
+            )
+                -> Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 't>>
             + Send,
         R: Send,
         E: From<Error>,

@@ -76,7 +76,6 @@ pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        GlobalEntity, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey, TenantScoped,
-        TenantTxn,
+        GlobalEntity, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey, TenantScoped, TenantTxn,
     };
 }

@@ -4,11 +4,11 @@ use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
 use futures_util::Stream;
-use sea_orm::sea_query::{Condition, IntoCondition, JoinType, SimpleExpr};
+use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
 use sea_orm::{
-    ConnectionTrait, DbErr, EntityTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Related, Select, SelectTwo, SelectTwoMany,
-    Statement, StreamTrait,
+    ConnectionTrait, DbErr, EntityTrait, IntoSimpleExpr, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Related, Select, SelectTwo, SelectTwoMany, Statement,
+    StreamTrait,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -53,20 +53,20 @@ macro_rules! query_methods {
         }
 
         /// Orders by `col` ascending.
-        pub fn order_by_asc(mut self, col: impl Into<SimpleExpr>) -> Self {
-            self.select = QueryOrder::order_by_asc(self.select, col.into());
+        pub fn order_by_asc(mut self, col: impl IntoSimpleExpr) -> Self {
+            self.select = QueryOrder::order_by_asc(self.select, col);
             self
         }
 
         /// Orders by `col` descending.
-        pub fn order_by_desc(mut self, col: impl Into<SimpleExpr>) -> Self {
-            self.select = QueryOrder::order_by_desc(self.select, col.into());
+        pub fn order_by_desc(mut self, col: impl IntoSimpleExpr) -> Self {
+            self.select = QueryOrder::order_by_desc(self.select, col);
             self
         }
 
         /// Orders by `col` in the given direction.
-        pub fn order_by(mut self, col: impl Into<SimpleExpr>, order: Order) -> Self {
-            self.select = QueryOrder::order_by(self.select, col.into(), order);
+        pub fn order_by(mut self, col: impl IntoSimpleExpr, order: Order) -> Self {
+            self.select = QueryOrder::order_by(self.select, col, order);
             self
         }
 
@@ -177,28 +177,19 @@ where
 
     /// The statement this select would run, for logging or tests.
     pub fn build(&self) -> Statement {
-        self.select
-            .build(self.handle.conn().get_database_backend())
+        self.select.build(self.handle.conn().get_database_backend())
     }
 
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        Ok(self
-            .select
-            .one(self.handle.conn())
-            .instrument(span)
-            .await?)
+        Ok(self.select.one(self.handle.conn()).instrument(span).await?)
     }
 
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        Ok(self
-            .select
-            .all(self.handle.conn())
-            .instrument(span)
-            .await?)
+        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
     }
 
     /// How many rows this select returns (limit and offset included).
@@ -224,9 +215,7 @@ where
     }
 
     /// The rows as a stream, fetched as they are consumed.
-    pub async fn stream(
-        self,
-    ) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h>
+    pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h>
     where
         C: StreamTrait + Send,
     {
@@ -281,7 +270,10 @@ where
         if self.page_size == 0 {
             return Err(Error::ZeroPageSize);
         }
-        Ok(self.select.clone().paginate(self.handle.conn(), self.page_size))
+        Ok(self
+            .select
+            .clone()
+            .paginate(self.handle.conn(), self.page_size))
     }
 
     fn span(&self, op: &'static str) -> tracing::Span {
@@ -291,7 +283,10 @@ where
     /// The rows of page `page` (counting from 0).
     pub async fn fetch_page(&self, page: u64) -> Result<Vec<E::Model>> {
         let paginator = self.paginator()?;
-        Ok(paginator.fetch_page(page).instrument(self.span("select")).await?)
+        Ok(paginator
+            .fetch_page(page)
+            .instrument(self.span("select"))
+            .await?)
     }
 
     /// The rows of the current page.
@@ -377,4 +372,3 @@ where
         Ok(self.select.all(self.handle.conn()).instrument(span).await?)
     }
 }
-

@@ -6,8 +6,8 @@ use crate::handle::{TenantDb, same_column};
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DeleteMany,
-    DeleteResult, EntityName, EntityTrait, IdenStatic, Iterable, QueryFilter, UpdateMany,
-    UpdateResult,
+    DeleteResult, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter,
+    UpdateMany, UpdateResult,
 };
 use tracing::Instrument;
 
@@ -62,7 +62,8 @@ where
         let col = E::tenant_column();
         if let ActiveValue::Set(found) | ActiveValue::Unchanged(found) = am.get(col) {
             if &found != self.handle.tenant_value() {
-                self.error.get_or_insert_with(|| self.handle.mismatch::<E>(found));
+                self.error
+                    .get_or_insert_with(|| self.handle.mismatch::<E>(found));
             }
             am.not_set(col);
         }
@@ -217,17 +218,19 @@ where
             return Err(column_write_error::<Entity<A>>());
         }
         let am = self.handle.stamp(self.am)?;
+        let primary_key: Vec<_> = <Entity<A> as EntityTrait>::PrimaryKey::iter()
+            .map(PrimaryKeyToColumn::into_column)
+            .collect();
         let conflict = if self.conflict.is_empty() {
-            <Entity<A> as EntityTrait>::PrimaryKey::iter()
-                .map(|key| sea_orm::PrimaryKeyToColumn::into_column(key))
-                .collect()
+            primary_key.clone()
         } else {
             self.conflict
         };
         let mut on_conflict = OnConflict::columns(conflict);
         let tenant = self.handle.tenant_value().clone();
         if self.update.is_empty() {
-            on_conflict.do_nothing();
+            // MySQL has no DO NOTHING: it becomes `pk = pk`, which changes nothing.
+            on_conflict.do_nothing_on(primary_key);
         } else if self.handle.conn().get_database_backend() == DbBackend::MySql {
             // No WHERE on ON DUPLICATE KEY UPDATE: keep the old value unless the row is ours.
             on_conflict.values(self.update.iter().map(|col| {

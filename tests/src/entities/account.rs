@@ -1,0 +1,21 @@
+//! A tenant-scoped table with a globally unique column, for upserts that conflict
+//! across tenants.
+use sea_orm::entity::prelude::*;
+use tenancy_sea::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+#[sea_orm(table_name = "accounts")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[tenant_id]
+    pub tenant_id: i64,
+    #[sea_orm(unique)]
+    pub email: String,
+    pub visits: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

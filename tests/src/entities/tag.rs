@@ -1,0 +1,18 @@
+//! A tenant-scoped table reached through a junction (many-to-many).
+use sea_orm::entity::prelude::*;
+use tenancy_sea::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+#[sea_orm(table_name = "tags")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[tenant_id]
+    pub tenant_id: i64,
+    pub label: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
