@@ -122,7 +122,7 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
         }
 
         #[automatically_derived]
-        impl #krate::ScopedEntity<#ty> for #entity {
+        impl #krate::ScopedEntity<<#entity as #krate::TenantScoped>::TenantId> for #entity {
             #[inline]
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::option::Option::Some(#column::#tenant_variant)

@@ -92,10 +92,12 @@ pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C> {
     select: Select<E>,
 }
 
+// Methods need only `E: EntityTrait`: every constructor already demanded
+// `E: ScopedEntity<T>`, and not repeating it keeps a misuse to one compile error.
 impl<'h, T, E, C> ScopedSelect<'h, T, E, C>
 where
     T: TenantKey,
-    E: ScopedEntity<T>,
+    E: EntityTrait,
     C: ConnectionTrait,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
@@ -262,7 +264,7 @@ pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
 impl<T, E, C> ScopedPaginator<'_, T, E, C>
 where
     T: TenantKey,
-    E: ScopedEntity<T>,
+    E: EntityTrait,
     C: ConnectionTrait,
     E::Model: Sync,
 {
@@ -330,8 +332,8 @@ pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> 
 impl<T, E, R, C> ScopedSelectTwo<'_, T, E, R, C>
 where
     T: TenantKey,
-    E: ScopedEntity<T>,
-    R: ScopedEntity<T>,
+    E: EntityTrait,
+    R: EntityTrait,
     C: ConnectionTrait,
 {
     query_methods!();
@@ -360,8 +362,8 @@ pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait,
 impl<T, E, R, C> ScopedSelectTwoMany<'_, T, E, R, C>
 where
     T: TenantKey,
-    E: ScopedEntity<T>,
-    R: ScopedEntity<T>,
+    E: EntityTrait,
+    R: EntityTrait,
     C: ConnectionTrait,
 {
     query_methods!();

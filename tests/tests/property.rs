@@ -15,12 +15,32 @@ const TENANTS: i64 = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { tenant: i64, total: i64 },
-    Update { tenant: i64, pick: Index, total: i64 },
-    Delete { tenant: i64, pick: Index },
-    UpdateMany { tenant: i64, below: i64, add: i64 },
-    DeleteMany { tenant: i64, above: i64 },
-    Read { tenant: i64, min: i64 },
+    Insert {
+        tenant: i64,
+        total: i64,
+    },
+    Update {
+        tenant: i64,
+        pick: Index,
+        total: i64,
+    },
+    Delete {
+        tenant: i64,
+        pick: Index,
+    },
+    UpdateMany {
+        tenant: i64,
+        below: i64,
+        add: i64,
+    },
+    DeleteMany {
+        tenant: i64,
+        above: i64,
+    },
+    Read {
+        tenant: i64,
+        min: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -83,7 +103,11 @@ async fn run_case(world: &World, ops: Vec<Op>) {
                 assert_eq!(row.tenant_id, *tenant);
                 model.insert(row.id, (*tenant, *total));
             }
-            Op::Update { tenant, pick: index, total } => {
+            Op::Update {
+                tenant,
+                pick: index,
+                total,
+            } => {
                 let id = pick(&model, index);
                 let result = world
                     .handle(*tenant)
@@ -98,10 +122,16 @@ async fn run_case(world: &World, ops: Vec<Op>) {
                         assert_eq!(result.unwrap().total_cents, *total);
                         row.1 = *total;
                     }
-                    _ => assert!(matches!(result, Err(Error::NotFound { .. })), "{op:?}: {result:?}"),
+                    _ => assert!(
+                        matches!(result, Err(Error::NotFound { .. })),
+                        "{op:?}: {result:?}"
+                    ),
                 }
             }
-            Op::Delete { tenant, pick: index } => {
+            Op::Delete {
+                tenant,
+                pick: index,
+            } => {
                 let id = pick(&model, index);
                 let deleted = world
                     .handle(*tenant)
@@ -129,7 +159,10 @@ async fn run_case(world: &World, ops: Vec<Op>) {
                     .unwrap()
                     .rows_affected;
                 let mut expected = 0;
-                for row in model.values_mut().filter(|r| r.0 == *tenant && r.1 < *below) {
+                for row in model
+                    .values_mut()
+                    .filter(|r| r.0 == *tenant && r.1 < *below)
+                {
                     row.1 += add;
                     expected += 1;
                 }
@@ -157,7 +190,10 @@ async fn run_case(world: &World, ops: Vec<Op>) {
                     .all()
                     .await
                     .unwrap();
-                assert!(rows.iter().all(|r| r.tenant_id == *tenant), "{op:?}: crossed tenants");
+                assert!(
+                    rows.iter().all(|r| r.tenant_id == *tenant),
+                    "{op:?}: crossed tenants"
+                );
                 let got: Vec<(i64, i64)> = rows.iter().map(|r| (r.id, r.total_cents)).collect();
                 let want: Vec<(i64, i64)> = model
                     .iter()
@@ -166,7 +202,10 @@ async fn run_case(world: &World, ops: Vec<Op>) {
                     .collect();
                 assert_eq!(got, want, "{op:?}");
                 let count = handle.find::<order::Entity>().count().await.unwrap();
-                assert_eq!(count as usize, model.values().filter(|r| r.0 == *tenant).count());
+                assert_eq!(
+                    count as usize,
+                    model.values().filter(|r| r.0 == *tenant).count()
+                );
             }
         }
         // The whole table, read past the framework, equals the model after every step.

@@ -67,7 +67,11 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
     acme.delete_many::<customer::Entity>().exec().await.unwrap();
 
     let spans = recorded.0.lock().unwrap().clone();
-    let expected = [("insert", "customers"), ("select", "customers"), ("delete_many", "customers")];
+    let expected = [
+        ("insert", "customers"),
+        ("select", "customers"),
+        ("delete_many", "customers"),
+    ];
     assert_eq!(spans.len(), expected.len(), "{spans:?}");
     for ((tenant, op, table), (want_op, want_table)) in spans.iter().zip(expected) {
         assert_eq!(tenant, "4242");

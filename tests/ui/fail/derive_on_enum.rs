@@ -1,0 +1,9 @@
+use tenancy_sea::prelude::*;
+
+#[derive(TenantScoped)]
+pub enum Model {
+    A,
+    B,
+}
+
+fn main() {}

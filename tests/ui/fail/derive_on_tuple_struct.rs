@@ -1,0 +1,6 @@
+use tenancy_sea::prelude::*;
+
+#[derive(TenantScoped)]
+pub struct Model(i64, i64);
+
+fn main() {}

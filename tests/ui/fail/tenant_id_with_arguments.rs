@@ -1,0 +1,18 @@
+use sea_orm::entity::prelude::*;
+use tenancy_sea::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+#[sea_orm(table_name = "orders")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[tenant_id(column = "tenant")]
+    pub tenant_id: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+fn main() {}
