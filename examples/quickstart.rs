@@ -130,7 +130,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("acme's big orders: {big:?}");
     let statement = acme.find::<order::Entity>().build();
     let values = statement.values.map(|v| v.0).unwrap_or_default();
-    println!("acme's reads run as: {}\n  with bound values {values:?}", statement.sql);
+    println!(
+        "acme's reads run as: {}\n  with bound values {values:?}",
+        statement.sql
+    );
 
     // Joins are filtered on both sides.
     for (customer, orders) in globex
@@ -144,7 +147,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Another tenant's row does not exist for this handle...
-    let globex_order = globex.find::<order::Entity>().one().await?.ok_or("no order")?;
+    let globex_order = globex
+        .find::<order::Entity>()
+        .one()
+        .await?
+        .ok_or("no order")?;
     let seen = acme
         .find_by_id::<order::Entity>(globex_order.id)
         .one()
@@ -161,7 +168,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await;
     println!("acme updates globex's order: {}", describe(update));
     let deleted = acme.delete_by_id::<order::Entity>(globex_order.id).await?;
-    println!("acme deletes globex's order: {} rows", deleted.rows_affected);
+    println!(
+        "acme deletes globex's order: {} rows",
+        deleted.rows_affected
+    );
 
     // ...and cannot be written into another tenant by naming it.
     let smuggled = acme
@@ -198,7 +208,6 @@ fn describe<T>(result: tenancy_sea::Result<T>) -> String {
         Err(err) => format!("refused: {err}"),
     }
 }
-
 
 #[cfg(feature = "runtime-tokio")]
 #[tokio::main]

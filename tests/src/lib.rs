@@ -90,40 +90,44 @@ enum Cleanup {
 impl TestDb {
     /// Creates an empty database; `None` when the backend is skipped.
     pub async fn create(backend: Backend) -> Option<TestDb> {
+        if backend != Backend::Sqlite {
+            return Some(Self::create_on_server(backend, &backend.server_url()?).await);
+        }
         let name = format!("tenancy_t_{}", uuid::Uuid::new_v4().simple());
-        let (conn, cleanup) = match backend {
-            Backend::Sqlite => {
-                let path = std::env::temp_dir().join(format!("{name}.db"));
-                let url = format!("sqlite://{}?mode=rwc", path.display());
-                let conn = Database::connect(url).await.expect("open SQLite file");
-                (conn, Cleanup::File(path))
-            }
-            Backend::Postgres | Backend::MySql => {
-                let url = backend.server_url()?;
-                let mut options = ConnectOptions::new(url.clone());
-                options
-                    .connect_timeout(Duration::from_secs(5))
-                    .acquire_timeout(Duration::from_secs(5));
-                let admin = Database::connect(options)
-                    .await
-                    .unwrap_or_else(|e| panic!("cannot reach {backend:?} at {url}: {e}"));
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                let mut db_url = url::Url::parse(&url).expect("database URL");
-                db_url.set_path(&name);
-                let conn = Database::connect(db_url.as_str())
-                    .await
-                    .expect("connect to test database");
-                (conn, Cleanup::Server { admin, name })
-            }
-        };
+        let path = std::env::temp_dir().join(format!("{name}.db"));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let conn = Database::connect(url).await.expect("open SQLite file");
         Some(TestDb {
             backend,
             conn,
-            cleanup,
+            cleanup: Cleanup::File(path),
         })
+    }
+
+    /// Creates an empty database on the PostgreSQL or MariaDB server at `url`.
+    pub async fn create_on_server(backend: Backend, url: &str) -> TestDb {
+        let name = format!("tenancy_t_{}", uuid::Uuid::new_v4().simple());
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5));
+        let admin = Database::connect(options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach {backend:?} at {url}: {e}"));
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let mut db_url = url::Url::parse(url).expect("database URL");
+        db_url.set_path(&name);
+        let conn = Database::connect(db_url.as_str())
+            .await
+            .expect("connect to test database");
+        TestDb {
+            backend,
+            conn,
+            cleanup: Cleanup::Server { admin, name },
+        }
     }
 
     /// Creates a fresh database with the suite's schema.
@@ -229,4 +233,15 @@ macro_rules! backend_tests {
             })*
         }
     };
+}
+
+/// The book's chapters with Rust code, compiled and run as doctests so they cannot rot.
+/// (The quickstart chapter includes `examples/quickstart.rs`, which is built and run as
+/// the example itself.)
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../docs/src/introduction.md")]
+    pub mod introduction {}
+    #[doc = include_str!("../../docs/src/row-level.md")]
+    pub mod row_level {}
 }

@@ -1,6 +1,8 @@
 //! A property test: random sequences of writes and reads by several tenants, checked after
 //! every step against an in-memory model. No row ever crosses tenants.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestRunner};

@@ -1,5 +1,7 @@
 //! Every statement through a tenant handle runs in a span naming the tenant.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
 use sea_orm::Set;
 use std::sync::{Arc, Mutex};
 use tenancy_tests::entities::*;

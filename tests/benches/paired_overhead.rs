@@ -1,0 +1,164 @@
+//! The scoped path's overhead as a ratio, measured in interleaved rounds so that drift
+//! (other processes, CPU frequency, cache state) hits both sides alike.
+//!
+//! Each round runs a batch of the hand-written SeaORM query and a batch of the same query
+//! through a tenant handle, alternating which goes first; the reported ratio is the median
+//! of the per-round ratios, with the 10th-90th percentile range of rounds.
+//!
+//! ```text
+//! cargo bench -p tenancy-tests --bench paired_overhead
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tenancy_tests::entities::order;
+use tenancy_tests::{Backend, TestDb, create_schema};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{Fixture, TENANT, fixture};
+
+const ROUNDS: usize = 41;
+const BATCH: usize = 200;
+
+async fn time_batch<F, Fut>(mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    for _ in 0..BATCH {
+        f().await;
+    }
+    start.elapsed()
+}
+
+async fn pk_seaorm(f: &Fixture) {
+    let row = order::Entity::find_by_id(black_box(f.order_id))
+        .filter(order::Column::Tenant.eq(TENANT))
+        .one(&f.conn)
+        .await
+        .unwrap();
+    black_box(row.unwrap());
+}
+
+async fn pk_scoped(f: &Fixture) {
+    let row =
+        f.db.find_by_id::<order::Entity>(black_box(f.order_id))
+            .one()
+            .await
+            .unwrap();
+    black_box(row.unwrap());
+}
+
+async fn select_seaorm(f: &Fixture) {
+    let rows = order::Entity::find()
+        .filter(order::Column::Tenant.eq(TENANT))
+        .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
+        .all(&f.conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 100);
+    black_box(rows);
+}
+
+async fn select_scoped(f: &Fixture) {
+    let rows =
+        f.db.find::<order::Entity>()
+            .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
+            .all()
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 100);
+    black_box(rows);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn measure(label: &str, f: &Fixture, query: &str) {
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let mut base_us = Vec::with_capacity(ROUNDS);
+    let mut scoped_us = Vec::with_capacity(ROUNDS);
+    // Warm up both paths.
+    for _ in 0..2 {
+        run(f, query, false).await;
+        run(f, query, true).await;
+    }
+    for round in 0..ROUNDS {
+        let (base, scoped) = if round % 2 == 0 {
+            let b = run(f, query, false).await;
+            (b, run(f, query, true).await)
+        } else {
+            let s = run(f, query, true).await;
+            (run(f, query, false).await, s)
+        };
+        ratios.push(scoped.as_secs_f64() / base.as_secs_f64());
+        base_us.push(base.as_secs_f64() * 1e6 / BATCH as f64);
+        scoped_us.push(scoped.as_secs_f64() * 1e6 / BATCH as f64);
+    }
+    for v in [&mut ratios, &mut base_us, &mut scoped_us] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "| {query} | {label} | {:.1} | {:.1} | {:.3} | {:.3}–{:.3} |",
+        percentile(&base_us, 0.5),
+        percentile(&scoped_us, 0.5),
+        percentile(&ratios, 0.5),
+        percentile(&ratios, 0.1),
+        percentile(&ratios, 0.9),
+    );
+}
+
+async fn run(f: &Fixture, query: &str, scoped: bool) -> Duration {
+    match (query, scoped) {
+        ("pk_lookup", false) => time_batch(|| pk_seaorm(f)).await,
+        ("pk_lookup", true) => time_batch(|| pk_scoped(f)).await,
+        (_, false) => time_batch(|| select_seaorm(f)).await,
+        (_, true) => time_batch(|| select_scoped(f)).await,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a plain `cargo test --benches` run passes nothing
+    // and must stay quick, so it only checks the fixture.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Database::connect("sqlite::memory:").await.unwrap();
+        create_schema(&conn).await;
+        let sqlite = fixture(conn).await;
+        let url = std::env::var("TENANCY_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let pg_db = TestDb::create_on_server(Backend::Postgres, &url).await;
+        create_schema(&pg_db.conn).await;
+        let pg = fixture(pg_db.conn.clone()).await;
+        pg.conn.execute_unprepared("ANALYZE").await.unwrap();
+
+        if measuring {
+            println!(
+                "| query | backend | SeaORM by hand (µs, median) | scoped handle (µs, median) | ratio (median of {ROUNDS} rounds) | ratio, 10th–90th pct |"
+            );
+            println!("|---|---|---:|---:|---:|---:|");
+            for query in ["pk_lookup", "select_100"] {
+                measure("sqlite", &sqlite, query).await;
+                measure("postgres", &pg, query).await;
+            }
+        } else {
+            pk_scoped(&sqlite).await;
+            select_scoped(&pg).await;
+        }
+        pg_db.drop_db().await;
+    });
+}

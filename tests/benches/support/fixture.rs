@@ -1,0 +1,53 @@
+//! The data both overhead benchmarks run on: 4 tenants with 1,000 orders each.
+
+#![allow(clippy::unwrap_used, missing_docs)] // benchmark support, `pub` only for the benches
+
+use sea_orm::{DatabaseConnection, Set};
+use tenancy_sea::{Tenancy, TenantDb};
+use tenancy_tests::entities::{customer, order};
+
+pub const TENANTS: i64 = 4;
+pub const ORDERS_PER_TENANT: i64 = 1_000;
+pub const TENANT: i64 = 2;
+
+pub struct Fixture {
+    pub conn: DatabaseConnection,
+    pub db: TenantDb<i64>,
+    /// An order id of `TENANT`.
+    pub order_id: i64,
+    /// Selects exactly 100 of `TENANT`'s orders with `total_cents >= threshold`.
+    pub threshold: i64,
+}
+
+pub async fn fixture(conn: DatabaseConnection) -> Fixture {
+    let tenancy: Tenancy<i64> = Tenancy::builder(conn.clone()).build();
+    let mut order_id = 0;
+    for tenant in 1..=TENANTS {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        let c = db
+            .insert(customer::ActiveModel {
+                name: Set("bench".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for chunk in (0..ORDERS_PER_TENANT).collect::<Vec<_>>().chunks(250) {
+            db.insert_many(chunk.iter().map(|i| order::ActiveModel {
+                customer_id: Set(c.id),
+                total_cents: Set(*i),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        }
+        if tenant == TENANT {
+            order_id = db.find::<order::Entity>().one().await.unwrap().unwrap().id + 500;
+        }
+    }
+    Fixture {
+        db: tenancy.tenant(TENANT).await.unwrap(),
+        conn,
+        order_id,
+        threshold: ORDERS_PER_TENANT - 100,
+    }
+}
