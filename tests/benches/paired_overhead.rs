@@ -25,8 +25,8 @@ use tenancy_tests::{Backend, TestDb, create_schema};
 mod fixture;
 use fixture::{Fixture, TENANT, fixture};
 
-const ROUNDS: usize = 41;
-const BATCH: usize = 200;
+const ROUNDS: usize = 101;
+const BATCH: usize = 100;
 
 async fn time_batch<F, Fut>(mut f: F) -> Duration
 where
