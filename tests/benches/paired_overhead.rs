@@ -15,15 +15,13 @@
     missing_docs
 )]
 
-use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter};
-use std::hint::black_box;
+use sea_orm::{ConnectionTrait, Database};
 use std::time::{Duration, Instant};
-use tenancy_tests::entities::order;
 use tenancy_tests::{Backend, TestDb, create_schema};
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{Fixture, TENANT, fixture};
+use fixture::{Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm};
 
 const ROUNDS: usize = 101;
 const BATCH: usize = 100;
@@ -38,46 +36,6 @@ where
         f().await;
     }
     start.elapsed()
-}
-
-async fn pk_seaorm(f: &Fixture) {
-    let row = order::Entity::find_by_id(black_box(f.order_id))
-        .filter(order::Column::Tenant.eq(TENANT))
-        .one(&f.conn)
-        .await
-        .unwrap();
-    black_box(row.unwrap());
-}
-
-async fn pk_scoped(f: &Fixture) {
-    let row =
-        f.db.find_by_id::<order::Entity>(black_box(f.order_id))
-            .one()
-            .await
-            .unwrap();
-    black_box(row.unwrap());
-}
-
-async fn select_seaorm(f: &Fixture) {
-    let rows = order::Entity::find()
-        .filter(order::Column::Tenant.eq(TENANT))
-        .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
-        .all(&f.conn)
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 100);
-    black_box(rows);
-}
-
-async fn select_scoped(f: &Fixture) {
-    let rows =
-        f.db.find::<order::Entity>()
-            .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
-            .all()
-            .await
-            .unwrap();
-    assert_eq!(rows.len(), 100);
-    black_box(rows);
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -11,63 +11,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use sea_orm::{ColumnTrait, ConnectionTrait, Database, EntityTrait, QueryFilter};
-use std::hint::black_box;
-use tenancy_tests::entities::order;
+use sea_orm::{ConnectionTrait, Database};
 use tenancy_tests::{Backend, TestDb, create_schema};
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{Fixture, TENANT, fixture};
+use fixture::{Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm};
 
 fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, f: &Fixture) {
     let mut group = c.benchmark_group(format!("pk_lookup/{name}"));
     group.bench_function(BenchmarkId::from_parameter("seaorm"), |b| {
-        b.to_async(rt).iter(|| async {
-            let row = order::Entity::find_by_id(black_box(f.order_id))
-                .filter(order::Column::Tenant.eq(TENANT))
-                .one(&f.conn)
-                .await
-                .unwrap();
-            black_box(row.unwrap());
-        })
+        b.to_async(rt).iter(|| pk_seaorm(f))
     });
     group.bench_function(BenchmarkId::from_parameter("scoped"), |b| {
-        b.to_async(rt).iter(|| async {
-            let row =
-                f.db.find_by_id::<order::Entity>(black_box(f.order_id))
-                    .one()
-                    .await
-                    .unwrap();
-            black_box(row.unwrap());
-        })
+        b.to_async(rt).iter(|| pk_scoped(f))
     });
     group.finish();
 
     let mut group = c.benchmark_group(format!("select_100/{name}"));
     group.bench_function(BenchmarkId::from_parameter("seaorm"), |b| {
-        b.to_async(rt).iter(|| async {
-            let rows = order::Entity::find()
-                .filter(order::Column::Tenant.eq(TENANT))
-                .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
-                .all(&f.conn)
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 100);
-            black_box(rows);
-        })
+        b.to_async(rt).iter(|| select_seaorm(f))
     });
     group.bench_function(BenchmarkId::from_parameter("scoped"), |b| {
-        b.to_async(rt).iter(|| async {
-            let rows =
-                f.db.find::<order::Entity>()
-                    .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
-                    .all()
-                    .await
-                    .unwrap();
-            assert_eq!(rows.len(), 100);
-            black_box(rows);
-        })
+        b.to_async(rt).iter(|| select_scoped(f))
     });
     group.finish();
 }

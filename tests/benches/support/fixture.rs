@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)] // benchmark support, `pub` only for the benches
 
-use sea_orm::{DatabaseConnection, Set};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use std::hint::black_box;
 use tenancy_sea::{Tenancy, TenantDb};
 use tenancy_tests::entities::{customer, order};
 
@@ -50,4 +51,46 @@ pub async fn fixture(conn: DatabaseConnection) -> Fixture {
         order_id,
         threshold: ORDERS_PER_TENANT - 100,
     }
+}
+
+// The four measured queries: each pair builds the same statement, by hand and scoped.
+
+pub async fn pk_seaorm(f: &Fixture) {
+    let row = order::Entity::find_by_id(black_box(f.order_id))
+        .filter(order::Column::Tenant.eq(TENANT))
+        .one(&f.conn)
+        .await
+        .unwrap();
+    black_box(row.unwrap());
+}
+
+pub async fn pk_scoped(f: &Fixture) {
+    let row =
+        f.db.find_by_id::<order::Entity>(black_box(f.order_id))
+            .one()
+            .await
+            .unwrap();
+    black_box(row.unwrap());
+}
+
+pub async fn select_seaorm(f: &Fixture) {
+    let rows = order::Entity::find()
+        .filter(order::Column::Tenant.eq(TENANT))
+        .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
+        .all(&f.conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 100);
+    black_box(rows);
+}
+
+pub async fn select_scoped(f: &Fixture) {
+    let rows =
+        f.db.find::<order::Entity>()
+            .filter(order::Column::TotalCents.gte(black_box(f.threshold)))
+            .all()
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 100);
+    black_box(rows);
 }
