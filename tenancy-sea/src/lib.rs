@@ -67,7 +67,9 @@ mod write;
 pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
 pub use error::{Error, Result};
 pub use handle::{TenantDb, TenantTxn};
-pub use select::{ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany};
+pub use select::{
+    ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
+};
 pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenancy_core::{InvalidTenantId, TenantId};
 pub use tenancy_derive::{GlobalEntity, TenantScoped};

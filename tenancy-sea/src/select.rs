@@ -6,9 +6,10 @@ use crate::handle::TenantDb;
 use futures_util::Stream;
 use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
 use sea_orm::{
-    ConnectionTrait, DbErr, EntityTrait, IntoSimpleExpr, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Related, Select, SelectTwo, SelectTwoMany, Statement,
-    StreamTrait,
+    ColumnAsExpr, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    IntoSimpleExpr, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Related, Select, SelectGetableTuple, SelectModel, SelectTwo, SelectTwoMany, Selector,
+    SelectorTrait, Statement, StreamTrait, TryGetableMany,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -135,6 +136,57 @@ where
         self
     }
 
+    /// Selects no columns but those added next with [`column`](Self::column) or
+    /// [`column_as`](Self::column_as); pair it with [`into_tuple`](Self::into_tuple) or
+    /// [`into_model`](Self::into_model). The tenant condition stays in `WHERE`.
+    pub fn select_only(mut self) -> Self {
+        self.select = QuerySelect::select_only(self.select);
+        self
+    }
+
+    /// Adds a column to the selection.
+    pub fn column(mut self, col: impl ColumnTrait) -> Self {
+        self.select = QuerySelect::column(self.select, col);
+        self
+    }
+
+    /// Adds an expression to the selection under `alias`, e.g.
+    /// `.column_as(order::Column::Id.count(), "orders")`.
+    pub fn column_as(mut self, expr: impl ColumnAsExpr, alias: &str) -> Self {
+        self.select = QuerySelect::column_as(self.select, expr, alias);
+        self
+    }
+
+    /// Groups rows by `expr` (`GROUP BY`).
+    pub fn group_by(mut self, expr: impl IntoSimpleExpr) -> Self {
+        self.select = QuerySelect::group_by(self.select, expr);
+        self
+    }
+
+    /// Keeps the groups matching `condition` (`HAVING`).
+    pub fn having(mut self, condition: impl IntoCondition) -> Self {
+        self.select = QuerySelect::having(self.select, condition);
+        self
+    }
+
+    /// Reads each row as a tuple of the selected columns, e.g. `(i64, i64)`.
+    pub fn into_tuple<R: TryGetableMany>(self) -> ScopedSelector<'h, T, SelectGetableTuple<R>, C> {
+        ScopedSelector::new(
+            self.handle,
+            E::default().table_name(),
+            self.select.into_tuple(),
+        )
+    }
+
+    /// Reads each row as `M`, any `FromQueryResult` type (a partial model, an aggregate).
+    pub fn into_model<M: FromQueryResult>(self) -> ScopedSelector<'h, T, SelectModel<M>, C> {
+        ScopedSelector::new(
+            self.handle,
+            E::default().table_name(),
+            self.select.into_model(),
+        )
+    }
+
     /// Inner-joins the related entity `R`, filtered by tenant too, to filter on its
     /// columns: `db.find::<order::Entity>().inner_join::<customer::Entity>()
     /// .filter(customer::Column::Name.eq("Ada"))`.
@@ -231,6 +283,50 @@ where
             inner: Box::pin(inner),
             span,
         })
+    }
+}
+
+/// A scoped select read into another shape: see [`ScopedSelect::into_tuple`] and
+/// [`ScopedSelect::into_model`].
+#[must_use = "a select does nothing until `.all()` or `.one()`"]
+pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
+    handle: &'h TenantDb<T, C>,
+    table: &'static str,
+    selector: Selector<S>,
+}
+
+impl<'h, T, S, C> ScopedSelector<'h, T, S, C>
+where
+    T: TenantKey,
+    S: SelectorTrait,
+    C: ConnectionTrait,
+{
+    fn new(handle: &'h TenantDb<T, C>, table: &'static str, selector: Selector<S>) -> Self {
+        ScopedSelector {
+            handle,
+            table,
+            selector,
+        }
+    }
+
+    /// The first row, if any.
+    pub async fn one(self) -> Result<Option<S::Item>> {
+        let span = self.handle.span("select", self.table);
+        Ok(self
+            .selector
+            .one(self.handle.conn())
+            .instrument(span)
+            .await?)
+    }
+
+    /// Every row.
+    pub async fn all(self) -> Result<Vec<S::Item>> {
+        let span = self.handle.span("select", self.table);
+        Ok(self
+            .selector
+            .all(self.handle.conn())
+            .instrument(span)
+            .await?)
     }
 }
 

@@ -13,6 +13,7 @@ backend_tests!(
     reads_see_only_their_tenant,
     filters_cannot_widen_the_scope,
     pagination_count_and_stream_are_scoped,
+    projections_and_aggregates_are_scoped,
     insert_stamps_the_tenant_and_rejects_another,
     insert_many_is_all_or_nothing,
     update_one_touches_only_its_tenant,
@@ -187,6 +188,56 @@ async fn pagination_count_and_stream_are_scoped(db: &TestDb) {
         streamed.iter().map(|o| o.total_cents).collect::<Vec<_>>(),
         [1000, 2000, 3000]
     );
+}
+
+async fn projections_and_aggregates_are_scoped(db: &TestDb) {
+    let (_tenancy, a, b) = two_shops(db).await;
+    // One more customer for tenant 2, with a single order.
+    let extra = new_customer(&b, "second").await;
+    new_order(&b, extra.id, 7).await;
+
+    let per_customer: Vec<(i64, i64)> = b
+        .find::<order::Entity>()
+        .select_only()
+        .column(order::Column::CustomerId)
+        .column_as(Expr::col(order::Column::Id).count(), "orders")
+        .group_by(order::Column::CustomerId)
+        .order_by_asc(order::Column::CustomerId)
+        .into_tuple()
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(
+        per_customer.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [3, 1]
+    );
+
+    let busy: Vec<i64> = b
+        .find::<order::Entity>()
+        .select_only()
+        .column(order::Column::CustomerId)
+        .group_by(order::Column::CustomerId)
+        .having(Expr::col(order::Column::Id).count().gt(1))
+        .into_tuple()
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(busy.len(), 1);
+
+    #[derive(Debug, PartialEq, sea_orm::FromQueryResult)]
+    struct Total {
+        total_cents: i64,
+    }
+    let totals = a
+        .find::<order::Entity>()
+        .select_only()
+        .column(order::Column::TotalCents)
+        .order_by_desc(order::Column::TotalCents)
+        .into_model::<Total>()
+        .one()
+        .await
+        .unwrap();
+    assert_eq!(totals, Some(Total { total_cents: 300 }));
 }
 
 async fn insert_stamps_the_tenant_and_rejects_another(db: &TestDb) {
