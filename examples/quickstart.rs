@@ -94,7 +94,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // Built once, at start-up: the tenant id type is i64.
-    let tenancy: Tenancy<i64> = Tenancy::builder(conn).build();
+    let tenancy: Tenancy<i64> = Tenancy::builder(conn).build()?;
 
     // One handle per tenant, e.g. per request after authentication.
     let acme = tenancy.tenant(1).await?;

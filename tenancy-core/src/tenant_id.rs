@@ -72,6 +72,14 @@ pub trait TenantId: Clone + Debug + Display + Eq + Hash + Send + Sync + 'static 
     /// and `7i64` are the same key), a UUID its 16 bytes, a string its UTF-8 bytes.
     fn write_canonical_bytes(&self, out: &mut Vec<u8>);
 
+    /// The text this id contributes to a schema or database name (see
+    /// [`Identifier::for_tenant`](crate::Identifier::for_tenant)): its `Display` form, and
+    /// for a UUID its 32 hex digits without dashes. The result is validated as part of an
+    /// identifier, so an id that would make an unsafe name is rejected, never escaped.
+    fn identifier_fragment(&self) -> String {
+        self.to_string()
+    }
+
     /// The canonical bytes of this id as a new vector.
     fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16);
@@ -158,6 +166,10 @@ impl TenantId for uuid::Uuid {
 
     fn write_canonical_bytes(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
+    }
+
+    fn identifier_fragment(&self) -> String {
+        self.simple().to_string()
     }
 }
 

@@ -54,6 +54,23 @@ pub enum Error {
         column: String,
     },
 
+    /// Raw SQL was sent through a handle whose database does not isolate tenants (plain
+    /// row level): it would run without a tenant filter.
+    #[error(
+        "raw SQL through a tenant handle needs database-side isolation (row-level security, \
+         a schema or a database per tenant); under plain row level use `Tenancy::unscoped()` \
+         and filter by tenant yourself"
+    )]
+    RawSqlNotIsolated,
+
+    /// A schema or database name derived from a tenant id, or a setting name, is unsafe.
+    #[error(transparent)]
+    InvalidIdentifier(#[from] tenancy_core::InvalidIdentifier),
+
+    /// The configuration cannot work, e.g. a strategy on a backend that lacks it.
+    #[error("invalid tenancy configuration: {0}")]
+    Config(String),
+
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,

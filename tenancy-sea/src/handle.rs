@@ -3,16 +3,19 @@
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::select::ScopedSelect;
+use crate::session::{HandleConnection, Session};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait,
-    DatabaseConnection, DatabaseTransaction, DbErr, DeleteResult, EntityName, EntityTrait,
-    IdenStatic, IntoActiveModel, Iterable, LoaderTrait, ModelTrait, PrimaryKeyToColumn,
-    PrimaryKeyTrait, QueryFilter, Related, Select, TransactionTrait, Value,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteResult, EntityName,
+    EntityTrait, ExecResult, IdenStatic, IntoActiveModel, Iterable, LoaderTrait, ModelTrait,
+    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QueryResult, Related, Select, Statement,
+    Value,
 };
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// The handle of one tenant: every statement made through it is scoped to that tenant.
@@ -37,6 +40,11 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
     tenant: T,
     /// The tenant id as a bindable value, made once.
     value: Value,
+    /// The set-up each unit of work runs first (RLS setting, `search_path`); `None` for
+    /// row level, and inside a transaction that already ran it.
+    session: Option<Arc<Session>>,
+    /// Whether the database itself isolates this tenant, so raw SQL is safe.
+    database_isolated: bool,
 }
 
 /// A tenant handle inside a database transaction: the same API as [`TenantDb`], plus
@@ -45,18 +53,25 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
 pub type TenantTxn<T> = TenantDb<T, DatabaseTransaction>;
 
 impl<T: TenantKey> TenantDb<T> {
-    pub(crate) fn new(conn: DatabaseConnection, tenant: T) -> Result<Self> {
-        tenant.validate()?;
+    /// A handle over `conn`; the id must have been validated.
+    pub(crate) fn new(
+        conn: DatabaseConnection,
+        tenant: T,
+        session: Option<Session>,
+        database_isolated: bool,
+    ) -> Self {
         let value = tenant.clone().into();
-        Ok(TenantDb {
+        TenantDb {
             conn,
             tenant,
             value,
-        })
+            session: session.map(Arc::new),
+            database_isolated,
+        }
     }
 }
 
-impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
+impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// The tenant this handle belongs to.
     pub fn tenant_id(&self) -> &T {
         &self.tenant
@@ -64,6 +79,10 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
 
     pub(crate) fn conn(&self) -> &C {
         &self.conn
+    }
+
+    pub(crate) fn session(&self) -> Option<&Session> {
+        self.session.as_deref()
     }
 
     pub(crate) fn tenant_value(&self) -> &Value {
@@ -128,7 +147,9 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     {
         let span = self.span("load_one", R::default().table_name());
         let select = self.find::<R>().into_select();
-        Ok(models.load_one(select, &self.conn).instrument(span).await?)
+        async { Ok(on_conn!(self, |conn| models.load_one(select, conn).await?)) }
+            .instrument(span)
+            .await
     }
 
     /// Loads, for each of `models`, its related `R` rows (has-many, or many-to-many through
@@ -142,10 +163,13 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     {
         let span = self.span("load_many", R::default().table_name());
         let select = self.find::<R>().into_select();
-        Ok(models
-            .load_many(select, &self.conn)
-            .instrument(span)
-            .await?)
+        async {
+            Ok(on_conn!(self, |conn| models
+                .load_many(select, conn)
+                .await?))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Checks the tenant column of `am`: unset becomes this tenant, another tenant is an
@@ -199,12 +223,12 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     {
         let span = self.span("insert", A::Entity::default().table_name());
         async {
-            let am = A::before_save(am, &self.conn, true).await?;
-            let am = self.stamp(am)?;
-            let model = A::Entity::insert(am)
-                .exec_with_returning(&self.conn)
-                .await?;
-            Ok(A::after_save(model, &self.conn, true).await?)
+            Ok(on_conn!(self, |conn| {
+                let am = A::before_save(am, conn, true).await?;
+                let am = self.stamp(am)?;
+                let model = A::Entity::insert(am).exec_with_returning(conn).await?;
+                A::after_save(model, conn, true).await?
+            }))
         }
         .instrument(span)
         .await
@@ -228,10 +252,13 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
             return Ok(0);
         }
         let span = self.span("insert_many", A::Entity::default().table_name());
-        Ok(A::Entity::insert_many(models)
-            .exec_without_returning(&self.conn)
-            .instrument(span)
-            .await?)
+        async {
+            Ok(on_conn!(self, |conn| A::Entity::insert_many(models)
+                .exec_without_returning(conn)
+                .await?))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Starts an insert that resolves conflicts (an upsert): see [`ScopedUpsert`].
@@ -273,61 +300,55 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         let span = self.span("update", A::Entity::default().table_name());
-        async {
-            let am = A::before_save(am, &self.conn, false).await?;
-            let mut am = self.stamp(am)?;
-            let tenant_col = <A::Entity as TenantScoped>::tenant_column();
-            let tenant_is_key =
-                <<A::Entity as EntityTrait>::PrimaryKey as PrimaryKeyToColumn>::from_column(
-                    tenant_col,
-                )
-                .is_some();
-            if !tenant_is_key {
-                // Not a key, so never part of the SET list.
-                am.not_set(tenant_col);
-            }
-            let key = Self::primary_key_condition(&am)?;
-            let changes = <A::Entity as EntityTrait>::Column::iter().any(|col| {
-                <<A::Entity as EntityTrait>::PrimaryKey as PrimaryKeyToColumn>::from_column(col)
-                    .is_none()
-                    && matches!(am.get(col), ActiveValue::Set(_))
-            });
-            let scope = tenant_col.eq(self.value.clone());
-            let model = if !changes {
-                A::Entity::find()
-                    .filter(key)
-                    .filter(scope)
-                    .one(&self.conn)
-                    .await?
-                    .ok_or_else(|| self.not_found::<A::Entity>())?
-            } else {
-                let update = A::Entity::update(am).validate()?.filter(scope.clone());
-                if self.conn.support_returning() {
-                    match update.exec(&self.conn).await {
-                        Ok(model) => model,
-                        Err(DbErr::RecordNotUpdated) => return Err(self.not_found::<A::Entity>()),
-                        Err(err) => return Err(err.into()),
-                    }
-                } else {
-                    match update.exec_without_returning(&self.conn).await {
-                        Ok(result) if result.rows_affected > 0 => {}
-                        Ok(_) | Err(DbErr::RecordNotUpdated) => {
-                            return Err(self.not_found::<A::Entity>());
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
-                    A::Entity::find()
-                        .filter(key)
-                        .filter(tenant_col.eq(self.value.clone()))
-                        .one(&self.conn)
-                        .await?
-                        .ok_or_else(|| self.not_found::<A::Entity>())?
-                }
-            };
-            Ok(A::after_save(model, &self.conn, false).await?)
+        async { Ok(on_conn!(self, |conn| self.update_on(conn, am).await?)) }
+            .instrument(span)
+            .await
+    }
+
+    async fn update_on<A, C2>(&self, conn: &C2, am: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+        C2: ConnectionTrait,
+    {
+        let am = A::before_save(am, conn, false).await?;
+        let mut am = self.stamp(am)?;
+        let tenant_col = <A::Entity as TenantScoped>::tenant_column();
+        let is_key = |col| {
+            <<A::Entity as EntityTrait>::PrimaryKey as PrimaryKeyToColumn>::from_column(col)
+                .is_some()
+        };
+        if !is_key(tenant_col) {
+            // Not a key, so never part of the SET list.
+            am.not_set(tenant_col);
         }
-        .instrument(span)
-        .await
+        let key = Self::primary_key_condition(&am)?;
+        let changes = <A::Entity as EntityTrait>::Column::iter()
+            .any(|col| !is_key(col) && matches!(am.get(col), ActiveValue::Set(_)));
+        let scope = tenant_col.eq(self.value.clone());
+        let reread = A::Entity::find().filter(key).filter(scope.clone());
+        let model = if !changes {
+            // SeaORM would re-read by primary key alone; this read is tenant-filtered.
+            reread.one(conn).await?
+        } else {
+            let update = A::Entity::update(am).validate()?.filter(scope);
+            if conn.support_returning() {
+                match update.exec(conn).await {
+                    Ok(model) => Some(model),
+                    Err(DbErr::RecordNotUpdated) => None,
+                    Err(err) => return Err(err.into()),
+                }
+            } else {
+                match update.exec_without_returning(conn).await {
+                    Ok(result) if result.rows_affected > 0 => reread.one(conn).await?,
+                    Ok(_) | Err(DbErr::RecordNotUpdated) => None,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        };
+        let model = model.ok_or_else(|| self.not_found::<A::Entity>())?;
+        Ok(A::after_save(model, conn, false).await?)
     }
 
     /// Starts an update of many of this tenant's rows: see [`ScopedUpdateMany`].
@@ -349,16 +370,18 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     {
         let span = self.span("delete", A::Entity::default().table_name());
         async {
-            let am = A::before_delete(am, &self.conn).await?;
-            let am = self.stamp(am)?;
-            let key = Self::primary_key_condition(&am)?;
-            let result = A::Entity::delete_many()
-                .filter(key)
-                .filter(<A::Entity as TenantScoped>::tenant_column().eq(self.value.clone()))
-                .exec(&self.conn)
-                .await?;
-            A::after_delete(am, &self.conn).await?;
-            Ok(result)
+            Ok(on_conn!(self, |conn| {
+                let am = A::before_delete(am, conn).await?;
+                let am = self.stamp(am)?;
+                let key = Self::primary_key_condition(&am)?;
+                let result = A::Entity::delete_many()
+                    .filter(key)
+                    .filter(<A::Entity as TenantScoped>::tenant_column().eq(self.value.clone()))
+                    .exec(conn)
+                    .await?;
+                A::after_delete(am, conn).await?;
+                result
+            }))
         }
         .instrument(span)
         .await
@@ -374,11 +397,10 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
         E: TenantScoped<TenantId = T>,
     {
         let span = self.span("delete", E::default().table_name());
-        Ok(E::delete_by_id(id)
-            .filter(E::tenant_column().eq(self.value.clone()))
-            .exec(&self.conn)
+        let delete = E::delete_by_id(id).filter(E::tenant_column().eq(self.value.clone()));
+        async { Ok(on_conn!(self, |conn| delete.exec(conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 
     /// Starts a delete of many of this tenant's rows: see [`ScopedDeleteMany`].
@@ -390,20 +412,57 @@ impl<T: TenantKey, C: ConnectionTrait> TenantDb<T, C> {
     }
 }
 
-impl<T, C> TenantDb<T, C>
-where
-    T: TenantKey,
-    C: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
-{
-    /// Begins a transaction scoped to the same tenant. On a [`TenantTxn`] this makes a
-    /// nested transaction (a savepoint).
+impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
+    /// Begins a transaction scoped to the same tenant (under row-level security or
+    /// schema per tenant, its set-up runs first). On a [`TenantTxn`] this makes a nested
+    /// transaction (a savepoint).
     pub async fn begin(&self) -> Result<TenantTxn<T>> {
         let txn = self.conn.begin().await?;
+        if let Some(session) = &self.session {
+            session.apply(&txn).await?;
+        }
         Ok(TenantDb {
             conn: txn,
             tenant: self.tenant.clone(),
             value: self.value.clone(),
+            session: None,
+            database_isolated: self.database_isolated,
         })
+    }
+
+    /// Runs raw SQL that returns rows, in this tenant's scope. Only where the database
+    /// itself isolates tenants (row-level security, a schema or a database per tenant):
+    /// under plain row level a raw statement has no tenant filter, so it is
+    /// [`Error::RawSqlNotIsolated`] and nothing runs.
+    pub async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>> {
+        self.check_raw()?;
+        let span = self.span("raw", "");
+        async { Ok(on_conn!(self, |conn| conn.query_all_raw(statement).await?)) }
+            .instrument(span)
+            .await
+    }
+
+    /// Runs raw SQL that changes rows, in this tenant's scope; see
+    /// [`query_all_raw`](Self::query_all_raw).
+    pub async fn execute_raw(&self, statement: Statement) -> Result<ExecResult> {
+        self.check_raw()?;
+        let span = self.span("raw", "");
+        async { Ok(on_conn!(self, |conn| conn.execute_raw(statement).await?)) }
+            .instrument(span)
+            .await
+    }
+
+    fn check_raw(&self) -> Result<()> {
+        if self.database_isolated {
+            Ok(())
+        } else {
+            Err(Error::RawSqlNotIsolated)
+        }
+    }
+
+    /// The backend of this handle's connection, for building raw statements.
+    pub fn backend(&self) -> DbBackend {
+        ConnectionTrait::get_database_backend(&self.conn)
     }
 
     /// Runs `work` in a transaction of this tenant: committed when it returns `Ok`,

@@ -34,7 +34,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let conn = Database::connect("sqlite::memory:").await?;
 //! # conn.get_schema_builder().register(orders::Entity).apply(&conn).await?;
-//! let tenancy: Tenancy<i64> = Tenancy::builder(conn).build();
+//! let tenancy: Tenancy<i64> = Tenancy::builder(conn).build()?;
 //!
 //! let acme = tenancy.tenant(1).await?;
 //! let globex = tenancy.tenant(2).await?;
@@ -57,6 +57,8 @@
 //! that must see every tenant goes through the one named escape hatch,
 //! [`Tenancy::unscoped`].
 
+#[macro_use]
+mod session;
 mod entity;
 mod error;
 mod handle;
@@ -70,6 +72,7 @@ pub use handle::{TenantDb, TenantTxn};
 pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };
+pub use session::HandleConnection;
 pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenancy_core::{InvalidTenantId, TenantId};
 pub use tenancy_derive::{GlobalEntity, TenantScoped};

@@ -3,13 +3,14 @@
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
+use crate::session::HandleConnection;
 use futures_util::Stream;
 use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
 use sea_orm::{
-    ColumnAsExpr, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    ColumnAsExpr, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
     IntoSimpleExpr, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     Related, Select, SelectGetableTuple, SelectModel, SelectTwo, SelectTwoMany, Selector,
-    SelectorTrait, Statement, StreamTrait, TryGetableMany,
+    SelectorTrait, Statement, TryGetableMany,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -24,7 +25,7 @@ fn join_scoped<T, E, R, C>(
 ) -> Select<E>
 where
     T: TenantKey,
-    C: ConnectionTrait,
+    C: HandleConnection,
     E: EntityTrait + Related<R>,
     R: ScopedEntity<T>,
 {
@@ -99,7 +100,7 @@ impl<'h, T, E, C> ScopedSelect<'h, T, E, C>
 where
     T: TenantKey,
     E: EntityTrait,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
         ScopedSelect { handle, select }
@@ -231,7 +232,7 @@ where
 
     /// The statement this select would run, for logging or tests.
     pub fn build(&self) -> Statement {
-        self.select.build(self.handle.conn().get_database_backend())
+        self.select.build(self.handle.backend())
     }
 
     /// The first row, if any.
@@ -252,9 +253,10 @@ where
         E::Model: Sync,
     {
         let span = self.span("count");
-        Ok(PaginatorTrait::count(self.select, self.handle.conn())
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 
     /// Pages of `page_size` rows: see [`ScopedPaginator`]. Give the select an order for
@@ -269,20 +271,39 @@ where
     }
 
     /// The rows as a stream, fetched as they are consumed.
-    pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h>
-    where
-        C: StreamTrait + Send,
-    {
+    ///
+    /// Where each unit of work needs a set-up (row-level security, schema per tenant), the
+    /// stream runs in a transaction of its own, held until the stream is dropped; it only
+    /// reads, so ending it by a rollback loses nothing.
+    pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h> {
         let span = self.span("stream");
-        let inner = self
-            .select
-            .stream(self.handle.conn())
-            .instrument(span.clone())
-            .await?;
-        Ok(ScopedStream {
-            inner: Box::pin(inner),
-            span,
-        })
+        let Self { handle, select } = self;
+        let inner: RowStream<'h, E::Model> = match handle.session() {
+            None => Box::pin(
+                select
+                    .stream(handle.conn())
+                    .instrument(span.clone())
+                    .await?,
+            ),
+            Some(session) => {
+                let txn = handle.conn().begin().await?;
+                session.apply(&txn).await?;
+                let rows = TxnRowsAsyncSendTryBuilder {
+                    txn,
+                    rows_builder: |txn: &DatabaseTransaction| {
+                        Box::pin(async move {
+                            let rows = select.stream(txn).await?;
+                            Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(rows))
+                        })
+                    },
+                }
+                .try_build()
+                .instrument(span.clone())
+                .await?;
+                Box::pin(rows)
+            }
+        };
+        Ok(ScopedStream { inner, span })
     }
 }
 
@@ -299,7 +320,7 @@ impl<'h, T, S, C> ScopedSelector<'h, T, S, C>
 where
     T: TenantKey,
     S: SelectorTrait,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     fn new(handle: &'h TenantDb<T, C>, table: &'static str, selector: Selector<S>) -> Self {
         ScopedSelector {
@@ -330,9 +351,28 @@ where
     }
 }
 
+type RowStream<'a, M> = Pin<Box<dyn Stream<Item = std::result::Result<M, DbErr>> + Send + 'a>>;
+
+/// A stream of rows together with the transaction it reads in.
+#[ouroboros::self_referencing]
+struct TxnRows<M: 'static> {
+    txn: DatabaseTransaction,
+    #[borrows(txn)]
+    #[not_covariant]
+    rows: RowStream<'this, M>,
+}
+
+impl<M: 'static> Stream for TxnRows<M> {
+    type Item = std::result::Result<M, DbErr>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.with_rows_mut(|rows| rows.as_mut().poll_next(cx))
+    }
+}
+
 /// A stream of rows that runs inside its tenant's span.
 struct ScopedStream<'h, M> {
-    inner: Pin<Box<dyn Stream<Item = std::result::Result<M, DbErr>> + Send + 'h>>,
+    inner: RowStream<'h, M>,
     span: tracing::Span,
 }
 
@@ -361,17 +401,15 @@ impl<T, E, C> ScopedPaginator<'_, T, E, C>
 where
     T: TenantKey,
     E: EntityTrait,
-    C: ConnectionTrait,
+    C: HandleConnection,
     E::Model: Sync,
 {
-    fn paginator(&self) -> Result<sea_orm::Paginator<'_, C, sea_orm::SelectModel<E::Model>>> {
+    fn page_size(&self) -> Result<u64> {
         if self.page_size == 0 {
-            return Err(Error::ZeroPageSize);
+            Err(Error::ZeroPageSize)
+        } else {
+            Ok(self.page_size)
         }
-        Ok(self
-            .select
-            .clone()
-            .paginate(self.handle.conn(), self.page_size))
     }
 
     fn span(&self, op: &'static str) -> tracing::Span {
@@ -380,11 +418,16 @@ where
 
     /// The rows of page `page` (counting from 0).
     pub async fn fetch_page(&self, page: u64) -> Result<Vec<E::Model>> {
-        let paginator = self.paginator()?;
-        Ok(paginator
-            .fetch_page(page)
-            .instrument(self.span("select"))
-            .await?)
+        let size = self.page_size()?;
+        let select = self.select.clone();
+        async {
+            Ok(on_conn!(self.handle, |conn| select
+                .paginate(conn, size)
+                .fetch_page(page)
+                .await?))
+        }
+        .instrument(self.span("select"))
+        .await
     }
 
     /// The rows of the current page.
@@ -401,14 +444,22 @@ where
 
     /// The number of rows over all pages.
     pub async fn num_items(&self) -> Result<u64> {
-        let paginator = self.paginator()?;
-        Ok(paginator.num_items().instrument(self.span("count")).await?)
+        let size = self.page_size()?;
+        let select = self.select.clone();
+        async {
+            Ok(on_conn!(self.handle, |conn| select
+                .paginate(conn, size)
+                .num_items()
+                .await?))
+        }
+        .instrument(self.span("count"))
+        .await
     }
 
     /// The number of pages.
     pub async fn num_pages(&self) -> Result<u64> {
-        let paginator = self.paginator()?;
-        Ok(paginator.num_pages().instrument(self.span("count")).await?)
+        let items = self.num_items().await?;
+        Ok(items.div_ceil(self.page_size()?))
     }
 
     /// The current page (counting from 0).
@@ -430,20 +481,26 @@ where
     T: TenantKey,
     E: EntityTrait,
     R: EntityTrait,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     query_methods!();
 
     /// The first row and its related row.
     pub async fn one(self) -> Result<Option<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        Ok(self.select.one(self.handle.conn()).instrument(span).await?)
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
+            .instrument(span)
+            .await
     }
 
     /// Every row with its related row.
     pub async fn all(self) -> Result<Vec<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
+            .instrument(span)
+            .await
     }
 }
 
@@ -460,13 +517,16 @@ where
     T: TenantKey,
     E: EntityTrait,
     R: EntityTrait,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     query_methods!();
 
     /// Every row with its related rows, consolidated by `E`'s primary key.
     pub async fn all(self) -> Result<Vec<(E::Model, Vec<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
+            .instrument(span)
+            .await
     }
 }

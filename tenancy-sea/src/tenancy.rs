@@ -1,10 +1,42 @@
 //! [`Tenancy`]: built once, hands out tenant handles.
 
 use crate::entity::TenantKey;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use sea_orm::DatabaseConnection;
+use crate::session::Session;
+use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;
+use std::sync::Arc;
+use tenancy_core::Identifier;
+
+/// How tenants are kept apart. Chosen in the [`TenancyBuilder`]; the entities and the
+/// calls on the handles are the same under every strategy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Shared tables with a tenant column, filtered and stamped by the framework.
+    RowLevel,
+    /// As [`RowLevel`](Strategy::RowLevel), and enforced by PostgreSQL row-level security
+    /// on the named setting, set per transaction with `set_config(name, $1, true)`.
+    RowLevelSecurity {
+        /// The setting the policies read, e.g. `tenancy.tenant_id`.
+        setting: String,
+    },
+    /// One PostgreSQL schema per tenant, named `prefix` + the tenant id; each transaction
+    /// sets `search_path` to it (then `public`, for global tables) with `set_config`.
+    SchemaPerTenant {
+        /// The schema name prefix, e.g. `tenant_`.
+        prefix: String,
+    },
+}
+
+impl Strategy {
+    /// Whether the database itself keeps tenants apart (so raw SQL through a handle is
+    /// scoped).
+    pub fn database_isolated(&self) -> bool {
+        !matches!(self, Strategy::RowLevel)
+    }
+}
 
 /// The entry point: holds the connection and configuration, and hands out a
 /// [`TenantDb`] per tenant.
@@ -15,7 +47,7 @@ use std::marker::PhantomData;
 /// ```
 /// # use tenancy_sea::prelude::*;
 /// # async fn demo(conn: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-/// let tenancy: Tenancy<i64> = Tenancy::builder(conn).build();
+/// let tenancy: Tenancy<i64> = Tenancy::builder(conn).build()?;
 /// let acme = tenancy.tenant(42).await?;
 /// assert_eq!(*acme.tenant_id(), 42);
 ///
@@ -25,26 +57,108 @@ use std::marker::PhantomData;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Tenancy<T> {
-    conn: DatabaseConnection,
+    inner: Arc<Inner>,
     id_type: PhantomData<fn() -> T>,
 }
 
-/// Configures a [`Tenancy`]. Today's strategy is row level: shared tables with a tenant
-/// column, filtered and stamped on every statement.
+#[derive(Debug)]
+struct Inner {
+    conn: DatabaseConnection,
+    admin: DatabaseConnection,
+    strategy: Strategy,
+}
+
+/// Configures a [`Tenancy`]: the strategy (row level by default) and the connections.
 #[derive(Debug)]
 #[must_use = "call `.build()` to get the `Tenancy`"]
 pub struct TenancyBuilder<T> {
     conn: DatabaseConnection,
+    admin: Option<DatabaseConnection>,
+    strategy: Strategy,
     id_type: PhantomData<fn() -> T>,
 }
 
 impl<T: TenantKey> TenancyBuilder<T> {
-    /// Builds the [`Tenancy`].
-    pub fn build(self) -> Tenancy<T> {
-        Tenancy {
-            conn: self.conn,
-            id_type: PhantomData,
+    /// Row level (the default): shared tables with a tenant column.
+    pub fn row_level(mut self) -> Self {
+        self.strategy = Strategy::RowLevel;
+        self
+    }
+
+    /// Row level enforced by PostgreSQL row-level security on `setting` (e.g.
+    /// `tenancy.tenant_id`). Create the policies with [`crate::rls`]; connect as a role
+    /// that neither owns the tables nor is a superuser, or the policies do not apply.
+    pub fn row_level_security(mut self, setting: impl Into<String>) -> Self {
+        self.strategy = Strategy::RowLevelSecurity {
+            setting: setting.into(),
+        };
+        self
+    }
+
+    /// One PostgreSQL schema per tenant, named `prefix` followed by the tenant id
+    /// (`tenant_42`). Provision schemas with [`Tenancy::create_tenant_schema`].
+    pub fn schema_per_tenant(mut self, prefix: impl Into<String>) -> Self {
+        self.strategy = Strategy::SchemaPerTenant {
+            prefix: prefix.into(),
+        };
+        self
+    }
+
+    /// The connection [`Tenancy::unscoped`] returns, for admin work: typically a role that
+    /// owns the tables or bypasses row-level security. By default, the main connection.
+    pub fn admin_connection(mut self, admin: DatabaseConnection) -> Self {
+        self.admin = Some(admin);
+        self
+    }
+
+    /// Checks the configuration and builds the [`Tenancy`].
+    pub fn build(self) -> Result<Tenancy<T>> {
+        let backend = self.conn.get_database_backend();
+        match &self.strategy {
+            Strategy::RowLevel => {}
+            Strategy::RowLevelSecurity { setting } => {
+                require_postgres(backend, "row-level security")?;
+                validate_setting(setting)?;
+            }
+            Strategy::SchemaPerTenant { prefix } => {
+                require_postgres(backend, "schema per tenant")?;
+                Identifier::new(&format!("{prefix}x"))?;
+            }
         }
+        let admin = self.admin.unwrap_or_else(|| self.conn.clone());
+        Ok(Tenancy {
+            inner: Arc::new(Inner {
+                conn: self.conn,
+                admin,
+                strategy: self.strategy,
+            }),
+            id_type: PhantomData,
+        })
+    }
+}
+
+fn require_postgres(backend: DbBackend, what: &str) -> Result<()> {
+    if backend == DbBackend::Postgres {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} needs PostgreSQL; this connection is {backend:?}"
+        )))
+    }
+}
+
+/// A custom PostgreSQL setting is `prefix.name`, each part a plain identifier.
+fn validate_setting(setting: &str) -> Result<()> {
+    let mut parts = setting.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(prefix), Some(name), None) => {
+            Identifier::new(prefix)?;
+            Identifier::new(name)?;
+            Ok(())
+        }
+        _ => Err(Error::Config(format!(
+            "row-level security setting {setting:?} must look like `prefix.name`"
+        ))),
     }
 }
 
@@ -53,29 +167,60 @@ impl<T: TenantKey> Tenancy<T> {
     pub fn builder(conn: DatabaseConnection) -> TenancyBuilder<T> {
         TenancyBuilder {
             conn,
+            admin: None,
+            strategy: Strategy::RowLevel,
             id_type: PhantomData,
         }
     }
 
+    /// The strategy in force.
+    pub fn strategy(&self) -> &Strategy {
+        &self.inner.strategy
+    }
+
     /// The handle of one tenant. The id is validated first
     /// ([`TenantId::validate`](crate::TenantId::validate)); an invalid one is
-    /// [`Error::InvalidTenantId`](crate::Error::InvalidTenantId) and no handle is made.
+    /// [`Error::InvalidTenantId`](crate::Error::InvalidTenantId) (or
+    /// [`Error::InvalidIdentifier`](crate::Error::InvalidIdentifier) when it cannot name a
+    /// schema) and no handle is made.
     pub async fn tenant(&self, id: impl Into<T>) -> Result<TenantDb<T>> {
-        TenantDb::new(self.conn.clone(), id.into())
+        let tenant = id.into();
+        tenant.validate()?;
+        let backend = self.inner.conn.get_database_backend();
+        let session = match &self.inner.strategy {
+            Strategy::RowLevel => None,
+            Strategy::RowLevelSecurity { setting } => Some(Session::set_config(
+                backend,
+                &[(setting.as_str(), tenant.to_string())],
+            )),
+            Strategy::SchemaPerTenant { prefix } => {
+                let schema = Identifier::for_tenant(prefix, &tenant)?;
+                Some(Session::set_config(
+                    backend,
+                    &[("search_path", format!("{}, public", schema.quoted()))],
+                ))
+            }
+        };
+        Ok(TenantDb::new(
+            self.inner.conn.clone(),
+            tenant,
+            session,
+            self.inner.strategy.database_isolated(),
+        ))
     }
 
     /// Parses a tenant id from text, validates it and returns its handle.
     pub async fn tenant_from_str(&self, input: &str) -> Result<TenantDb<T>> {
-        TenantDb::new(self.conn.clone(), T::parse_tenant_id(input)?)
+        self.tenant(T::parse_tenant_id(input)?).await
     }
 
-    /// The raw connection, with no tenant scoping at all: the named escape hatch for
+    /// The admin connection, with no tenant scoping at all: the named escape hatch for
     /// admin work (migrations, support tools, moving rows between tenants).
     ///
     /// Every use is greppable: `grep -rn 'unscoped()'` lists every place that can see
     /// all tenants' data.
     pub fn unscoped(&self) -> &DatabaseConnection {
         tracing::debug!(target: "tenancy::unscoped", "unscoped connection handed out");
-        &self.conn
+        &self.inner.admin
     }
 }

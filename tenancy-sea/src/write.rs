@@ -3,11 +3,11 @@
 use crate::entity::{TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::handle::{TenantDb, same_column};
+use crate::session::HandleConnection;
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DeleteMany,
-    DeleteResult, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter,
-    UpdateMany, UpdateResult,
+    ActiveModelTrait, ActiveValue, ColumnTrait, DbBackend, DeleteMany, DeleteResult, EntityName,
+    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter, UpdateMany, UpdateResult,
 };
 use tracing::Instrument;
 
@@ -32,7 +32,7 @@ impl<'h, T, E, C> ScopedUpdateMany<'h, T, E, C>
 where
     T: TenantKey,
     E: TenantScoped<TenantId = T>,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
         let update = E::update_many().filter(E::tenant_column().eq(handle.tenant_value().clone()));
@@ -83,11 +83,10 @@ where
             return Err(error);
         }
         let span = self.handle.span("update_many", E::default().table_name());
-        Ok(self
-            .update
-            .exec(self.handle.conn())
+        let Self { handle, update, .. } = self;
+        async { Ok(on_conn!(handle, |conn| update.exec(conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 }
 
@@ -103,7 +102,7 @@ impl<'h, T, E, C> ScopedDeleteMany<'h, T, E, C>
 where
     T: TenantKey,
     E: TenantScoped<TenantId = T>,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
         let delete = E::delete_many().filter(E::tenant_column().eq(handle.tenant_value().clone()));
@@ -119,11 +118,10 @@ where
     /// Runs the delete; the result counts the rows deleted.
     pub async fn exec(self) -> Result<DeleteResult> {
         let span = self.handle.span("delete_many", E::default().table_name());
-        Ok(self
-            .delete
-            .exec(self.handle.conn())
+        let Self { handle, delete } = self;
+        async { Ok(on_conn!(handle, |conn| delete.exec(conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 }
 
@@ -178,7 +176,7 @@ where
     T: TenantKey,
     A: ActiveModelTrait + Send,
     A::Entity: TenantScoped<TenantId = T>,
-    C: ConnectionTrait,
+    C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>, am: A) -> Self {
         ScopedUpsert {
@@ -231,7 +229,7 @@ where
         if self.update.is_empty() {
             // MySQL has no DO NOTHING: it becomes `pk = pk`, which changes nothing.
             on_conflict.do_nothing_on(primary_key);
-        } else if self.handle.conn().get_database_backend() == DbBackend::MySql {
+        } else if self.handle.backend() == DbBackend::MySql {
             // No WHERE on ON DUPLICATE KEY UPDATE: keep the old value unless the row is ours.
             on_conflict.values(self.update.iter().map(|col| {
                 let new_value = Expr::cust(format!("VALUES({})", mysql_quote(col.as_str())));
@@ -247,11 +245,14 @@ where
         let span = self
             .handle
             .span("upsert", Entity::<A>::default().table_name());
-        Ok(Entity::<A>::insert(am)
-            .on_conflict(on_conflict)
-            .exec_without_returning(self.handle.conn())
-            .instrument(span)
-            .await?)
+        let insert = Entity::<A>::insert(am).on_conflict(on_conflict);
+        async {
+            Ok(on_conn!(self.handle, |conn| insert
+                .exec_without_returning(conn)
+                .await?))
+        }
+        .instrument(span)
+        .await
     }
 }
 

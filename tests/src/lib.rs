@@ -139,7 +139,7 @@ impl TestDb {
 
     /// A `Tenancy` over this database with tenant ids of type `T`.
     pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> Tenancy<T> {
-        Tenancy::builder(self.conn.clone()).build()
+        Tenancy::builder(self.conn.clone()).build().unwrap()
     }
 
     /// Drops the database.

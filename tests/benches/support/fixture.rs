@@ -21,7 +21,7 @@ pub struct Fixture {
 }
 
 pub async fn fixture(conn: DatabaseConnection) -> Fixture {
-    let tenancy: Tenancy<i64> = Tenancy::builder(conn.clone()).build();
+    let tenancy: Tenancy<i64> = Tenancy::builder(conn.clone()).build().unwrap();
     let mut order_id = 0;
     for tenant in 1..=TENANTS {
         let db = tenancy.tenant(tenant).await.unwrap();

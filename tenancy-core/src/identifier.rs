@@ -1,0 +1,151 @@
+use std::fmt;
+
+/// The longest identifier accepted, in bytes: PostgreSQL's limit (MySQL allows 64).
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// A SQL identifier (a schema or database name) that is safe to put in DDL.
+///
+/// Only lowercase ASCII letters, digits and `_` are allowed, starting with a letter or
+/// `_`, at most 63 bytes: such a name needs no escaping on any backend and cannot be
+/// confused with another by case folding. It is still quoted wherever it is used.
+///
+/// ```
+/// use tenancy_core::Identifier;
+///
+/// let schema = Identifier::for_tenant("tenant_", &42i64)?;
+/// assert_eq!(schema.as_str(), "tenant_42");
+/// assert!(Identifier::new(r#"x"; DROP SCHEMA public; --"#).is_err());
+/// # Ok::<(), tenancy_core::InvalidIdentifier>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identifier(String);
+
+/// A name that cannot be used as a schema or database identifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidIdentifier {
+    name: String,
+    reason: &'static str,
+}
+
+impl InvalidIdentifier {
+    /// The rejected name, shortened to 64 characters.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Why it was rejected.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for InvalidIdentifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid identifier {:?}: {}", self.name, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidIdentifier {}
+
+impl Identifier {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, InvalidIdentifier> {
+        let reason = if name.is_empty() {
+            "empty"
+        } else if name.len() > MAX_IDENTIFIER_LEN {
+            "longer than 63 bytes"
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            "only a-z, 0-9 and _ are allowed"
+        } else if name.as_bytes()[0].is_ascii_digit() {
+            "starts with a digit"
+        } else {
+            return Ok(Identifier(name.to_owned()));
+        };
+        let shown: String = name.chars().take(64).collect();
+        Err(InvalidIdentifier {
+            name: shown,
+            reason,
+        })
+    }
+
+    /// `prefix` followed by the tenant's identifier fragment
+    /// ([`TenantId::identifier_fragment`](crate::TenantId::identifier_fragment)), validated.
+    pub fn for_tenant<T: crate::TenantId>(
+        prefix: &str,
+        tenant: &T,
+    ) -> Result<Self, InvalidIdentifier> {
+        Identifier::new(&format!("{prefix}{}", tenant.identifier_fragment()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name in double quotes (PostgreSQL, SQLite).
+    pub fn quoted(&self) -> String {
+        // Validation leaves nothing to escape.
+        format!("\"{}\"", self.0)
+    }
+
+    /// The name in backticks (MySQL, MariaDB).
+    pub fn backquoted(&self) -> String {
+        format!("`{}`", self.0)
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_names_only() {
+        assert_eq!(
+            Identifier::new("tenant_42").unwrap().quoted(),
+            "\"tenant_42\""
+        );
+        assert_eq!(Identifier::new("_x").unwrap().backquoted(), "`_x`");
+        for (bad, reason) in [
+            ("", "empty"),
+            ("Tenant", "only a-z, 0-9 and _ are allowed"),
+            ("a-b", "only a-z, 0-9 and _ are allowed"),
+            (
+                "x\"; DROP SCHEMA public; --",
+                "only a-z, 0-9 and _ are allowed",
+            ),
+            ("9lives", "starts with a digit"),
+        ] {
+            assert_eq!(
+                Identifier::new(bad).unwrap_err().reason(),
+                reason,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Identifier::new(&"a".repeat(64)).unwrap_err().reason(),
+            "longer than 63 bytes"
+        );
+        assert!(Identifier::new(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn tenant_names() {
+        let uuid = uuid::Uuid::from_u128(0xabc);
+        assert_eq!(
+            Identifier::for_tenant("t_", &uuid).unwrap().as_str(),
+            "t_00000000000000000000000000000abc"
+        );
+        assert!(Identifier::for_tenant("t_", &-1i64).is_err());
+        assert!(Identifier::for_tenant("t_", &"acme".to_owned()).is_ok());
+        assert!(Identifier::for_tenant("t_", &"x\"; DROP".to_owned()).is_err());
+    }
+}
