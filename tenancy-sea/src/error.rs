@@ -1,6 +1,19 @@
 use sea_orm::DbErr;
 use tenancy_core::InvalidTenantId;
 
+/// Whether `err` is PostgreSQL's "violates row-level security policy" (SQLSTATE 42501).
+pub(crate) fn is_rls_violation(err: &DbErr) -> bool {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(inner))) = err
+    else {
+        return false;
+    };
+    match inner.as_ref() {
+        sea_orm::sqlx::Error::Database(db) => db.code().as_deref() == Some("42501"),
+        _ => false,
+    }
+}
+
 /// The result type of every fallible `tenancy` call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -70,6 +83,19 @@ pub enum Error {
     /// The configuration cannot work, e.g. a strategy on a backend that lacks it.
     #[error("invalid tenancy configuration: {0}")]
     Config(String),
+
+    /// Under row-level security, an upsert collided with a row of another tenant: the
+    /// database refused to touch it, and the statement (and, in PostgreSQL, the enclosing
+    /// transaction) failed. Nothing was inserted or changed. Under plain row level the
+    /// same collision is left alone and reported as 0 rows.
+    #[error(
+        "the upsert into `{table}` collided with a row of another tenant; nothing was \
+         inserted or changed"
+    )]
+    CrossTenantConflict {
+        /// The table written.
+        table: &'static str,
+    },
 
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]

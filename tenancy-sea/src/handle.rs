@@ -77,7 +77,10 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         &self.tenant
     }
 
-    pub(crate) fn conn(&self) -> &C {
+    /// The handle's own connection. Statements must not run on it directly: they go
+    /// through `on_conn!`, which wraps them in a unit of work when the strategy needs a
+    /// set-up (row-level security, `search_path`).
+    pub(crate) fn unit_connection(&self) -> &C {
         &self.conn
     }
 

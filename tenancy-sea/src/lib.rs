@@ -62,6 +62,7 @@ mod session;
 mod entity;
 mod error;
 mod handle;
+pub mod rls;
 mod select;
 mod tenancy;
 mod write;
@@ -73,8 +74,8 @@ pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };
 pub use session::HandleConnection;
-pub use tenancy::{Tenancy, TenancyBuilder};
-pub use tenancy_core::{InvalidTenantId, TenantId};
+pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
+pub use tenancy_core::{Identifier, InvalidIdentifier, InvalidTenantId, TenantId};
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
 pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 

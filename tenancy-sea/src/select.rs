@@ -238,13 +238,19 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        Ok(self.select.one(self.handle.conn()).instrument(span).await?)
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
+            .instrument(span)
+            .await
     }
 
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        Ok(self.select.all(self.handle.conn()).instrument(span).await?)
+        let Self { handle, select } = self;
+        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
+            .instrument(span)
+            .await
     }
 
     /// How many rows this select returns (limit and offset included).
@@ -281,12 +287,12 @@ where
         let inner: RowStream<'h, E::Model> = match handle.session() {
             None => Box::pin(
                 select
-                    .stream(handle.conn())
+                    .stream(handle.unit_connection())
                     .instrument(span.clone())
                     .await?,
             ),
             Some(session) => {
-                let txn = handle.conn().begin().await?;
+                let txn = handle.unit_connection().begin().await?;
                 session.apply(&txn).await?;
                 let rows = TxnRowsAsyncSendTryBuilder {
                     txn,
@@ -333,21 +339,23 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<S::Item>> {
         let span = self.handle.span("select", self.table);
-        Ok(self
-            .selector
-            .one(self.handle.conn())
+        let Self {
+            handle, selector, ..
+        } = self;
+        async { Ok(on_conn!(handle, |conn| selector.one(conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 
     /// Every row.
     pub async fn all(self) -> Result<Vec<S::Item>> {
         let span = self.handle.span("select", self.table);
-        Ok(self
-            .selector
-            .all(self.handle.conn())
+        let Self {
+            handle, selector, ..
+        } = self;
+        async { Ok(on_conn!(handle, |conn| selector.all(conn).await?)) }
             .instrument(span)
-            .await?)
+            .await
     }
 }
 

@@ -69,11 +69,11 @@ macro_rules! on_conn {
         let handle = $handle;
         match handle.session() {
             None => {
-                let $conn = handle.conn();
+                let $conn = handle.unit_connection();
                 $body
             }
             Some(session) => {
-                let txn = ::sea_orm::TransactionTrait::begin(handle.conn()).await?;
+                let txn = ::sea_orm::TransactionTrait::begin(handle.unit_connection()).await?;
                 session.apply(&txn).await?;
                 let out = {
                     let $conn = &txn;

@@ -148,7 +148,7 @@ fn require_postgres(backend: DbBackend, what: &str) -> Result<()> {
 }
 
 /// A custom PostgreSQL setting is `prefix.name`, each part a plain identifier.
-fn validate_setting(setting: &str) -> Result<()> {
+pub(crate) fn validate_setting(setting: &str) -> Result<()> {
     let mut parts = setting.split('.');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(prefix), Some(name), None) => {

@@ -1,7 +1,7 @@
 //! Scoped multi-row writes and upserts.
 
 use crate::entity::{TenantKey, TenantScoped};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_rls_violation};
 use crate::handle::{TenantDb, same_column};
 use crate::session::HandleConnection;
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
@@ -246,13 +246,19 @@ where
             .handle
             .span("upsert", Entity::<A>::default().table_name());
         let insert = Entity::<A>::insert(am).on_conflict(on_conflict);
-        async {
+        let result = async {
             Ok(on_conn!(self.handle, |conn| insert
                 .exec_without_returning(conn)
                 .await?))
         }
         .instrument(span)
-        .await
+        .await;
+        match result {
+            Err(Error::Db(err)) if is_rls_violation(&err) => Err(Error::CrossTenantConflict {
+                table: Entity::<A>::default().table_name(),
+            }),
+            other => other,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 use tenancy_sea::Tenancy;
+use tenancy_sea::rls::{RlsTable, enable_row_level_security};
 
 /// A backend the suite runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,16 +75,37 @@ impl Backend {
 pub struct TestDb {
     /// The backend.
     pub backend: Backend,
-    /// A connection (pool) to the test's database.
+    /// A connection (pool) to the test's database, as its owner.
     pub conn: DatabaseConnection,
+    /// The strategy [`TestDb::tenancy`] builds.
+    pub flavor: Flavor,
+    /// The application role's connection, where the flavor needs one (row-level security).
+    pub app: Option<DatabaseConnection>,
+    /// The test database's URL (server backends).
+    pub url: Option<String>,
     cleanup: Cleanup,
 }
+
+/// Which strategy a test runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Shared tables, filtered by the framework.
+    RowLevel,
+    /// Shared tables, filtered by the framework and by PostgreSQL row-level security; the
+    /// application connects as a role that owns nothing.
+    Rls,
+}
+
+/// The setting the row-level security tests use.
+pub const RLS_SETTING: &str = "tenancy.tenant_id";
 
 enum Cleanup {
     File(PathBuf),
     Server {
         admin: DatabaseConnection,
         name: String,
+        /// Roles made for the test, dropped after the database.
+        roles: Vec<String>,
     },
 }
 
@@ -100,6 +122,9 @@ impl TestDb {
         Some(TestDb {
             backend,
             conn,
+            flavor: Flavor::RowLevel,
+            app: None,
+            url: None,
             cleanup: Cleanup::File(path),
         })
     }
@@ -126,7 +151,14 @@ impl TestDb {
         TestDb {
             backend,
             conn,
-            cleanup: Cleanup::Server { admin, name },
+            flavor: Flavor::RowLevel,
+            app: None,
+            url: Some(db_url.to_string()),
+            cleanup: Cleanup::Server {
+                admin,
+                name,
+                roles: Vec::new(),
+            },
         }
     }
 
@@ -137,15 +169,92 @@ impl TestDb {
         Some(db)
     }
 
-    /// A `Tenancy` over this database with tenant ids of type `T`.
+    /// Creates a fresh database with the suite's schema, set up for `flavor`.
+    pub async fn for_flavor(backend: Backend, flavor: Flavor) -> Option<TestDb> {
+        let mut db = Self::with_schema(backend).await?;
+        if flavor == Flavor::Rls {
+            db.enable_rls().await;
+        }
+        Some(db)
+    }
+
+    /// Protects every tenant-scoped table with row-level security and connects an
+    /// application role that owns nothing and is no superuser.
+    pub async fn enable_rls(&mut self) {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "row-level security is PostgreSQL's"
+        );
+        let tables = [
+            RlsTable::of::<customer::Entity>().unwrap(),
+            RlsTable::of::<order::Entity>().unwrap(),
+            RlsTable::of::<tag::Entity>().unwrap(),
+            RlsTable::of::<order_tag::Entity>().unwrap(),
+            RlsTable::of::<account::Entity>().unwrap(),
+            RlsTable::of::<note_i32::Entity>().unwrap(),
+            RlsTable::of::<note_string::Entity>().unwrap(),
+            RlsTable::of::<note_uuid::Entity>().unwrap(),
+        ];
+        enable_row_level_security(&self.conn, RLS_SETTING, &tables)
+            .await
+            .unwrap();
+        let role = self.create_app_role().await;
+        self.app = Some(self.connect_as(&role, 10).await);
+        self.flavor = Flavor::Rls;
+    }
+
+    /// Creates a login role with data rights on every table, no ownership, no superuser.
+    pub async fn create_app_role(&mut self) -> String {
+        let role = format!("tenancy_app_{}", uuid::Uuid::new_v4().simple());
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS"),
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+            ),
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            self.conn.execute_unprepared(&sql).await.unwrap();
+        }
+        if let Cleanup::Server { roles, .. } = &mut self.cleanup {
+            roles.push(role.clone());
+        }
+        role
+    }
+
+    /// A pool of at most `max_connections` to this database as `role`.
+    pub async fn connect_as(&self, role: &str, max_connections: u32) -> DatabaseConnection {
+        let mut url = url::Url::parse(self.url.as_deref().expect("a server database")).unwrap();
+        url.set_username(role).unwrap();
+        let mut options = ConnectOptions::new(url.to_string());
+        options.max_connections(max_connections);
+        Database::connect(options)
+            .await
+            .expect("connect as the application role")
+    }
+
+    /// A `Tenancy` over this database with tenant ids of type `T`, in this test's flavor.
     pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> Tenancy<T> {
-        Tenancy::builder(self.conn.clone()).build().unwrap()
+        match self.flavor {
+            Flavor::RowLevel => Tenancy::builder(self.conn.clone()).build().unwrap(),
+            Flavor::Rls => Tenancy::builder(self.app.clone().expect("application role"))
+                .row_level_security(RLS_SETTING)
+                .admin_connection(self.conn.clone())
+                .build()
+                .unwrap(),
+        }
     }
 
     /// Drops the database.
     pub async fn drop_db(self) {
-        let TestDb { conn, cleanup, .. } = self;
+        let TestDb {
+            conn, app, cleanup, ..
+        } = self;
         let _ = conn.close().await;
+        if let Some(app) = app {
+            let _ = app.close().await;
+        }
         match cleanup {
             Cleanup::File(path) => {
                 for suffix in ["", "-wal", "-shm"] {
@@ -154,7 +263,7 @@ impl TestDb {
                     let _ = std::fs::remove_file(p);
                 }
             }
-            Cleanup::Server { admin, name } => {
+            Cleanup::Server { admin, name, roles } => {
                 let sql = match admin.get_database_backend() {
                     DbBackend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
                     _ => format!("DROP DATABASE IF EXISTS {name}"),
@@ -163,6 +272,12 @@ impl TestDb {
                     .execute_unprepared(&sql)
                     .await
                     .expect("drop test database");
+                for role in roles {
+                    admin
+                        .execute_unprepared(&format!("DROP ROLE IF EXISTS {role}"))
+                        .await
+                        .expect("drop test role");
+                }
                 let _ = admin.close().await;
             }
         }
@@ -186,13 +301,14 @@ pub async fn create_schema(conn: &DatabaseConnection) {
         .expect("create schema");
 }
 
-/// Runs `test` on a fresh database of `backend` with the suite's schema, then drops the
+/// Runs `test` on a fresh database of `backend` with the suite's schema, set up for
+/// `flavor`, then drops the
 /// database, also when the test panics.
-pub async fn run<F>(backend: Backend, test: F)
+pub async fn run<F>(backend: Backend, flavor: Flavor, test: F)
 where
     F: AsyncFnOnce(&TestDb),
 {
-    let Some(db) = TestDb::with_schema(backend).await else {
+    let Some(db) = TestDb::for_flavor(backend, flavor).await else {
         return;
     };
     let outcome = AssertUnwindSafe(test(&db)).catch_unwind().await;
@@ -209,27 +325,26 @@ pub async fn raw(conn: &DatabaseConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// Declares each listed `async fn name(db: &TestDb)` as one test per backend:
-/// `sqlite::name`, `postgres::name`, `mysql::name`.
+/// Declares each listed `async fn name(db: &TestDb)` as one test per backend and strategy:
+/// `sqlite::name`, `postgres::name`, `postgres_rls::name`, `mysql::name`.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
+        $crate::backend_tests!(@module sqlite, Sqlite, RowLevel, $($name),*);
+        $crate::backend_tests!(@module postgres, Postgres, RowLevel, $($name),*);
+        $crate::backend_tests!(@module postgres_rls, Postgres, Rls, $($name),*);
+        $crate::backend_tests!(@module mysql, MySql, RowLevel, $($name),*);
+    };
+    (@module $module:ident, $backend:ident, $flavor:ident, $($name:ident),*) => {
+        mod $module {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                ::tenancy_tests::run(::tenancy_tests::Backend::Sqlite, super::$name).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                ::tenancy_tests::run(::tenancy_tests::Backend::Postgres, super::$name).await
-            })*
-        }
-        mod mysql {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                ::tenancy_tests::run(::tenancy_tests::Backend::MySql, super::$name).await
+                $crate::run(
+                    $crate::Backend::$backend,
+                    $crate::Flavor::$flavor,
+                    super::$name,
+                )
+                .await
             })*
         }
     };

@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryOrder, Set};
 use std::collections::BTreeMap;
 use tenancy_sea::{Error, Tenancy, TenantDb};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Backend, TestDb};
+use tenancy_tests::{Backend, Flavor, TestDb};
 
 const TENANTS: i64 = 3;
 
@@ -223,13 +223,13 @@ async fn run_case(world: &World, ops: Vec<Op>) {
     }
 }
 
-fn property_on(backend: Backend) {
+fn property_on(backend: Backend, flavor: Flavor) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let Some(db) = rt.block_on(TestDb::with_schema(backend)) else {
+    let Some(db) = rt.block_on(TestDb::for_flavor(backend, flavor)) else {
         return;
     };
     let world = rt.block_on(async {
@@ -265,21 +265,26 @@ fn property_on(backend: Backend) {
     });
     rt.block_on(db.drop_db());
     if let Err(failure) = result {
-        panic!("{backend:?}: {failure}");
+        panic!("{backend:?} {flavor:?}: {failure}");
     }
 }
 
 #[test]
 fn no_row_crosses_tenants_sqlite() {
-    property_on(Backend::Sqlite);
+    property_on(Backend::Sqlite, Flavor::RowLevel);
 }
 
 #[test]
 fn no_row_crosses_tenants_postgres() {
-    property_on(Backend::Postgres);
+    property_on(Backend::Postgres, Flavor::RowLevel);
 }
 
 #[test]
 fn no_row_crosses_tenants_mysql() {
-    property_on(Backend::MySql);
+    property_on(Backend::MySql, Flavor::RowLevel);
+}
+
+#[test]
+fn no_row_crosses_tenants_postgres_rls() {
+    property_on(Backend::Postgres, Flavor::Rls);
 }

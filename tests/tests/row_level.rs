@@ -7,7 +7,7 @@ use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{ColumnTrait, EntityTrait, Set};
 use tenancy_sea::{Error, Tenancy, TenantDb};
 use tenancy_tests::entities::*;
-use tenancy_tests::{TestDb, backend_tests, raw};
+use tenancy_tests::{Flavor, TestDb, backend_tests, raw};
 
 backend_tests!(
     reads_see_only_their_tenant,
@@ -546,7 +546,24 @@ async fn upsert_is_scoped_on_both_sides(db: &TestDb) {
     assert_eq!((rows[0].tenant_id, rows[0].visits), (1, 2));
 
     // Tenant 2 hits tenant 1's unique email: nothing is inserted, nothing is changed.
-    upsert(&b, visit(99)).await;
+    let collided = b
+        .upsert(visit(99))
+        .on_conflict([account::Column::Email])
+        .update_columns([account::Column::Visits])
+        .exec()
+        .await;
+    match db.flavor {
+        // The database refuses to touch another tenant's row.
+        Flavor::Rls => assert!(
+            matches!(
+                collided,
+                Err(Error::CrossTenantConflict { table: "accounts" })
+            ),
+            "{collided:?}"
+        ),
+        // The framework's WHERE leaves it alone.
+        Flavor::RowLevel => assert_eq!(collided.unwrap(), 0),
+    }
     let rows = account::Entity::find()
         .all(tenancy.unscoped())
         .await

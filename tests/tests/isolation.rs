@@ -1,0 +1,220 @@
+//! Database-enforced isolation: PostgreSQL row-level security under raw SQL, a pool of one
+//! connection alternating tenants, many tasks over few connections, and configuration
+//! that cannot work.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
+use sea_orm::{ConnectionTrait, Database, DbBackend, Set, Statement};
+use std::sync::Arc;
+use tenancy_sea::{Error, Tenancy, TenantDb};
+use tenancy_tests::entities::*;
+use tenancy_tests::{Backend, Flavor, RLS_SETTING, TestDb};
+
+fn select_tenants(backend: DbBackend) -> Statement {
+    Statement::from_string(backend, "SELECT tenant_id FROM orders")
+}
+
+async fn tenants_seen(db: &TenantDb<i64>) -> Vec<i64> {
+    db.query_all_raw(select_tenants(db.backend()))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<i64>("", "tenant_id").unwrap())
+        .collect()
+}
+
+async fn seed(tenancy: &Tenancy<i64>, tenants: impl IntoIterator<Item = i64>, per_tenant: i64) {
+    for tenant in tenants {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        let c = db
+            .insert(customer::ActiveModel {
+                name: Set(format!("c{tenant}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        db.insert_many((0..per_tenant).map(|i| order::ActiveModel {
+            customer_id: Set(c.id),
+            total_cents: Set(i),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_makes_raw_sql_tenant_safe() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Rls).await else {
+        return;
+    };
+    let tenancy = test.tenancy::<i64>();
+    seed(&tenancy, [1, 2], 3).await;
+    let a = tenancy.tenant(1).await.unwrap();
+
+    assert_eq!(tenants_seen(&a).await, [1, 1, 1]);
+
+    // Writing another tenant's row with raw SQL is refused by the database.
+    let err = a
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "UPDATE orders SET tenant_id = 2",
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    let deleted = a
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "DELETE FROM orders",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 3);
+    let b = tenancy.tenant(2).await.unwrap();
+    assert_eq!(tenants_seen(&b).await, [2, 2, 2]);
+
+    // The application role without the setting sees nothing at all: fail closed.
+    let app = test.app.clone().unwrap();
+    let rows = app
+        .query_all_raw(select_tenants(DbBackend::Postgres))
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+    // And a session-level setting does not survive into the pool: the handle only ever
+    // sets it transaction-locally.
+    let row = app
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT current_setting('{RLS_SETTING}', true) AS s"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let setting: Option<String> = row.try_get("", "s").unwrap();
+    assert!(setting.unwrap_or_default().is_empty());
+    test.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_sql_needs_database_isolation() {
+    let test = TestDb::for_flavor(Backend::Sqlite, Flavor::RowLevel)
+        .await
+        .unwrap();
+    let a = test.tenancy::<i64>().tenant(1).await.unwrap();
+    let err = a
+        .query_all_raw(select_tenants(DbBackend::Sqlite))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RawSqlNotIsolated), "{err:?}");
+    test.drop_db().await;
+}
+
+/// With a pool of exactly one connection, alternate tenants 10,000 times and read with raw
+/// SQL, so that only the database's isolation filters: no row of the other tenant, ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_one_connection_alternating_tenants_10000_times() {
+    let Some(mut test) = TestDb::for_flavor(Backend::Postgres, Flavor::Rls).await else {
+        return;
+    };
+    seed(&test.tenancy::<i64>(), [1, 2], 2).await;
+    let role = test.create_app_role().await;
+    let single = test.connect_as(&role, 1).await;
+    let tenancy: Tenancy<i64> = Tenancy::builder(single)
+        .row_level_security(RLS_SETTING)
+        .build()
+        .unwrap();
+    let handles = [
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    ];
+    let mut foreign = 0;
+    for i in 0..10_000 {
+        let db = &handles[i % 2];
+        let seen = tenants_seen(db).await;
+        assert_eq!(seen.len(), 2);
+        foreign += seen.iter().filter(|t| *t != db.tenant_id()).count();
+    }
+    assert_eq!(foreign, 0);
+    test.drop_db().await;
+}
+
+/// 64 concurrent tasks over 16 tenants on a pool of 8 connections, each checking every row
+/// it reads (raw SQL, so only the database filters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_64_tasks_16_tenants_pool_of_8() {
+    let Some(mut test) = TestDb::for_flavor(Backend::Postgres, Flavor::Rls).await else {
+        return;
+    };
+    seed(&test.tenancy::<i64>(), 1..=16, 3).await;
+    let role = test.create_app_role().await;
+    let pool = test.connect_as(&role, 8).await;
+    let tenancy = Arc::new(
+        Tenancy::<i64>::builder(pool)
+            .row_level_security(RLS_SETTING)
+            .build()
+            .unwrap(),
+    );
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let tenancy = tenancy.clone();
+            tokio::spawn(async move {
+                let tenant = task % 16 + 1;
+                let db = tenancy.tenant(tenant).await.unwrap();
+                let mut foreign = 0;
+                for _ in 0..50 {
+                    let seen = tenants_seen(&db).await;
+                    assert_eq!(seen.len(), 3);
+                    foreign += seen.iter().filter(|t| **t != tenant).count();
+                }
+                foreign
+            })
+        })
+        .collect();
+    let mut foreign = 0;
+    for task in tasks {
+        foreign += task.await.unwrap();
+    }
+    assert_eq!(foreign, 0);
+    test.drop_db().await;
+}
+
+#[tokio::test]
+async fn configuration_that_cannot_work_is_refused() {
+    let sqlite = Database::connect("sqlite::memory:").await.unwrap();
+    let err = Tenancy::<i64>::builder(sqlite.clone())
+        .row_level_security(RLS_SETTING)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
+    let err = Tenancy::<i64>::builder(sqlite)
+        .schema_per_tenant("tenant_")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("needs PostgreSQL"), "{err}");
+
+    let Some(test) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    for bad in [
+        "tenant_id",
+        "a.b.c",
+        "x'; DROP TABLE orders; --.y",
+        "Tenancy.Tenant",
+    ] {
+        let result = Tenancy::<i64>::builder(test.conn.clone())
+            .row_level_security(bad)
+            .build();
+        assert!(result.is_err(), "{bad:?} was accepted");
+    }
+    for bad in ["Tenant_", "t-", "\"; DROP SCHEMA public; --"] {
+        let result = Tenancy::<i64>::builder(test.conn.clone())
+            .schema_per_tenant(bad)
+            .build();
+        assert!(
+            matches!(result, Err(Error::InvalidIdentifier(_))),
+            "{bad:?}: {result:?}"
+        );
+    }
+    test.drop_db().await;
+}
