@@ -61,6 +61,7 @@
 mod session;
 mod entity;
 mod error;
+mod fleet;
 mod handle;
 pub mod rls;
 mod select;
@@ -69,6 +70,7 @@ mod write;
 
 pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
 pub use error::{Error, Result};
+pub use fleet::{FleetProgress, FleetReport};
 pub use handle::{TenantDb, TenantTxn};
 pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
@@ -85,3 +87,6 @@ pub mod prelude {
         GlobalEntity, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey, TenantScoped, TenantTxn,
     };
 }
+
+/// The sea-orm-migration crate this one runs migrators with.
+pub use sea_orm_migration;

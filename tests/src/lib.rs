@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod entities;
+pub mod migration;
 
 use entities::*;
 use futures_util::FutureExt;

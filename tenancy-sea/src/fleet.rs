@@ -1,0 +1,191 @@
+//! Provisioning tenants and migrating the whole fleet.
+//!
+//! Under [`Strategy::SchemaPerTenant`](crate::Strategy::SchemaPerTenant) a tenant is a
+//! PostgreSQL schema. [`Tenancy::create_tenant_schema`] creates it and runs the
+//! application's sea-orm-migration `Migrator` in it, in one transaction: PostgreSQL DDL is
+//! transactional, so a failed step leaves no schema behind. [`Tenancy::migrate_all`] runs
+//! the migrator in every tenant schema with bounded parallelism; a failure in one tenant is
+//! reported with its id and does not stop the others, and a re-run resumes where each
+//! tenant stopped (the migrator records what it applied, per schema).
+
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use crate::session::Session;
+use crate::tenancy::{Strategy, Tenancy};
+use futures_util::StreamExt;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
+use sea_orm_migration::MigratorTrait;
+use tenancy_core::Identifier;
+use tracing::Instrument;
+
+/// The outcome of [`Tenancy::migrate_all`].
+#[derive(Debug)]
+pub struct FleetReport<T> {
+    /// Tenants whose migrations all ran (or had nothing to run).
+    pub migrated: Vec<T>,
+    /// Tenants whose migration failed, with the error; their transaction rolled back.
+    pub failed: Vec<(T, Error)>,
+}
+
+impl<T> FleetReport<T> {
+    /// Whether every tenant migrated.
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// One step of a fleet operation, for progress reporting.
+#[derive(Debug)]
+pub struct FleetProgress<'a, T> {
+    /// Tenants finished so far, this one included.
+    pub done: usize,
+    /// Tenants in the operation.
+    pub total: usize,
+    /// The tenant just finished.
+    pub tenant: &'a T,
+    /// Its error, if it failed.
+    pub error: Option<&'a Error>,
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// The schema prefix, or a configuration error when the strategy is not schema per
+    /// tenant.
+    fn schema_prefix(&self) -> Result<&str> {
+        match self.strategy() {
+            Strategy::SchemaPerTenant { prefix } => Ok(prefix),
+            other => Err(Error::Config(format!(
+                "tenant schemas need the schema-per-tenant strategy, not {other:?}"
+            ))),
+        }
+    }
+
+    /// The schema of tenant `id`: the prefix and the id, validated.
+    pub fn tenant_schema(&self, id: &T) -> Result<Identifier> {
+        id.validate()?;
+        Ok(Identifier::for_tenant(self.schema_prefix()?, id)?)
+    }
+
+    /// Creates tenant `id`'s schema and runs `M`'s migrations in it, in one transaction on
+    /// the admin connection: either the tenant exists fully migrated or nothing was made.
+    /// Creating a tenant that exists is an error (nothing changes).
+    pub async fn create_tenant_schema<M: MigratorTrait>(&self, id: impl Into<T>) -> Result<()> {
+        let id = id.into();
+        let schema = self.tenant_schema(&id)?;
+        let span = tracing::info_span!("tenancy.provision", tenant = %id, schema = %schema);
+        async {
+            let txn = self.unscoped().begin().await?;
+            txn.execute_unprepared(&format!("CREATE SCHEMA {}", schema.quoted()))
+                .await?;
+            self.enter_schema(&txn, &schema).await?;
+            M::up(&txn, None).await?;
+            txn.commit().await?;
+            tracing::info!("tenant schema created");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sets the transaction's `search_path` to the tenant schema (then `public`).
+    async fn enter_schema<C: ConnectionTrait>(&self, txn: &C, schema: &Identifier) -> Result<()> {
+        Session::set_config(
+            DbBackend::Postgres,
+            &[("search_path", format!("{}, public", schema.quoted()))],
+        )
+        .apply(txn)
+        .await
+    }
+
+    /// Drops tenant `id`'s schema and everything in it. Dropping a tenant that does not
+    /// exist is not an error.
+    pub async fn drop_tenant_schema(&self, id: impl Into<T>) -> Result<()> {
+        let id = id.into();
+        let schema = self.tenant_schema(&id)?;
+        self.unscoped()
+            .execute_unprepared(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                schema.quoted()
+            ))
+            .await?;
+        tracing::info!(tenant = %id, schema = %schema, "tenant schema dropped");
+        Ok(())
+    }
+
+    /// Every tenant that has a schema, in schema-name order.
+    pub async fn tenant_schemas(&self) -> Result<Vec<T>> {
+        let prefix = self.schema_prefix()?;
+        let rows = self
+            .unscoped()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY nspname",
+                [Value::from(prefix)],
+            ))
+            .await?;
+        let mut tenants = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: String = row.try_get("", "nspname")?;
+            // A schema that merely shares the prefix but names no valid tenant is not ours.
+            if let Ok(id) = T::parse_tenant_id(&name[prefix.len()..])
+                && Identifier::for_tenant(prefix, &id).is_ok_and(|s| s.as_str() == name)
+            {
+                tenants.push(id);
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// Runs `M`'s pending migrations in one tenant's schema, in one transaction.
+    pub async fn migrate_tenant<M: MigratorTrait>(&self, id: &T) -> Result<()> {
+        let schema = self.tenant_schema(id)?;
+        let txn = self.unscoped().begin().await?;
+        self.enter_schema(&txn, &schema).await?;
+        M::up(&txn, None).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Runs `M`'s pending migrations in every tenant schema, at most `parallelism` at a
+    /// time, calling `progress` after each tenant. Never stops early: failures are
+    /// collected in the report. Running it again is safe and resumes.
+    pub async fn migrate_all<M: MigratorTrait>(
+        &self,
+        parallelism: usize,
+        mut progress: impl FnMut(FleetProgress<'_, T>),
+    ) -> Result<FleetReport<T>> {
+        let tenants = self.tenant_schemas().await?;
+        let total = tenants.len();
+        let span = tracing::info_span!("tenancy.migrate_all", tenants = total);
+        let mut outcomes = futures_util::stream::iter(tenants)
+            .map(|id| {
+                let span = span.clone();
+                async move {
+                    let outcome = self.migrate_tenant::<M>(&id).instrument(span).await;
+                    (id, outcome)
+                }
+            })
+            .buffer_unordered(parallelism.max(1));
+        let mut report = FleetReport {
+            migrated: Vec::with_capacity(total),
+            failed: Vec::new(),
+        };
+        let mut done = 0;
+        while let Some((id, outcome)) = outcomes.next().await {
+            done += 1;
+            progress(FleetProgress {
+                done,
+                total,
+                tenant: &id,
+                error: outcome.as_ref().err(),
+            });
+            match outcome {
+                Ok(()) => report.migrated.push(id),
+                Err(error) => {
+                    tracing::warn!(tenant = %id, %error, "tenant migration failed");
+                    report.failed.push((id, error));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
