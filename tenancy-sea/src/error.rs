@@ -97,6 +97,20 @@ pub enum Error {
         table: &'static str,
     },
 
+    /// No database is registered for this tenant (database per tenant).
+    #[error("tenant {tenant} is not registered")]
+    UnknownTenant {
+        /// The tenant asked for.
+        tenant: String,
+    },
+
+    /// The tenant to be created exists already; nothing was changed.
+    #[error("tenant {tenant} exists already")]
+    TenantExists {
+        /// The tenant.
+        tenant: String,
+    },
+
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,

@@ -135,8 +135,20 @@ impl<T: TenantKey> Tenancy<T> {
         Ok(tenants)
     }
 
-    /// Runs `M`'s pending migrations in one tenant's schema, in one transaction.
+    /// Runs `M`'s pending migrations for one tenant: in its schema, in one transaction
+    /// (schema per tenant), or in its database (database per tenant).
     pub async fn migrate_tenant<M: MigratorTrait>(&self, id: &T) -> Result<()> {
+        if let Strategy::DatabasePerTenant = self.strategy() {
+            let url =
+                self.databases()?
+                    .registry
+                    .url(id)
+                    .await?
+                    .ok_or_else(|| Error::UnknownTenant {
+                        tenant: id.to_string(),
+                    })?;
+            return migrate_database::<M>(&url).await;
+        }
         let schema = self.tenant_schema(id)?;
         let txn = self.unscoped().begin().await?;
         self.enter_schema(&txn, &schema).await?;
@@ -145,7 +157,82 @@ impl<T: TenantKey> Tenancy<T> {
         Ok(())
     }
 
-    /// Runs `M`'s pending migrations in every tenant schema, at most `parallelism` at a
+    /// Every tenant the fleet operations cover: the tenant schemas, or the registered
+    /// tenant databases.
+    pub async fn fleet_tenants(&self) -> Result<Vec<T>> {
+        match self.strategy() {
+            Strategy::DatabasePerTenant => self.tenant_databases().await,
+            _ => self.tenant_schemas().await,
+        }
+    }
+
+    /// Creates tenant `id`'s database from the [`DatabaseTemplate`](crate::DatabaseTemplate),
+    /// runs `M`'s migrations in it and registers it. A failed step undoes the earlier ones:
+    /// no tenant is registered without its database, and a database made for a tenant that
+    /// failed is dropped again (if even that fails, the error says so and names it).
+    pub async fn create_tenant_database<M: MigratorTrait>(&self, id: impl Into<T>) -> Result<()> {
+        let id = id.into();
+        id.validate()?;
+        let databases = self.databases()?;
+        let template = databases.template.as_ref().ok_or_else(|| {
+            Error::Config("creating tenant databases needs a `database_template`".to_owned())
+        })?;
+        let planned = template.plan(&id)?;
+        if databases.registry.url(&id).await?.is_some() {
+            return Err(Error::TenantExists {
+                tenant: id.to_string(),
+            });
+        }
+        let span = tracing::info_span!("tenancy.provision", tenant = %id, database = %planned.name);
+        async {
+            template.create(&planned).await?;
+            let outcome = async {
+                migrate_database::<M>(&planned.url).await?;
+                databases.registry.register(&id, &planned.url).await
+            }
+            .await;
+            if let Err(error) = outcome {
+                if let Err(cleanup) = template.drop_database(&planned).await {
+                    tracing::error!(%error, %cleanup, database = %planned.name, "tenant database left behind");
+                    return Err(Error::Config(format!(
+                        "creating tenant {id} failed ({error}) and its database {} could not be \
+                         dropped ({cleanup}); drop it by hand",
+                        planned.name
+                    )));
+                }
+                return Err(error);
+            }
+            tracing::info!("tenant database created");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Drops tenant `id`'s database and unregisters it. Safe to run again after a failure:
+    /// the database is dropped first (if it exists), then the registration removed.
+    pub async fn drop_tenant_database(&self, id: impl Into<T>) -> Result<()> {
+        let id = id.into();
+        id.validate()?;
+        let databases = self.databases()?;
+        let template = databases.template.as_ref().ok_or_else(|| {
+            Error::Config("dropping tenant databases needs a `database_template`".to_owned())
+        })?;
+        let planned = template.plan(&id)?;
+        databases.pools.evict(&id);
+        template.drop_database(&planned).await?;
+        databases.registry.unregister(&id).await?;
+        tracing::info!(tenant = %id, database = %planned.name, "tenant database dropped");
+        Ok(())
+    }
+
+    /// Every registered tenant (database per tenant).
+    pub async fn tenant_databases(&self) -> Result<Vec<T>> {
+        self.databases()?.registry.tenants().await
+    }
+
+    /// Runs `M`'s pending migrations for every tenant (schema or database), at most
+    /// `parallelism` at a
     /// time, calling `progress` after each tenant. Never stops early: failures are
     /// collected in the report. Running it again is safe and resumes.
     pub async fn migrate_all<M: MigratorTrait>(
@@ -153,7 +240,7 @@ impl<T: TenantKey> Tenancy<T> {
         parallelism: usize,
         mut progress: impl FnMut(FleetProgress<'_, T>),
     ) -> Result<FleetReport<T>> {
-        let tenants = self.tenant_schemas().await?;
+        let tenants = self.fleet_tenants().await?;
         let total = tenants.len();
         let span = tracing::info_span!("tenancy.migrate_all", tenants = total);
         let mut outcomes = futures_util::stream::iter(tenants)
@@ -188,4 +275,12 @@ impl<T: TenantKey> Tenancy<T> {
         }
         Ok(report)
     }
+}
+
+/// Runs `M`'s pending migrations in the database at `url`.
+async fn migrate_database<M: MigratorTrait>(url: &str) -> Result<()> {
+    let conn = sea_orm::Database::connect(url).await?;
+    let outcome = M::up(&conn, None).await;
+    let _ = conn.close().await;
+    Ok(outcome?)
 }

@@ -59,6 +59,7 @@
 
 #[macro_use]
 mod session;
+mod database;
 mod entity;
 mod error;
 mod fleet;
@@ -68,6 +69,7 @@ mod select;
 mod tenancy;
 mod write;
 
+pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry};
 pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};

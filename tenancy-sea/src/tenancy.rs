@@ -1,5 +1,6 @@
 //! [`Tenancy`]: built once, hands out tenant handles.
 
+use crate::database::{DatabaseTemplate, PoolCache, TenantRegistry};
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
@@ -7,6 +8,7 @@ use crate::session::Session;
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 use tenancy_core::Identifier;
 
 /// How tenants are kept apart. Chosen in the [`TenancyBuilder`]; the entities and the
@@ -28,6 +30,9 @@ pub enum Strategy {
         /// The schema name prefix, e.g. `tenant_`.
         prefix: String,
     },
+    /// One database per tenant, found through a [`TenantRegistry`] and reached through a
+    /// bounded cache of pools opened on first use.
+    DatabasePerTenant,
 }
 
 impl Strategy {
@@ -55,27 +60,60 @@ impl Strategy {
 /// assert!(tenancy.tenant_from_str("not-a-number").await.is_err());
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
 pub struct Tenancy<T> {
-    inner: Arc<Inner>,
-    id_type: PhantomData<fn() -> T>,
+    inner: Arc<Inner<T>>,
 }
 
-#[derive(Debug)]
-struct Inner {
+impl<T> Clone for Tenancy<T> {
+    fn clone(&self) -> Self {
+        Tenancy {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Tenancy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("strategy", &self.inner.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<T> {
     conn: DatabaseConnection,
     admin: DatabaseConnection,
     strategy: Strategy,
+    databases: Option<Databases<T>>,
+}
+
+/// What database per tenant needs.
+pub(crate) struct Databases<T> {
+    pub(crate) registry: Box<dyn TenantRegistry<T>>,
+    pub(crate) template: Option<DatabaseTemplate>,
+    pub(crate) pools: PoolCache<T>,
 }
 
 /// Configures a [`Tenancy`]: the strategy (row level by default) and the connections.
-#[derive(Debug)]
 #[must_use = "call `.build()` to get the `Tenancy`"]
 pub struct TenancyBuilder<T> {
     conn: DatabaseConnection,
     admin: Option<DatabaseConnection>,
     strategy: Strategy,
+    registry: Option<Box<dyn TenantRegistry<T>>>,
+    template: Option<DatabaseTemplate>,
+    max_open_pools: usize,
+    pool_idle_timeout: Duration,
+    connections_per_tenant: u32,
     id_type: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TenancyBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenancyBuilder")
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: TenantKey> TenancyBuilder<T> {
@@ -104,6 +142,42 @@ impl<T: TenantKey> TenancyBuilder<T> {
         self
     }
 
+    /// One database per tenant: `registry` maps each tenant to its database URL (use
+    /// [`CatalogRegistry`](crate::CatalogRegistry) to keep it in a catalog database). Pools
+    /// are opened on first use and cached, at most [`max_open_pools`](Self::max_open_pools).
+    /// The connection given to [`Tenancy::builder`] is the catalog/admin connection.
+    pub fn database_per_tenant(mut self, registry: impl TenantRegistry<T>) -> Self {
+        self.strategy = Strategy::DatabasePerTenant;
+        self.registry = Some(Box::new(registry));
+        self
+    }
+
+    /// How [`Tenancy::create_tenant_database`] names and creates a new tenant database.
+    pub fn database_template(mut self, template: DatabaseTemplate) -> Self {
+        self.template = Some(template);
+        self
+    }
+
+    /// The most tenant pools open at once (default 50); the least recently used is
+    /// dropped to make room.
+    pub fn max_open_pools(mut self, max: usize) -> Self {
+        self.max_open_pools = max;
+        self
+    }
+
+    /// How long an unused tenant pool (and an idle connection in it) is kept (default
+    /// 5 minutes).
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// The most connections in one tenant's pool (default 4).
+    pub fn connections_per_tenant(mut self, max: u32) -> Self {
+        self.connections_per_tenant = max;
+        self
+    }
+
     /// The connection [`Tenancy::unscoped`] returns, for admin work: typically a role that
     /// owns the tables or bypasses row-level security. By default, the main connection.
     pub fn admin_connection(mut self, admin: DatabaseConnection) -> Self {
@@ -124,15 +198,34 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 require_postgres(backend, "schema per tenant")?;
                 Identifier::new(&format!("{prefix}x"))?;
             }
+            Strategy::DatabasePerTenant => {}
         }
+        if let Some(
+            DatabaseTemplate::Server { prefix, .. } | DatabaseTemplate::SqliteDir { prefix, .. },
+        ) = &self.template
+        {
+            Identifier::new(&format!("{prefix}x"))?;
+        }
+        let databases = match self.registry {
+            Some(registry) => Some(Databases {
+                registry,
+                template: self.template,
+                pools: PoolCache::new(
+                    self.max_open_pools,
+                    self.pool_idle_timeout,
+                    self.connections_per_tenant,
+                ),
+            }),
+            None => None,
+        };
         let admin = self.admin.unwrap_or_else(|| self.conn.clone());
         Ok(Tenancy {
             inner: Arc::new(Inner {
                 conn: self.conn,
                 admin,
                 strategy: self.strategy,
+                databases,
             }),
-            id_type: PhantomData,
         })
     }
 }
@@ -169,6 +262,11 @@ impl<T: TenantKey> Tenancy<T> {
             conn,
             admin: None,
             strategy: Strategy::RowLevel,
+            registry: None,
+            template: None,
+            max_open_pools: 50,
+            pool_idle_timeout: Duration::from_secs(300),
+            connections_per_tenant: 4,
             id_type: PhantomData,
         }
     }
@@ -188,6 +286,10 @@ impl<T: TenantKey> Tenancy<T> {
         tenant.validate()?;
         let backend = self.inner.conn.get_database_backend();
         let session = match &self.inner.strategy {
+            Strategy::DatabasePerTenant => {
+                let conn = self.tenant_pool(&tenant).await?;
+                return Ok(TenantDb::new(conn, tenant, None, true));
+            }
             Strategy::RowLevel => None,
             Strategy::RowLevelSecurity { setting } => Some(Session::set_config(
                 backend,
@@ -207,6 +309,36 @@ impl<T: TenantKey> Tenancy<T> {
             session,
             self.inner.strategy.database_isolated(),
         ))
+    }
+
+    /// The open pool of `tenant`'s database, opening it on first use.
+    async fn tenant_pool(&self, tenant: &T) -> Result<DatabaseConnection> {
+        let databases = self.databases()?;
+        if let Some(conn) = databases.pools.get(tenant) {
+            return Ok(conn);
+        }
+        let url = databases
+            .registry
+            .url(tenant)
+            .await?
+            .ok_or_else(|| Error::UnknownTenant {
+                tenant: tenant.to_string(),
+            })?;
+        databases.pools.open(tenant, &url).await
+    }
+
+    pub(crate) fn databases(&self) -> Result<&Databases<T>> {
+        self.inner.databases.as_ref().ok_or_else(|| {
+            Error::Config(format!(
+                "tenant databases need the database-per-tenant strategy, not {:?}",
+                self.inner.strategy
+            ))
+        })
+    }
+
+    /// How many tenant pools are open (database per tenant).
+    pub fn open_pools(&self) -> usize {
+        self.inner.databases.as_ref().map_or(0, |d| d.pools.len())
     }
 
     /// Parses a tenant id from text, validates it and returns its handle.

@@ -12,6 +12,63 @@ pub struct Migrator;
 /// [`Migrator`] plus a second migration.
 pub struct MigratorV2;
 
+/// For a database per tenant: the global tables too (each database has its own copy),
+/// then the tenant tables and the index.
+pub struct DatabaseMigrator;
+
+/// The tenant tables, then a migration that fails: provisioning must undo everything.
+pub struct BrokenMigrator;
+
+impl MigratorTrait for DatabaseMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(GlobalTables),
+            Box::new(TenantTables),
+            Box::new(OrderTotalIndex),
+        ]
+    }
+}
+
+impl MigratorTrait for BrokenMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(GlobalTables),
+            Box::new(TenantTables),
+            Box::new(Broken),
+        ]
+    }
+}
+
+struct GlobalTables;
+
+impl MigrationName for GlobalTables {
+    fn name(&self) -> &str {
+        "m0000_global_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for GlobalTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        create(manager, plan::Entity).await
+    }
+}
+
+struct Broken;
+
+impl MigrationName for Broken {
+    fn name(&self) -> &str {
+        "m9999_broken"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Broken {
+    async fn up(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration("broken on purpose".to_owned()))
+    }
+}
+
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(TenantTables)]

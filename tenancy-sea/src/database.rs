@@ -1,0 +1,352 @@
+//! Database per tenant: where each tenant's database is ([`TenantRegistry`], kept in a
+//! catalog database by [`CatalogRegistry`]), how a new one is named and created
+//! ([`DatabaseTemplate`]), and the bounded cache of open pools.
+
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use futures_util::future::BoxFuture;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tenancy_core::Identifier;
+
+/// Where each tenant's database is: tenant id → connection URL.
+///
+/// [`CatalogRegistry`] keeps the map in a catalog database; implement this trait to keep
+/// it elsewhere (a config service, a file). Implementations must be consistent: a tenant
+/// is listed exactly when [`url`](TenantRegistry::url) finds it.
+pub trait TenantRegistry<T>: Send + Sync + 'static {
+    /// The URL of `tenant`'s database, or `None` when the tenant is unknown.
+    fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>>;
+    /// Records `tenant` at `url`. Registering a known tenant is an error.
+    fn register<'a>(&'a self, tenant: &'a T, url: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Forgets `tenant`.
+    fn unregister<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<()>>;
+    /// Every registered tenant.
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<T>>>;
+}
+
+/// A [`TenantRegistry`] in a catalog database (any backend), in the framework's own table
+/// `tenancy_tenants (tenant_id, url)`. The tenant id is stored as its text form.
+#[derive(Clone, Debug)]
+pub struct CatalogRegistry {
+    conn: DatabaseConnection,
+}
+
+impl CatalogRegistry {
+    /// The name of the catalog table.
+    pub const TABLE: &'static str = "tenancy_tenants";
+
+    /// A registry over `conn`; call [`install`](Self::install) once to create its table.
+    pub fn new(conn: DatabaseConnection) -> Self {
+        CatalogRegistry { conn }
+    }
+
+    /// Creates the catalog table if it does not exist.
+    pub async fn install(&self) -> Result<()> {
+        self.conn
+            .execute_unprepared(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (tenant_id VARCHAR(255) NOT NULL PRIMARY KEY, \
+                 url VARCHAR(1024) NOT NULL)",
+                Self::TABLE
+            ))
+            .await?;
+        Ok(())
+    }
+
+    fn table() -> Alias {
+        Alias::new(Self::TABLE)
+    }
+}
+
+impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {
+    fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            let row = self
+                .conn
+                .query_one(
+                    &Query::select()
+                        .column(Alias::new("url"))
+                        .from(Self::table())
+                        .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant.to_string()))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(match row {
+                Some(row) => Some(row.try_get("", "url")?),
+                None => None,
+            })
+        })
+    }
+
+    fn register<'a>(&'a self, tenant: &'a T, url: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut insert = Query::insert();
+            insert
+                .into_table(Self::table())
+                .columns([Alias::new("tenant_id"), Alias::new("url")])
+                .values([tenant.to_string().into(), url.into()])
+                .map_err(|err| Error::Config(err.to_string()))?;
+            self.conn.execute(&insert).await?;
+            Ok(())
+        })
+    }
+
+    fn unregister<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.conn
+                .execute(
+                    &Query::delete()
+                        .from_table(Self::table())
+                        .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant.to_string()))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn tenants(&self) -> BoxFuture<'_, Result<Vec<T>>> {
+        Box::pin(async move {
+            let rows = self
+                .conn
+                .query_all(
+                    &Query::select()
+                        .column(Alias::new("tenant_id"))
+                        .from(Self::table())
+                        .order_by(Alias::new("tenant_id"), Order::Asc)
+                        .to_owned(),
+                )
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: String = row.try_get("", "tenant_id")?;
+                    Ok(T::parse_tenant_id(&id)?)
+                })
+                .collect()
+        })
+    }
+}
+
+/// How a new tenant database is named and where it is created: `prefix` followed by the
+/// tenant id, validated as an identifier (so a hostile id never reaches DDL).
+#[derive(Clone, Debug)]
+pub enum DatabaseTemplate {
+    /// A database on the PostgreSQL or MySQL/MariaDB server at `server_url` (any database
+    /// on it; the URL's user must be allowed to create databases). On MariaDB this is also
+    /// the equivalent of schema per tenant.
+    Server {
+        /// A URL of the server.
+        server_url: String,
+        /// The database name prefix.
+        prefix: String,
+    },
+    /// A SQLite file `prefix<id>.db` in `dir`.
+    SqliteDir {
+        /// The directory of the files.
+        dir: PathBuf,
+        /// The file name prefix.
+        prefix: String,
+    },
+}
+
+/// A tenant database about to be made.
+pub(crate) struct PlannedDatabase {
+    pub(crate) name: Identifier,
+    pub(crate) url: String,
+}
+
+impl DatabaseTemplate {
+    pub(crate) fn plan<T: TenantKey>(&self, tenant: &T) -> Result<PlannedDatabase> {
+        match self {
+            DatabaseTemplate::Server { server_url, prefix } => {
+                let name = Identifier::for_tenant(prefix, tenant)?;
+                let url = with_path(server_url, name.as_str())?;
+                Ok(PlannedDatabase { name, url })
+            }
+            DatabaseTemplate::SqliteDir { dir, prefix } => {
+                let name = Identifier::for_tenant(prefix, tenant)?;
+                let path = dir.join(format!("{}.db", name.as_str()));
+                Ok(PlannedDatabase {
+                    name,
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                })
+            }
+        }
+    }
+
+    /// Creates the database (a server `CREATE DATABASE`; SQLite files appear on connect).
+    pub(crate) async fn create(&self, db: &PlannedDatabase) -> Result<()> {
+        if let DatabaseTemplate::Server { server_url, .. } = self {
+            let server = Database::connect(server_url.as_str()).await?;
+            let sql = format!("CREATE DATABASE {}", quoted_for(&server, &db.name));
+            let result = server.execute_unprepared(&sql).await;
+            let _ = server.close().await;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Drops the database (or deletes the SQLite file).
+    pub(crate) async fn drop_database(&self, db: &PlannedDatabase) -> Result<()> {
+        match self {
+            DatabaseTemplate::Server { server_url, .. } => {
+                let server = Database::connect(server_url.as_str()).await?;
+                let name = quoted_for(&server, &db.name);
+                let sql = if server.get_database_backend() == DbBackend::Postgres {
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                } else {
+                    format!("DROP DATABASE IF EXISTS {name}")
+                };
+                let result = server.execute_unprepared(&sql).await;
+                let _ = server.close().await;
+                result?;
+            }
+            DatabaseTemplate::SqliteDir { dir, .. } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let path = dir.join(format!("{}.db{suffix}", db.name.as_str()));
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => {
+                            return Err(Error::Config(format!(
+                                "cannot delete {}: {err}",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn quoted_for(conn: &DatabaseConnection, name: &Identifier) -> String {
+    match conn.get_database_backend() {
+        DbBackend::MySql => name.backquoted(),
+        _ => name.quoted(),
+    }
+}
+
+/// `url` with its path (the database) replaced by `/name`, query string kept.
+fn with_path(url: &str, name: &str) -> Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base
+        .find("://")
+        .map(|i| i + 3)
+        .ok_or_else(|| Error::Config(format!("not a database URL: {url}")))?;
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    Ok(out)
+}
+
+/// Open pools, one per tenant, at most `max_open`, least recently used evicted first, and
+/// any unused for `idle_timeout` dropped.
+///
+/// An evicted pool is dropped, not closed: handles still holding it finish their work,
+/// and its connections close when the last handle goes.
+pub(crate) struct PoolCache<T> {
+    max_open: usize,
+    idle_timeout: Duration,
+    connections_per_pool: u32,
+    pools: Mutex<HashMap<T, (DatabaseConnection, Instant)>>,
+}
+
+impl<T: TenantKey> PoolCache<T> {
+    pub(crate) fn new(max_open: usize, idle_timeout: Duration, connections_per_pool: u32) -> Self {
+        PoolCache {
+            max_open: Ord::max(max_open, 1),
+            idle_timeout,
+            connections_per_pool: Ord::max(connections_per_pool, 1),
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<T, (DatabaseConnection, Instant)>> {
+        // A panic while holding the lock leaves a consistent map (every update is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The open pool of `tenant`, refreshed as most recently used.
+    pub(crate) fn get(&self, tenant: &T) -> Option<DatabaseConnection> {
+        let mut pools = self.lock();
+        let entry = pools.get_mut(tenant)?;
+        entry.1 = Instant::now();
+        Some(entry.0.clone())
+    }
+
+    /// Opens a pool for `tenant` at `url` and caches it, evicting as needed.
+    pub(crate) async fn open(&self, tenant: &T, url: &str) -> Result<DatabaseConnection> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(self.connections_per_pool)
+            .min_connections(0)
+            .idle_timeout(self.idle_timeout)
+            .sqlx_logging(false);
+        let conn = Database::connect(options).await?;
+        let mut pools = self.lock();
+        if let Some(existing) = pools.get_mut(tenant) {
+            // Another task opened it meanwhile: use that one, drop ours.
+            existing.1 = Instant::now();
+            return Ok(existing.0.clone());
+        }
+        let now = Instant::now();
+        pools.retain(|_, (_, used)| now.duration_since(*used) < self.idle_timeout);
+        while pools.len() >= self.max_open {
+            let Some(oldest) = pools
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            pools.remove(&oldest);
+        }
+        pools.insert(tenant.clone(), (conn.clone(), now));
+        Ok(conn)
+    }
+
+    /// Forgets `tenant`'s pool.
+    pub(crate) fn evict(&self, tenant: &T) {
+        self.lock().remove(tenant);
+    }
+
+    /// How many pools are open.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_get_the_tenant_database() {
+        assert_eq!(
+            with_path("postgres://u@h:5432/test?sslmode=disable", "t_1").unwrap(),
+            "postgres://u@h:5432/t_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_path("mysql://root@h", "t_1").unwrap(),
+            "mysql://root@h/t_1"
+        );
+        assert!(with_path("nonsense", "t_1").is_err());
+    }
+}
