@@ -297,8 +297,7 @@ impl<T: TenantKey> PoolCache<T> {
         options
             .max_connections(self.connections_per_pool)
             .min_connections(0)
-            .idle_timeout(self.idle_timeout)
-            .sqlx_logging(false);
+            .idle_timeout(self.idle_timeout);
         let conn = Database::connect(options).await?;
         let mut pools = self.lock();
         if let Some(existing) = pools.get_mut(tenant) {

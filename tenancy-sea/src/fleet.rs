@@ -1,10 +1,13 @@
 //! Provisioning tenants and migrating the whole fleet.
 //!
-//! Under [`Strategy::SchemaPerTenant`](crate::Strategy::SchemaPerTenant) a tenant is a
+//! Under [`Strategy::DatabasePerTenant`](crate::Strategy::DatabasePerTenant) a tenant is a
+//! database: [`Tenancy::create_tenant_database`] creates, migrates and registers it, and
+//! undoes what it did if a step fails. Under
+//! [`Strategy::SchemaPerTenant`](crate::Strategy::SchemaPerTenant) a tenant is a
 //! PostgreSQL schema. [`Tenancy::create_tenant_schema`] creates it and runs the
 //! application's sea-orm-migration `Migrator` in it, in one transaction: PostgreSQL DDL is
 //! transactional, so a failed step leaves no schema behind. [`Tenancy::migrate_all`] runs
-//! the migrator in every tenant schema with bounded parallelism; a failure in one tenant is
+//! the migrator for every tenant (schema or database) with bounded parallelism; a failure in one tenant is
 //! reported with its id and does not stop the others, and a re-run resumes where each
 //! tenant stopped (the migrator records what it applied, per schema).
 

@@ -360,4 +360,10 @@ pub mod book {
     pub mod introduction {}
     #[doc = include_str!("../../docs/src/row-level.md")]
     pub mod row_level {}
+    #[doc = include_str!("../../docs/src/row-level-security.md")]
+    pub mod row_level_security {}
+    #[doc = include_str!("../../docs/src/schema-per-tenant.md")]
+    pub mod schema_per_tenant {}
+    #[doc = include_str!("../../docs/src/database-per-tenant.md")]
+    pub mod database_per_tenant {}
 }

@@ -1,0 +1,125 @@
+//! Database per tenant: one SQLite file per tenant (no setup), or one database per tenant
+//! on a PostgreSQL or MariaDB server with `DATABASE_URL`; a catalog database keeps the map.
+//!
+//! ```text
+//! cargo run --example database_per_tenant
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example database_per_tenant
+//! DATABASE_URL=mysql://root@127.0.0.1:3306/test cargo run --example database_per_tenant
+//! ```
+#![allow(clippy::print_stdout)] // an example's job is to print what happens
+
+#[path = "shared/shop.rs"]
+mod shop;
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+use shop::{migration::Migrator, order, place_orders, progress_bar};
+use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy};
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("tenancy-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (catalog_url, template) = match std::env::var("DATABASE_URL") {
+        Ok(url) => (
+            url.clone(),
+            DatabaseTemplate::Server {
+                server_url: url,
+                prefix: "tenancy_example_".into(),
+            },
+        ),
+        Err(_) => (
+            format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display()),
+            DatabaseTemplate::SqliteDir {
+                dir: dir.clone(),
+                prefix: "tenant_".into(),
+            },
+        ),
+    };
+    let catalog = Database::connect(&catalog_url).await?;
+    println!(
+        "catalog: {:?}; tenant databases: {template:?}",
+        catalog.get_database_backend()
+    );
+    catalog
+        .execute_unprepared(&format!("DROP TABLE IF EXISTS {}", CatalogRegistry::TABLE))
+        .await?;
+    let registry = CatalogRegistry::new(catalog.clone());
+    registry.install().await?;
+    let tenancy: Tenancy<i64> = Tenancy::builder(catalog)
+        .database_per_tenant(registry)
+        .database_template(template)
+        .max_open_pools(5)
+        .build()?;
+
+    // Provision 20 tenants: CREATE DATABASE (or a file), migrate, register.
+    let bar = progress_bar(20, "provisioning");
+    for tenant in 1..=20 {
+        tenancy.drop_tenant_database(tenant).await?; // leftovers of an earlier run
+        tenancy.create_tenant_database::<Migrator>(tenant).await?;
+        bar.inc(1);
+    }
+    bar.finish();
+
+    // Serve every tenant through at most 5 open pools.
+    for tenant in 1..=20 {
+        let db = tenancy.tenant(tenant).await?;
+        place_orders(&db).await?;
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.backend(),
+                "SELECT tenant_id FROM orders",
+            ))
+            .await?;
+        assert!(
+            rows.iter()
+                .all(|r| r.try_get::<i64>("", "tenant_id").ok() == Some(tenant))
+        );
+    }
+    println!(
+        "20 tenants served, {} pools open (cap 5)",
+        tenancy.open_pools()
+    );
+    let db = tenancy.tenant(7).await?;
+    println!(
+        "tenant 7's orders: {:?}",
+        db.find::<order::Entity>().all().await?
+    );
+
+    // Migrate the whole fleet (nothing to do: every tenant is current).
+    let bar = progress_bar(20, "migrating");
+    let report = tenancy
+        .migrate_all::<Migrator>(4, |p| {
+            bar.inc(1);
+            if let Some(error) = p.error {
+                bar.println(format!("tenant {} failed: {error}", p.tenant));
+            }
+        })
+        .await?;
+    bar.finish();
+    println!(
+        "migrated {} tenants, {} failed",
+        report.migrated.len(),
+        report.failed.len()
+    );
+
+    for tenant in tenancy.tenant_databases().await? {
+        tenancy.drop_tenant_database(tenant).await?;
+    }
+    println!(
+        "dropped every tenant database; registered now: {:?}",
+        tenancy.tenant_databases().await?
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[cfg(feature = "runtime-tokio")]
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run().await
+}
+
+#[cfg(all(feature = "runtime-async-std", not(feature = "runtime-tokio")))]
+#[async_std::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run().await
+}

@@ -1,0 +1,248 @@
+//! Primary-key lookups on PostgreSQL under each strategy, in units of work (transactions)
+//! of 1 and of 10 lookups: latency as a ratio to row level, measured in interleaved rounds,
+//! and statements per unit of work, counted from sqlx's own statement log.
+//!
+//! ```text
+//! cargo bench -p tenancy-tests --bench strategies
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic,
+    missing_docs
+)]
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Set};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy, TenantDb};
+use tenancy_tests::entities::{customer, order};
+use tenancy_tests::migration::{DatabaseMigrator, Migrator};
+use tenancy_tests::{Backend, Flavor, RLS_SETTING, TestDb};
+use tracing::subscriber::Interest;
+use tracing_subscriber::layer::SubscriberExt;
+
+const ROUNDS: usize = 61;
+const UNITS_PER_BATCH: usize = 150;
+const ORDERS: i64 = 1_000;
+
+/// Counts sqlx's statement log events while `counting` is on; while it is off, every
+/// event is disabled, so timing runs pay for no logging at all.
+#[derive(Clone, Default)]
+struct Statements {
+    seen: Arc<AtomicUsize>,
+    counting: Arc<AtomicBool>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.counting.load(Ordering::Relaxed)
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.seen.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    db: TenantDb<i64>,
+    ids: Vec<i64>,
+}
+
+async fn unit(case: &Case, lookups: usize) {
+    let txn = case.db.begin().await.unwrap();
+    for id in case.ids.iter().take(lookups) {
+        let row = txn
+            .find_by_id::<order::Entity>(black_box(*id))
+            .one()
+            .await
+            .unwrap();
+        black_box(row.expect("row"));
+    }
+    txn.commit().await.unwrap();
+}
+
+async fn fill(db: &TenantDb<i64>) -> Vec<i64> {
+    let c = db
+        .insert(customer::ActiveModel {
+            name: Set("bench".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for chunk in (0..ORDERS).collect::<Vec<_>>().chunks(250) {
+        db.insert_many(chunk.iter().map(|i| order::ActiveModel {
+            customer_id: Set(c.id),
+            total_cents: Set(*i),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let rows = db.find::<order::Entity>().all().await.unwrap();
+    rows.iter().step_by(97).map(|o| o.id).take(10).collect()
+}
+
+async fn pool(url: &str, user: Option<&str>) -> DatabaseConnection {
+    let mut url = url::Url::parse(url).unwrap();
+    if let Some(user) = user {
+        url.set_username(user).unwrap();
+    }
+    let mut options = ConnectOptions::new(url.to_string());
+    options.max_connections(4).sqlx_logging(true);
+    Database::connect(options).await.unwrap()
+}
+
+fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let statements = Statements::default();
+    let subscriber = tracing_subscriber::registry().with(statements.clone());
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Row level and RLS share one database (RLS through a role that owns nothing).
+        let mut shared = TestDb::for_flavor(Backend::Postgres, Flavor::RowLevel)
+            .await
+            .expect("TENANCY_PG_URL or the local server");
+        let url = shared.url.clone().unwrap();
+        let row_level: Tenancy<i64> = Tenancy::builder(pool(&url, None).await).build().unwrap();
+        let ids = fill(&row_level.tenant(1).await.unwrap()).await;
+        fill(&row_level.tenant(2).await.unwrap()).await;
+        shared.enable_rls().await;
+        let role = shared.create_app_role().await;
+        let rls: Tenancy<i64> = Tenancy::builder(pool(&url, Some(&role)).await)
+            .row_level_security(RLS_SETTING)
+            .build()
+            .unwrap();
+
+        // Schema per tenant, in its own database.
+        let schemas = TestDb::create(Backend::Postgres).await.unwrap();
+        schemas
+            .conn
+            .get_schema_builder()
+            .register(tenancy_tests::entities::plan::Entity)
+            .apply(&schemas.conn)
+            .await
+            .unwrap();
+        let by_schema: Tenancy<i64> =
+            Tenancy::builder(pool(schemas.url.as_deref().unwrap(), None).await)
+                .schema_per_tenant("tenant_")
+                .build()
+                .unwrap();
+        for tenant in [1, 2] {
+            by_schema.create_tenant_schema::<Migrator>(tenant).await.unwrap();
+        }
+        let schema_ids = fill(&by_schema.tenant(1).await.unwrap()).await;
+        fill(&by_schema.tenant(2).await.unwrap()).await;
+
+        // Database per tenant, with a catalog.
+        let catalog = TestDb::create(Backend::Postgres).await.unwrap();
+        let registry = CatalogRegistry::new(catalog.conn.clone());
+        registry.install().await.unwrap();
+        let prefix = format!("tdb_{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let by_database: Tenancy<i64> = Tenancy::builder(catalog.conn.clone())
+            .database_per_tenant(registry)
+            .database_template(DatabaseTemplate::Server {
+                server_url: catalog.url.clone().unwrap(),
+                prefix,
+            })
+            .build()
+            .unwrap();
+        for tenant in [1, 2] {
+            by_database
+                .create_tenant_database::<DatabaseMigrator>(tenant)
+                .await
+                .unwrap();
+        }
+        let database_ids = fill(&by_database.tenant(1).await.unwrap()).await;
+        fill(&by_database.tenant(2).await.unwrap()).await;
+        shared.conn.execute_unprepared("ANALYZE").await.unwrap();
+
+        let cases = [
+            Case { name: "row level", db: row_level.tenant(1).await.unwrap(), ids: ids.clone() },
+            Case { name: "row level + RLS", db: rls.tenant(1).await.unwrap(), ids },
+            Case { name: "schema per tenant", db: by_schema.tenant(1).await.unwrap(), ids: schema_ids },
+            Case {
+                name: "database per tenant (warm pool)",
+                db: by_database.tenant(1).await.unwrap(),
+                ids: database_ids,
+            },
+        ];
+
+        if measuring {
+            println!("| strategy | lookups per unit | statements per unit | median µs per unit | ratio to row level (median of {ROUNDS} rounds) | 10th–90th pct |");
+            println!("|---|---:|---:|---:|---:|---:|");
+        }
+        for lookups in [1, 10] {
+            // Statements per unit, counted once per case.
+            let mut per_unit = Vec::new();
+            statements.counting.store(true, Ordering::Relaxed);
+            for case in &cases {
+                unit(case, lookups).await;
+                let before = statements.seen.load(Ordering::Relaxed);
+                unit(case, lookups).await;
+                per_unit.push(statements.seen.load(Ordering::Relaxed) - before);
+            }
+            statements.counting.store(false, Ordering::Relaxed);
+            if !measuring {
+                continue;
+            }
+            let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+            let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+            for round in 0..ROUNDS {
+                let mut round_times = vec![Duration::ZERO; cases.len()];
+                // Rotate the order each round, so no case always goes first.
+                for k in 0..cases.len() {
+                    let i = (k + round) % cases.len();
+                    let start = Instant::now();
+                    for _ in 0..UNITS_PER_BATCH {
+                        unit(&cases[i], lookups).await;
+                    }
+                    round_times[i] = start.elapsed();
+                }
+                for i in 0..cases.len() {
+                    times[i].push(round_times[i].as_secs_f64() * 1e6 / UNITS_PER_BATCH as f64);
+                    ratios[i].push(round_times[i].as_secs_f64() / round_times[0].as_secs_f64());
+                }
+            }
+            for (i, case) in cases.iter().enumerate() {
+                times[i].sort_by(f64::total_cmp);
+                ratios[i].sort_by(f64::total_cmp);
+                let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+                println!(
+                    "| {} | {lookups} | {} | {:.0} | {:.3} | {:.3}–{:.3} |",
+                    case.name,
+                    per_unit[i],
+                    pct(&times[i], 0.5),
+                    pct(&ratios[i], 0.5),
+                    pct(&ratios[i], 0.1),
+                    pct(&ratios[i], 0.9),
+                );
+            }
+        }
+        drop(cases);
+        for tenant in [1, 2] {
+            by_database.drop_tenant_database(tenant).await.unwrap();
+        }
+        catalog.drop_db().await;
+        schemas.drop_db().await;
+        shared.drop_db().await;
+    });
+}
