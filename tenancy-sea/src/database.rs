@@ -178,14 +178,28 @@ impl DatabaseTemplate {
         }
     }
 
-    /// Creates the database (a server `CREATE DATABASE`; SQLite files appear on connect).
+    /// Creates the database (a server `CREATE DATABASE`, or an empty SQLite file).
+    /// Fails when it exists already, so that a concurrent creation of the same tenant
+    /// never goes on to use (or, on failure, drop) a database it did not make.
     pub(crate) async fn create(&self, db: &PlannedDatabase) -> Result<()> {
-        if let DatabaseTemplate::Server { server_url, .. } = self {
-            let server = Database::connect(server_url.as_str()).await?;
-            let sql = format!("CREATE DATABASE {}", quoted_for(&server, &db.name));
-            let result = server.execute_unprepared(&sql).await;
-            let _ = server.close().await;
-            result?;
+        match self {
+            DatabaseTemplate::Server { server_url, .. } => {
+                let server = Database::connect(server_url.as_str()).await?;
+                let sql = format!("CREATE DATABASE {}", quoted_for(&server, &db.name));
+                let result = server.execute_unprepared(&sql).await;
+                let _ = server.close().await;
+                result?;
+            }
+            DatabaseTemplate::SqliteDir { dir, .. } => {
+                let path = dir.join(format!("{}.db", db.name.as_str()));
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|err| {
+                        Error::Config(format!("cannot create {}: {err}", path.display()))
+                    })?;
+            }
         }
         Ok(())
     }

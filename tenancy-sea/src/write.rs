@@ -207,8 +207,9 @@ where
         self
     }
 
-    /// Runs the statement; returns the rows affected as the backend counts them (0 when
-    /// the conflict was left alone).
+    /// Runs the statement; returns the rows affected as the backend counts them: 0 when
+    /// the conflict was left alone on PostgreSQL and SQLite; MySQL counts the matched row
+    /// (1) even when nothing changed.
     pub async fn exec(self) -> Result<u64> {
         type Entity<A> = <A as ActiveModelTrait>::Entity;
         let tenant_col = <Entity<A> as TenantScoped>::tenant_column();

@@ -15,13 +15,14 @@ use futures_util::FutureExt;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
+use sea_orm::{EntityTrait, FromQueryResult};
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
-use tenancy_sea::Tenancy;
 use tenancy_sea::rls::{RlsTable, enable_row_level_security};
+use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Strategy, Tenancy, TenantDb, TenantKey};
 
 /// A backend the suite runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct TestDb {
     pub app: Option<DatabaseConnection>,
     /// The test database's URL (server backends).
     pub url: Option<String>,
+    /// Where tenant databases go ([`Flavor::Database`]).
+    pub template: Option<DatabaseTemplate>,
     cleanup: Cleanup,
 }
 
@@ -95,7 +98,22 @@ pub enum Flavor {
     /// Shared tables, filtered by the framework and by PostgreSQL row-level security; the
     /// application connects as a role that owns nothing.
     Rls,
+    /// A PostgreSQL schema per tenant, made on first use by [`Provisioned::provisioned`].
+    Schema,
+    /// A database per tenant (a SQLite file, or a database on the server), made on first
+    /// use by [`Provisioned::provisioned`], registered in this test's catalog database.
+    Database,
 }
+
+impl Flavor {
+    /// Whether all tenants' rows share tables (so a row can reference another tenant's).
+    pub fn shares_tables(self) -> bool {
+        matches!(self, Flavor::RowLevel | Flavor::Rls)
+    }
+}
+
+/// The schema prefix of the schema-per-tenant tests.
+pub const SCHEMA_PREFIX: &str = "tenant_";
 
 /// The setting the row-level security tests use.
 pub const RLS_SETTING: &str = "tenancy.tenant_id";
@@ -126,6 +144,7 @@ impl TestDb {
             flavor: Flavor::RowLevel,
             app: None,
             url: None,
+            template: None,
             cleanup: Cleanup::File(path),
         })
     }
@@ -155,6 +174,7 @@ impl TestDb {
             flavor: Flavor::RowLevel,
             app: None,
             url: Some(db_url.to_string()),
+            template: None,
             cleanup: Cleanup::Server {
                 admin,
                 name,
@@ -172,11 +192,48 @@ impl TestDb {
 
     /// Creates a fresh database with the suite's schema, set up for `flavor`.
     pub async fn for_flavor(backend: Backend, flavor: Flavor) -> Option<TestDb> {
-        let mut db = Self::with_schema(backend).await?;
-        if flavor == Flavor::Rls {
-            db.enable_rls().await;
+        match flavor {
+            Flavor::RowLevel => Self::with_schema(backend).await,
+            Flavor::Rls => {
+                let mut db = Self::with_schema(backend).await?;
+                db.enable_rls().await;
+                Some(db)
+            }
+            Flavor::Schema => {
+                assert_eq!(backend, Backend::Postgres, "schemas are PostgreSQL's");
+                let mut db = Self::create(backend).await?;
+                // Global tables live in `public`; tenant tables in the tenant schemas.
+                db.conn
+                    .get_schema_builder()
+                    .register(plan::Entity)
+                    .apply(&db.conn)
+                    .await
+                    .unwrap();
+                db.flavor = Flavor::Schema;
+                Some(db)
+            }
+            Flavor::Database => {
+                let mut db = Self::create(backend).await?;
+                CatalogRegistry::new(db.conn.clone())
+                    .install()
+                    .await
+                    .unwrap();
+                let prefix = format!("tdb_{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+                db.template = Some(match backend {
+                    Backend::Sqlite => {
+                        let dir = std::env::temp_dir().join(prefix.trim_end_matches('_'));
+                        std::fs::create_dir_all(&dir).unwrap();
+                        DatabaseTemplate::SqliteDir { dir, prefix }
+                    }
+                    _ => DatabaseTemplate::Server {
+                        server_url: db.url.clone().unwrap(),
+                        prefix,
+                    },
+                });
+                db.flavor = Flavor::Database;
+                Some(db)
+            }
         }
-        Some(db)
     }
 
     /// Protects every tenant-scoped table with row-level security and connects an
@@ -239,6 +296,16 @@ impl TestDb {
     pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> Tenancy<T> {
         match self.flavor {
             Flavor::RowLevel => Tenancy::builder(self.conn.clone()).build().unwrap(),
+            Flavor::Schema => Tenancy::builder(self.conn.clone())
+                .schema_per_tenant(SCHEMA_PREFIX)
+                .build()
+                .unwrap(),
+            Flavor::Database => Tenancy::builder(self.conn.clone())
+                .database_per_tenant(CatalogRegistry::new(self.conn.clone()))
+                .database_template(self.template.clone().expect("a template"))
+                .max_open_pools(8)
+                .build()
+                .unwrap(),
             Flavor::Rls => Tenancy::builder(self.app.clone().expect("application role"))
                 .row_level_security(RLS_SETTING)
                 .admin_connection(self.conn.clone())
@@ -250,8 +317,21 @@ impl TestDb {
     /// Drops the database.
     pub async fn drop_db(self) {
         let TestDb {
-            conn, app, cleanup, ..
+            conn,
+            app,
+            cleanup,
+            template,
+            ..
         } = self;
+        match &template {
+            Some(DatabaseTemplate::SqliteDir { dir, .. }) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Some(DatabaseTemplate::Server { prefix, .. }) => {
+                drop_databases_named(&conn, prefix).await;
+            }
+            None => {}
+        }
         let _ = conn.close().await;
         if let Some(app) = app {
             let _ = app.close().await;
@@ -281,6 +361,109 @@ impl TestDb {
                 }
                 let _ = admin.close().await;
             }
+        }
+    }
+}
+
+/// Drops every database on `conn`'s server whose name starts with `prefix`.
+async fn drop_databases_named(conn: &DatabaseConnection, prefix: &str) {
+    let backend = conn.get_database_backend();
+    let list = match backend {
+        DbBackend::Postgres => {
+            format!("SELECT datname AS name FROM pg_database WHERE datname LIKE '{prefix}%'")
+        }
+        _ => format!(
+            "SELECT schema_name AS name FROM information_schema.schemata WHERE schema_name LIKE '{prefix}%'"
+        ),
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_string(backend, list))
+        .await
+        .expect("list tenant databases");
+    for row in rows {
+        let name: String = row.try_get("", "name").unwrap();
+        let sql = match backend {
+            DbBackend::Postgres => format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            _ => format!("DROP DATABASE IF EXISTS `{name}`"),
+        };
+        conn.execute_unprepared(&sql)
+            .await
+            .expect("drop tenant database");
+    }
+}
+
+/// What the suite needs of a `Tenancy` whatever its strategy: tenants that exist when
+/// first asked for, and a view of every tenant's rows for checking.
+#[allow(async_fn_in_trait)]
+pub trait Provisioned<T: TenantKey> {
+    /// The handle of `id`, provisioning its schema or database first when the strategy
+    /// needs one (errors of provisioning, such as an id that cannot name one, pass through).
+    async fn provisioned(&self, id: impl Into<T>) -> tenancy_sea::Result<TenantDb<T>>;
+
+    /// Every row of `E` in every tenant's storage, read past the framework's filter.
+    async fn everyone<E: EntityTrait>(&self) -> Vec<E::Model>;
+
+    /// Runs `sql` wherever global tables live: once in the shared database, or in each of
+    /// `tenants`' own databases.
+    async fn run_globally(&self, tenants: &[&TenantDb<T>], sql: &str);
+}
+
+impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
+    async fn provisioned(&self, id: impl Into<T>) -> tenancy_sea::Result<TenantDb<T>> {
+        let id = id.into();
+        match self.strategy() {
+            Strategy::SchemaPerTenant { .. } if !self.tenant_schemas().await?.contains(&id) => {
+                self.create_tenant_schema::<migration::Migrator>(id.clone())
+                    .await?;
+            }
+            Strategy::DatabasePerTenant => {
+                match self
+                    .create_tenant_database::<migration::DatabaseMigrator>(id.clone())
+                    .await
+                {
+                    Ok(()) | Err(tenancy_sea::Error::TenantExists { .. }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            _ => {}
+        }
+        self.tenant(id).await
+    }
+
+    async fn everyone<E: EntityTrait>(&self) -> Vec<E::Model> {
+        let tenants = match self.strategy() {
+            Strategy::SchemaPerTenant { .. } | Strategy::DatabasePerTenant => {
+                self.fleet_tenants().await.unwrap()
+            }
+            _ => return E::find().all(self.unscoped()).await.unwrap(),
+        };
+        let table = E::default().table_name();
+        let mut rows = Vec::new();
+        for tenant in tenants {
+            let db = self.tenant(tenant).await.unwrap();
+            let raw = db
+                .query_all_raw(Statement::from_string(
+                    db.backend(),
+                    format!("SELECT * FROM {table}"),
+                ))
+                .await
+                .unwrap();
+            for row in raw {
+                rows.push(E::Model::from_query_result(&row, "").unwrap());
+            }
+        }
+        rows
+    }
+
+    async fn run_globally(&self, tenants: &[&TenantDb<T>], sql: &str) {
+        if let Strategy::DatabasePerTenant = self.strategy() {
+            for db in tenants {
+                db.execute_raw(Statement::from_string(db.backend(), sql))
+                    .await
+                    .unwrap();
+            }
+        } else {
+            raw(self.unscoped(), sql).await;
         }
     }
 }
@@ -327,7 +510,9 @@ pub async fn raw(conn: &DatabaseConnection, sql: &str) {
 }
 
 /// Declares each listed `async fn name(db: &TestDb)` as one test per backend and strategy:
-/// `sqlite::name`, `postgres::name`, `postgres_rls::name`, `mysql::name`.
+/// row level on every backend (`sqlite::name`, `postgres::name`, `mysql::name`),
+/// row-level security (`postgres_rls::name`), schema per tenant (`postgres_schema::name`)
+/// and database per tenant on every backend (`sqlite_database::name`, ...).
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -335,6 +520,10 @@ macro_rules! backend_tests {
         $crate::backend_tests!(@module postgres, Postgres, RowLevel, $($name),*);
         $crate::backend_tests!(@module postgres_rls, Postgres, Rls, $($name),*);
         $crate::backend_tests!(@module mysql, MySql, RowLevel, $($name),*);
+        $crate::backend_tests!(@module postgres_schema, Postgres, Schema, $($name),*);
+        $crate::backend_tests!(@module sqlite_database, Sqlite, Database, $($name),*);
+        $crate::backend_tests!(@module postgres_database, Postgres, Database, $($name),*);
+        $crate::backend_tests!(@module mysql_database, MySql, Database, $($name),*);
     };
     (@module $module:ident, $backend:ident, $flavor:ident, $($name:ident),*) => {
         mod $module {

@@ -5,7 +5,7 @@
 use sea_orm::Set;
 use std::sync::{Arc, Mutex};
 use tenancy_tests::entities::*;
-use tenancy_tests::{TestDb, backend_tests};
+use tenancy_tests::{Provisioned, TestDb, backend_tests};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -58,7 +58,7 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let tenancy = db.tenancy::<i64>();
-    let acme = tenancy.tenant(4242).await.unwrap();
+    let acme = tenancy.provisioned(4242).await.unwrap();
     acme.insert(customer::ActiveModel {
         name: Set("traced".into()),
         ..Default::default()
