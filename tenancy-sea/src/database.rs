@@ -5,8 +5,10 @@
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use futures_util::future::BoxFuture;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
+    QueryOrder, Schema, Set,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -29,8 +31,31 @@ pub trait TenantRegistry<T>: Send + Sync + 'static {
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<T>>>;
 }
 
+/// The framework's own catalog entity: one row per tenant database.
+pub mod catalog {
+    use sea_orm::entity::prelude::*;
+
+    /// A registered tenant: its id (as text) and its database URL.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_tenants")]
+    pub struct Model {
+        /// The tenant id, in its text form.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: String,
+        /// The URL of the tenant's database.
+        pub url: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// A [`TenantRegistry`] in a catalog database (any backend), in the framework's own table
-/// `tenancy_tenants (tenant_id, url)`. The tenant id is stored as its text form.
+/// `tenancy_tenants (tenant_id, url)` ([`catalog::Entity`]). The tenant id is stored as its
+/// text form.
 #[derive(Clone, Debug)]
 pub struct CatalogRegistry {
     conn: DatabaseConnection,
@@ -47,63 +72,44 @@ impl CatalogRegistry {
 
     /// Creates the catalog table if it does not exist.
     pub async fn install(&self) -> Result<()> {
+        let schema = Schema::new(self.conn.get_database_backend());
         self.conn
-            .execute_unprepared(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (tenant_id VARCHAR(255) NOT NULL PRIMARY KEY, \
-                 url VARCHAR(1024) NOT NULL)",
-                Self::TABLE
-            ))
+            .execute(
+                schema
+                    .create_table_from_entity(catalog::Entity)
+                    .if_not_exists(),
+            )
             .await?;
         Ok(())
-    }
-
-    fn table() -> Alias {
-        Alias::new(Self::TABLE)
     }
 }
 
 impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {
     fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
-            let row = self
-                .conn
-                .query_one(
-                    &Query::select()
-                        .column(Alias::new("url"))
-                        .from(Self::table())
-                        .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant.to_string()))
-                        .to_owned(),
-                )
+            let row = catalog::Entity::find_by_id(tenant.to_string())
+                .one(&self.conn)
                 .await?;
-            Ok(match row {
-                Some(row) => Some(row.try_get("", "url")?),
-                None => None,
-            })
+            Ok(row.map(|row| row.url))
         })
     }
 
     fn register<'a>(&'a self, tenant: &'a T, url: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut insert = Query::insert();
-            insert
-                .into_table(Self::table())
-                .columns([Alias::new("tenant_id"), Alias::new("url")])
-                .values([tenant.to_string().into(), url.into()])
-                .map_err(|err| Error::Config(err.to_string()))?;
-            self.conn.execute(&insert).await?;
+            catalog::Entity::insert(catalog::ActiveModel {
+                tenant_id: Set(tenant.to_string()),
+                url: Set(url.to_owned()),
+            })
+            .exec_without_returning(&self.conn)
+            .await?;
             Ok(())
         })
     }
 
     fn unregister<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.conn
-                .execute(
-                    &Query::delete()
-                        .from_table(Self::table())
-                        .and_where(Expr::col(Alias::new("tenant_id")).eq(tenant.to_string()))
-                        .to_owned(),
-                )
+            catalog::Entity::delete_by_id(tenant.to_string())
+                .exec(&self.conn)
                 .await?;
             Ok(())
         })
@@ -111,21 +117,12 @@ impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {
 
     fn tenants(&self) -> BoxFuture<'_, Result<Vec<T>>> {
         Box::pin(async move {
-            let rows = self
-                .conn
-                .query_all(
-                    &Query::select()
-                        .column(Alias::new("tenant_id"))
-                        .from(Self::table())
-                        .order_by(Alias::new("tenant_id"), Order::Asc)
-                        .to_owned(),
-                )
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get("", "tenant_id")?;
-                    Ok(T::parse_tenant_id(&id)?)
-                })
+            catalog::Entity::find()
+                .order_by_asc(catalog::Column::TenantId)
+                .all(&self.conn)
+                .await?
+                .iter()
+                .map(|row| Ok(T::parse_tenant_id(&row.tenant_id)?))
                 .collect()
         })
     }

@@ -69,7 +69,7 @@ mod select;
 mod tenancy;
 mod write;
 
-pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry};
+pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
 pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
