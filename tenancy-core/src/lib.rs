@@ -1,7 +1,8 @@
 //! The ORM-agnostic core of `tenancy`.
 //!
 //! This crate knows what a tenant id is and how one is validated, parsed and turned into
-//! canonical bytes, and which schema and database names are safe to derive from one; it has no database code and no async runtime. Users normally reach it
+//! canonical bytes, which schema and database names are safe to derive from one, and
+//! which shard a key belongs on; it has no database code and no async runtime. Users normally reach it
 //! through `tenancy-sea`, which re-exports everything here.
 //!
 //! ```
@@ -15,8 +16,12 @@
 
 mod error;
 mod identifier;
+mod shard;
 mod tenant_id;
 
 pub use error::InvalidTenantId;
 pub use identifier::{Identifier, InvalidIdentifier, MAX_IDENTIFIER_LEN};
+pub use shard::{
+    HashRouter, RangeRouter, RoutingError, ShardId, ShardRouter, jump_consistent_hash,
+};
 pub use tenant_id::{MAX_STRING_TENANT_ID_LEN, TenantId};

@@ -1,0 +1,266 @@
+use crate::TenantId;
+use std::fmt;
+use std::sync::Arc;
+
+/// The name of a shard, e.g. `"shard_3"`. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(Arc<str>);
+
+impl ShardId {
+    /// A shard named `name`.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        ShardId(name.into())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ShardId {
+    fn from(name: &str) -> Self {
+        ShardId::new(name)
+    }
+}
+
+/// Why a key could not be placed on a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoutingError {
+    /// The router has no shards.
+    NoShards,
+    /// The router cannot place keys of this kind (e.g. a range router given a string).
+    UnsupportedKey(&'static str),
+    /// No range covers the key.
+    OutOfRange(i64),
+}
+
+impl fmt::Display for RoutingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoutingError::NoShards => f.write_str("the router has no shards"),
+            RoutingError::UnsupportedKey(why) => write!(f, "unsupported shard key: {why}"),
+            RoutingError::OutOfRange(key) => write!(f, "no shard range covers key {key}"),
+        }
+    }
+}
+
+impl std::error::Error for RoutingError {}
+
+/// Places a key on a shard: pure, deterministic, no I/O.
+///
+/// A key is given by its canonical bytes ([`TenantId::write_canonical_bytes`]), so the
+/// same key lands on the same shard whatever its Rust type (`7i32` and `7i64` alike).
+pub trait ShardRouter: Send + Sync {
+    /// The shard of the key whose canonical bytes are `key`.
+    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError>;
+
+    /// Every shard this router can return, in order.
+    fn shards(&self) -> &[ShardId];
+
+    /// The shard of `key`.
+    fn route<K: TenantId>(&self, key: &K) -> Result<&ShardId, RoutingError>
+    where
+        Self: Sized,
+    {
+        let mut bytes = Vec::with_capacity(16);
+        key.write_canonical_bytes(&mut bytes);
+        self.route_bytes(&bytes)
+    }
+}
+
+/// A stable hash router: XXH3-64 of the key's canonical bytes (seed 0), then jump
+/// consistent hashing over the shards in order.
+///
+/// Both algorithms are fixed by their published specifications, and a golden test pins
+/// the shard of 10,000 keys, so upgrading the library never moves data. Jump consistent
+/// hashing moves only `1/n` of the keys when an `n`-th shard is appended; it places keys
+/// by position, so shards are only ever added at the end.
+///
+/// ```
+/// use tenancy_core::{HashRouter, ShardRouter};
+///
+/// let router = HashRouter::new(["s0", "s1", "s2", "s3"]);
+/// let shard = router.route(&42i64)?;
+/// assert_eq!(router.route(&42i32)?, shard); // same key, same shard
+/// # Ok::<(), tenancy_core::RoutingError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HashRouter {
+    shards: Vec<ShardId>,
+}
+
+impl HashRouter {
+    /// A router over `shards`, in this order.
+    pub fn new<S: Into<ShardId>>(shards: impl IntoIterator<Item = S>) -> Self {
+        HashRouter {
+            shards: shards.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The 64-bit hash the router places a key by.
+    pub fn hash(key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(key)
+    }
+}
+
+/// Jump consistent hash (Lamping and Veach, 2014): the bucket in `0..buckets` of `key`.
+pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < i64::from(buckets) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    // `b` is in 0..buckets here, since buckets > 0 is checked by the caller.
+    u32::try_from(b).unwrap_or(0)
+}
+
+impl ShardRouter for HashRouter {
+    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+        let buckets = u32::try_from(self.shards.len()).map_err(|_| RoutingError::NoShards)?;
+        if buckets == 0 {
+            return Err(RoutingError::NoShards);
+        }
+        let bucket = jump_consistent_hash(Self::hash(key), buckets);
+        self.shards
+            .get(bucket as usize)
+            .ok_or(RoutingError::NoShards)
+    }
+
+    fn shards(&self) -> &[ShardId] {
+        &self.shards
+    }
+}
+
+/// A range router for integer keys: each shard takes the keys from its lower bound up to
+/// the next shard's.
+///
+/// ```
+/// use tenancy_core::{RangeRouter, ShardRouter};
+///
+/// let router = RangeRouter::new([(0, "small"), (1_000, "medium"), (1_000_000, "large")])?;
+/// assert_eq!(router.route(&999i64)?.as_str(), "small");
+/// assert_eq!(router.route(&1_000i64)?.as_str(), "medium");
+/// assert!(router.route(&-1i64).is_err());
+/// # Ok::<(), tenancy_core::RoutingError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RangeRouter {
+    lower_bounds: Vec<i64>,
+    shards: Vec<ShardId>,
+}
+
+impl RangeRouter {
+    /// A router from `(lower bound, shard)` pairs, in any order; bounds must differ.
+    pub fn new<S: Into<ShardId>>(
+        ranges: impl IntoIterator<Item = (i64, S)>,
+    ) -> Result<Self, RoutingError> {
+        let mut ranges: Vec<(i64, ShardId)> =
+            ranges.into_iter().map(|(b, s)| (b, s.into())).collect();
+        if ranges.is_empty() {
+            return Err(RoutingError::NoShards);
+        }
+        ranges.sort_by_key(|(bound, _)| *bound);
+        if ranges.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(RoutingError::UnsupportedKey(
+                "two ranges start at the same bound",
+            ));
+        }
+        let (lower_bounds, shards) = ranges.into_iter().unzip();
+        Ok(RangeRouter {
+            lower_bounds,
+            shards,
+        })
+    }
+}
+
+impl ShardRouter for RangeRouter {
+    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+        let bytes: [u8; 8] = key
+            .try_into()
+            .map_err(|_| RoutingError::UnsupportedKey("range routing needs an integer key"))?;
+        let key = i64::from_be_bytes(bytes);
+        let index = self.lower_bounds.partition_point(|bound| *bound <= key);
+        match index.checked_sub(1) {
+            Some(i) => Ok(&self.shards[i]),
+            None => Err(RoutingError::OutOfRange(key)),
+        }
+    }
+
+    fn shards(&self) -> &[ShardId] {
+        &self.shards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sixteen() -> HashRouter {
+        HashRouter::new((0..16).map(|i| ShardId::new(format!("s{i:x}"))))
+    }
+
+    /// The shard of the keys 0..10,000 over 16 shards, one hex digit per key. Placement
+    /// must never change: if this test fails, the library would move users' data.
+    #[test]
+    fn golden_placement_of_10000_keys() {
+        let router = sixteen();
+        let placement: String = (0..10_000i64)
+            .map(|k| router.route(&k).unwrap().as_str()[1..].to_owned())
+            .collect();
+        let golden = include_str!("../tests/golden/hash_router_16_shards.txt").trim();
+        assert_eq!(placement.len(), 10_000);
+        assert_eq!(placement, golden);
+        // And the placement is even: every shard gets 625 ± 15% of the keys.
+        for shard in "0123456789abcdef".chars() {
+            let n = golden.chars().filter(|c| *c == shard).count();
+            assert!((530..720).contains(&n), "shard {shard}: {n} keys");
+        }
+    }
+
+    #[test]
+    fn hash_is_xxh3_of_canonical_bytes() {
+        // XXH3-64 of the empty input, seed 0, from the specification's test vectors.
+        assert_eq!(HashRouter::hash(b""), 0x2D06_8005_38D3_94C2);
+        assert_eq!(
+            sixteen().route(&"acme".to_owned()).unwrap(),
+            sixteen().route_bytes(b"acme").unwrap()
+        );
+    }
+
+    #[test]
+    fn jump_moves_about_one_nth_when_a_shard_is_added() {
+        let moved = (0..10_000u64)
+            .filter(|k| {
+                let h = HashRouter::hash(&k.to_be_bytes());
+                jump_consistent_hash(h, 10) != jump_consistent_hash(h, 11)
+            })
+            .count();
+        // Expected 10,000 / 11 ≈ 909.
+        assert!((800..1_020).contains(&moved), "{moved} keys moved");
+        assert!(HashRouter::new(Vec::<ShardId>::new()).route(&1i64).is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        let router = RangeRouter::new([(100, "b"), (i64::MIN, "a")]).unwrap();
+        assert_eq!(router.route(&-5i64).unwrap().as_str(), "a");
+        assert_eq!(router.route(&100i32).unwrap().as_str(), "b");
+        assert_eq!(
+            router.route(&"x".to_owned()),
+            Err(RoutingError::UnsupportedKey(
+                "range routing needs an integer key"
+            ))
+        );
+        assert!(RangeRouter::new([(1, "a"), (1, "b")]).is_err());
+        assert!(RangeRouter::new(Vec::<(i64, ShardId)>::new()).is_err());
+    }
+}
