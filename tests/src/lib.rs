@@ -7,6 +7,7 @@
 //! under `CI=true` it fails instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod checks;
 pub mod entities;
 pub mod migration;
 

@@ -6,21 +6,13 @@
 
 use sea_orm::{ConnectionTrait, Database, DbBackend, Set, Statement};
 use std::sync::Arc;
-use tenancy_sea::{Error, Tenancy, TenantDb};
+use tenancy_sea::{Error, Tenancy};
+use tenancy_tests::checks::{self, tenants_seen};
 use tenancy_tests::entities::*;
 use tenancy_tests::{Backend, Flavor, RLS_SETTING, TestDb};
 
 fn select_tenants(backend: DbBackend) -> Statement {
     Statement::from_string(backend, "SELECT tenant_id FROM orders")
-}
-
-async fn tenants_seen(db: &TenantDb<i64>) -> Vec<i64> {
-    db.query_all_raw(select_tenants(db.backend()))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get::<i64>("", "tenant_id").unwrap())
-        .collect()
 }
 
 async fn seed(tenancy: &Tenancy<i64>, tenants: impl IntoIterator<Item = i64>, per_tenant: i64) {
@@ -128,14 +120,7 @@ async fn rls_one_connection_alternating_tenants_10000_times() {
         tenancy.tenant(1).await.unwrap(),
         tenancy.tenant(2).await.unwrap(),
     ];
-    let mut foreign = 0;
-    for i in 0..10_000 {
-        let db = &handles[i % 2];
-        let seen = tenants_seen(db).await;
-        assert_eq!(seen.len(), 2);
-        foreign += seen.iter().filter(|t| *t != db.tenant_id()).count();
-    }
-    assert_eq!(foreign, 0);
+    assert_eq!(checks::alternate(&handles, 10_000, 2).await, 0);
     test.drop_db().await;
 }
 
@@ -155,27 +140,7 @@ async fn rls_64_tasks_16_tenants_pool_of_8() {
             .build()
             .unwrap(),
     );
-    let tasks: Vec<_> = (0..64)
-        .map(|task| {
-            let tenancy = tenancy.clone();
-            tokio::spawn(async move {
-                let tenant = task % 16 + 1;
-                let db = tenancy.tenant(tenant).await.unwrap();
-                let mut foreign = 0;
-                for _ in 0..50 {
-                    let seen = tenants_seen(&db).await;
-                    assert_eq!(seen.len(), 3);
-                    foreign += seen.iter().filter(|t| **t != tenant).count();
-                }
-                foreign
-            })
-        })
-        .collect();
-    let mut foreign = 0;
-    for task in tasks {
-        foreign += task.await.unwrap();
-    }
-    assert_eq!(foreign, 0);
+    assert_eq!(checks::concurrent(tenancy, 64, 16, 50, 3).await, 0);
     test.drop_db().await;
 }
 

@@ -7,6 +7,7 @@ use futures_util::TryStreamExt;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, Set, Statement};
 use std::sync::Arc;
 use tenancy_sea::{Error, HandleConnection, Tenancy, TenantDb};
+use tenancy_tests::checks::{self, tenants_seen};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{Migrator, MigratorV2};
 use tenancy_tests::{Backend, TestDb, raw};
@@ -30,18 +31,6 @@ fn schema_tenancy<T: tenancy_sea::TenantKey>(conn: DatabaseConnection) -> Tenanc
         .schema_per_tenant(PREFIX)
         .build()
         .unwrap()
-}
-
-async fn tenants_seen(db: &TenantDb<i64>) -> Vec<i64> {
-    db.query_all_raw(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT tenant_id FROM orders",
-    ))
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.try_get::<i64>("", "tenant_id").unwrap())
-    .collect()
 }
 
 async fn shop<C: HandleConnection>(db: &TenantDb<i64, C>, orders: i64) -> customer::Model {
@@ -267,14 +256,7 @@ async fn one_connection_alternating_schemas_10000_times() {
         tenancy.tenant(1).await.unwrap(),
         tenancy.tenant(2).await.unwrap(),
     ];
-    let mut foreign = 0;
-    for i in 0..10_000 {
-        let db = &handles[i % 2];
-        let seen = tenants_seen(db).await;
-        assert_eq!(seen.len(), 2);
-        foreign += seen.iter().filter(|t| *t != db.tenant_id()).count();
-    }
-    assert_eq!(foreign, 0);
+    assert_eq!(checks::alternate(&handles, 10_000, 2).await, 0);
     test.drop_db().await;
 }
 
@@ -291,27 +273,7 @@ async fn schemas_64_tasks_16_tenants_pool_of_8() {
     }
     let pool = test.connect_as("postgres", 8).await;
     let tenancy = Arc::new(schema_tenancy::<i64>(pool));
-    let tasks: Vec<_> = (0..64)
-        .map(|task| {
-            let tenancy = tenancy.clone();
-            tokio::spawn(async move {
-                let tenant = task % 16 + 1;
-                let db = tenancy.tenant(tenant).await.unwrap();
-                let mut foreign = 0;
-                for _ in 0..50 {
-                    let seen = tenants_seen(&db).await;
-                    assert_eq!(seen.len(), 3);
-                    foreign += seen.iter().filter(|t| **t != tenant).count();
-                }
-                foreign
-            })
-        })
-        .collect();
-    let mut foreign = 0;
-    for task in tasks {
-        foreign += task.await.unwrap();
-    }
-    assert_eq!(foreign, 0);
+    assert_eq!(checks::concurrent(tenancy, 64, 16, 50, 3).await, 0);
     test.drop_db().await;
 }
 
