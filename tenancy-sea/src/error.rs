@@ -111,6 +111,19 @@ pub enum Error {
         tenant: String,
     },
 
+    /// A shard failed during a fan-out; nothing partial was returned.
+    #[error("shard {shard} failed: {source}")]
+    Shard {
+        /// The shard.
+        shard: String,
+        /// What it reported.
+        source: DbErr,
+    },
+
+    /// A key could not be placed on a shard.
+    #[error(transparent)]
+    Routing(#[from] tenancy_core::RoutingError),
+
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,

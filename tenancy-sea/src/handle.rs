@@ -16,6 +16,7 @@ use sea_orm::{
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use tenancy_core::ShardId;
 use tracing::Instrument;
 
 /// The handle of one tenant: every statement made through it is scoped to that tenant.
@@ -45,6 +46,8 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
     session: Option<Arc<Session>>,
     /// Whether the database itself isolates this tenant, so raw SQL is safe.
     database_isolated: bool,
+    /// The shard the tenant lives on, when sharded.
+    shard: Option<ShardId>,
 }
 
 /// A tenant handle inside a database transaction: the same API as [`TenantDb`], plus
@@ -67,7 +70,13 @@ impl<T: TenantKey> TenantDb<T> {
             value,
             session: session.map(Arc::new),
             database_isolated,
+            shard: None,
         }
+    }
+
+    pub(crate) fn on_shard(mut self, shard: ShardId) -> Self {
+        self.shard = Some(shard);
+        self
     }
 }
 
@@ -95,7 +104,22 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// The span every statement of this handle runs in: it names the tenant, the table
     /// and the operation, so logs say who ran what.
     pub(crate) fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
-        tracing::info_span!("tenancy", tenant = %self.tenant, table, op)
+        let span = tracing::info_span!(
+            "tenancy",
+            tenant = %self.tenant,
+            table,
+            op,
+            shard = tracing::field::Empty
+        );
+        if let Some(shard) = &self.shard {
+            span.record("shard", shard.as_str());
+        }
+        span
+    }
+
+    /// The shard this tenant lives on, when the strategy is sharded.
+    pub fn shard(&self) -> Option<&ShardId> {
+        self.shard.as_ref()
     }
 
     /// The tenant condition of an entity's reads, or none for a global entity.
@@ -430,6 +454,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             value: self.value.clone(),
             session: None,
             database_isolated: self.database_isolated,
+            shard: self.shard.clone(),
         })
     }
 

@@ -66,6 +66,7 @@ mod fleet;
 mod handle;
 pub mod rls;
 mod select;
+mod shard;
 mod tenancy;
 mod write;
 
@@ -78,8 +79,12 @@ pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };
 pub use session::HandleConnection;
+pub use shard::{AcrossShards, ShardedSelect, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
-pub use tenancy_core::{Identifier, InvalidIdentifier, InvalidTenantId, TenantId};
+pub use tenancy_core::{
+    HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter, RoutingError, ShardId,
+    ShardRouter, TenantId,
+};
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
 pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 

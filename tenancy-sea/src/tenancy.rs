@@ -5,6 +5,7 @@ use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
 use crate::session::Session;
+use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub enum Strategy {
     /// One database per tenant, found through a [`TenantRegistry`] and reached through a
     /// bounded cache of pools opened on first use.
     DatabasePerTenant,
+    /// Shared tables on several shards: a [`Topology`]'s router places each tenant on one
+    /// shard (the tenant id is the shard key), filtered and stamped as under row level.
+    Sharded,
 }
 
 impl Strategy {
@@ -85,6 +89,7 @@ struct Inner<T> {
     admin: DatabaseConnection,
     strategy: Strategy,
     databases: Option<Databases<T>>,
+    topology: Option<Topology>,
 }
 
 /// What database per tenant needs.
@@ -102,6 +107,7 @@ pub struct TenancyBuilder<T> {
     strategy: Strategy,
     registry: Option<Box<dyn TenantRegistry<T>>>,
     template: Option<DatabaseTemplate>,
+    topology: Option<Topology>,
     max_open_pools: usize,
     pool_idle_timeout: Duration,
     connections_per_tenant: u32,
@@ -152,6 +158,14 @@ impl<T: TenantKey> TenancyBuilder<T> {
         self
     }
 
+    /// Shards: each tenant's rows live on the shard `topology`'s router places it on. The
+    /// connection given to [`Tenancy::builder`] is the admin (catalog) connection.
+    pub fn sharded(mut self, topology: Topology) -> Self {
+        self.strategy = Strategy::Sharded;
+        self.topology = Some(topology);
+        self
+    }
+
     /// How [`Tenancy::create_tenant_database`] names and creates a new tenant database.
     pub fn database_template(mut self, template: DatabaseTemplate) -> Self {
         self.template = Some(template);
@@ -198,7 +212,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 require_postgres(backend, "schema per tenant")?;
                 Identifier::new(&format!("{prefix}x"))?;
             }
-            Strategy::DatabasePerTenant => {}
+            Strategy::DatabasePerTenant | Strategy::Sharded => {}
         }
         if let Some(
             DatabaseTemplate::Server { prefix, .. } | DatabaseTemplate::SqliteDir { prefix, .. },
@@ -225,6 +239,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 admin,
                 strategy: self.strategy,
                 databases,
+                topology: self.topology,
             }),
         })
     }
@@ -264,6 +279,7 @@ impl<T: TenantKey> Tenancy<T> {
             strategy: Strategy::RowLevel,
             registry: None,
             template: None,
+            topology: None,
             max_open_pools: 50,
             pool_idle_timeout: Duration::from_secs(300),
             connections_per_tenant: 4,
@@ -289,6 +305,10 @@ impl<T: TenantKey> Tenancy<T> {
             Strategy::DatabasePerTenant => {
                 let conn = self.tenant_pool(&tenant).await?;
                 return Ok(TenantDb::new(conn, tenant, None, true));
+            }
+            Strategy::Sharded => {
+                let (shard, conn) = self.topology()?.shard_of(&tenant)?;
+                return Ok(TenantDb::new(conn.clone(), tenant, None, false).on_shard(shard.clone()));
             }
             Strategy::RowLevel => None,
             Strategy::RowLevelSecurity { setting } => Some(Session::set_config(
@@ -334,6 +354,20 @@ impl<T: TenantKey> Tenancy<T> {
                 self.inner.strategy
             ))
         })
+    }
+
+    fn topology(&self) -> Result<&Topology> {
+        self.inner
+            .topology
+            .as_ref()
+            .ok_or_else(|| Error::Config("no shard topology configured".to_owned()))
+    }
+
+    /// Reads across every shard with no tenant filter (admin work, reports): the
+    /// explicit, greppable form of a fan-out. See [`AcrossShards`].
+    pub fn unscoped_across_shards(&self) -> Result<AcrossShards<'_>> {
+        tracing::debug!(target: "tenancy::unscoped", "scatter-gather handed out");
+        Ok(AcrossShards::new(self.topology()?))
     }
 
     /// How many tenant pools are open (database per tenant).

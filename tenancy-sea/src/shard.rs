@@ -1,0 +1,244 @@
+//! Sharding: a topology of shards, each a SeaORM connection, with a router that places
+//! each tenant on one shard (the tenant id is the shard key: a tenant's rows live
+//! together, as in Citus), and explicit scatter-gather reads across every shard.
+
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use futures_util::future::join_all;
+use sea_orm::sea_query::IntoCondition;
+use sea_orm::{
+    DatabaseConnection, EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select, Value,
+};
+use std::cmp::Ordering;
+use tenancy_core::{ShardId, ShardRouter};
+
+/// The shards and the router that places tenants on them.
+pub struct Topology {
+    router: Box<dyn ShardRouter>,
+    shards: Vec<(ShardId, DatabaseConnection)>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field(
+                "shards",
+                &self.shards.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Topology {
+    /// A topology of named shards; every shard `router` can return must be among them.
+    pub fn new(
+        router: impl ShardRouter + 'static,
+        shards: impl IntoIterator<Item = (ShardId, DatabaseConnection)>,
+    ) -> Result<Self> {
+        let shards: Vec<_> = shards.into_iter().collect();
+        for routed in router.shards() {
+            if !shards.iter().any(|(id, _)| id == routed) {
+                return Err(Error::Config(format!(
+                    "the router places keys on shard {routed}, which the topology lacks"
+                )));
+            }
+        }
+        Ok(Topology {
+            router: Box::new(router),
+            shards,
+        })
+    }
+
+    /// The shard of `tenant` and its connection.
+    pub fn shard_of<T: TenantKey>(&self, tenant: &T) -> Result<(&ShardId, &DatabaseConnection)> {
+        let mut bytes = Vec::with_capacity(16);
+        tenant.write_canonical_bytes(&mut bytes);
+        let shard = self.router.route_bytes(&bytes)?;
+        self.connection(shard)
+    }
+
+    fn connection(&self, shard: &ShardId) -> Result<(&ShardId, &DatabaseConnection)> {
+        self.shards
+            .iter()
+            .find(|(id, _)| id == shard)
+            .map(|(id, conn)| (id, conn))
+            .ok_or_else(|| Error::Config(format!("no connection for shard {shard}")))
+    }
+
+    /// Every shard, in order.
+    pub fn shards(&self) -> impl Iterator<Item = (&ShardId, &DatabaseConnection)> {
+        self.shards.iter().map(|(id, conn)| (id, conn))
+    }
+}
+
+/// Reads across every shard, with no tenant filter: the sharded form of
+/// [`Tenancy::unscoped`](crate::Tenancy::unscoped), made by
+/// [`Tenancy::unscoped_across_shards`](crate::Tenancy::unscoped_across_shards). A
+/// different type from a tenant handle, so a fan-out never happens by accident.
+#[derive(Debug)]
+pub struct AcrossShards<'t> {
+    topology: &'t Topology,
+}
+
+impl<'t> AcrossShards<'t> {
+    pub(crate) fn new(topology: &'t Topology) -> Self {
+        AcrossShards { topology }
+    }
+
+    /// Selects rows of `E` on every shard.
+    pub fn find<E: EntityTrait>(&self) -> ShardedSelect<'t, E> {
+        ShardedSelect {
+            topology: self.topology,
+            select: E::find(),
+            order: Vec::new(),
+            limit: None,
+            offset: 0,
+        }
+    }
+}
+
+/// A select run on every shard and merged: ORDER BY is a merge of the shards' sorted
+/// rows, LIMIT/OFFSET apply to the merged result (each shard is asked for offset + limit
+/// rows), COUNT is the sum. The result equals the same query on one database holding all
+/// rows, as long as the order is total (end it with a unique column) and its columns are
+/// not NULL.
+#[must_use = "a select does nothing until `.all()` or `.count()`"]
+pub struct ShardedSelect<'t, E: EntityTrait> {
+    topology: &'t Topology,
+    select: Select<E>,
+    order: Vec<(E::Column, Order)>,
+    limit: Option<u64>,
+    offset: u64,
+}
+
+impl<E: EntityTrait> ShardedSelect<'_, E>
+where
+    E::Model: Sync,
+{
+    /// Adds a condition, run on every shard.
+    pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+        self.select = self.select.filter(condition);
+        self
+    }
+
+    /// Orders by `col` ascending.
+    pub fn order_by_asc(mut self, col: E::Column) -> Self {
+        self.order.push((col, Order::Asc));
+        self
+    }
+
+    /// Orders by `col` descending.
+    pub fn order_by_desc(mut self, col: E::Column) -> Self {
+        self.order.push((col, Order::Desc));
+        self
+    }
+
+    /// At most `limit` rows, over all shards.
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Skips the first `offset` rows, over all shards.
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Every matching row of every shard, merged. A failing shard is an error naming it:
+    /// never silently fewer rows.
+    pub async fn all(self) -> Result<Vec<E::Model>> {
+        let mut per_shard = self.select.clone();
+        for (col, order) in &self.order {
+            per_shard = per_shard.order_by(*col, order.clone());
+        }
+        if let Some(limit) = self.limit {
+            per_shard = per_shard.limit(self.offset + limit);
+        }
+        let fan_out = self.topology.shards().map(|(shard, conn)| {
+            let select = per_shard.clone();
+            async move {
+                select.all(conn).await.map_err(|source| Error::Shard {
+                    shard: shard.to_string(),
+                    source,
+                })
+            }
+        });
+        let mut rows = Vec::new();
+        for result in join_all(fan_out).await {
+            rows.extend(result?);
+        }
+        let mut failure = None;
+        rows.sort_by(|a, b| {
+            for (col, order) in &self.order {
+                let ordering = match compare(&a.get(*col), &b.get(*col)) {
+                    Some(ordering) => ordering,
+                    None => {
+                        failure.get_or_insert_with(|| format!("{col:?}"));
+                        Ordering::Equal
+                    }
+                };
+                let ordering = if matches!(order, Order::Desc) {
+                    ordering.reverse()
+                } else {
+                    ordering
+                };
+                if ordering != Ordering::Equal {
+                    return ordering;
+                }
+            }
+            Ordering::Equal
+        });
+        if let Some(column) = failure {
+            return Err(Error::Config(format!(
+                "cannot merge shards ordered by {column}: its values do not compare"
+            )));
+        }
+        let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let take = self
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        Ok(rows.into_iter().skip(skip).take(take).collect())
+    }
+
+    /// How many rows match, over all shards (limit and offset ignored).
+    pub async fn count(self) -> Result<u64> {
+        let fan_out = self.topology.shards().map(|(shard, conn)| {
+            let select = self.select.clone();
+            async move {
+                PaginatorTrait::count(select, conn)
+                    .await
+                    .map_err(|source| Error::Shard {
+                        shard: shard.to_string(),
+                        source,
+                    })
+            }
+        });
+        let mut total = 0;
+        for result in join_all(fan_out).await {
+            total += result?;
+        }
+        Ok(total)
+    }
+}
+
+/// Orders two column values of the same type; `None` when they do not compare. NULL sorts
+/// first.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    use Value::*;
+    Some(match (a, b) {
+        (BigInt(a), BigInt(b)) => a.cmp(b),
+        (Int(a), Int(b)) => a.cmp(b),
+        (SmallInt(a), SmallInt(b)) => a.cmp(b),
+        (TinyInt(a), TinyInt(b)) => a.cmp(b),
+        (BigUnsigned(a), BigUnsigned(b)) => a.cmp(b),
+        (Unsigned(a), Unsigned(b)) => a.cmp(b),
+        (Bool(a), Bool(b)) => a.cmp(b),
+        (String(a), String(b)) => a.cmp(b),
+        (Uuid(a), Uuid(b)) => a.cmp(b),
+        (Double(a), Double(b)) => a.partial_cmp(b)?,
+        (Float(a), Float(b)) => a.partial_cmp(b)?,
+        _ => return None,
+    })
+}

@@ -1,0 +1,299 @@
+//! Sharding with the tenant as the shard key: routed handles, rows physically on their
+//! tenant's shard, mixed-backend topologies, and scatter-gather equal to one database
+//! holding every row (a property test against a single-database oracle).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
+use tenancy_tests::entities::*;
+use tenancy_tests::{Backend, TestDb};
+
+/// Shard databases with the suite's schema, one per backend given.
+async fn shards(backends: &[Backend]) -> Option<Vec<TestDb>> {
+    let mut dbs = Vec::new();
+    for backend in backends {
+        dbs.push(TestDb::with_schema(*backend).await?);
+    }
+    Some(dbs)
+}
+
+fn sharded(dbs: &[TestDb], admin: &TestDb) -> (Tenancy<i64>, HashRouter) {
+    let ids: Vec<ShardId> = (0..dbs.len())
+        .map(|i| ShardId::new(format!("shard_{i}")))
+        .collect();
+    let router = HashRouter::new(ids.clone());
+    let topology = Topology::new(
+        router.clone(),
+        ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+    )
+    .unwrap();
+    let tenancy = Tenancy::builder(admin.conn.clone())
+        .sharded(topology)
+        .build()
+        .unwrap();
+    (tenancy, router)
+}
+
+async fn place(tenancy: &Tenancy<i64>, tenants: i64, orders_each: i64) {
+    for tenant in 1..=tenants {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        let c = db
+            .insert(customer::ActiveModel {
+                name: Set(format!("c{tenant}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for i in 0..orders_each {
+            db.insert(order::ActiveModel {
+                customer_id: Set(c.id),
+                total_cents: Set(tenant * 100 + i),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn rows_stay_on_their_shard(backends: &[Backend]) {
+    let Some(dbs) = shards(backends).await else {
+        return;
+    };
+    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    place(&tenancy, 30, 3).await;
+
+    for (i, db) in dbs.iter().enumerate() {
+        let stored = order::Entity::find().all(&db.conn).await.unwrap();
+        assert!(!stored.is_empty(), "shard {i} got no tenant");
+        for row in stored {
+            assert_eq!(
+                router.route(&row.tenant_id).unwrap().as_str(),
+                format!("shard_{i}"),
+                "tenant {} stored on the wrong shard",
+                row.tenant_id
+            );
+        }
+    }
+    for tenant in 1..=30 {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        assert_eq!(db.shard(), Some(router.route(&tenant).unwrap()));
+        let mine = db.find::<order::Entity>().all().await.unwrap();
+        assert_eq!(mine.len(), 3);
+        assert!(mine.iter().all(|o| o.tenant_id == tenant));
+    }
+
+    let across = tenancy.unscoped_across_shards().unwrap();
+    assert_eq!(across.find::<order::Entity>().count().await.unwrap(), 90);
+    let top = across
+        .find::<order::Entity>()
+        .order_by_desc(order::Column::TotalCents)
+        .limit(4)
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(
+        top.iter().map(|o| o.total_cents).collect::<Vec<_>>(),
+        [3002, 3001, 3000, 2902]
+    );
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sqlite_shards() {
+    rows_stay_on_their_shard(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_postgres_shards() {
+    rows_stay_on_their_shard(&[Backend::Postgres; 4]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_postgres_mariadb_sqlite_shards() {
+    rows_stay_on_their_shard(&[Backend::Postgres, Backend::MySql, Backend::Sqlite]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_shard_is_an_error_naming_it() {
+    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite]).await else {
+        return;
+    };
+    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    place(&tenancy, 6, 1).await;
+    dbs[1].conn.close_by_ref().await.unwrap();
+    let err = tenancy
+        .unscoped_across_shards()
+        .unwrap()
+        .find::<order::Entity>()
+        .all()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Shard { shard, .. } if shard == "shard_1"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("shard_1"));
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_router_needs_every_shard_it_names() {
+    let db = TestDb::with_schema(Backend::Sqlite).await.unwrap();
+    let router = HashRouter::new(["a", "b"]);
+    let err = Topology::new(router, [(ShardId::new("a"), db.conn.clone())]).unwrap_err();
+    assert!(err.to_string().contains("shard b"), "{err}");
+    db.drop_db().await;
+}
+
+#[derive(Clone, Debug)]
+struct Query {
+    min_total: i64,
+    descending: bool,
+    limit: Option<u64>,
+    offset: u64,
+}
+
+/// Scatter-gather over 3 SQLite shards equals the same query on one database holding
+/// every row: ORDER BY (total, then id, both ways), LIMIT, OFFSET, filters, COUNT.
+#[test]
+fn scatter_gather_equals_one_database() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dbs, oracle) = rt.block_on(async {
+        (
+            shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite])
+                .await
+                .unwrap(),
+            TestDb::with_schema(Backend::Sqlite).await.unwrap(),
+        )
+    });
+    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    let rows = prop::collection::vec((1..=12i64, 0..50i64), 0..60);
+    let query = (
+        0..50i64,
+        any::<bool>(),
+        prop::option::of(0..20u64),
+        0..10u64,
+    )
+        .prop_map(|(min_total, descending, limit, offset)| Query {
+            min_total,
+            descending,
+            limit,
+            offset,
+        });
+    let config = Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let result = TestRunner::new(config).run(&(rows, query), |(rows, query)| {
+        rt.block_on(async {
+            for db in dbs.iter().chain([&oracle]) {
+                for sql in [
+                    "DELETE FROM orders",
+                    "DELETE FROM customers",
+                    // One customer on every shard for the orders to point at.
+                    "INSERT INTO customers (id, tenant_id, name) VALUES (1, 0, 'c')",
+                ] {
+                    db.conn.execute_unprepared(sql).await.unwrap();
+                }
+            }
+            for (n, (tenant, total)) in rows.iter().enumerate() {
+                let row = order::ActiveModel {
+                    id: Set(n as i64 + 1),
+                    customer_id: Set(1),
+                    total_cents: Set(*total),
+                    ..Default::default()
+                };
+                // The sharded side through the tenant's routed handle; the oracle holds all.
+                let db = tenancy.tenant(*tenant).await.unwrap();
+                db.insert(row.clone()).await.unwrap();
+                let mut oracle_row = row;
+                oracle_row.tenant_id = Set(*tenant);
+                order::Entity::insert(oracle_row)
+                    .exec(&oracle.conn)
+                    .await
+                    .unwrap();
+            }
+
+            let across = tenancy.unscoped_across_shards().unwrap();
+            let mut sharded = across
+                .find::<order::Entity>()
+                .filter(order::Column::TotalCents.gte(query.min_total))
+                .offset(query.offset);
+            let mut single =
+                order::Entity::find().filter(order::Column::TotalCents.gte(query.min_total));
+            if query.offset > 0 {
+                single = single.offset(query.offset);
+            }
+            if query.descending {
+                sharded = sharded
+                    .order_by_desc(order::Column::TotalCents)
+                    .order_by_desc(order::Column::Id);
+                single = single
+                    .order_by_desc(order::Column::TotalCents)
+                    .order_by_desc(order::Column::Id);
+            } else {
+                sharded = sharded
+                    .order_by_asc(order::Column::TotalCents)
+                    .order_by_asc(order::Column::Id);
+                single = single
+                    .order_by_asc(order::Column::TotalCents)
+                    .order_by_asc(order::Column::Id);
+            }
+            if let Some(limit) = query.limit {
+                sharded = sharded.limit(limit);
+                single = single.limit(limit);
+            } else if query.offset > 0 {
+                // SQLite needs a LIMIT to take an OFFSET.
+                single = single.limit(u64::MAX >> 1);
+            }
+            let got: Vec<(i64, i64)> = sharded
+                .all()
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| (o.id, o.tenant_id))
+                .collect();
+            let want: Vec<(i64, i64)> = single
+                .all(&oracle.conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| (o.id, o.tenant_id))
+                .collect();
+            assert_eq!(got, want, "{query:?}");
+            let count = across
+                .find::<order::Entity>()
+                .filter(order::Column::TotalCents.gte(query.min_total))
+                .count()
+                .await
+                .unwrap();
+            let expected = rows.iter().filter(|(_, t)| *t >= query.min_total).count();
+            assert_eq!(count as usize, expected);
+        });
+        Ok(())
+    });
+    rt.block_on(async {
+        for db in dbs {
+            db.drop_db().await;
+        }
+        oracle.drop_db().await;
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
