@@ -556,4 +556,6 @@ pub mod book {
     pub mod schema_per_tenant {}
     #[doc = include_str!("../../docs/src/database-per-tenant.md")]
     pub mod database_per_tenant {}
+    #[doc = include_str!("../../docs/src/sharding.md")]
+    pub mod sharding {}
 }
