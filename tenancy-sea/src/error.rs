@@ -120,6 +120,15 @@ pub enum Error {
         source: DbErr,
     },
 
+    /// A shard did not answer a fan-out within its timeout.
+    #[error("shard {shard} did not answer within {timeout:?}")]
+    ShardTimeout {
+        /// The shard.
+        shard: String,
+        /// The timeout that passed.
+        timeout: std::time::Duration,
+    },
+
     /// A key could not be placed on a shard.
     #[error(transparent)]
     Routing(#[from] tenancy_core::RoutingError),

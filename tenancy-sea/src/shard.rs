@@ -4,19 +4,22 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all, select};
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
-    DatabaseConnection, EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select, Value,
+    DatabaseConnection, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select, Value,
 };
 use std::cmp::Ordering;
+use std::future::Future;
+use std::time::Duration;
 use tenancy_core::{ShardId, ShardRouter};
 
 /// The shards and the router that places tenants on them.
 pub struct Topology {
     router: Box<dyn ShardRouter>,
     shards: Vec<(ShardId, DatabaseConnection)>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Topology {
@@ -47,7 +50,16 @@ impl Topology {
         Ok(Topology {
             router: Box::new(router),
             shards,
+            timeout: Duration::from_secs(30),
         })
+    }
+
+    /// How long a scatter-gather waits for each shard before it is
+    /// [`Error::ShardTimeout`] (default 30 s; a query can set its own with
+    /// [`ShardedSelect::timeout`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The shard of `tenant` and its connection.
@@ -94,6 +106,7 @@ impl<'t> AcrossShards<'t> {
             order: Vec::new(),
             limit: None,
             offset: 0,
+            timeout: self.topology.timeout,
         }
     }
 }
@@ -110,6 +123,45 @@ pub struct ShardedSelect<'t, E: EntityTrait> {
     order: Vec<(E::Column, Order)>,
     limit: Option<u64>,
     offset: u64,
+    timeout: Duration,
+}
+
+/// What [`ShardedSelect::all_or_partial`] returns: the merged rows of the shards that
+/// answered, and the shards that did not, each with its error.
+#[derive(Debug)]
+pub struct Partial<M> {
+    /// The merged rows of the shards that answered (ordered, offset and limit applied).
+    pub rows: Vec<M>,
+    /// The shards that failed or timed out.
+    pub missing: Vec<(ShardId, Error)>,
+}
+
+impl<M> Partial<M> {
+    /// Whether every shard answered.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// Runs `work` for one shard, failing with the shard's name on error or after `timeout`.
+async fn on_shard<R>(
+    shard: &ShardId,
+    timeout: Duration,
+    work: impl Future<Output = std::result::Result<R, DbErr>>,
+) -> Result<R> {
+    let work = std::pin::pin!(work);
+    let delay = futures_timer::Delay::new(timeout);
+    match select(work, delay).await {
+        Either::Left((Ok(value), _)) => Ok(value),
+        Either::Left((Err(source), _)) => Err(Error::Shard {
+            shard: shard.to_string(),
+            source,
+        }),
+        Either::Right(((), _)) => Err(Error::ShardTimeout {
+            shard: shard.to_string(),
+            timeout,
+        }),
+    }
 }
 
 impl<E: EntityTrait> ShardedSelect<'_, E>
@@ -146,9 +198,29 @@ where
         self
     }
 
-    /// Every matching row of every shard, merged. A failing shard is an error naming it:
-    /// never silently fewer rows.
+    /// How long to wait for each shard (instead of the topology's timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Every matching row of every shard, merged. A shard that fails or does not answer
+    /// within the timeout is an error naming it: never a hang, never silently fewer rows.
     pub async fn all(self) -> Result<Vec<E::Model>> {
+        let partial = self.gather().await?;
+        match partial.missing.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(partial.rows),
+        }
+    }
+
+    /// Like [`all`](Self::all), but the opt-in for partial results: the rows of the shards
+    /// that answered, and the list of those that did not.
+    pub async fn all_or_partial(self) -> Result<Partial<E::Model>> {
+        self.gather().await
+    }
+
+    async fn gather(self) -> Result<Partial<E::Model>> {
         let mut per_shard = self.select.clone();
         for (col, order) in &self.order {
             per_shard = per_shard.order_by(*col, order.clone());
@@ -156,18 +228,21 @@ where
         if let Some(limit) = self.limit {
             per_shard = per_shard.limit(self.offset + limit);
         }
+        let timeout = self.timeout;
         let fan_out = self.topology.shards().map(|(shard, conn)| {
             let select = per_shard.clone();
-            async move {
-                select.all(conn).await.map_err(|source| Error::Shard {
-                    shard: shard.to_string(),
-                    source,
-                })
-            }
+            async move { (shard, on_shard(shard, timeout, select.all(conn)).await) }
         });
         let mut rows = Vec::new();
-        for result in join_all(fan_out).await {
-            rows.extend(result?);
+        let mut missing = Vec::new();
+        for (shard, result) in join_all(fan_out).await {
+            match result {
+                Ok(shard_rows) => rows.extend(shard_rows),
+                Err(error) => {
+                    tracing::warn!(%shard, %error, "shard missing from a scatter-gather");
+                    missing.push((shard.clone(), error));
+                }
+            }
         }
         let mut failure = None;
         rows.sort_by(|a, b| {
@@ -199,21 +274,18 @@ where
         let take = self
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        Ok(rows.into_iter().skip(skip).take(take).collect())
+        Ok(Partial {
+            rows: rows.into_iter().skip(skip).take(take).collect(),
+            missing,
+        })
     }
 
     /// How many rows match, over all shards (limit and offset ignored).
     pub async fn count(self) -> Result<u64> {
+        let timeout = self.timeout;
         let fan_out = self.topology.shards().map(|(shard, conn)| {
             let select = self.select.clone();
-            async move {
-                PaginatorTrait::count(select, conn)
-                    .await
-                    .map_err(|source| Error::Shard {
-                        shard: shard.to_string(),
-                        source,
-                    })
-            }
+            on_shard(shard, timeout, PaginatorTrait::count(select, conn))
         });
         let mut total = 0;
         for result in join_all(fan_out).await {

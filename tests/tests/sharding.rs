@@ -297,3 +297,83 @@ fn scatter_gather_equals_one_database() {
         panic!("{failure}");
     }
 }
+
+/// A slow shard (a table locked by another transaction) and a shard whose connections are
+/// refused: each is a typed error naming it within the timeout, and the opt-in returns
+/// the other shards' rows with the list of the missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_refusing_shards_are_named_within_the_timeout() {
+    let Some(dbs) = shards(&[Backend::Postgres, Backend::Postgres, Backend::Postgres]).await else {
+        return;
+    };
+    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    place(&tenancy, 12, 2).await;
+    let timeout = std::time::Duration::from_millis(500);
+    let on = |shard: &str| {
+        (1..=12i64)
+            .filter(|t| router.route(t).unwrap().as_str() == shard)
+            .count()
+            * 2
+    };
+
+    // shard_1 is slow: another transaction holds its table.
+    let blocker = sea_orm::TransactionTrait::begin(&dbs[1].conn)
+        .await
+        .unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let across = tenancy.unscoped_across_shards().unwrap();
+    let started = std::time::Instant::now();
+    let err = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    assert!(
+        matches!(&err, Error::ShardTimeout { shard, .. } if shard == "shard_1"),
+        "{err:?}"
+    );
+    let partial = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all_or_partial()
+        .await
+        .unwrap();
+    assert!(!partial.is_complete());
+    assert_eq!(partial.missing.len(), 1);
+    assert_eq!(partial.missing[0].0.as_str(), "shard_1");
+    assert_eq!(partial.rows.len(), on("shard_0") + on("shard_2"));
+    blocker.rollback().await.unwrap();
+
+    // shard_2 refuses connections: its sessions are ended and new ones are not allowed.
+    let name = url::Url::parse(dbs[2].url.as_deref().unwrap())
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    for sql in [
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    ] {
+        dbs[0].conn.execute_unprepared(&sql).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let err = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .count()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    assert!(
+        matches!(&err, Error::ShardTimeout { shard, .. } | Error::Shard { shard, .. } if shard == "shard_2"),
+        "{err:?}"
+    );
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
