@@ -5,10 +5,10 @@
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use futures_util::future::{Either, join_all, select};
-use sea_orm::sea_query::IntoCondition;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
-    DatabaseConnection, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select, Value,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, Value,
 };
 use std::cmp::Ordering;
 use std::future::Future;
@@ -290,6 +290,90 @@ where
         let mut total = 0;
         for result in join_all(fan_out).await {
             total += result?;
+        }
+        Ok(total)
+    }
+}
+
+impl<E: EntityTrait> ShardedSelect<'_, E>
+where
+    E::Model: Sync,
+{
+    /// One value per shard: `expr` selected alone (the shard's aggregate), or `None`.
+    async fn per_shard<V>(&self, expr: SimpleExpr) -> Result<Vec<Option<V>>>
+    where
+        V: TryGetable + Send + Sync + 'static,
+    {
+        let timeout = self.timeout;
+        let fan_out = self.topology.shards().map(|(shard, conn)| {
+            let select = self
+                .select
+                .clone()
+                .select_only()
+                .column_as(expr.clone(), "value")
+                .into_tuple::<Option<V>>();
+            on_shard(shard, timeout, async move {
+                Ok(select.one(conn).await?.flatten())
+            })
+        });
+        join_all(fan_out).await.into_iter().collect()
+    }
+
+    /// The largest value of `col` over all shards (`None` when no row matches).
+    pub async fn max<V>(self, col: E::Column) -> Result<Option<V>>
+    where
+        V: TryGetable + Ord + Send + Sync + 'static,
+    {
+        let values = self.per_shard::<V>(Expr::col(col).max()).await?;
+        Ok(values.into_iter().flatten().max())
+    }
+
+    /// The smallest value of `col` over all shards (`None` when no row matches).
+    pub async fn min<V>(self, col: E::Column) -> Result<Option<V>>
+    where
+        V: TryGetable + Ord + Send + Sync + 'static,
+    {
+        let values = self.per_shard::<V>(Expr::col(col).min()).await?;
+        Ok(values.into_iter().flatten().min())
+    }
+
+    /// The sum of the integer column `col` over all shards (0 when no row matches). Each
+    /// shard's sum is cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums
+    /// to decimals); a sum beyond `i64` is an error, not a wrap.
+    pub async fn sum(self, col: E::Column) -> Result<i64> {
+        let backends: Vec<DbBackend> = self
+            .topology
+            .shards()
+            .map(|(_, conn)| conn.get_database_backend())
+            .collect();
+        let timeout = self.timeout;
+        let fan_out = self
+            .topology
+            .shards()
+            .zip(backends)
+            .map(|((shard, conn), backend)| {
+                let cast = match backend {
+                    DbBackend::MySql => "SIGNED",
+                    _ => "BIGINT",
+                };
+                let expr: SimpleExpr = Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into();
+                let select = self
+                    .select
+                    .clone()
+                    .select_only()
+                    .column_as(expr, "value")
+                    .into_tuple::<Option<i64>>();
+                on_shard(shard, timeout, async move {
+                    Ok(select.one(conn).await?.flatten())
+                })
+            });
+        let mut total: i64 = 0;
+        for result in join_all(fan_out).await {
+            if let Some(value) = result? {
+                total = total.checked_add(value).ok_or_else(|| {
+                    Error::Config("the sum over all shards does not fit in i64".to_owned())
+                })?;
+            }
         }
         Ok(total)
     }

@@ -101,6 +101,28 @@ async fn rows_stay_on_their_shard(backends: &[Backend]) {
         top.iter().map(|o| o.total_cents).collect::<Vec<_>>(),
         [3002, 3001, 3000, 2902]
     );
+    // Aggregates combined over shards: SUM of (300 t + 3) for t in 1..=30, MIN, MAX.
+    let total = across.find::<order::Entity>();
+    assert_eq!(total.sum(order::Column::TotalCents).await.unwrap(), 139_590);
+    let min: Option<i64> = across
+        .find::<order::Entity>()
+        .min(order::Column::TotalCents)
+        .await
+        .unwrap();
+    let max: Option<i64> = across
+        .find::<order::Entity>()
+        .filter(order::Column::Tenant.lte(10))
+        .max(order::Column::TotalCents)
+        .await
+        .unwrap();
+    assert_eq!((min, max), (Some(100), Some(1002)));
+    let none: Option<i64> = across
+        .find::<order::Entity>()
+        .filter(order::Column::TotalCents.lt(0))
+        .max(order::Column::TotalCents)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
     for db in dbs {
         db.drop_db().await;
     }
@@ -282,8 +304,25 @@ fn scatter_gather_equals_one_database() {
                 .count()
                 .await
                 .unwrap();
-            let expected = rows.iter().filter(|(_, t)| *t >= query.min_total).count();
-            assert_eq!(count as usize, expected);
+            let matching: Vec<i64> = rows
+                .iter()
+                .map(|(_, t)| *t)
+                .filter(|t| *t >= query.min_total)
+                .collect();
+            assert_eq!(count as usize, matching.len());
+            let filtered = || {
+                across
+                    .find::<order::Entity>()
+                    .filter(order::Column::TotalCents.gte(query.min_total))
+            };
+            assert_eq!(
+                filtered().sum(order::Column::TotalCents).await.unwrap(),
+                matching.iter().sum::<i64>()
+            );
+            let max: Option<i64> = filtered().max(order::Column::TotalCents).await.unwrap();
+            let min: Option<i64> = filtered().min(order::Column::TotalCents).await.unwrap();
+            assert_eq!(max, matching.iter().copied().max());
+            assert_eq!(min, matching.iter().copied().min());
         });
         Ok(())
     });
