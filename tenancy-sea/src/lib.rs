@@ -79,7 +79,7 @@ pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };
 pub use session::HandleConnection;
-pub use shard::{AcrossShards, Partial, ShardedSelect, Topology};
+pub use shard::{AcrossShards, Partial, ShardedSelect, Spawner, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter, RoutingError, ShardId,

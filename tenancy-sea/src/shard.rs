@@ -4,6 +4,7 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
+use futures_util::FutureExt;
 use futures_util::future::{Either, join_all, select};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
@@ -12,14 +13,21 @@ use sea_orm::{
 };
 use std::cmp::Ordering;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{ShardId, ShardRouter};
+
+/// Runs a future to completion on the application's runtime, e.g.
+/// `|future| { tokio::spawn(future); }`.
+pub type Spawner = Arc<dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync>;
 
 /// The shards and the router that places tenants on them.
 pub struct Topology {
     router: Box<dyn ShardRouter>,
     shards: Vec<(ShardId, DatabaseConnection)>,
     timeout: Duration,
+    spawner: Option<Spawner>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -51,7 +59,29 @@ impl Topology {
             router: Box::new(router),
             shards,
             timeout: Duration::from_secs(30),
+            spawner: None,
         })
+    }
+
+    /// Lets scatter-gather run each shard's query as a task of the application's runtime
+    /// (the library spawns nothing by itself): with it, the shards' client-side work
+    /// (encoding, decoding rows) runs on several cores instead of the caller's one task.
+    ///
+    /// ```
+    /// # use tenancy_sea::{HashRouter, ShardId, Topology};
+    /// # fn demo(conn: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+    /// let topology = Topology::new(HashRouter::new(["s0"]), [(ShardId::new("s0"), conn)])?
+    ///     .with_spawner(|future| {
+    ///         tokio::spawn(future);
+    ///     });
+    /// # Ok(()) }
+    /// ```
+    pub fn with_spawner(
+        mut self,
+        spawn: impl Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync + 'static,
+    ) -> Self {
+        self.spawner = Some(Arc::new(spawn));
+        self
     }
 
     /// How long a scatter-gather waits for each shard before it is
@@ -229,18 +259,39 @@ where
             per_shard = per_shard.limit(self.offset + limit);
         }
         let timeout = self.timeout;
-        let fan_out = self.topology.shards().map(|(shard, conn)| {
-            let select = per_shard.clone();
-            async move { (shard, on_shard(shard, timeout, select.all(conn)).await) }
-        });
+        let results: Vec<(ShardId, Result<Vec<E::Model>>)> = match &self.topology.spawner {
+            None => {
+                let fan_out = self.topology.shards().map(|(shard, conn)| {
+                    let select = per_shard.clone();
+                    async move {
+                        let result = on_shard(shard, timeout, select.all(conn)).await;
+                        (shard.clone(), result)
+                    }
+                });
+                join_all(fan_out).await
+            }
+            Some(spawn) => {
+                let handles = self.topology.shards().map(|(shard, conn)| {
+                    let (select, shard, conn) = (per_shard.clone(), shard.clone(), conn.clone());
+                    let (task, handle) = async move {
+                        let result = on_shard(&shard, timeout, select.all(&conn)).await;
+                        (shard, result)
+                    }
+                    .remote_handle();
+                    spawn(Box::pin(task));
+                    handle
+                });
+                join_all(handles).await
+            }
+        };
         let mut rows = Vec::new();
         let mut missing = Vec::new();
-        for (shard, result) in join_all(fan_out).await {
+        for (shard, result) in results {
             match result {
                 Ok(shard_rows) => rows.extend(shard_rows),
                 Err(error) => {
                     tracing::warn!(%shard, %error, "shard missing from a scatter-gather");
-                    missing.push((shard.clone(), error));
+                    missing.push((shard, error));
                 }
             }
         }

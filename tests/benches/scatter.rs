@@ -49,6 +49,22 @@ fn main() {
             .sharded(topology)
             .build()
             .unwrap();
+        // The same topology, fanning out through the runtime's tasks.
+        let ids: Vec<ShardId> = (0..SHARDS).map(|i| ShardId::new(format!("shard_{i}"))).collect();
+        let spawning: Tenancy<i64> = Tenancy::builder(dbs[0].conn.clone())
+            .sharded(
+                Topology::new(
+                    HashRouter::new(ids.clone()),
+                    ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+                )
+                .unwrap()
+                .with_spawner(|future| {
+                    tokio::spawn(future);
+                }),
+            )
+            .build()
+            .unwrap();
+        let across_spawned = spawning.unscoped_across_shards().unwrap();
         let rows_per_tenant = if measuring { 500 } else { 5 };
         for tenant in 1..=64i64 {
             let db = tenancy.tenant(tenant).await.unwrap();
@@ -74,6 +90,17 @@ fn main() {
         // ORDER BY total_cents DESC, id LIMIT 20 on every shard.
         let concurrent = || async {
             let rows = across
+                .find::<order::Entity>()
+                .order_by_desc(order::Column::TotalCents)
+                .order_by_asc(order::Column::Id)
+                .limit(20)
+                .all()
+                .await
+                .unwrap();
+            black_box(rows);
+        };
+        let spawned = || async {
+            let rows = across_spawned
                 .find::<order::Entity>()
                 .order_by_desc(order::Column::TotalCents)
                 .order_by_asc(order::Column::Id)
@@ -111,28 +138,34 @@ fn main() {
             black_box(rows);
         };
         if measuring {
-            let mut times: [Vec<f64>; 3] = Default::default();
+            let mut times: [Vec<f64>; 4] = Default::default();
             let mut ratios = Vec::new();
+            let mut spawned_ratios = Vec::new();
             for round in 0..ROUNDS {
-                let mut t = [Duration::ZERO; 3];
-                for k in 0..3 {
-                    let i = (k + round) % 3;
+                let mut t = [Duration::ZERO; 4];
+                for k in 0..4 {
+                    let i = (k + round) % 4;
                     let start = Instant::now();
                     for _ in 0..BATCH {
                         match i {
                             0 => concurrent().await,
                             1 => sequential().await,
-                            _ => one_shard().await,
+                            2 => one_shard().await,
+                            _ => spawned().await,
                         }
                     }
                     t[i] = start.elapsed();
                 }
-                for i in 0..3 {
+                for i in 0..4 {
                     times[i].push(t[i].as_secs_f64() * 1e6 / BATCH as f64);
                 }
                 ratios.push(t[0].as_secs_f64() / t[1].as_secs_f64());
+                spawned_ratios.push(t[3].as_secs_f64() / t[1].as_secs_f64());
             }
-            for v in times.iter_mut().chain([&mut ratios]) {
+            for v in times
+                .iter_mut()
+                .chain([&mut ratios, &mut spawned_ratios])
+            {
                 v.sort_by(f64::total_cmp);
             }
             let med = |v: &[f64]| v[v.len() / 2];
@@ -141,14 +174,22 @@ fn main() {
             println!("| concurrent (the framework) | {:.0} |", med(&times[0]));
             println!("| sequential (one shard after another) | {:.0} |", med(&times[1]));
             println!("| one shard alone | {:.0} |", med(&times[2]));
+            println!("| concurrent, each shard a runtime task (`with_spawner`) | {:.0} |", med(&times[3]));
             println!(
                 "| concurrent / sequential, median of {ROUNDS} rounds | {:.2} (10th–90th pct {:.2}–{:.2}) |",
                 med(&ratios),
                 ratios[ROUNDS / 10],
                 ratios[ROUNDS * 9 / 10]
             );
+            println!(
+                "| spawned / sequential, median of {ROUNDS} rounds | {:.2} (10th–90th pct {:.2}–{:.2}) |",
+                med(&spawned_ratios),
+                spawned_ratios[ROUNDS / 10],
+                spawned_ratios[ROUNDS * 9 / 10]
+            );
         } else {
             concurrent().await;
+            spawned().await;
             sequential().await;
             one_shard().await;
         }

@@ -133,6 +133,52 @@ async fn three_sqlite_shards() {
     rows_stay_on_their_shard(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await;
 }
 
+/// With the application's spawner, each shard's query is a task of its own; the merged
+/// result is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_fan_out_merges_the_same() {
+    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
+        return;
+    };
+    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    place(&tenancy, 20, 2).await;
+    let ids: Vec<ShardId> = (0..dbs.len())
+        .map(|i| ShardId::new(format!("shard_{i}")))
+        .collect();
+    let spawned = Topology::new(
+        HashRouter::new(ids.clone()),
+        ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+    )
+    .unwrap()
+    .with_spawner(|future| {
+        tokio::spawn(future);
+    });
+    let spawned: Tenancy<i64> = Tenancy::builder(dbs[0].conn.clone())
+        .sharded(spawned)
+        .build()
+        .unwrap();
+    async fn query(tenancy: &Tenancy<i64>) -> Vec<order::Model> {
+        tenancy
+            .unscoped_across_shards()
+            .unwrap()
+            .find::<order::Entity>()
+            .order_by_desc(order::Column::TotalCents)
+            .order_by_asc(order::Column::Tenant)
+            .order_by_asc(order::Column::Id)
+            .offset(3)
+            .limit(15)
+            .all()
+            .await
+            .unwrap()
+    }
+    let (plain, with_tasks) = (query(&tenancy).await, query(&spawned).await);
+    assert_eq!(plain.len(), 15);
+    assert_eq!(plain, with_tasks);
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_postgres_shards() {
     rows_stay_on_their_shard(&[Backend::Postgres; 4]).await;
