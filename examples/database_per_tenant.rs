@@ -12,7 +12,7 @@
 mod shop;
 
 use sea_orm::{ConnectionTrait, Database, Statement};
-use shop::{migration::Migrator, order, place_orders, progress_bar};
+use shop::{migrate_with_progress, migration::Migrator, order, place_orders, progress_bar};
 use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy};
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,21 +85,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Migrate the whole fleet (nothing to do: every tenant is current).
-    let bar = progress_bar(20, "migrating");
-    let report = tenancy
-        .migrate_all::<Migrator>(4, |p| {
-            bar.inc(1);
-            if let Some(error) = p.error {
-                bar.println(format!("tenant {} failed: {error}", p.tenant));
-            }
-        })
-        .await?;
-    bar.finish();
-    println!(
-        "migrated {} tenants, {} failed",
-        report.migrated.len(),
-        report.failed.len()
-    );
+    migrate_with_progress(&tenancy).await?;
 
     for tenant in tenancy.tenant_databases().await? {
         tenancy.drop_tenant_database(tenant).await?;

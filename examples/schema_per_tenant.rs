@@ -12,7 +12,7 @@
 mod shop;
 
 use sea_orm::{Database, Statement};
-use shop::{migration::Migrator, order, place_orders, progress_bar};
+use shop::{migrate_with_progress, migration::Migrator, order, place_orders, progress_bar};
 use tenancy_sea::Tenancy;
 
 const PREFIX: &str = "tenancy_example_";
@@ -67,21 +67,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Err(err) => println!("hostile tenant id refused: {err}"),
     }
 
-    let bar = progress_bar(10, "migrating");
-    let report = tenancy
-        .migrate_all::<Migrator>(4, |p| {
-            bar.inc(1);
-            if let Some(error) = p.error {
-                bar.println(format!("tenant {} failed: {error}", p.tenant));
-            }
-        })
-        .await?;
-    bar.finish();
-    println!(
-        "migrated {}, failed {}",
-        report.migrated.len(),
-        report.failed.len()
-    );
+    migrate_with_progress(&tenancy).await?;
 
     for tenant in tenancy.tenant_schemas().await? {
         tenancy.drop_tenant_schema(tenant).await?;

@@ -81,3 +81,25 @@ pub fn progress_bar(total: usize, what: &str) -> indicatif::ProgressBar {
     }
     bar
 }
+
+/// Runs the migrator over the whole fleet, 4 tenants at a time, with a progress bar, and
+/// says how it went.
+pub async fn migrate_with_progress(tenancy: &tenancy_sea::Tenancy<i64>) -> tenancy_sea::Result<()> {
+    let total = tenancy.fleet_tenants().await?.len();
+    let bar = progress_bar(total, "migrating");
+    let report = tenancy
+        .migrate_all::<migration::Migrator>(4, |p| {
+            bar.inc(1);
+            if let Some(error) = p.error {
+                bar.println(format!("tenant {} failed: {error}", p.tenant));
+            }
+        })
+        .await?;
+    bar.finish();
+    println!(
+        "migrated {} tenants, {} failed",
+        report.migrated.len(),
+        report.failed.len()
+    );
+    Ok(())
+}
