@@ -7,7 +7,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tenancy_core::{HashRouter, RangeRouter, ShardId, ShardRouter, TenantId};
+use tenancy_core::{DirectoryRouter, HashRouter, RangeRouter, ShardId, ShardRouter, TenantId};
 
 const KEYS: u64 = 100_000;
 
@@ -39,6 +39,20 @@ fn routing(c: &mut Criterion) {
         b.iter(|| {
             for key in &strings {
                 black_box(hash.route_bytes(key).unwrap());
+            }
+        })
+    });
+    let directory = DirectoryRouter::new((0..16).map(|i| ShardId::new(format!("s{i}"))));
+    for key in &keys {
+        directory
+            .assign(key, format!("s{}", key % 16).as_str())
+            .unwrap();
+    }
+    let key_bytes: Vec<[u8; 8]> = keys.iter().map(|k| k.to_be_bytes()).collect();
+    group.bench_function("directory_router_warm_i64", |b| {
+        b.iter(|| {
+            for key in &key_bytes {
+                black_box(directory.route_bytes(key).unwrap());
             }
         })
     });

@@ -40,6 +40,10 @@ pub enum RoutingError {
     UnsupportedKey(&'static str),
     /// No range covers the key.
     OutOfRange(i64),
+    /// The directory has no entry for the key.
+    Unassigned,
+    /// The shard is not one of the router's.
+    UnknownShard(String),
 }
 
 impl fmt::Display for RoutingError {
@@ -48,6 +52,10 @@ impl fmt::Display for RoutingError {
             RoutingError::NoShards => f.write_str("the router has no shards"),
             RoutingError::UnsupportedKey(why) => write!(f, "unsupported shard key: {why}"),
             RoutingError::OutOfRange(key) => write!(f, "no shard range covers key {key}"),
+            RoutingError::Unassigned => f.write_str("the directory assigns this key to no shard"),
+            RoutingError::UnknownShard(shard) => {
+                write!(f, "{shard} is not one of the router's shards")
+            }
         }
     }
 }
@@ -73,6 +81,18 @@ pub trait ShardRouter: Send + Sync {
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
         self.route_bytes(&bytes)
+    }
+}
+
+/// A shared router routes as the router it shares, so an application can keep a handle to
+/// a [`DirectoryRouter`] (to assign keys) while a topology routes through it.
+impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
+    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+        (**self).route_bytes(key)
+    }
+
+    fn shards(&self) -> &[ShardId] {
+        (**self).shards()
     }
 }
 
@@ -200,6 +220,92 @@ impl ShardRouter for RangeRouter {
     }
 }
 
+/// A directory router: an explicit map from key to shard, for tenants placed by hand
+/// (a big tenant on its own shard, a move between shards). Lookups take a read lock and
+/// one hash-map probe; assignments are rare and take the write lock. `tenancy-sea` keeps
+/// the directory in a catalog database and loads it into this router.
+///
+/// ```
+/// use tenancy_core::{DirectoryRouter, ShardRouter};
+///
+/// let router = DirectoryRouter::new(["s0", "s1"]);
+/// router.assign(&42i64, "s1")?;
+/// assert_eq!(router.route(&42i64)?.as_str(), "s1");
+/// assert!(router.route(&7i64).is_err()); // never guessed: unassigned keys are an error
+/// # Ok::<(), tenancy_core::RoutingError>(())
+/// ```
+#[derive(Debug)]
+pub struct DirectoryRouter {
+    shards: Vec<ShardId>,
+    directory: std::sync::RwLock<std::collections::HashMap<Vec<u8>, usize>>,
+}
+
+impl DirectoryRouter {
+    /// An empty directory over `shards`.
+    pub fn new<S: Into<ShardId>>(shards: impl IntoIterator<Item = S>) -> Self {
+        DirectoryRouter {
+            shards: shards.into_iter().map(Into::into).collect(),
+            directory: std::sync::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Places `key` on `shard` (replacing any earlier entry).
+    pub fn assign<K: TenantId>(
+        &self,
+        key: &K,
+        shard: impl Into<ShardId>,
+    ) -> Result<(), RoutingError> {
+        let shard = shard.into();
+        let index = self
+            .shards
+            .iter()
+            .position(|s| *s == shard)
+            .ok_or_else(|| RoutingError::UnknownShard(shard.to_string()))?;
+        self.write().insert(key.canonical_bytes(), index);
+        Ok(())
+    }
+
+    /// Forgets `key`.
+    pub fn remove<K: TenantId>(&self, key: &K) {
+        self.write().remove(&key.canonical_bytes());
+    }
+
+    /// How many keys are assigned.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no key is assigned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A panic while holding the lock leaves the map consistent (each update is one insert
+    // or remove), so a poisoned lock is still usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
+        self.directory
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
+        self.directory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ShardRouter for DirectoryRouter {
+    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+        let index = *self.read().get(key).ok_or(RoutingError::Unassigned)?;
+        self.shards.get(index).ok_or(RoutingError::Unassigned)
+    }
+
+    fn shards(&self) -> &[ShardId] {
+        &self.shards
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +368,24 @@ mod tests {
         );
         assert!(RangeRouter::new([(1, "a"), (1, "b")]).is_err());
         assert!(RangeRouter::new(Vec::<(i64, ShardId)>::new()).is_err());
+    }
+
+    #[test]
+    fn directory() {
+        let router = DirectoryRouter::new(["a", "b"]);
+        assert!(router.is_empty());
+        router.assign(&1i64, "a").unwrap();
+        router.assign(&"big".to_owned(), "b").unwrap();
+        assert_eq!(router.route(&1i32).unwrap().as_str(), "a");
+        assert_eq!(router.route(&"big".to_owned()).unwrap().as_str(), "b");
+        router.assign(&1i64, "b").unwrap();
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "b");
+        assert_eq!(
+            router.assign(&2i64, "c"),
+            Err(RoutingError::UnknownShard("c".to_owned()))
+        );
+        router.remove(&1i64);
+        assert_eq!(router.route(&1i64), Err(RoutingError::Unassigned));
+        assert_eq!(router.len(), 1);
     }
 }

@@ -60,6 +60,7 @@
 #[macro_use]
 mod session;
 mod database;
+mod directory;
 mod entity;
 mod error;
 mod fleet;
@@ -71,6 +72,7 @@ mod tenancy;
 mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
+pub use directory::{DirectoryCatalog, entry as directory_entry};
 pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
@@ -82,8 +84,8 @@ pub use session::HandleConnection;
 pub use shard::{AcrossShards, Partial, ShardedSelect, Spawner, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
-    HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter, RoutingError, ShardId,
-    ShardRouter, TenantId,
+    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter,
+    RoutingError, ShardId, ShardRouter, TenantId,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
 pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};

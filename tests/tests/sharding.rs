@@ -462,3 +462,90 @@ async fn slow_or_refusing_shards_are_named_within_the_timeout() {
         db.drop_db().await;
     }
 }
+
+/// A directory kept in a catalog database: placements survive a restart (a fresh router
+/// loads them), a change goes to the catalog and the router's cache together, and an
+/// unplaced tenant is an error, never a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_in_a_catalog() {
+    use std::sync::Arc;
+    use tenancy_sea::{DirectoryCatalog, DirectoryRouter, RoutingError};
+
+    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite]).await else {
+        return;
+    };
+    let catalog_db = TestDb::create(Backend::Sqlite).await.unwrap();
+    let catalog = DirectoryCatalog::new(catalog_db.conn.clone());
+    catalog.install().await.unwrap();
+    let router = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    let topology = |router: Arc<DirectoryRouter>| {
+        Topology::new(
+            router,
+            [
+                (ShardId::new("shard_0"), dbs[0].conn.clone()),
+                (ShardId::new("shard_1"), dbs[1].conn.clone()),
+            ],
+        )
+        .unwrap()
+    };
+    let tenancy: Tenancy<i64> = Tenancy::builder(catalog_db.conn.clone())
+        .sharded(topology(router.clone()))
+        .build()
+        .unwrap();
+
+    catalog.assign(&router, &1i64, "shard_1").await.unwrap();
+    catalog.assign(&router, &2i64, "shard_0").await.unwrap();
+    let err = catalog.assign(&router, &3i64, "shard_9").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Routing(RoutingError::UnknownShard(_))),
+        "{err:?}"
+    );
+    assert!(matches!(
+        tenancy.tenant(3).await,
+        Err(Error::Routing(RoutingError::Unassigned))
+    ));
+    place_one(&tenancy, 1).await;
+    assert_eq!(
+        order::Entity::find().all(&dbs[1].conn).await.unwrap().len(),
+        1
+    );
+
+    // Move tenant 1: the catalog and the cache change together.
+    catalog.assign(&router, &1i64, "shard_0").await.unwrap();
+    let moved = tenancy.tenant(1).await.unwrap();
+    assert_eq!(moved.shard().map(ShardId::as_str), Some("shard_0"));
+
+    // After a restart, a fresh router loads the same placements from the catalog.
+    let fresh = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    assert_eq!(catalog.load::<i64>(&fresh).await.unwrap(), 2);
+    assert_eq!(fresh.route(&1i64).unwrap().as_str(), "shard_0");
+    assert_eq!(fresh.route(&2i64).unwrap().as_str(), "shard_0");
+    catalog.remove(&fresh, &2i64).await.unwrap();
+    assert!(fresh.route(&2i64).is_err());
+    let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    assert_eq!(catalog.load::<i64>(&again).await.unwrap(), 1);
+
+    drop(tenancy);
+    catalog_db.drop_db().await;
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+async fn place_one(tenancy: &Tenancy<i64>, tenant: i64) {
+    let db = tenancy.tenant(tenant).await.unwrap();
+    let c = db
+        .insert(customer::ActiveModel {
+            name: Set("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    db.insert(order::ActiveModel {
+        customer_id: Set(c.id),
+        total_cents: Set(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
