@@ -239,17 +239,22 @@ async fn schema_count(conn: &DatabaseConnection) -> i64 {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_connection_alternating_schemas_10000_times() {
-    let Some(test) = database().await else { return };
+/// Tenants `1..=tenants`, each with its schema and a shop of `orders` orders.
+async fn provision_shops(test: &TestDb, tenants: i64, orders: i64) {
     let admin = schema_tenancy::<i64>(test.conn.clone());
-    for tenant in [1, 2] {
+    for tenant in 1..=tenants {
         admin
             .create_tenant_schema::<Migrator>(tenant)
             .await
             .unwrap();
-        shop(&admin.tenant(tenant).await.unwrap(), 2).await;
+        shop(&admin.tenant(tenant).await.unwrap(), orders).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_alternating_schemas_10000_times() {
+    let Some(test) = database().await else { return };
+    provision_shops(&test, 2, 2).await;
     let single = test.connect_as("postgres", 1).await;
     let tenancy = schema_tenancy::<i64>(single);
     let handles = [
@@ -263,14 +268,7 @@ async fn one_connection_alternating_schemas_10000_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemas_64_tasks_16_tenants_pool_of_8() {
     let Some(test) = database().await else { return };
-    let admin = schema_tenancy::<i64>(test.conn.clone());
-    for tenant in 1..=16 {
-        admin
-            .create_tenant_schema::<Migrator>(tenant)
-            .await
-            .unwrap();
-        shop(&admin.tenant(tenant).await.unwrap(), 3).await;
-    }
+    provision_shops(&test, 16, 3).await;
     let pool = test.connect_as("postgres", 8).await;
     let tenancy = Arc::new(schema_tenancy::<i64>(pool));
     assert_eq!(checks::concurrent(tenancy, 64, 16, 50, 3).await, 0);
