@@ -44,6 +44,13 @@ pub enum RoutingError {
     Unassigned,
     /// The shard is not one of the router's.
     UnknownShard(String),
+    /// The shard still holds keys, so it cannot be withdrawn.
+    ShardInUse {
+        /// The shard.
+        shard: String,
+        /// How many keys are placed on it.
+        keys: usize,
+    },
 }
 
 impl fmt::Display for RoutingError {
@@ -55,6 +62,9 @@ impl fmt::Display for RoutingError {
             RoutingError::Unassigned => f.write_str("the directory assigns this key to no shard"),
             RoutingError::UnknownShard(shard) => {
                 write!(f, "{shard} is not one of the router's shards")
+            }
+            RoutingError::ShardInUse { shard, keys } => {
+                write!(f, "shard {shard} still holds {keys} placed key(s)")
             }
         }
     }
@@ -68,13 +78,13 @@ impl std::error::Error for RoutingError {}
 /// same key lands on the same shard whatever its Rust type (`7i32` and `7i64` alike).
 pub trait ShardRouter: Send + Sync {
     /// The shard of the key whose canonical bytes are `key`.
-    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError>;
+    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError>;
 
-    /// Every shard this router can return, in order.
-    fn shards(&self) -> &[ShardId];
+    /// Every shard this router can return now, in order.
+    fn shards(&self) -> Vec<ShardId>;
 
     /// The shard of `key`.
-    fn route<K: TenantId>(&self, key: &K) -> Result<&ShardId, RoutingError>
+    fn route<K: TenantId>(&self, key: &K) -> Result<ShardId, RoutingError>
     where
         Self: Sized,
     {
@@ -87,11 +97,11 @@ pub trait ShardRouter: Send + Sync {
 /// A shared router routes as the router it shares, so an application can keep a handle to
 /// a [`DirectoryRouter`] (to assign keys) while a topology routes through it.
 impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
-    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
         (**self).route_bytes(key)
     }
 
-    fn shards(&self) -> &[ShardId] {
+    fn shards(&self) -> Vec<ShardId> {
         (**self).shards()
     }
 }
@@ -144,7 +154,7 @@ pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
 }
 
 impl ShardRouter for HashRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
         let buckets = u32::try_from(self.shards.len()).map_err(|_| RoutingError::NoShards)?;
         if buckets == 0 {
             return Err(RoutingError::NoShards);
@@ -152,11 +162,12 @@ impl ShardRouter for HashRouter {
         let bucket = jump_consistent_hash(Self::hash(key), buckets);
         self.shards
             .get(bucket as usize)
+            .cloned()
             .ok_or(RoutingError::NoShards)
     }
 
-    fn shards(&self) -> &[ShardId] {
-        &self.shards
+    fn shards(&self) -> Vec<ShardId> {
+        self.shards.clone()
     }
 }
 
@@ -203,20 +214,20 @@ impl RangeRouter {
 }
 
 impl ShardRouter for RangeRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
         let bytes: [u8; 8] = key
             .try_into()
             .map_err(|_| RoutingError::UnsupportedKey("range routing needs an integer key"))?;
         let key = i64::from_be_bytes(bytes);
         let index = self.lower_bounds.partition_point(|bound| *bound <= key);
         match index.checked_sub(1) {
-            Some(i) => Ok(&self.shards[i]),
+            Some(i) => Ok(self.shards[i].clone()),
             None => Err(RoutingError::OutOfRange(key)),
         }
     }
 
-    fn shards(&self) -> &[ShardId] {
-        &self.shards
+    fn shards(&self) -> Vec<ShardId> {
+        self.shards.clone()
     }
 }
 
@@ -234,18 +245,25 @@ impl ShardRouter for RangeRouter {
 /// assert!(router.route(&7i64).is_err()); // never guessed: unassigned keys are an error
 /// # Ok::<(), tenancy_core::RoutingError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DirectoryRouter {
+    state: std::sync::RwLock<Directory>,
+}
+
+#[derive(Debug, Default)]
+struct Directory {
     shards: Vec<ShardId>,
-    directory: std::sync::RwLock<std::collections::HashMap<Vec<u8>, usize>>,
+    keys: std::collections::HashMap<Vec<u8>, ShardId>,
 }
 
 impl DirectoryRouter {
     /// An empty directory over `shards`.
     pub fn new<S: Into<ShardId>>(shards: impl IntoIterator<Item = S>) -> Self {
         DirectoryRouter {
-            shards: shards.into_iter().map(Into::into).collect(),
-            directory: std::sync::RwLock::new(std::collections::HashMap::new()),
+            state: std::sync::RwLock::new(Directory {
+                shards: shards.into_iter().map(Into::into).collect(),
+                keys: std::collections::HashMap::new(),
+            }),
         }
     }
 
@@ -256,23 +274,51 @@ impl DirectoryRouter {
         shard: impl Into<ShardId>,
     ) -> Result<(), RoutingError> {
         let shard = shard.into();
-        let index = self
-            .shards
-            .iter()
-            .position(|s| *s == shard)
-            .ok_or_else(|| RoutingError::UnknownShard(shard.to_string()))?;
-        self.write().insert(key.canonical_bytes(), index);
+        let mut state = self.write();
+        if !state.shards.contains(&shard) {
+            return Err(RoutingError::UnknownShard(shard.to_string()));
+        }
+        state.keys.insert(key.canonical_bytes(), shard);
         Ok(())
     }
 
     /// Forgets `key`.
     pub fn remove<K: TenantId>(&self, key: &K) {
-        self.write().remove(&key.canonical_bytes());
+        self.write().keys.remove(&key.canonical_bytes());
+    }
+
+    /// Makes `shard` available for placements (no key moves). Adding a shard twice is a
+    /// no-op.
+    pub fn add_shard(&self, shard: impl Into<ShardId>) {
+        let shard = shard.into();
+        let mut state = self.write();
+        if !state.shards.contains(&shard) {
+            state.shards.push(shard);
+        }
+    }
+
+    /// Withdraws `shard`; refused while any key is placed on it.
+    pub fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        let mut state = self.write();
+        let placed = state.keys.values().filter(|s| *s == shard).count();
+        if placed > 0 {
+            return Err(RoutingError::ShardInUse {
+                shard: shard.to_string(),
+                keys: placed,
+            });
+        }
+        state.shards.retain(|s| s != shard);
+        Ok(())
+    }
+
+    /// How many keys are placed on `shard`.
+    pub fn keys_on(&self, shard: &ShardId) -> usize {
+        self.read().keys.values().filter(|s| *s == shard).count()
     }
 
     /// How many keys are assigned.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().keys.len()
     }
 
     /// Whether no key is assigned.
@@ -282,27 +328,30 @@ impl DirectoryRouter {
 
     // A panic while holding the lock leaves the map consistent (each update is one insert
     // or remove), so a poisoned lock is still usable.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
-        self.directory
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<Vec<u8>, usize>> {
-        self.directory
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+        self.state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl ShardRouter for DirectoryRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<&ShardId, RoutingError> {
-        let index = *self.read().get(key).ok_or(RoutingError::Unassigned)?;
-        self.shards.get(index).ok_or(RoutingError::Unassigned)
+    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
+        self.read()
+            .keys
+            .get(key)
+            .cloned()
+            .ok_or(RoutingError::Unassigned)
     }
 
-    fn shards(&self) -> &[ShardId] {
-        &self.shards
+    fn shards(&self) -> Vec<ShardId> {
+        self.read().shards.clone()
     }
 }
 

@@ -98,12 +98,52 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
     // Spanned on the field's type, so "not a tenant id type" points at it.
     let ty = tenant.ty;
     let ty = quote_spanned!(ty.span()=> #ty);
-    let shard_key = match shard_key {
+    // Read without a key only when the tenant is the shard key: a `#[shard_key]` entity is
+    // read by key or explicitly across shards, so `find` on it does not compile.
+    let (shard_key, by_tenant) = match shard_key {
         Some(field) => {
             let variant = column_variant(field);
-            quote!(::core::option::Option::Some(#column::#variant))
+            let key_ty = field.ty;
+            let key_ty = quote_spanned!(key_ty.span()=> #key_ty);
+            (
+                quote! {
+                    #[inline]
+                    fn shard_key_column() -> ::core::option::Option<#column> {
+                        ::core::option::Option::Some(#column::#variant)
+                    }
+
+                    fn write_shard_key(
+                        value: #krate::__private::Value,
+                        out: &mut ::std::vec::Vec<u8>,
+                    ) -> ::core::result::Result<(), #krate::RoutingError> {
+                        #krate::__private::write_shard_key::<<#entity as #krate::KeySharded>::Key>(value, out)
+                    }
+                },
+                quote! {
+                    #[automatically_derived]
+                    impl #krate::KeySharded for #entity {
+                        type Key = #key_ty;
+                    }
+                },
+            )
         }
-        None => quote!(::core::option::Option::None),
+        None => (
+            quote! {
+                #[inline]
+                fn shard_key_column() -> ::core::option::Option<#column> {
+                    ::core::option::Option::None
+                }
+            },
+            quote! {
+                #[automatically_derived]
+                impl #krate::ScopedEntity<<#entity as #krate::TenantScoped>::TenantId> for #entity {
+                    #[inline]
+                    fn scope_column() -> ::core::option::Option<#column> {
+                        ::core::option::Option::Some(#column::#tenant_variant)
+                    }
+                }
+            },
+        ),
     };
     quote! {
         #[automatically_derived]
@@ -115,19 +155,10 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                 #column::#tenant_variant
             }
 
-            #[inline]
-            fn shard_key_column() -> ::core::option::Option<#column> {
-                #shard_key
-            }
+            #shard_key
         }
 
-        #[automatically_derived]
-        impl #krate::ScopedEntity<<#entity as #krate::TenantScoped>::TenantId> for #entity {
-            #[inline]
-            fn scope_column() -> ::core::option::Option<#column> {
-                ::core::option::Option::Some(#column::#tenant_variant)
-            }
-        }
+        #by_tenant
     }
 }
 

@@ -2,7 +2,7 @@
 
 use sea_orm::sea_query::ValueType;
 use sea_orm::{EntityTrait, Value};
-use tenancy_core::TenantId;
+use tenancy_core::{RoutingError, TenantId};
 
 /// A [`TenantId`] that SeaORM can bind as a parameter.
 ///
@@ -58,9 +58,48 @@ pub trait TenantScoped: EntityTrait {
     /// The tenant column.
     fn tenant_column() -> Self::Column;
 
-    /// The column whose value places a row on a shard; `None` when the tenant id is the
-    /// shard key.
+    /// The `#[shard_key]` column; `None` when the tenant id is the shard key (a tenant's
+    /// rows live together on one shard).
     fn shard_key_column() -> Option<Self::Column>;
+
+    /// Appends the canonical bytes of a `#[shard_key]` column value (what a router
+    /// places). Implemented by the derive for entities with a `#[shard_key]`.
+    #[doc(hidden)]
+    fn write_shard_key(value: Value, out: &mut Vec<u8>) -> Result<(), RoutingError> {
+        let _ = (value, out);
+        Err(RoutingError::UnsupportedKey(
+            "the entity has no #[shard_key]",
+        ))
+    }
+}
+
+/// What the derive's `write_shard_key` calls: the value as the key's Rust type, then its
+/// canonical bytes.
+#[doc(hidden)]
+pub fn write_shard_key<K: TenantKey>(value: Value, out: &mut Vec<u8>) -> Result<(), RoutingError> {
+    let key = <K as ValueType>::try_from(value)
+        .map_err(|_| RoutingError::UnsupportedKey("a value not of the shard key's type"))?;
+    key.write_canonical_bytes(out);
+    Ok(())
+}
+
+/// A [`TenantScoped`] entity with a `#[shard_key]` field: a tenant's rows are spread over
+/// the shards by that key. Implemented by `#[derive(TenantScoped)]`.
+///
+/// Its rows are read by key through [`TenantDb::by_key`](crate::TenantDb::by_key) (one
+/// shard) and [`TenantDb::by_keys`](crate::TenantDb::by_keys) (the shards an IN list
+/// names), or explicitly on every shard through
+/// [`TenantDb::across_shards`](crate::TenantDb::across_shards); a plain
+/// [`TenantDb::find`](crate::TenantDb::find) does not compile, so no read fans out by
+/// accident. Writes route by the key the row carries.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[shard_key]`, so it is not read by key",
+    label = "not sharded by a key of its own",
+    note = "its rows live on their tenant's shard: read them with `db.find::<E>()`"
+)]
+pub trait KeySharded: TenantScoped {
+    /// The Rust type of the `#[shard_key]` field.
+    type Key: TenantKey;
 }
 
 /// A table shared by every tenant (plans, currencies): it has no tenant column and tenant
@@ -72,10 +111,13 @@ pub trait GlobalEntity: EntityTrait {}
 /// filtered). Implemented by the derives; there is no other way in.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used through a tenant handle with tenant ids of type `{T}`",
-    label = "neither tenant-scoped with `{T}` ids nor global",
+    label = "not tenant-scoped with `{T}` ids, not global, or sharded by a key of its own",
     note = "derive `TenantScoped` on its Model (with a `#[tenant_id]` field of type `{T}`), or \
             `GlobalEntity` for a table shared by every tenant; for admin work use \
-            `Tenancy::unscoped()`"
+            `Tenancy::unscoped()`",
+    note = "an entity with a `#[shard_key]` is spread over shards: read it by key with \
+            `db.by_key::<E>(key)` or `db.by_keys::<E>(keys)`, or on every shard with \
+            `db.across_shards().find::<E>()`"
 )]
 pub trait ScopedEntity<T: TenantKey>: EntityTrait {
     /// The column a tenant's reads are filtered on; `None` for a global entity.

@@ -133,6 +133,56 @@ pub enum Error {
     #[error(transparent)]
     Routing(#[from] tenancy_core::RoutingError),
 
+    /// A write of an entity sharded by `#[shard_key]` carried no key, so its shard cannot
+    /// be known; it is refused rather than sent to every shard.
+    #[error(
+        "`{table}` is sharded by `{column}`, and this write does not set it: its shard \
+         cannot be known; nothing was written"
+    )]
+    ShardKeyMissing {
+        /// The table written.
+        table: &'static str,
+        /// The shard-key column.
+        column: String,
+    },
+
+    /// A statement tried to change the `#[shard_key]` column, which would leave the row on
+    /// the wrong shard: delete the row and insert it with its new key instead.
+    #[error(
+        "the shard key `{column}` of `{table}` cannot be changed in place: the row would \
+         stay on its old shard; delete it and insert it with the new key"
+    )]
+    ShardKeyWrite {
+        /// The table written.
+        table: &'static str,
+        /// The shard-key column.
+        column: String,
+    },
+
+    /// Work inside one shard's transaction reached a row on another shard: transactions
+    /// never span shards. Nothing was written.
+    #[error(
+        "`{table}` row belongs on shard {shard} but the transaction is on shard \
+         {transaction_shard}; transactions do not span shards, nothing was written"
+    )]
+    CrossShard {
+        /// The table.
+        table: &'static str,
+        /// The shard the row belongs on.
+        shard: String,
+        /// The shard of the transaction.
+        transaction_shard: String,
+    },
+
+    /// A shard cannot be removed while it holds data or tenants.
+    #[error("shard {shard} cannot be removed: {reason}")]
+    ShardNotEmpty {
+        /// The shard.
+        shard: String,
+        /// What it still holds.
+        reason: String,
+    },
+
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,

@@ -96,7 +96,8 @@ impl<T: TenantKey> Tenancy<T> {
             &[("search_path", format!("{}, public", schema.quoted()))],
         )
         .apply(txn)
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Drops tenant `id`'s schema and everything in it. Dropping a tenant that does not

@@ -1,9 +1,10 @@
 //! [`TenantDb`]: the scoped handle of one tenant, and its transaction [`TenantTxn`].
 
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::select::ScopedSelect;
 use crate::session::{HandleConnection, Session};
+use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
@@ -48,6 +49,25 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
     database_isolated: bool,
     /// The shard the tenant lives on, when sharded.
     shard: Option<ShardId>,
+    /// The shards, when sharded: rows of a `#[shard_key]` entity are routed by their key.
+    topology: Option<Arc<Topology>>,
+}
+
+/// A handle, or the same tenant's handle on the shard a key routed to.
+pub(crate) enum Routed<'a, T: TenantKey, C> {
+    Here(&'a TenantDb<T, C>),
+    There(TenantDb<T, C>),
+}
+
+impl<T: TenantKey, C> std::ops::Deref for Routed<'_, T, C> {
+    type Target = TenantDb<T, C>;
+
+    fn deref(&self) -> &TenantDb<T, C> {
+        match self {
+            Routed::Here(handle) => handle,
+            Routed::There(handle) => handle,
+        }
+    }
 }
 
 /// A tenant handle inside a database transaction: the same API as [`TenantDb`], plus
@@ -71,12 +91,129 @@ impl<T: TenantKey> TenantDb<T> {
             session: session.map(Arc::new),
             database_isolated,
             shard: None,
+            topology: None,
         }
     }
 
-    pub(crate) fn on_shard(mut self, shard: ShardId) -> Self {
+    pub(crate) fn on_shard(mut self, shard: ShardId, topology: Arc<Topology>) -> Self {
         self.shard = Some(shard);
+        self.topology = Some(topology);
         self
+    }
+
+    /// Reads this tenant's rows on every shard (explicit scatter-gather), for entities
+    /// sharded by a `#[shard_key]`, whose rows are spread over the shards. An entity whose
+    /// shard key is the tenant is read on this tenant's shard only. Without sharding, the
+    /// one database is the one "shard".
+    ///
+    /// ```
+    /// # use tenancy_sea::prelude::*;
+    /// # mod event {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     use tenancy_sea::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+    /// #     #[sea_orm(table_name = "event")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key)]
+    /// #         pub id: i64,
+    /// #         #[tenant_id]
+    /// #         pub tenant_id: i64,
+    /// #         #[shard_key]
+    /// #         pub device_id: i64,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # async fn demo(db: TenantDb<i64>) -> tenancy_sea::Result<()> {
+    /// let latest = db
+    ///     .across_shards()
+    ///     .find::<event::Entity>()
+    ///     .order_by_desc(event::Column::Id)
+    ///     .limit(10)
+    ///     .all()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn across_shards(&self) -> TenantAcrossShards<'_, T> {
+        TenantAcrossShards { handle: self }
+    }
+
+    /// The one target of a handle that is not sharded: its own connection and set-up.
+    fn own_target(&self, condition: Option<Condition>) -> Target {
+        Target {
+            shard: self
+                .shard
+                .clone()
+                .unwrap_or_else(|| ShardId::new(UNSHARDED)),
+            conn: self.conn.clone(),
+            session: self.session.clone(),
+            condition,
+        }
+    }
+
+    /// Reads the rows of `E` whose shard keys are among `keys`, on the shards those keys
+    /// route to (each shard asked only for its own keys), merged as a scatter-gather.
+    pub fn by_keys<E, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<ShardedSelect<E>>
+    where
+        E: KeySharded<TenantId = T>,
+        K: Into<E::Key>,
+    {
+        let (column, tenant_condition) =
+            Self::key_column::<E>().map(|col| (col, E::tenant_column().eq(self.value.clone())))?;
+        let keys: Vec<E::Key> = keys.into_iter().map(Into::into).collect();
+        let select = E::find().filter(tenant_condition);
+        let Some(topology) = &self.topology else {
+            let values = keys.into_iter().map(Into::into);
+            let target = self.own_target(Some(column.is_in(values).into()));
+            return Ok(AcrossShards::single(target).select(select));
+        };
+        let mut groups: Vec<(ShardId, DatabaseConnection, Vec<Value>)> = Vec::new();
+        for key in keys {
+            let (shard, conn) = topology.shard_of(&key)?;
+            match groups.iter_mut().find(|(s, _, _)| *s == shard) {
+                Some((_, _, values)) => values.push(key.into()),
+                None => groups.push((shard, conn, vec![key.into()])),
+            }
+        }
+        let targets = groups
+            .into_iter()
+            .map(|(shard, conn, values)| Target {
+                shard,
+                conn,
+                session: None,
+                condition: Some(column.is_in(values).into()),
+            })
+            .collect();
+        Ok(AcrossShards::over(targets, topology).select(select))
+    }
+}
+
+/// The name of the one "shard" of a handle that is not sharded.
+const UNSHARDED: &str = "default";
+
+/// A tenant's reads on every shard, made by [`TenantDb::across_shards`]: still filtered by
+/// tenant, but fanned out and merged like [`AcrossShards`].
+#[derive(Debug)]
+pub struct TenantAcrossShards<'h, T: TenantKey> {
+    handle: &'h TenantDb<T>,
+}
+
+impl<T: TenantKey> TenantAcrossShards<'_, T> {
+    /// This tenant's rows of `E`, on every shard that can hold them.
+    pub fn find<E: TenantScoped<TenantId = T>>(&self) -> ShardedSelect<E> {
+        let handle = self.handle;
+        let condition: Condition = E::tenant_column().eq(handle.value.clone()).into();
+        match &handle.topology {
+            Some(topology) if E::shard_key_column().is_some() => {
+                AcrossShards::new(topology).select(E::find().filter(condition))
+            }
+            Some(topology) => AcrossShards::over(vec![handle.own_target(None)], topology)
+                .select(E::find().filter(condition)),
+            None => {
+                AcrossShards::single(handle.own_target(None)).select(E::find().filter(condition))
+            }
+        }
     }
 }
 
@@ -199,6 +336,109 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         .await
     }
 
+    /// `E`'s `#[shard_key]` column.
+    fn key_column<E: TenantScoped>() -> Result<E::Column> {
+        E::shard_key_column().ok_or_else(|| {
+            Error::Config(format!(
+                "`{}` has no `#[shard_key]` column",
+                E::default().table_name()
+            ))
+        })
+    }
+
+    /// The shard of the row of `E` whose shard key is `value`: `None` when the statement
+    /// stays on this handle's connection (no sharding, or the tenant is the key).
+    fn shard_for<E>(&self, value: Option<Value>) -> Result<Option<(ShardId, DatabaseConnection)>>
+    where
+        E: TenantScoped<TenantId = T>,
+    {
+        let Some(column) = E::shard_key_column() else {
+            return Ok(None);
+        };
+        let value = value.ok_or_else(|| Error::ShardKeyMissing {
+            table: E::default().table_name(),
+            column: column.as_str().to_owned(),
+        })?;
+        let Some(topology) = &self.topology else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(16);
+        E::write_shard_key(value, &mut bytes)?;
+        Ok(Some(topology.shard_of_bytes(&bytes)?))
+    }
+
+    /// This tenant's handle on the shard of the row of `E` whose shard key is `value`.
+    /// Inside a transaction, a key on another shard is [`Error::CrossShard`].
+    pub(crate) fn route<E>(&self, value: Option<Value>) -> Result<Routed<'_, T, C>>
+    where
+        E: TenantScoped<TenantId = T>,
+    {
+        let Some((shard, pool)) = self.shard_for::<E>(value)? else {
+            return Ok(Routed::Here(self));
+        };
+        if self.shard.as_ref() == Some(&shard) {
+            return Ok(Routed::Here(self));
+        }
+        let conn = C::rebind(&pool).ok_or_else(|| Error::CrossShard {
+            table: E::default().table_name(),
+            shard: shard.to_string(),
+            transaction_shard: self
+                .shard
+                .as_ref()
+                .map_or_else(|| UNSHARDED.to_owned(), ToString::to_string),
+        })?;
+        Ok(Routed::There(TenantDb {
+            conn,
+            tenant: self.tenant.clone(),
+            value: self.value.clone(),
+            session: self.session.clone(),
+            database_isolated: self.database_isolated,
+            shard: Some(shard),
+            topology: self.topology.clone(),
+        }))
+    }
+
+    /// The shard-key value `am` carries, if its entity has a `#[shard_key]` and it is set.
+    fn key_of<A>(am: &A) -> Option<Value>
+    where
+        A: ActiveModelTrait,
+        A::Entity: TenantScoped,
+    {
+        let column = <A::Entity as TenantScoped>::shard_key_column()?;
+        match am.get(column) {
+            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => Some(value),
+            ActiveValue::NotSet => None,
+        }
+    }
+
+    /// This tenant's handle on the shard of the row `am`.
+    pub(crate) fn route_model<A>(&self, am: &A) -> Result<Routed<'_, T, C>>
+    where
+        A: ActiveModelTrait,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
+        self.route::<A::Entity>(Self::key_of(am))
+    }
+
+    /// The rows of `E` whose `#[shard_key]` is `key`, on the one shard that holds them:
+    /// reads, updates and deletes through the returned [`KeyedDb`] carry both the tenant
+    /// and the key condition. Inside a transaction, a key on another shard is
+    /// [`Error::CrossShard`].
+    pub fn by_key<E>(&self, key: impl Into<E::Key>) -> Result<KeyedDb<'_, T, E, C>>
+    where
+        E: KeySharded<TenantId = T>,
+    {
+        let key: E::Key = key.into();
+        let column = Self::key_column::<E>()?;
+        let value: Value = key.into();
+        let handle = self.route::<E>(Some(value.clone()))?;
+        Ok(KeyedDb {
+            handle,
+            column,
+            key: value,
+        })
+    }
+
     /// Checks the tenant column of `am`: unset becomes this tenant, another tenant is an
     /// error.
     pub(crate) fn stamp<A>(&self, mut am: A) -> Result<A>
@@ -242,7 +482,22 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// The tenant column is set to this tenant when it is not set; set to another tenant it
     /// is [`Error::TenantMismatch`] and nothing is written. `ActiveModelBehavior` hooks run
     /// as in SeaORM's `ActiveModel::insert`.
+    ///
+    /// A row of an entity with a `#[shard_key]` goes to the shard of its key; without the
+    /// key it is [`Error::ShardKeyMissing`].
     pub async fn insert<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        if <A::Entity as TenantScoped>::shard_key_column().is_some() {
+            return self.route_model(&am)?.insert_here(am).await;
+        }
+        self.insert_here(am).await
+    }
+
+    async fn insert_here<A>(&self, am: A) -> Result<<A::Entity as EntityTrait>::Model>
     where
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         A::Entity: TenantScoped<TenantId = T>,
@@ -265,6 +520,11 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     ///
     /// Every row is checked before anything is sent: one row of another tenant fails the
     /// whole call and nothing is written.
+    ///
+    /// Rows of an entity with a `#[shard_key]` are split by shard: one statement per shard,
+    /// each in a transaction of its shard, committed once every shard has accepted its rows
+    /// (a failure before that writes nothing; transactions do not span shards, so a shard
+    /// failing during the final commits can leave the shards committed before it).
     pub async fn insert_many<A, I>(&self, models: I) -> Result<u64>
     where
         A: ActiveModelTrait + Send,
@@ -278,6 +538,49 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         if models.is_empty() {
             return Ok(0);
         }
+        if <A::Entity as TenantScoped>::shard_key_column().is_none() {
+            return self.insert_many_here(models).await;
+        }
+        let mut groups: Vec<(Option<ShardId>, Option<Value>, Vec<A>)> = Vec::new();
+        for am in models {
+            let key = Self::key_of(&am);
+            let shard = self.shard_for::<A::Entity>(key.clone())?.map(|(s, _)| s);
+            match groups.iter_mut().find(|(s, _, _)| *s == shard) {
+                Some((_, _, rows)) => rows.push(am),
+                None => groups.push((shard, key, vec![am])),
+            }
+        }
+        // Every shard is reached (or refused) before anything is written.
+        let mut routed = Vec::with_capacity(groups.len());
+        for (_, key, rows) in groups {
+            routed.push((self.route::<A::Entity>(key)?, rows));
+        }
+        if routed.len() == 1 {
+            let (handle, rows) = routed.remove(0);
+            return handle.insert_many_here(rows).await;
+        }
+        let mut open = Vec::with_capacity(routed.len());
+        let mut inserted = 0;
+        for (handle, rows) in routed {
+            let txn = handle.begin().await?;
+            inserted += txn.insert_many_here(rows).await?;
+            open.push(txn);
+        }
+        for txn in open {
+            let shard = txn.shard.clone();
+            txn.conn.commit().await.map_err(|source| Error::Shard {
+                shard: shard.map_or_else(|| UNSHARDED.to_owned(), |s| s.to_string()),
+                source,
+            })?;
+        }
+        Ok(inserted)
+    }
+
+    async fn insert_many_here<A>(&self, models: Vec<A>) -> Result<u64>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
         let span = self.span("insert_many", A::Entity::default().table_name());
         async {
             Ok(on_conn!(self, |conn| A::Entity::insert_many(models)
@@ -326,10 +629,15 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         A::Entity: TenantScoped<TenantId = T>,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
-        let span = self.span("update", A::Entity::default().table_name());
-        async { Ok(on_conn!(self, |conn| self.update_on(conn, am).await?)) }
-            .instrument(span)
-            .await
+        let handle = self.route_model(&am)?;
+        let span = handle.span("update", A::Entity::default().table_name());
+        async {
+            Ok(on_conn!(&*handle, |conn| handle
+                .update_on(conn, am)
+                .await?))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn update_on<A, C2>(&self, conn: &C2, am: A) -> Result<<A::Entity as EntityTrait>::Model>
@@ -350,10 +658,20 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             // Not a key, so never part of the SET list.
             am.not_set(tenant_col);
         }
+        let mut scope = Condition::all().add(tenant_col.eq(self.value.clone()));
+        if let Some(shard_col) = <A::Entity as TenantScoped>::shard_key_column() {
+            // The row is looked for under the key it carries, and the key never changes
+            // in place: the row would stay on the shard of its old key.
+            if let Some(value) = Self::key_of(&am) {
+                scope = scope.add(shard_col.eq(value));
+            }
+            if !is_key(shard_col) {
+                am.not_set(shard_col);
+            }
+        }
         let key = Self::primary_key_condition(&am)?;
         let changes = <A::Entity as EntityTrait>::Column::iter()
             .any(|col| !is_key(col) && matches!(am.get(col), ActiveValue::Set(_)));
-        let scope = tenant_col.eq(self.value.clone());
         let reread = A::Entity::find().filter(key).filter(scope.clone());
         let model = if !changes {
             // SeaORM would re-read by primary key alone; this read is tenant-filtered.
@@ -378,10 +696,11 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         Ok(A::after_save(model, conn, false).await?)
     }
 
-    /// Starts an update of many of this tenant's rows: see [`ScopedUpdateMany`].
+    /// Starts an update of many of this tenant's rows: see [`ScopedUpdateMany`]. For an
+    /// entity with a `#[shard_key]`, update by key with [`by_key`](Self::by_key).
     pub fn update_many<E>(&self) -> ScopedUpdateMany<'_, T, E, C>
     where
-        E: TenantScoped<TenantId = T>,
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     {
         ScopedUpdateMany::new(self)
     }
@@ -395,15 +714,16 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         A: ActiveModelTrait + ActiveModelBehavior + Send,
         A::Entity: TenantScoped<TenantId = T>,
     {
-        let span = self.span("delete", A::Entity::default().table_name());
+        let handle = self.route_model(&am)?;
+        let span = handle.span("delete", A::Entity::default().table_name());
         async {
-            Ok(on_conn!(self, |conn| {
+            Ok(on_conn!(&*handle, |conn| {
                 let am = A::before_delete(am, conn).await?;
-                let am = self.stamp(am)?;
+                let am = handle.stamp(am)?;
                 let key = Self::primary_key_condition(&am)?;
                 let result = A::Entity::delete_many()
                     .filter(key)
-                    .filter(<A::Entity as TenantScoped>::tenant_column().eq(self.value.clone()))
+                    .filter(<A::Entity as TenantScoped>::tenant_column().eq(handle.value.clone()))
                     .exec(conn)
                     .await?;
                 A::after_delete(am, conn).await?;
@@ -416,12 +736,15 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
 
     /// Deletes this tenant's row of `E` with this primary key; 0 rows when it does not
     /// exist or belongs to another tenant.
+    ///
+    /// Not for an entity with a `#[shard_key]`, whose shard the id does not tell: use
+    /// [`by_key`](Self::by_key)`(key).delete_by_id(id)`.
     pub async fn delete_by_id<E>(
         &self,
         id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
     ) -> Result<DeleteResult>
     where
-        E: TenantScoped<TenantId = T>,
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     {
         let span = self.span("delete", E::default().table_name());
         let delete = E::delete_by_id(id).filter(E::tenant_column().eq(self.value.clone()));
@@ -430,10 +753,11 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             .await
     }
 
-    /// Starts a delete of many of this tenant's rows: see [`ScopedDeleteMany`].
+    /// Starts a delete of many of this tenant's rows: see [`ScopedDeleteMany`]. For an
+    /// entity with a `#[shard_key]`, delete by key with [`by_key`](Self::by_key).
     pub fn delete_many<E>(&self) -> ScopedDeleteMany<'_, T, E, C>
     where
-        E: TenantScoped<TenantId = T>,
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     {
         ScopedDeleteMany::new(self)
     }
@@ -455,6 +779,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             session: None,
             database_isolated: self.database_isolated,
             shard: self.shard.clone(),
+            topology: self.topology.clone(),
         })
     }
 
@@ -551,4 +876,78 @@ impl<T: TenantKey> TenantTxn<T> {
 /// `PartialEq`).
 pub(crate) fn same_column<C: IdenStatic>(a: C, b: C) -> bool {
     a.as_str() == b.as_str()
+}
+
+/// The rows of a `#[shard_key]` entity with one key, on the shard that holds them: made by
+/// [`TenantDb::by_key`]. Every statement carries the tenant condition and the key
+/// condition.
+pub struct KeyedDb<'h, T: TenantKey, E: EntityTrait, C = DatabaseConnection> {
+    handle: Routed<'h, T, C>,
+    column: E::Column,
+    key: Value,
+}
+
+impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for KeyedDb<'_, T, E, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedDb")
+            .field("tenant", &self.handle.tenant)
+            .field("shard", &self.handle.shard)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, E, C> KeyedDb<'_, T, E, C>
+where
+    T: TenantKey,
+    E: KeySharded<TenantId = T>,
+    C: HandleConnection,
+{
+    /// The shard holding the key's rows (`None` without sharding).
+    pub fn shard(&self) -> Option<&ShardId> {
+        self.handle.shard()
+    }
+
+    fn condition(&self) -> Condition {
+        Condition::all()
+            .add(E::tenant_column().eq(self.handle.value.clone()))
+            .add(self.column.eq(self.key.clone()))
+    }
+
+    /// Selects this tenant's rows of `E` with this key.
+    pub fn find(&self) -> ScopedSelect<'_, T, E, C> {
+        ScopedSelect::new(&self.handle, E::find().filter(self.condition()))
+    }
+
+    /// Selects the row with this primary key, if it is this tenant's and has this key.
+    pub fn find_by_id(
+        &self,
+        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+    ) -> ScopedSelect<'_, T, E, C> {
+        ScopedSelect::new(&self.handle, E::find_by_id(id).filter(self.condition()))
+    }
+
+    /// Starts an update of this tenant's rows with this key; the key column itself cannot
+    /// be set ([`Error::ShardKeyWrite`]).
+    pub fn update_many(&self) -> ScopedUpdateMany<'_, T, E, C> {
+        ScopedUpdateMany::new(&self.handle).filter(self.column.eq(self.key.clone()))
+    }
+
+    /// Starts a delete of this tenant's rows with this key.
+    pub fn delete_many(&self) -> ScopedDeleteMany<'_, T, E, C> {
+        ScopedDeleteMany::new(&self.handle).filter(self.column.eq(self.key.clone()))
+    }
+
+    /// Deletes the row with this primary key, if it is this tenant's and has this key.
+    pub async fn delete_by_id(
+        &self,
+        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+    ) -> Result<DeleteResult> {
+        let handle: &TenantDb<T, C> = &self.handle;
+        let span = handle.span("delete", E::default().table_name());
+        let delete = E::delete_by_id(id).filter(self.condition());
+        async { Ok(on_conn!(handle, |conn| delete.exec(conn).await?)) }
+            .instrument(span)
+            .await
+    }
 }

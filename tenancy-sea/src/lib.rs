@@ -73,10 +73,17 @@ mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
 pub use directory::{DirectoryCatalog, entry as directory_entry};
-pub use entity::{GlobalEntity, ScopedEntity, TenantKey, TenantScoped};
+pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
+
+/// What the derives' generated code names; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::entity::write_shard_key;
+    pub use sea_orm::Value;
+}
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
-pub use handle::{TenantDb, TenantTxn};
+pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };
@@ -93,7 +100,8 @@ pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        GlobalEntity, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey, TenantScoped, TenantTxn,
+        GlobalEntity, KeySharded, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey,
+        TenantScoped, TenantTxn,
     };
 }
 

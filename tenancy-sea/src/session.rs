@@ -1,9 +1,8 @@
 //! How a unit of work is scoped on the database side, and the connections a handle runs on.
 
-use crate::error::Result;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement, StreamTrait,
-    TransactionTrait, Value,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
+    StreamTrait, TransactionTrait, Value,
 };
 
 mod sealed {
@@ -23,10 +22,25 @@ pub trait HandleConnection:
     + Sync
     + sealed::Sealed
 {
+    /// The same kind of connection on another shard's pool: the pool itself for a pool
+    /// handle; `None` for a transaction, which never leaves its shard.
+    #[doc(hidden)]
+    fn rebind(pool: &DatabaseConnection) -> Option<Self>
+    where
+        Self: Sized;
 }
 
-impl HandleConnection for DatabaseConnection {}
-impl HandleConnection for DatabaseTransaction {}
+impl HandleConnection for DatabaseConnection {
+    fn rebind(pool: &DatabaseConnection) -> Option<Self> {
+        Some(pool.clone())
+    }
+}
+
+impl HandleConnection for DatabaseTransaction {
+    fn rebind(_: &DatabaseConnection) -> Option<Self> {
+        None
+    }
+}
 
 /// Statements that scope a unit of work, run first in each transaction: a transaction-local
 /// `set_config` (never a session-level `SET`, which would leak to the next borrower of a
@@ -52,7 +66,7 @@ impl Session {
         Session { statements }
     }
 
-    pub(crate) async fn apply<C: ConnectionTrait>(&self, conn: &C) -> Result<()> {
+    pub(crate) async fn apply<C: ConnectionTrait>(&self, conn: &C) -> Result<(), DbErr> {
         for statement in &self.statements {
             conn.execute_raw(statement.clone()).await?;
         }

@@ -1,20 +1,23 @@
 //! Sharding: a topology of shards, each a SeaORM connection, with a router that places
-//! each tenant on one shard (the tenant id is the shard key: a tenant's rows live
-//! together, as in Citus), and explicit scatter-gather reads across every shard.
+//! each key on one shard, and explicit scatter-gather reads across shards.
+//!
+//! By default the tenant id is the shard key (a tenant's rows live together, as in
+//! Citus); an entity with a `#[shard_key]` field is placed row by row by that key.
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
+use crate::session::Session;
 use futures_util::FutureExt;
 use futures_util::future::{Either, join_all, select};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
     DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, Value,
+    QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait, TryGetable, Value,
 };
 use std::cmp::Ordering;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenancy_core::{ShardId, ShardRouter};
 
@@ -22,10 +25,17 @@ use tenancy_core::{ShardId, ShardRouter};
 /// `|future| { tokio::spawn(future); }`.
 pub type Spawner = Arc<dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send + Sync>;
 
-/// The shards and the router that places tenants on them.
+type Shards = Arc<Vec<(ShardId, DatabaseConnection)>>;
+
+/// The shards and the router that places keys on them.
+///
+/// The set of shards can change while the application runs
+/// ([`add_shard`](Self::add_shard), [`remove_shard`](Self::remove_shard), or the shard
+/// registry of [`ShardCatalog`](crate::ShardCatalog)); each fan-out works on the set as it
+/// was when the fan-out started.
 pub struct Topology {
-    router: Box<dyn ShardRouter>,
-    shards: Vec<(ShardId, DatabaseConnection)>,
+    router: Arc<dyn ShardRouter>,
+    shards: RwLock<Shards>,
     timeout: Duration,
     spawner: Option<Spawner>,
 }
@@ -35,7 +45,11 @@ impl std::fmt::Debug for Topology {
         f.debug_struct("Topology")
             .field(
                 "shards",
-                &self.shards.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                &self
+                    .snapshot()
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -49,15 +63,15 @@ impl Topology {
     ) -> Result<Self> {
         let shards: Vec<_> = shards.into_iter().collect();
         for routed in router.shards() {
-            if !shards.iter().any(|(id, _)| id == routed) {
+            if !shards.iter().any(|(id, _)| *id == routed) {
                 return Err(Error::Config(format!(
                     "the router places keys on shard {routed}, which the topology lacks"
                 )));
             }
         }
         Ok(Topology {
-            router: Box::new(router),
-            shards,
+            router: Arc::new(router),
+            shards: RwLock::new(Arc::new(shards)),
             timeout: Duration::from_secs(30),
             spawner: None,
         })
@@ -92,26 +106,137 @@ impl Topology {
         self
     }
 
-    /// The shard of `tenant` and its connection.
-    pub fn shard_of<T: TenantKey>(&self, tenant: &T) -> Result<(&ShardId, &DatabaseConnection)> {
+    /// The shard of `key` (a tenant id, or a `#[shard_key]` value) and its connection.
+    pub fn shard_of<K: TenantKey>(&self, key: &K) -> Result<(ShardId, DatabaseConnection)> {
         let mut bytes = Vec::with_capacity(16);
-        tenant.write_canonical_bytes(&mut bytes);
-        let shard = self.router.route_bytes(&bytes)?;
-        self.connection(shard)
+        key.write_canonical_bytes(&mut bytes);
+        self.shard_of_bytes(&bytes)
     }
 
-    fn connection(&self, shard: &ShardId) -> Result<(&ShardId, &DatabaseConnection)> {
-        self.shards
+    /// The shard of the key whose canonical bytes are `key`, and its connection.
+    pub fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
+        let shard = self.router.route_bytes(key)?;
+        let conn = self.connection(&shard)?;
+        Ok((shard, conn))
+    }
+
+    /// The connection of `shard`.
+    pub fn connection(&self, shard: &ShardId) -> Result<DatabaseConnection> {
+        self.snapshot()
             .iter()
             .find(|(id, _)| id == shard)
-            .map(|(id, conn)| (id, conn))
+            .map(|(_, conn)| conn.clone())
             .ok_or_else(|| Error::Config(format!("no connection for shard {shard}")))
     }
 
-    /// Every shard, in order.
-    pub fn shards(&self) -> impl Iterator<Item = (&ShardId, &DatabaseConnection)> {
-        self.shards.iter().map(|(id, conn)| (id, conn))
+    /// Every shard, in order, as the set is now.
+    pub fn shards(&self) -> Vec<(ShardId, DatabaseConnection)> {
+        self.snapshot().as_ref().clone()
     }
+
+    /// The names of the shards, in order.
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        self.snapshot().iter().map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The router placing keys.
+    pub fn router(&self) -> &dyn ShardRouter {
+        self.router.as_ref()
+    }
+
+    /// Adds a shard (replacing the connection of a shard of the same name). The router
+    /// decides whether keys land on it: a [`DirectoryRouter`](crate::DirectoryRouter)
+    /// must be told with `add_shard` too.
+    pub fn add_shard(&self, shard: impl Into<ShardId>, conn: DatabaseConnection) {
+        let shard = shard.into();
+        let mut guard = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        let mut shards = guard.as_ref().clone();
+        match shards.iter_mut().find(|(id, _)| *id == shard) {
+            Some(entry) => entry.1 = conn,
+            None => shards.push((shard, conn)),
+        }
+        *guard = Arc::new(shards);
+    }
+
+    /// Removes a shard the router no longer places keys on; returns its connection.
+    pub fn remove_shard(&self, shard: &ShardId) -> Result<Option<DatabaseConnection>> {
+        if self.router.shards().contains(shard) {
+            return Err(Error::ShardNotEmpty {
+                shard: shard.to_string(),
+                reason: "the router still places keys on it".to_owned(),
+            });
+        }
+        let mut guard = self.shards.write().unwrap_or_else(|p| p.into_inner());
+        let mut shards = guard.as_ref().clone();
+        let removed = shards
+            .iter()
+            .position(|(id, _)| id == shard)
+            .map(|i| shards.remove(i).1);
+        *guard = Arc::new(shards);
+        Ok(removed)
+    }
+
+    fn snapshot(&self) -> Shards {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// One target per shard, with an optional condition for all of them.
+    pub(crate) fn targets(&self, condition: Option<Condition>) -> Vec<Target> {
+        self.snapshot()
+            .iter()
+            .map(|(shard, conn)| Target {
+                shard: shard.clone(),
+                conn: conn.clone(),
+                session: None,
+                condition: condition.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn spawner(&self) -> Option<Spawned> {
+        self.spawner.clone().map(Spawned)
+    }
+}
+
+/// One shard of a fan-out: its connection, the set-up its unit of work runs first (when
+/// the strategy needs one), and the condition only this shard's query carries.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) shard: ShardId,
+    pub(crate) conn: DatabaseConnection,
+    pub(crate) session: Option<Arc<Session>>,
+    pub(crate) condition: Option<Condition>,
+}
+
+/// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
+/// the target's set-up first when it has one.
+macro_rules! on_target {
+    ($target:expr, |$conn:ident| $body:expr) => {{
+        let target: &Target = $target;
+        match &target.session {
+            None => {
+                let $conn = &target.conn;
+                $body
+            }
+            Some(session) => {
+                let txn = target.conn.begin().await?;
+                session.apply(&txn).await?;
+                let out = {
+                    let $conn = &txn;
+                    $body
+                };
+                txn.commit().await?;
+                out
+            }
+        }
+    }};
 }
 
 /// Reads across every shard, with no tenant filter: the sharded form of
@@ -119,41 +244,72 @@ impl Topology {
 /// [`Tenancy::unscoped_across_shards`](crate::Tenancy::unscoped_across_shards). A
 /// different type from a tenant handle, so a fan-out never happens by accident.
 #[derive(Debug)]
-pub struct AcrossShards<'t> {
-    topology: &'t Topology,
+pub struct AcrossShards {
+    targets: Vec<Target>,
+    timeout: Duration,
+    spawner: Option<Spawned>,
 }
 
-impl<'t> AcrossShards<'t> {
-    pub(crate) fn new(topology: &'t Topology) -> Self {
-        AcrossShards { topology }
+impl AcrossShards {
+    pub(crate) fn new(topology: &Topology) -> Self {
+        AcrossShards::over(topology.targets(None), topology)
+    }
+
+    pub(crate) fn over(targets: Vec<Target>, topology: &Topology) -> Self {
+        AcrossShards {
+            targets,
+            timeout: topology.timeout(),
+            spawner: topology.spawner(),
+        }
+    }
+
+    pub(crate) fn single(target: Target) -> Self {
+        AcrossShards {
+            targets: vec![target],
+            timeout: Duration::from_secs(30),
+            spawner: None,
+        }
     }
 
     /// Selects rows of `E` on every shard.
-    pub fn find<E: EntityTrait>(&self) -> ShardedSelect<'t, E> {
-        ShardedSelect {
-            topology: self.topology,
-            select: E::find(),
-            order: Vec::new(),
-            limit: None,
-            offset: 0,
-            timeout: self.topology.timeout,
-        }
+    pub fn find<E: EntityTrait>(&self) -> ShardedSelect<E> {
+        ShardedSelect::new(
+            self.targets.clone(),
+            E::find(),
+            self.timeout,
+            self.spawner.clone(),
+        )
+    }
+
+    pub(crate) fn select<E: EntityTrait>(self, select: Select<E>) -> ShardedSelect<E> {
+        ShardedSelect::new(self.targets, select, self.timeout, self.spawner)
     }
 }
 
-/// A select run on every shard and merged: ORDER BY is a merge of the shards' sorted
+impl std::fmt::Debug for Spawned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
+/// A spawner that prints as `Spawner` in `Debug` output.
+#[derive(Clone)]
+pub(crate) struct Spawned(Spawner);
+
+/// A select run on several shards and merged: ORDER BY is a merge of the shards' sorted
 /// rows, LIMIT/OFFSET apply to the merged result (each shard is asked for offset + limit
 /// rows), COUNT is the sum. The result equals the same query on one database holding all
 /// rows, as long as the order is total (end it with a unique column) and its columns are
 /// not NULL.
 #[must_use = "a select does nothing until `.all()` or `.count()`"]
-pub struct ShardedSelect<'t, E: EntityTrait> {
-    topology: &'t Topology,
+pub struct ShardedSelect<E: EntityTrait> {
+    targets: Vec<Target>,
     select: Select<E>,
     order: Vec<(E::Column, Order)>,
     limit: Option<u64>,
     offset: u64,
     timeout: Duration,
+    spawner: Option<Spawned>,
 }
 
 /// What [`ShardedSelect::all_or_partial`] returns: the merged rows of the shards that
@@ -194,10 +350,42 @@ async fn on_shard<R>(
     }
 }
 
-impl<E: EntityTrait> ShardedSelect<'_, E>
+/// A target's query: the shared select plus the target's own condition.
+fn for_target<E: EntityTrait>(select: &Select<E>, target: &Target) -> Select<E> {
+    match &target.condition {
+        Some(condition) => select.clone().filter(condition.clone()),
+        None => select.clone(),
+    }
+}
+
+impl<E: EntityTrait> ShardedSelect<E> {
+    pub(crate) fn new(
+        targets: Vec<Target>,
+        select: Select<E>,
+        timeout: Duration,
+        spawner: Option<Spawned>,
+    ) -> Self {
+        ShardedSelect {
+            targets,
+            select,
+            order: Vec::new(),
+            limit: None,
+            offset: 0,
+            timeout,
+            spawner,
+        }
+    }
+}
+
+impl<E: EntityTrait> ShardedSelect<E>
 where
     E::Model: Sync,
 {
+    /// The shards this select runs on.
+    pub fn shards(&self) -> Vec<ShardId> {
+        self.targets.iter().map(|t| t.shard.clone()).collect()
+    }
+
     /// Adds a condition, run on every shard.
     pub fn filter(mut self, condition: impl IntoCondition) -> Self {
         self.select = self.select.filter(condition);
@@ -259,23 +447,28 @@ where
             per_shard = per_shard.limit(self.offset + limit);
         }
         let timeout = self.timeout;
-        let results: Vec<(ShardId, Result<Vec<E::Model>>)> = match &self.topology.spawner {
+        let results: Vec<(ShardId, Result<Vec<E::Model>>)> = match &self.spawner {
             None => {
-                let fan_out = self.topology.shards().map(|(shard, conn)| {
-                    let select = per_shard.clone();
+                let fan_out = self.targets.iter().map(|target| {
+                    let select = for_target(&per_shard, target);
                     async move {
-                        let result = on_shard(shard, timeout, select.all(conn)).await;
-                        (shard.clone(), result)
+                        let work = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
+                        (
+                            target.shard.clone(),
+                            on_shard(&target.shard, timeout, work).await,
+                        )
                     }
                 });
                 join_all(fan_out).await
             }
-            Some(spawn) => {
-                let handles = self.topology.shards().map(|(shard, conn)| {
-                    let (select, shard, conn) = (per_shard.clone(), shard.clone(), conn.clone());
+            Some(Spawned(spawn)) => {
+                let handles = self.targets.iter().map(|target| {
+                    let (select, target) = (for_target(&per_shard, target), target.clone());
                     let (task, handle) = async move {
-                        let result = on_shard(&shard, timeout, select.all(&conn)).await;
-                        (shard, result)
+                        let work =
+                            async { Ok(on_target!(&target, |conn| select.all(conn).await?)) };
+                        let result = on_shard(&target.shard, timeout, work).await;
+                        (target.shard, result)
                     }
                     .remote_handle();
                     spawn(Box::pin(task));
@@ -334,9 +527,15 @@ where
     /// How many rows match, over all shards (limit and offset ignored).
     pub async fn count(self) -> Result<u64> {
         let timeout = self.timeout;
-        let fan_out = self.topology.shards().map(|(shard, conn)| {
-            let select = self.select.clone();
-            on_shard(shard, timeout, PaginatorTrait::count(select, conn))
+        let fan_out = self.targets.iter().map(|target| {
+            let select = for_target(&self.select, target);
+            let work = async {
+                Ok(on_target!(target, |conn| PaginatorTrait::count(
+                    select, conn
+                )
+                .await?))
+            };
+            on_shard(&target.shard, timeout, work)
         });
         let mut total = 0;
         for result in join_all(fan_out).await {
@@ -344,28 +543,21 @@ where
         }
         Ok(total)
     }
-}
 
-impl<E: EntityTrait> ShardedSelect<'_, E>
-where
-    E::Model: Sync,
-{
-    /// One value per shard: `expr` selected alone (the shard's aggregate), or `None`.
-    async fn per_shard<V>(&self, expr: SimpleExpr) -> Result<Vec<Option<V>>>
+    /// One value per shard: `expr(backend)` selected alone (the shard's aggregate), or
+    /// `None`.
+    async fn per_shard<V>(&self, expr: impl Fn(DbBackend) -> SimpleExpr) -> Result<Vec<Option<V>>>
     where
         V: TryGetable + Send + Sync + 'static,
     {
         let timeout = self.timeout;
-        let fan_out = self.topology.shards().map(|(shard, conn)| {
-            let select = self
-                .select
-                .clone()
+        let fan_out = self.targets.iter().map(|target| {
+            let select = for_target(&self.select, target)
                 .select_only()
-                .column_as(expr.clone(), "value")
+                .column_as(expr(target.conn.get_database_backend()), "value")
                 .into_tuple::<Option<V>>();
-            on_shard(shard, timeout, async move {
-                Ok(select.one(conn).await?.flatten())
-            })
+            let work = async { Ok(on_target!(target, |conn| select.one(conn).await?.flatten())) };
+            on_shard(&target.shard, timeout, work)
         });
         join_all(fan_out).await.into_iter().collect()
     }
@@ -375,7 +567,7 @@ where
     where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
-        let values = self.per_shard::<V>(Expr::col(col).max()).await?;
+        let values = self.per_shard::<V>(|_| Expr::col(col).max()).await?;
         Ok(values.into_iter().flatten().max())
     }
 
@@ -384,7 +576,7 @@ where
     where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
-        let values = self.per_shard::<V>(Expr::col(col).min()).await?;
+        let values = self.per_shard::<V>(|_| Expr::col(col).min()).await?;
         Ok(values.into_iter().flatten().min())
     }
 
@@ -392,39 +584,20 @@ where
     /// shard's sum is cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums
     /// to decimals); a sum beyond `i64` is an error, not a wrap.
     pub async fn sum(self, col: E::Column) -> Result<i64> {
-        let backends: Vec<DbBackend> = self
-            .topology
-            .shards()
-            .map(|(_, conn)| conn.get_database_backend())
-            .collect();
-        let timeout = self.timeout;
-        let fan_out = self
-            .topology
-            .shards()
-            .zip(backends)
-            .map(|((shard, conn), backend)| {
+        let values = self
+            .per_shard::<i64>(|backend| {
                 let cast = match backend {
                     DbBackend::MySql => "SIGNED",
                     _ => "BIGINT",
                 };
-                let expr: SimpleExpr = Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into();
-                let select = self
-                    .select
-                    .clone()
-                    .select_only()
-                    .column_as(expr, "value")
-                    .into_tuple::<Option<i64>>();
-                on_shard(shard, timeout, async move {
-                    Ok(select.one(conn).await?.flatten())
-                })
-            });
+                Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into()
+            })
+            .await?;
         let mut total: i64 = 0;
-        for result in join_all(fan_out).await {
-            if let Some(value) = result? {
-                total = total.checked_add(value).ok_or_else(|| {
-                    Error::Config("the sum over all shards does not fit in i64".to_owned())
-                })?;
-            }
+        for value in values.into_iter().flatten() {
+            total = total.checked_add(value).ok_or_else(|| {
+                Error::Config("the sum over all shards does not fit in i64".to_owned())
+            })?;
         }
         Ok(total)
     }

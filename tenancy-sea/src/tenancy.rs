@@ -89,7 +89,7 @@ struct Inner<T> {
     admin: DatabaseConnection,
     strategy: Strategy,
     databases: Option<Databases<T>>,
-    topology: Option<Topology>,
+    topology: Option<Arc<Topology>>,
 }
 
 /// What database per tenant needs.
@@ -239,7 +239,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 admin,
                 strategy: self.strategy,
                 databases,
-                topology: self.topology,
+                topology: self.topology.map(Arc::new),
             }),
         })
     }
@@ -307,8 +307,11 @@ impl<T: TenantKey> Tenancy<T> {
                 return Ok(TenantDb::new(conn, tenant, None, true));
             }
             Strategy::Sharded => {
-                let (shard, conn) = self.topology()?.shard_of(&tenant)?;
-                return Ok(TenantDb::new(conn.clone(), tenant, None, false).on_shard(shard.clone()));
+                let topology = self.topology()?;
+                let (shard, conn) = topology.shard_of(&tenant)?;
+                return Ok(
+                    TenantDb::new(conn, tenant, None, false).on_shard(shard, topology.clone())
+                );
             }
             Strategy::RowLevel => None,
             Strategy::RowLevelSecurity { setting } => Some(Session::set_config(
@@ -356,7 +359,8 @@ impl<T: TenantKey> Tenancy<T> {
         })
     }
 
-    fn topology(&self) -> Result<&Topology> {
+    /// The shard topology (sharded strategy).
+    pub fn topology(&self) -> Result<&Arc<Topology>> {
         self.inner
             .topology
             .as_ref()
@@ -365,7 +369,7 @@ impl<T: TenantKey> Tenancy<T> {
 
     /// Reads across every shard with no tenant filter (admin work, reports): the
     /// explicit, greppable form of a fan-out. See [`AcrossShards`].
-    pub fn unscoped_across_shards(&self) -> Result<AcrossShards<'_>> {
+    pub fn unscoped_across_shards(&self) -> Result<AcrossShards> {
         tracing::debug!(target: "tenancy::unscoped", "scatter-gather handed out");
         Ok(AcrossShards::new(self.topology()?))
     }

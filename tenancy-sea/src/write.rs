@@ -11,6 +11,17 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
+fn key_write_error<E: TenantScoped>(col: E::Column) -> Error {
+    Error::ShardKeyWrite {
+        table: E::default().table_name(),
+        column: col.as_str().to_owned(),
+    }
+}
+
+fn is_shard_key<E: TenantScoped>(col: E::Column) -> bool {
+    E::shard_key_column().is_some_and(|key| same_column(key, col))
+}
+
 fn column_write_error<E: TenantScoped>() -> Error {
     Error::TenantColumnWrite {
         table: E::default().table_name(),
@@ -47,6 +58,8 @@ where
     pub fn col_expr(mut self, col: E::Column, expr: impl Into<SimpleExpr>) -> Self {
         if same_column(col, E::tenant_column()) {
             self.error.get_or_insert_with(column_write_error::<E>);
+        } else if is_shard_key::<E>(col) {
+            self.error.get_or_insert_with(|| key_write_error::<E>(col));
         } else {
             self.update = self.update.col_expr(col, expr.into());
         }
@@ -66,6 +79,11 @@ where
                     .get_or_insert_with(|| self.handle.mismatch::<E>(found));
             }
             am.not_set(col);
+        }
+        if let Some(key) = E::shard_key_column() {
+            if matches!(am.get(key), ActiveValue::Set(_)) {
+                self.error.get_or_insert_with(|| key_write_error::<E>(key));
+            }
         }
         self.update = self.update.set(am);
         self
@@ -216,7 +234,11 @@ where
         if self.update.iter().any(|c| same_column(*c, tenant_col)) {
             return Err(column_write_error::<Entity<A>>());
         }
-        let am = self.handle.stamp(self.am)?;
+        if let Some(key) = self.update.iter().find(|c| is_shard_key::<Entity<A>>(**c)) {
+            return Err(key_write_error::<Entity<A>>(*key));
+        }
+        let handle = self.handle.route_model(&self.am)?;
+        let am = handle.stamp(self.am)?;
         let primary_key: Vec<_> = <Entity<A> as EntityTrait>::PrimaryKey::iter()
             .map(PrimaryKeyToColumn::into_column)
             .collect();
@@ -226,11 +248,11 @@ where
             self.conflict
         };
         let mut on_conflict = OnConflict::columns(conflict);
-        let tenant = self.handle.tenant_value().clone();
+        let tenant = handle.tenant_value().clone();
         if self.update.is_empty() {
             // MySQL has no DO NOTHING: it becomes `pk = pk`, which changes nothing.
             on_conflict.do_nothing_on(primary_key);
-        } else if self.handle.backend() == DbBackend::MySql {
+        } else if handle.backend() == DbBackend::MySql {
             // No WHERE on ON DUPLICATE KEY UPDATE: keep the old value unless the row is ours.
             on_conflict.values(self.update.iter().map(|col| {
                 let new_value = Expr::cust(format!("VALUES({})", mysql_quote(col.as_str())));
@@ -243,12 +265,10 @@ where
                 .update_columns(self.update.iter().copied())
                 .action_and_where(tenant_col.eq(tenant));
         }
-        let span = self
-            .handle
-            .span("upsert", Entity::<A>::default().table_name());
+        let span = handle.span("upsert", Entity::<A>::default().table_name());
         let insert = Entity::<A>::insert(am).on_conflict(on_conflict);
         let result = async {
-            Ok(on_conn!(self.handle, |conn| insert
+            Ok(on_conn!(&*handle, |conn| insert
                 .exec_without_returning(conn)
                 .await?))
         }

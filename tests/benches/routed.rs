@@ -79,7 +79,7 @@ async fn by_hand(
     for k in 0..BATCH {
         let (tenant, id) = keys[k % keys.len()];
         let shard = router.route(&black_box(tenant)).unwrap();
-        let conn = &shards.iter().find(|(s, _)| s == shard).unwrap().1;
+        let conn = &shards.iter().find(|(s, _)| *s == shard).unwrap().1;
         let row = order::Entity::find_by_id(black_box(id))
             .filter(order::Column::Tenant.eq(tenant))
             .one(conn)

@@ -248,6 +248,7 @@ impl TestDb {
         let tables = [
             RlsTable::of::<customer::Entity>().unwrap(),
             RlsTable::of::<order::Entity>().unwrap(),
+            RlsTable::of::<event::Entity>().unwrap(),
             RlsTable::of::<tag::Entity>().unwrap(),
             RlsTable::of::<order_tag::Entity>().unwrap(),
             RlsTable::of::<account::Entity>().unwrap(),
@@ -475,6 +476,7 @@ pub async fn create_schema(conn: &DatabaseConnection) {
         .register(plan::Entity)
         .register(customer::Entity)
         .register(order::Entity)
+        .register(event::Entity)
         .register(tag::Entity)
         .register(order_tag::Entity)
         .register(account::Entity)

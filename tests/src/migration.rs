@@ -101,6 +101,7 @@ impl MigrationTrait for TenantTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         create(manager, customer::Entity).await?;
         create(manager, order::Entity).await?;
+        create(manager, event::Entity).await?;
         create(manager, tag::Entity).await?;
         create(manager, order_tag::Entity).await?;
         create(manager, account::Entity).await?;

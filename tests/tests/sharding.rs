@@ -82,7 +82,7 @@ async fn rows_stay_on_their_shard(backends: &[Backend]) {
     }
     for tenant in 1..=30 {
         let db = tenancy.tenant(tenant).await.unwrap();
-        assert_eq!(db.shard(), Some(router.route(&tenant).unwrap()));
+        assert_eq!(db.shard(), Some(&router.route(&tenant).unwrap()));
         let mine = db.find::<order::Entity>().all().await.unwrap();
         assert_eq!(mine.len(), 3);
         assert!(mine.iter().all(|o| o.tenant_id == tenant));

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod customer;
+pub mod event;
 pub mod note_i32;
 pub mod note_string;
 pub mod note_uuid;

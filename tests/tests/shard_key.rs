@@ -1,0 +1,339 @@
+//! Entities sharded by a `#[shard_key]` of their own: writes go to the shard of the key
+//! they carry (insert_many split per shard), reads by key go to one shard, an IN list to
+//! the shards it names, and a tenant's reads on every shard are asked for explicitly. The
+//! same calls work unchanged under every single-database strategy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, Set};
+use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
+use tenancy_tests::entities::event;
+use tenancy_tests::{Backend, Provisioned, TestDb};
+
+fn reading(id: i64, device: i64, value: i64) -> event::ActiveModel {
+    event::ActiveModel {
+        id: Set(id),
+        device_id: Set(device),
+        reading: Set(value),
+        ..Default::default()
+    }
+}
+
+/// What holds under every strategy, sharded or not.
+async fn key_sharded_rows(tenancy: &Tenancy<i64>) {
+    let acme = tenancy.provisioned(1).await.unwrap();
+    let globex = tenancy.provisioned(2).await.unwrap();
+
+    // Single inserts and a batch spread over several devices (so, when sharded, shards).
+    acme.insert(reading(1, 10, 100)).await.unwrap();
+    let batch: Vec<_> = (2..=40).map(|i| reading(i, 10 + i % 8, i * 10)).collect();
+    assert_eq!(acme.insert_many(batch).await.unwrap(), 39);
+    globex.insert(reading(1_000, 10, 7)).await.unwrap();
+
+    // A write whose key is unknown is refused, never broadcast.
+    let keyless = event::ActiveModel {
+        id: Set(41),
+        reading: Set(1),
+        ..Default::default()
+    };
+    match acme.insert(keyless.clone()).await {
+        Err(Error::ShardKeyMissing { table, column }) => {
+            assert_eq!((table, column.as_str()), ("events", "device_id"));
+        }
+        other => panic!("expected ShardKeyMissing, got {other:?}"),
+    }
+    let mixed = vec![reading(42, 11, 1), keyless];
+    assert!(matches!(
+        acme.insert_many(mixed).await,
+        Err(Error::ShardKeyMissing { .. })
+    ));
+    // A batch with one bad row writes nothing, on any shard.
+    let duplicate = vec![reading(43, 12, 1), reading(44, 13, 1), reading(1, 10, 1)];
+    assert!(acme.insert_many(duplicate).await.is_err());
+    let all = acme.across_shards().find::<event::Entity>().count().await;
+    assert_eq!(all.unwrap(), 40, "a failed batch left rows behind");
+
+    // By key: one shard, this tenant's rows with that key only.
+    let device_10 = acme.by_key::<event::Entity>(10).unwrap();
+    let rows = device_10.find().all().await.unwrap();
+    assert_eq!(rows.len(), 1 + 5); // id 1, and 8, 16, 24, 32, 40
+    assert!(rows.iter().all(|r| r.tenant_id == 1 && r.device_id == 10));
+    let one = device_10.find_by_id(8).one().await.unwrap().unwrap();
+    assert_eq!(one.reading, 80);
+    assert!(device_10.find_by_id(9).one().await.unwrap().is_none());
+    let other_tenant = globex.by_key::<event::Entity>(10).unwrap();
+    assert_eq!(other_tenant.find().count().await.unwrap(), 1);
+    assert!(other_tenant.find_by_id(1).one().await.unwrap().is_none());
+
+    // An IN list: the rows of exactly those keys, merged in order.
+    let listed = acme
+        .by_keys::<event::Entity, _>([11, 12, 99])
+        .unwrap()
+        .order_by_asc(event::Column::Id)
+        .all()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = listed.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [2, 9, 10, 17, 18, 25, 26, 33, 34]);
+
+    // Explicitly on every shard: this tenant's rows, merged, limited.
+    let top = acme
+        .across_shards()
+        .find::<event::Entity>()
+        .order_by_desc(event::Column::Reading)
+        .order_by_asc(event::Column::Id)
+        .limit(3)
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(
+        top.iter().map(|r| r.reading).collect::<Vec<_>>(),
+        [400, 390, 380]
+    );
+    let sum = acme.across_shards().find::<event::Entity>();
+    assert_eq!(
+        sum.sum(event::Column::Reading).await.unwrap(),
+        100 + (2..=40).sum::<i64>() * 10
+    );
+
+    // Update and delete of one row go to its key's shard.
+    let mut row = one.into_active_model();
+    row.reading = Set(81);
+    assert_eq!(acme.update(row).await.unwrap().reading, 81);
+    // A changed key would leave the row on its old shard: it is looked for under the new
+    // key, so nothing changes.
+    let mut moved = device_10
+        .find_by_id(16)
+        .one()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    moved.device_id = Set(11);
+    moved.reading = Set(0);
+    assert!(matches!(
+        acme.update(moved).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        device_10
+            .find_by_id(16)
+            .one()
+            .await
+            .unwrap()
+            .unwrap()
+            .reading,
+        160
+    );
+
+    // Many rows by key; the key column itself cannot be set.
+    let changed = device_10
+        .update_many()
+        .col_expr(event::Column::Reading, sea_orm::sea_query::Expr::value(5))
+        .filter(event::Column::Id.gte(24))
+        .exec()
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected, 3);
+    assert!(matches!(
+        device_10
+            .update_many()
+            .col_expr(event::Column::DeviceId, sea_orm::sea_query::Expr::value(3))
+            .exec()
+            .await,
+        Err(Error::ShardKeyWrite { .. })
+    ));
+    assert_eq!(
+        globex
+            .by_key::<event::Entity>(10)
+            .unwrap()
+            .find()
+            .one()
+            .await
+            .unwrap()
+            .unwrap()
+            .reading,
+        7
+    );
+
+    assert_eq!(device_10.delete_by_id(40).await.unwrap().rows_affected, 1);
+    assert_eq!(
+        other_tenant.delete_by_id(32).await.unwrap().rows_affected,
+        0
+    );
+    let deleted = acme
+        .by_key::<event::Entity>(11)
+        .unwrap()
+        .delete_many()
+        .exec()
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected, 4);
+    let gone = acme.delete(reading(2, 12, 0)).await.unwrap();
+    assert_eq!(gone.rows_affected, 1);
+    let left = acme.across_shards().find::<event::Entity>().count().await;
+    assert_eq!(left.unwrap(), 40 - 1 - 4 - 1);
+    assert_eq!(
+        globex
+            .across_shards()
+            .find::<event::Entity>()
+            .count()
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Upserts route by key too.
+    acme.upsert(reading(1, 10, 555))
+        .update_columns([event::Column::Reading])
+        .exec()
+        .await
+        .unwrap();
+    assert_eq!(
+        device_10
+            .find_by_id(1)
+            .one()
+            .await
+            .unwrap()
+            .unwrap()
+            .reading,
+        555
+    );
+}
+
+tenancy_tests::backend_tests!(same_calls_on_one_database);
+
+async fn same_calls_on_one_database(db: &TestDb) {
+    key_sharded_rows(&db.tenancy()).await;
+}
+
+fn sharded(dbs: &[TestDb]) -> (Tenancy<i64>, HashRouter) {
+    let ids: Vec<ShardId> = (0..dbs.len())
+        .map(|i| ShardId::new(format!("s{i}")))
+        .collect();
+    let router = HashRouter::new(ids.clone());
+    let topology = Topology::new(
+        router.clone(),
+        ids.into_iter().zip(dbs.iter().map(|d| d.conn.clone())),
+    )
+    .unwrap();
+    let tenancy = Tenancy::builder(dbs[0].conn.clone())
+        .sharded(topology)
+        .build()
+        .unwrap();
+    (tenancy, router)
+}
+
+async fn on_shards(backends: &[Backend]) {
+    let mut dbs = Vec::new();
+    for backend in backends {
+        match TestDb::with_schema(*backend).await {
+            Some(db) => dbs.push(db),
+            None => return,
+        }
+    }
+    let (tenancy, router) = sharded(&dbs);
+    key_sharded_rows(&tenancy).await;
+
+    // Every row is on the shard of its key, whatever its tenant's shard.
+    let mut shards_used = 0;
+    for (i, db) in dbs.iter().enumerate() {
+        let stored = event::Entity::find().all(&db.conn).await.unwrap();
+        shards_used += usize::from(!stored.is_empty());
+        for row in stored {
+            assert_eq!(
+                router.route(&row.device_id).unwrap().as_str(),
+                format!("s{i}")
+            );
+        }
+    }
+    assert!(
+        shards_used > 1,
+        "one tenant's rows should spread over the shards"
+    );
+
+    // An IN list asks only the shards its keys route to.
+    let acme = tenancy.tenant(1).await.unwrap();
+    let select = acme.by_keys::<event::Entity, _>([10]).unwrap();
+    assert_eq!(select.shards(), [router.route(&10i64).unwrap()]);
+
+    // A transaction stays on its shard: a row of a key on another shard is refused
+    // before anything is written.
+    let home = acme.shard().unwrap().clone();
+    let away = (0..)
+        .find(|k: &i64| router.route(k).unwrap() != home)
+        .unwrap();
+    let here = (0..)
+        .find(|k: &i64| router.route(k).unwrap() == home)
+        .unwrap();
+    let txn = acme.begin().await.unwrap();
+    txn.insert(reading(500, here, 1)).await.unwrap();
+    match txn.insert(reading(501, away, 1)).await {
+        Err(Error::CrossShard {
+            table,
+            shard,
+            transaction_shard,
+        }) => {
+            assert_eq!(table, "events");
+            assert_eq!(shard, router.route(&away).unwrap().as_str());
+            assert_eq!(transaction_shard, home.as_str());
+        }
+        other => panic!("expected CrossShard, got {other:?}"),
+    }
+    assert!(matches!(
+        txn.by_key::<event::Entity>(away),
+        Err(Error::CrossShard { .. })
+    ));
+    assert_eq!(
+        txn.by_key::<event::Entity>(here)
+            .unwrap()
+            .find_by_id(500)
+            .count()
+            .await
+            .unwrap(),
+        1
+    );
+    txn.rollback().await.unwrap();
+    let stored = event::Entity::find_by_id(500)
+        .one(&dbs[0].conn)
+        .await
+        .unwrap();
+    assert!(stored.is_none());
+
+    // A row away from the tenant's own shard is updated there, through its model.
+    let inserted = acme.insert(reading(502, away, 1)).await.unwrap();
+    let mut am: event::ActiveModel = inserted.into();
+    am.reading = Set(2);
+    acme.update(am).await.unwrap();
+    let away_rows = acme.by_key::<event::Entity>(away).unwrap();
+    assert_eq!(away_rows.shard(), Some(&router.route(&away).unwrap()));
+    assert_eq!(
+        away_rows
+            .find_by_id(502)
+            .one()
+            .await
+            .unwrap()
+            .unwrap()
+            .reading,
+        2
+    );
+
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sqlite_shards() {
+    on_shards(&[Backend::Sqlite; 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_postgres_shards() {
+    on_shards(&[Backend::Postgres; 4]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_postgres_mariadb_sqlite_shards() {
+    on_shards(&[Backend::Postgres, Backend::MySql, Backend::Sqlite]).await;
+}
