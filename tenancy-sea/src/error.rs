@@ -174,6 +174,19 @@ pub enum Error {
         transaction_shard: String,
     },
 
+    /// A write to a global table matched a different number of rows on different shards:
+    /// the copies have diverged. Nothing was committed on any shard.
+    #[error(
+        "the copies of global table `{table}` have diverged: the write matched {counts:?} \
+         rows per shard; nothing was committed"
+    )]
+    GlobalDiverged {
+        /// The table written.
+        table: &'static str,
+        /// Rows matched on each shard.
+        counts: Vec<(tenancy_core::ShardId, u64)>,
+    },
+
     /// A shard cannot be removed while it holds data or tenants.
     #[error("shard {shard} cannot be removed: {reason}")]
     ShardNotEmpty {

@@ -64,6 +64,7 @@ mod directory;
 mod entity;
 mod error;
 mod fleet;
+mod global;
 mod handle;
 pub mod rls;
 mod select;
@@ -83,6 +84,7 @@ pub mod __private {
 }
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
+pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,

@@ -5,9 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
-use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, Set};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Set};
 use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
-use tenancy_tests::entities::event;
+use tenancy_tests::entities::{event, plan};
 use tenancy_tests::{Backend, Provisioned, TestDb};
 
 fn reading(id: i64, device: i64, value: i64) -> event::ActiveModel {
@@ -336,4 +337,88 @@ async fn four_postgres_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_postgres_mariadb_sqlite_shards() {
     on_shards(&[Backend::Postgres, Backend::MySql, Backend::Sqlite]).await;
+}
+
+/// Global tables: written to every shard (or to none), read by tenant handles from their
+/// own shard.
+async fn global_copies(backends: &[Backend]) {
+    let mut dbs = Vec::new();
+    for backend in backends {
+        match TestDb::with_schema(*backend).await {
+            Some(db) => dbs.push(db),
+            None => return,
+        }
+    }
+    let (tenancy, _) = sharded(&dbs);
+    let globals = tenancy.globals();
+    let plans = (1..=3).map(|id| plan::ActiveModel {
+        id: Set(id),
+        name: Set(format!("plan {id}")),
+        price_cents: Set(id * 1000),
+    });
+    assert_eq!(globals.insert_many(plans).await.unwrap(), 3);
+    // Every shard holds the same rows, and each tenant reads them on its own shard.
+    for db in &dbs {
+        assert_eq!(plan::Entity::find().count(&db.conn).await.unwrap(), 3);
+    }
+    for tenant in 1..=8 {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        assert_eq!(db.find::<plan::Entity>().count().await.unwrap(), 3);
+    }
+    let cheaper = plan::Entity::update_many()
+        .col_expr(plan::Column::PriceCents, Expr::col(plan::Column::PriceCents).sub(1))
+        .filter(plan::Column::Id.gte(2));
+    assert_eq!(globals.update_many(cheaper).await.unwrap(), 2);
+    for db in &dbs {
+        let prices: Vec<i64> = plan::Entity::find()
+            .order_by_asc(plan::Column::Id)
+            .all(&db.conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.price_cents)
+            .collect();
+        assert_eq!(prices, [1000, 1999, 2999]);
+    }
+
+    // Without its primary key a row would be numbered differently on each shard.
+    let unnumbered = plan::ActiveModel {
+        name: Set("x".into()),
+        price_cents: Set(1),
+        ..Default::default()
+    };
+    assert!(matches!(globals.insert(unnumbered).await, Err(Error::Config(_))));
+
+    // A shard whose copy has diverged: nothing is committed anywhere.
+    plan::Entity::delete_by_id(3).exec(&dbs[1].conn).await.unwrap();
+    let drop_expensive = plan::Entity::delete_many().filter(plan::Column::PriceCents.gt(1500));
+    match globals.delete_many(drop_expensive).await {
+        Err(Error::GlobalDiverged { table, counts }) => {
+            assert_eq!(table, "plans");
+            assert_eq!(counts.len(), dbs.len());
+        }
+        other => panic!("expected GlobalDiverged, got {other:?}"),
+    }
+    assert_eq!(plan::Entity::find().count(&dbs[0].conn).await.unwrap(), 3);
+    // A write that fails on one shard (a duplicate key there) is committed on none.
+    let dup = plan::ActiveModel {
+        id: Set(3),
+        name: Set("again".into()),
+        price_cents: Set(1),
+    };
+    assert!(matches!(globals.insert(dup).await, Err(Error::Shard { .. })));
+    assert_eq!(plan::Entity::find().count(&dbs[1].conn).await.unwrap(), 2);
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_tables_on_three_sqlite_shards() {
+    global_copies(&[Backend::Sqlite; 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_tables_on_mixed_shards() {
+    global_copies(&[Backend::Postgres, Backend::MySql, Backend::Sqlite]).await;
 }

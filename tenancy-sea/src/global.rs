@@ -1,0 +1,165 @@
+//! Writes to global entities: tables shared by every tenant (plans, currencies). Under
+//! sharding each shard holds a copy, so tenant handles read them next to the tenant's
+//! rows; a write goes to every copy, or to none.
+
+use crate::entity::{GlobalEntity, TenantKey};
+use crate::error::{Error, Result};
+use crate::tenancy::Tenancy;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseConnection, DeleteMany, EntityName,
+    EntityTrait, Iterable, PrimaryKeyToColumn, QueryTrait, TransactionTrait, UpdateMany,
+};
+use tenancy_core::ShardId;
+use tracing::Instrument;
+
+/// Writes to [`GlobalEntity`] tables, made by [`Tenancy::globals`]: under sharding the
+/// same statement runs on every shard, each in its own transaction, and all commit only
+/// once every shard has run it and reported the same number of rows (shards that
+/// disagree have diverged: nothing is committed and the call is
+/// [`Error::GlobalDiverged`]). Without sharding it runs on the main connection.
+///
+/// ```
+/// # use tenancy_sea::prelude::*;
+/// # mod plan {
+/// #     use sea_orm::entity::prelude::*;
+/// #     use tenancy_sea::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, GlobalEntity)]
+/// #     #[sea_orm(table_name = "plans")]
+/// #     pub struct Model {
+/// #         #[sea_orm(primary_key, auto_increment = false)]
+/// #         pub id: i64,
+/// #         pub name: String,
+/// #     }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// # async fn demo(tenancy: Tenancy<i64>) -> tenancy_sea::Result<()> {
+/// use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+/// let globals = tenancy.globals();
+/// globals
+///     .insert(plan::ActiveModel { id: Set(1), name: Set("free".into()) })
+///     .await?;
+/// let renamed = plan::Entity::update_many()
+///     .col_expr(plan::Column::Name, sea_orm::sea_query::Expr::value("starter"))
+///     .filter(plan::Column::Id.eq(1));
+/// assert_eq!(globals.update_many(renamed).await?, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Globals {
+    copies: Vec<(ShardId, DatabaseConnection)>,
+    sharded: bool,
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// Writes to global tables: see [`Globals`].
+    pub fn globals(&self) -> Globals {
+        match self.topology() {
+            Ok(topology) => Globals {
+                copies: topology.shards(),
+                sharded: true,
+            },
+            Err(_) => Globals {
+                copies: vec![(ShardId::new("default"), self.unscoped().clone())],
+                sharded: false,
+            },
+        }
+    }
+}
+
+impl Globals {
+    /// One copy to read from: the first shard (every shard holds the same rows), or the
+    /// main connection.
+    pub fn reader(&self) -> Option<&DatabaseConnection> {
+        self.copies.first().map(|(_, conn)| conn)
+    }
+
+    /// Inserts one row into every copy; returns the rows inserted per copy (1). Under
+    /// sharding its primary key must be set, so that every copy holds the same row.
+    pub async fn insert<A>(&self, am: A) -> Result<u64>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: GlobalEntity,
+    {
+        self.insert_many([am]).await
+    }
+
+    /// Inserts rows into every copy, in one statement per copy; returns the rows inserted
+    /// per copy. Under sharding every primary key must be set.
+    pub async fn insert_many<A, I>(&self, models: I) -> Result<u64>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: GlobalEntity,
+        I: IntoIterator<Item = A>,
+    {
+        let models: Vec<A> = models.into_iter().collect();
+        if models.is_empty() {
+            return Ok(0);
+        }
+        if self.sharded {
+            for am in &models {
+                for key in <A::Entity as EntityTrait>::PrimaryKey::iter() {
+                    if let ActiveValue::NotSet = am.get(key.into_column()) {
+                        return Err(Error::Config(format!(
+                            "a row of the global table `{}` is written to every shard, so \
+                             its primary key must be set (each shard would number it \
+                             differently)",
+                            A::Entity::default().table_name()
+                        )));
+                    }
+                }
+            }
+        }
+        self.run(
+            A::Entity::default().table_name(),
+            A::Entity::insert_many(models),
+        )
+        .await
+    }
+
+    /// Runs a SeaORM update of a global table on every copy; returns the rows changed per
+    /// copy.
+    pub async fn update_many<E: GlobalEntity>(&self, update: UpdateMany<E>) -> Result<u64> {
+        self.run(E::default().table_name(), update).await
+    }
+
+    /// Runs a SeaORM delete of a global table on every copy; returns the rows deleted per
+    /// copy.
+    pub async fn delete_many<E: GlobalEntity>(&self, delete: DeleteMany<E>) -> Result<u64> {
+        self.run(E::default().table_name(), delete).await
+    }
+
+    async fn run<Q: QueryTrait>(&self, table: &'static str, statement: Q) -> Result<u64> {
+        let span = tracing::info_span!("tenancy", table, op = "global_write");
+        self.run_on_copies(table, statement).instrument(span).await
+    }
+
+    async fn run_on_copies<Q: QueryTrait>(&self, table: &'static str, statement: Q) -> Result<u64> {
+        let mut open = Vec::with_capacity(self.copies.len());
+        let mut counts: Vec<(ShardId, u64)> = Vec::with_capacity(self.copies.len());
+        for (shard, conn) in &self.copies {
+            let failed = |source| Error::Shard {
+                shard: shard.to_string(),
+                source,
+            };
+            let txn = conn.begin().await.map_err(failed)?;
+            let built = statement.build(conn.get_database_backend());
+            let result = txn.execute_raw(built).await.map_err(failed)?;
+            counts.push((shard.clone(), result.rows_affected()));
+            open.push((shard, txn));
+        }
+        let first = counts.first().map_or(0, |(_, n)| *n);
+        if counts.iter().any(|(_, n)| *n != first) {
+            // Dropping the open transactions rolls every copy back.
+            return Err(Error::GlobalDiverged { table, counts });
+        }
+        for (shard, txn) in open {
+            txn.commit().await.map_err(|source| Error::Shard {
+                shard: shard.to_string(),
+                source,
+            })?;
+        }
+        Ok(first)
+    }
+}
