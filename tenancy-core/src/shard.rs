@@ -44,6 +44,9 @@ pub enum RoutingError {
     Unassigned,
     /// The shard is not one of the router's.
     UnknownShard(String),
+    /// The router places keys by its list of shards (hash, range), so the list cannot
+    /// change without moving keys.
+    FixedShards(String),
     /// The shard still holds keys, so it cannot be withdrawn.
     ShardInUse {
         /// The shard.
@@ -63,6 +66,11 @@ impl fmt::Display for RoutingError {
             RoutingError::UnknownShard(shard) => {
                 write!(f, "{shard} is not one of the router's shards")
             }
+            RoutingError::FixedShards(shard) => write!(
+                f,
+                "this router places keys by its list of shards, so shard {shard} cannot be \
+                 added or removed without moving keys; use a directory router"
+            ),
             RoutingError::ShardInUse { shard, keys } => {
                 write!(f, "shard {shard} still holds {keys} placed key(s)")
             }
@@ -82,6 +90,23 @@ pub trait ShardRouter: Send + Sync {
 
     /// Every shard this router can return now, in order.
     fn shards(&self) -> Vec<ShardId>;
+
+    /// Whether [`add_shard`](Self::add_shard) can work: `false` for routers whose
+    /// placement depends on the list of shards (hash, range), where a new shard would move
+    /// keys whose rows are still on their old shard.
+    fn accepts_new_shards(&self) -> bool {
+        false
+    }
+
+    /// Makes `shard` available for placements, moving no key.
+    fn add_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        Err(RoutingError::FixedShards(shard.to_string()))
+    }
+
+    /// Withdraws `shard`; refused while any key is placed on it.
+    fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        Err(RoutingError::FixedShards(shard.to_string()))
+    }
 
     /// The shard of `key`.
     fn route<K: TenantId>(&self, key: &K) -> Result<ShardId, RoutingError>
@@ -103,6 +128,18 @@ impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
 
     fn shards(&self) -> Vec<ShardId> {
         (**self).shards()
+    }
+
+    fn accepts_new_shards(&self) -> bool {
+        (**self).accepts_new_shards()
+    }
+
+    fn add_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        (**self).add_shard(shard)
+    }
+
+    fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        (**self).remove_shard(shard)
     }
 }
 
@@ -287,30 +324,6 @@ impl DirectoryRouter {
         self.write().keys.remove(&key.canonical_bytes());
     }
 
-    /// Makes `shard` available for placements (no key moves). Adding a shard twice is a
-    /// no-op.
-    pub fn add_shard(&self, shard: impl Into<ShardId>) {
-        let shard = shard.into();
-        let mut state = self.write();
-        if !state.shards.contains(&shard) {
-            state.shards.push(shard);
-        }
-    }
-
-    /// Withdraws `shard`; refused while any key is placed on it.
-    pub fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
-        let mut state = self.write();
-        let placed = state.keys.values().filter(|s| *s == shard).count();
-        if placed > 0 {
-            return Err(RoutingError::ShardInUse {
-                shard: shard.to_string(),
-                keys: placed,
-            });
-        }
-        state.shards.retain(|s| s != shard);
-        Ok(())
-    }
-
     /// How many keys are placed on `shard`.
     pub fn keys_on(&self, shard: &ShardId) -> usize {
         self.read().keys.values().filter(|s| *s == shard).count()
@@ -352,6 +365,31 @@ impl ShardRouter for DirectoryRouter {
 
     fn shards(&self) -> Vec<ShardId> {
         self.read().shards.clone()
+    }
+
+    fn accepts_new_shards(&self) -> bool {
+        true
+    }
+
+    fn add_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        let mut state = self.write();
+        if !state.shards.contains(shard) {
+            state.shards.push(shard.clone());
+        }
+        Ok(())
+    }
+
+    fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        let mut state = self.write();
+        let placed = state.keys.values().filter(|s| *s == shard).count();
+        if placed > 0 {
+            return Err(RoutingError::ShardInUse {
+                shard: shard.to_string(),
+                keys: placed,
+            });
+        }
+        state.shards.retain(|s| s != shard);
+        Ok(())
     }
 }
 

@@ -187,6 +187,13 @@ pub enum Error {
         counts: Vec<(tenancy_core::ShardId, u64)>,
     },
 
+    /// The shard to be created exists already; nothing was changed.
+    #[error("shard {shard} exists already")]
+    ShardExists {
+        /// The shard.
+        shard: String,
+    },
+
     /// A shard cannot be removed while it holds data or tenants.
     #[error("shard {shard} cannot be removed: {reason}")]
     ShardNotEmpty {

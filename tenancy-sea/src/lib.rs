@@ -66,6 +66,7 @@ mod error;
 mod fleet;
 mod global;
 mod handle;
+mod registry;
 pub mod rls;
 mod select;
 mod shard;
@@ -86,6 +87,7 @@ pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use registry::{ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
     ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
 };

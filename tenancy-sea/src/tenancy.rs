@@ -90,6 +90,8 @@ struct Inner<T> {
     strategy: Strategy,
     databases: Option<Databases<T>>,
     topology: Option<Arc<Topology>>,
+    template: Option<DatabaseTemplate>,
+    connections_per_pool: u32,
 }
 
 /// What database per tenant needs.
@@ -186,7 +188,8 @@ impl<T: TenantKey> TenancyBuilder<T> {
         self
     }
 
-    /// The most connections in one tenant's pool (default 4).
+    /// The most connections in one pool the framework opens: a tenant database's, or a
+    /// shard's made by [`Tenancy::create_shard`] (default 4).
     pub fn connections_per_tenant(mut self, max: u32) -> Self {
         self.connections_per_tenant = max;
         self
@@ -223,7 +226,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
         let databases = match self.registry {
             Some(registry) => Some(Databases {
                 registry,
-                template: self.template,
+                template: self.template.clone(),
                 pools: PoolCache::new(
                     self.max_open_pools,
                     self.pool_idle_timeout,
@@ -240,6 +243,8 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 strategy: self.strategy,
                 databases,
                 topology: self.topology.map(Arc::new),
+                template: self.template,
+                connections_per_pool: self.connections_per_tenant,
             }),
         })
     }
@@ -357,6 +362,16 @@ impl<T: TenantKey> Tenancy<T> {
                 self.inner.strategy
             ))
         })
+    }
+
+    /// How new databases are named and created (tenant databases, shards).
+    pub(crate) fn template(&self) -> Option<&DatabaseTemplate> {
+        self.inner.template.as_ref()
+    }
+
+    /// The most connections in a pool the framework opens (a tenant's, a shard's).
+    pub(crate) fn shard_connections(&self) -> u32 {
+        self.inner.connections_per_pool
     }
 
     /// The shard topology (sharded strategy).

@@ -80,10 +80,10 @@ where
             }
             am.not_set(col);
         }
-        if let Some(key) = E::shard_key_column() {
-            if matches!(am.get(key), ActiveValue::Set(_)) {
-                self.error.get_or_insert_with(|| key_write_error::<E>(key));
-            }
+        if let Some(key) = E::shard_key_column()
+            && matches!(am.get(key), ActiveValue::Set(_))
+        {
+            self.error.get_or_insert_with(|| key_write_error::<E>(key));
         }
         self.update = self.update.set(am);
         self

@@ -16,6 +16,16 @@ pub struct MigratorV2;
 /// then the tenant tables and the index.
 pub struct DatabaseMigrator;
 
+/// [`DatabaseMigrator`] without its last migration (the index), to test migrating a fleet
+/// of databases or shards to the next version.
+pub struct DatabaseMigratorV1;
+
+impl MigratorTrait for DatabaseMigratorV1 {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(GlobalTables), Box::new(TenantTables)]
+    }
+}
+
 /// The tenant tables, then a migration that fails: provisioning must undo everything.
 pub struct BrokenMigrator;
 

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
 use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
 use tenancy_tests::entities::{event, plan};
 use tenancy_tests::{Backend, Provisioned, TestDb};
@@ -366,7 +368,10 @@ async fn global_copies(backends: &[Backend]) {
         assert_eq!(db.find::<plan::Entity>().count().await.unwrap(), 3);
     }
     let cheaper = plan::Entity::update_many()
-        .col_expr(plan::Column::PriceCents, Expr::col(plan::Column::PriceCents).sub(1))
+        .col_expr(
+            plan::Column::PriceCents,
+            Expr::col(plan::Column::PriceCents).sub(1),
+        )
         .filter(plan::Column::Id.gte(2));
     assert_eq!(globals.update_many(cheaper).await.unwrap(), 2);
     for db in &dbs {
@@ -387,10 +392,16 @@ async fn global_copies(backends: &[Backend]) {
         price_cents: Set(1),
         ..Default::default()
     };
-    assert!(matches!(globals.insert(unnumbered).await, Err(Error::Config(_))));
+    assert!(matches!(
+        globals.insert(unnumbered).await,
+        Err(Error::Config(_))
+    ));
 
     // A shard whose copy has diverged: nothing is committed anywhere.
-    plan::Entity::delete_by_id(3).exec(&dbs[1].conn).await.unwrap();
+    plan::Entity::delete_by_id(3)
+        .exec(&dbs[1].conn)
+        .await
+        .unwrap();
     let drop_expensive = plan::Entity::delete_many().filter(plan::Column::PriceCents.gt(1500));
     match globals.delete_many(drop_expensive).await {
         Err(Error::GlobalDiverged { table, counts }) => {
@@ -406,7 +417,10 @@ async fn global_copies(backends: &[Backend]) {
         name: Set("again".into()),
         price_cents: Set(1),
     };
-    assert!(matches!(globals.insert(dup).await, Err(Error::Shard { .. })));
+    assert!(matches!(
+        globals.insert(dup).await,
+        Err(Error::Shard { .. })
+    ));
     assert_eq!(plan::Entity::find().count(&dbs[1].conn).await.unwrap(), 2);
     for db in dbs {
         db.drop_db().await;

@@ -1,0 +1,442 @@
+//! The shard registry kept in the catalog database, and shard provisioning: create a
+//! shard's database, migrate it, register it and put it in service; remove an empty one;
+//! migrate every shard.
+
+use crate::database::pool_options;
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use crate::fleet::{FleetProgress, FleetReport};
+use crate::shard::Topology;
+use crate::tenancy::Tenancy;
+use futures_util::StreamExt;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
+    QueryOrder, Schema, Set, Statement,
+};
+use sea_orm_migration::MigratorTrait;
+use tenancy_core::{Identifier, ShardId, ShardRouter};
+use tracing::Instrument;
+
+/// The framework's catalog entity of the shard registry: one row per shard.
+pub mod shard_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A shard: its name, where its database is, and its state.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_shards")]
+    pub struct Model {
+        /// The shard's name.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        /// The URL of its database.
+        pub url: String,
+        /// `active` or `draining`.
+        pub state: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The state of a registered shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardState {
+    /// In service: new tenants may be placed on it.
+    Active,
+    /// Still serving its tenants, but to be emptied: operators place no new tenants on
+    /// it ([`ShardCatalog::active`] leaves it out).
+    Draining,
+}
+
+impl ShardState {
+    fn as_str(self) -> &'static str {
+        match self {
+            ShardState::Active => "active",
+            ShardState::Draining => "draining",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "active" => Ok(ShardState::Active),
+            "draining" => Ok(ShardState::Draining),
+            other => Err(Error::Config(format!(
+                "unknown shard state {other:?} in the catalog"
+            ))),
+        }
+    }
+}
+
+/// One shard of the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardRecord {
+    /// Its name.
+    pub name: ShardId,
+    /// The URL of its database.
+    pub url: String,
+    /// Its state.
+    pub state: ShardState,
+}
+
+/// The shard registry in a catalog database (any backend): read at start to build the
+/// [`Topology`], changed through [`Tenancy::create_shard`] and [`Tenancy::drop_shard`],
+/// which keep the running topology in step.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use tenancy_sea::{DirectoryRouter, ShardCatalog, Tenancy};
+/// # async fn demo(catalog_conn: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+/// let catalog = ShardCatalog::new(catalog_conn.clone());
+/// catalog.install().await?;
+/// let router = Arc::new(DirectoryRouter::new(catalog.names().await?));
+/// let topology = catalog.topology(router, 4).await?; // connects every registered shard
+/// let tenancy: Tenancy<i64> = Tenancy::builder(catalog_conn).sharded(topology).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShardCatalog {
+    conn: DatabaseConnection,
+}
+
+impl ShardCatalog {
+    /// The registry in the catalog database `conn`.
+    pub fn new(conn: DatabaseConnection) -> Self {
+        ShardCatalog { conn }
+    }
+
+    /// Creates the registry table if it does not exist.
+    pub async fn install(&self) -> Result<()> {
+        let schema = Schema::new(self.conn.get_database_backend());
+        self.conn
+            .execute(
+                schema
+                    .create_table_from_entity(shard_entry::Entity)
+                    .if_not_exists(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered shard, by name.
+    pub async fn list(&self) -> Result<Vec<ShardRecord>> {
+        shard_entry::Entity::find()
+            .order_by_asc(shard_entry::Column::Name)
+            .all(&self.conn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(ShardRecord {
+                    name: ShardId::new(row.name),
+                    url: row.url,
+                    state: ShardState::parse(&row.state)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The names of every registered shard.
+    pub async fn names(&self) -> Result<Vec<ShardId>> {
+        Ok(self.list().await?.into_iter().map(|r| r.name).collect())
+    }
+
+    /// The shards new tenants may be placed on.
+    pub async fn active(&self) -> Result<Vec<ShardId>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == ShardState::Active)
+            .map(|r| r.name)
+            .collect())
+    }
+
+    /// Records a shard. A name that is not a plain identifier, or one registered already,
+    /// is refused.
+    pub async fn register(&self, name: &ShardId, url: &str, state: ShardState) -> Result<()> {
+        Identifier::new(name.as_str())?;
+        if shard_entry::Entity::find_by_id(name.as_str())
+            .one(&self.conn)
+            .await?
+            .is_some()
+        {
+            return Err(Error::ShardExists {
+                shard: name.to_string(),
+            });
+        }
+        shard_entry::ActiveModel {
+            name: Set(name.to_string()),
+            url: Set(url.to_owned()),
+            state: Set(state.as_str().to_owned()),
+        }
+        .insert(&self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes a shard's state.
+    pub async fn set_state(&self, name: &ShardId, state: ShardState) -> Result<()> {
+        let result = shard_entry::Entity::update_many()
+            .col_expr(
+                shard_entry::Column::State,
+                sea_orm::sea_query::Expr::value(state.as_str()),
+            )
+            .filter_by_name(name)
+            .exec(&self.conn)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(tenancy_core::RoutingError::UnknownShard(name.to_string()).into());
+        }
+        Ok(())
+    }
+
+    /// Forgets a shard.
+    pub async fn unregister(&self, name: &ShardId) -> Result<()> {
+        shard_entry::Entity::delete_by_id(name.as_str())
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Connects every registered shard (pools of at most `connections_per_shard`, with the
+    /// framework's pool defaults) and builds the topology routed by `router`.
+    pub async fn topology(
+        &self,
+        router: impl ShardRouter + 'static,
+        connections_per_shard: u32,
+    ) -> Result<Topology> {
+        let mut shards = Vec::new();
+        for record in self.list().await? {
+            let conn = Database::connect(pool_options(&record.url, connections_per_shard))
+                .await
+                .map_err(|source| Error::Shard {
+                    shard: record.name.to_string(),
+                    source,
+                })?;
+            shards.push((record.name, conn));
+        }
+        Topology::new(router, shards)
+    }
+}
+
+trait FilterByName {
+    fn filter_by_name(self, name: &ShardId) -> Self;
+}
+
+impl FilterByName for sea_orm::UpdateMany<shard_entry::Entity> {
+    fn filter_by_name(self, name: &ShardId) -> Self {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        self.filter(shard_entry::Column::Name.eq(name.as_str()))
+    }
+}
+
+/// The tables of a shard's database (its migration table left out).
+async fn user_tables(conn: &DatabaseConnection) -> Result<Vec<String>> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT table_name AS name FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        }
+        DbBackend::MySql => {
+            "SELECT table_name AS name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE'"
+        }
+        _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await?;
+    let mut tables = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        if name != "seaql_migrations" {
+            tables.push(name);
+        }
+    }
+    Ok(tables)
+}
+
+/// The first table of `tables` (other than `keep`) holding rows, with its count.
+async fn first_nonempty(conn: &DatabaseConnection, keep: &[&str]) -> Result<Option<(String, i64)>> {
+    let backend = conn.get_database_backend();
+    for table in user_tables(conn).await? {
+        if keep.contains(&table.as_str()) {
+            continue;
+        }
+        // The name comes from the database's own catalog; it is quoted as an identifier.
+        let quoted = match backend {
+            DbBackend::MySql => format!("`{}`", table.replace('`', "``")),
+            _ => format!("\"{}\"", table.replace('"', "\"\"")),
+        };
+        let sql = format!("SELECT COUNT(*) AS n FROM {quoted}");
+        let row = conn
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await?;
+        let count: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        if count > 0 {
+            return Ok(Some((table, count)));
+        }
+    }
+    Ok(None)
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// The shard registry in this tenancy's catalog (admin) connection.
+    pub fn shard_catalog(&self) -> ShardCatalog {
+        ShardCatalog::new(self.unscoped().clone())
+    }
+
+    /// Adds a shard: creates its database from the
+    /// [`database_template`](crate::TenancyBuilder::database_template) (a PostgreSQL or
+    /// MariaDB database, or a SQLite file), runs `M`'s migrations in it, registers it in
+    /// the catalog, and puts it in service in the running topology and router. A failed
+    /// step undoes the earlier ones.
+    ///
+    /// Only a router that can gain shards without moving keys (a
+    /// [`DirectoryRouter`](crate::DirectoryRouter)) accepts a new shard; with a hash or
+    /// range router this is [`RoutingError::FixedShards`](crate::RoutingError::FixedShards)
+    /// and nothing is created.
+    pub async fn create_shard<M: MigratorTrait>(&self, name: impl Into<ShardId>) -> Result<()> {
+        let name = name.into();
+        let topology = self.topology()?;
+        let template = self.template().ok_or_else(|| {
+            Error::Config("creating shards needs a `database_template`".to_owned())
+        })?;
+        if !topology.router().accepts_new_shards() {
+            return Err(tenancy_core::RoutingError::FixedShards(name.to_string()).into());
+        }
+        let catalog = self.shard_catalog();
+        if catalog.names().await?.contains(&name) || topology.shard_ids().contains(&name) {
+            return Err(Error::ShardExists {
+                shard: name.to_string(),
+            });
+        }
+        let planned = template.plan(&name.to_string())?;
+        let span =
+            tracing::info_span!("tenancy.create_shard", shard = %name, database = %planned.name);
+        async {
+            template.create(&planned).await?;
+            let outcome = async {
+                let conn =
+                    Database::connect(pool_options(&planned.url, self.shard_connections())).await?;
+                M::up(&conn, None).await?;
+                catalog
+                    .register(&name, &planned.url, ShardState::Active)
+                    .await?;
+                Ok::<_, Error>(conn)
+            }
+            .await;
+            let conn = match outcome {
+                Ok(conn) => conn,
+                Err(error) => {
+                    if let Err(cleanup) = template.drop_database(&planned).await {
+                        tracing::error!(%error, %cleanup, "shard database left behind");
+                    }
+                    return Err(error);
+                }
+            };
+            topology.add_shard(name.clone(), conn);
+            topology.router().add_shard(&name)?;
+            tracing::info!("shard created");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Removes an empty shard: the router must place no key on it any more, and no table
+    /// of its database may hold rows except the copies of `global_tables`; otherwise
+    /// [`Error::ShardNotEmpty`] and nothing changes. Then it leaves the topology and the
+    /// catalog, and its database is dropped.
+    pub async fn drop_shard(&self, name: impl Into<ShardId>, global_tables: &[&str]) -> Result<()> {
+        let name = name.into();
+        let topology = self.topology()?;
+        let template = self.template().ok_or_else(|| {
+            Error::Config("dropping shards needs a `database_template`".to_owned())
+        })?;
+        let conn = topology.connection(&name)?;
+        let router = topology.router();
+        router
+            .remove_shard(&name)
+            .map_err(|error| Error::ShardNotEmpty {
+                shard: name.to_string(),
+                reason: error.to_string(),
+            })?;
+        match first_nonempty(&conn, global_tables).await {
+            Ok(None) => {}
+            Ok(Some((table, rows))) => {
+                router.add_shard(&name)?;
+                return Err(Error::ShardNotEmpty {
+                    shard: name.to_string(),
+                    reason: format!("table `{table}` holds {rows} row(s)"),
+                });
+            }
+            Err(error) => {
+                router.add_shard(&name)?;
+                return Err(error);
+            }
+        }
+        topology.remove_shard(&name)?;
+        let _ = conn.close().await;
+        self.shard_catalog().unregister(&name).await?;
+        template
+            .drop_database(&template.plan(&name.to_string())?)
+            .await?;
+        tracing::info!(shard = %name, "shard dropped");
+        Ok(())
+    }
+
+    /// Runs `M`'s pending migrations on every shard, at most `parallelism` at a time,
+    /// calling `progress` after each shard (its `tenant` field is the shard). Never stops
+    /// early: failures are collected in the report; running it again resumes.
+    pub async fn migrate_shards<M: MigratorTrait>(
+        &self,
+        parallelism: usize,
+        mut progress: impl FnMut(FleetProgress<'_, ShardId>),
+    ) -> Result<FleetReport<ShardId>> {
+        let shards = self.topology()?.shards();
+        let total = shards.len();
+        let span = tracing::info_span!("tenancy.migrate_shards", shards = total);
+        let mut outcomes = futures_util::stream::iter(shards)
+            .map(|(shard, conn)| {
+                let span = tracing::info_span!(parent: &span, "shard", shard = %shard);
+                async move {
+                    let outcome = M::up(&conn, None).await.map_err(|source| Error::Shard {
+                        shard: shard.to_string(),
+                        source,
+                    });
+                    (shard, outcome)
+                }
+                .instrument(span)
+            })
+            .buffer_unordered(parallelism.max(1));
+        let mut report = FleetReport {
+            migrated: Vec::with_capacity(total),
+            failed: Vec::new(),
+        };
+        let mut done = 0;
+        while let Some((shard, outcome)) = outcomes.next().await {
+            done += 1;
+            progress(FleetProgress {
+                done,
+                total,
+                tenant: &shard,
+                error: outcome.as_ref().err(),
+            });
+            match outcome {
+                Ok(()) => report.migrated.push(shard),
+                Err(error) => {
+                    tracing::warn!(%shard, %error, "shard migration failed");
+                    report.failed.push((shard, error));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
