@@ -1,5 +1,7 @@
-//! Sharding by tenant: three SQLite shards with no setup, a stable hash router placing
-//! each tenant on one, routed writes and reads, and a scatter-gather report across all.
+//! Sharding with a catalog, no setup: a SQLite catalog database that holds the shard
+//! registry and the tenant directory, three SQLite shards created through it, routed
+//! writes and reads, where each row went, a scatter-gather report, and a restart that
+//! reads the catalog back.
 //!
 //! ```text
 //! cargo run --example sharded
@@ -11,47 +13,69 @@ mod shop;
 
 use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use shop::{migration::Migrator, order, place_orders};
-use tenancy_sea::sea_orm_migration::MigratorTrait;
-use tenancy_sea::{HashRouter, ShardId, ShardRouter, Tenancy, Topology};
+use std::path::Path;
+use std::sync::Arc;
+use tenancy_sea::{
+    DatabaseTemplate, DirectoryCatalog, DirectoryRouter, ShardCatalog, ShardId, Tenancy,
+};
+
+/// The tenancy as an application builds it at start: the shards registered in the
+/// catalog, and the directory of which tenant lives where.
+async fn start(
+    catalog: &DatabaseConnection,
+    dir: &Path,
+) -> tenancy_sea::Result<(Tenancy<i64>, Arc<DirectoryRouter>)> {
+    let shards = ShardCatalog::new(catalog.clone());
+    let router = Arc::new(DirectoryRouter::new(shards.names().await?));
+    DirectoryCatalog::new(catalog.clone())
+        .load::<i64>(&router)
+        .await?;
+    let topology = shards.topology(router.clone(), 2).await?;
+    let tenancy = Tenancy::builder(catalog.clone())
+        .sharded(topology)
+        .database_template(DatabaseTemplate::SqliteDir {
+            dir: dir.to_owned(),
+            prefix: "shard_".into(),
+        })
+        .build()?;
+    Ok((tenancy, router))
+}
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("tenancy-sharded-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut shards: Vec<(ShardId, DatabaseConnection)> = Vec::new();
-    for i in 0..3 {
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.join(format!("shard_{i}.db")).display()
-        );
-        let conn = Database::connect(url).await?;
-        Migrator::up(&conn, None).await?;
-        shards.push((ShardId::new(format!("shard_{i}")), conn));
-    }
-    let router = HashRouter::new(shards.iter().map(|(id, _)| id.clone()));
-    let topology = Topology::new(router.clone(), shards.clone())?;
-    let tenancy: Tenancy<i64> = Tenancy::builder(shards[0].1.clone())
-        .sharded(topology)
-        .build()?;
+    let url = format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display());
+    let catalog = Database::connect(url).await?;
+    ShardCatalog::new(catalog.clone()).install().await?;
+    let directory = DirectoryCatalog::new(catalog.clone());
+    directory.install().await?;
 
-    // Routed writes: each tenant's orders go to its shard.
-    for tenant in 1..=9 {
-        let db = tenancy.tenant(tenant).await?;
-        place_orders(&db).await?;
-        println!("tenant {tenant} lives on {}", router.route(&tenant)?);
+    // Three shards, each a SQLite file: created, migrated, registered, in service.
+    let (tenancy, router) = start(&catalog, &dir).await?;
+    for name in ["s0", "s1", "s2"] {
+        tenancy.create_shard::<Migrator>(name).await?;
+    }
+    for shard in ShardCatalog::new(catalog.clone()).list().await? {
+        println!("registered {} ({:?}) at {}", shard.name, shard.state, shard.url);
+    }
+
+    // Tenants placed in the directory (tenant 1 is big: it gets s0 to itself), then
+    // routed writes: each tenant's orders go to its shard.
+    for tenant in 1..=7 {
+        let shard = if tenant == 1 { "s0" } else { ["s1", "s2"][tenant as usize % 2] };
+        directory.assign(&router, &tenant, shard).await?;
+        place_orders(&tenancy.tenant(tenant).await?).await?;
     }
 
     // A routed read: one shard, this tenant's rows only.
     let db = tenancy.tenant(4).await?;
     let mine = db.find::<order::Entity>().all().await?;
-    println!(
-        "tenant 4 (on {}) reads {} orders",
-        db.shard().map_or("?", |s| s.as_str()),
-        mine.len()
-    );
+    let home = db.shard().map_or("?", ShardId::as_str);
+    println!("tenant 4 (on {home}) reads {} orders", mine.len());
 
     // Where every row went, read shard by shard past the framework.
-    for (id, conn) in &shards {
-        let rows = order::Entity::find().all(conn).await?;
+    for (id, conn) in tenancy.topology()?.shards() {
+        let rows = order::Entity::find().all(&conn).await?;
         let mut tenants: Vec<i64> = rows.iter().map(|o| o.tenant_id).collect();
         tenants.dedup();
         println!("{id} holds {} orders of tenants {tenants:?}", rows.len());
@@ -69,14 +93,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .all()
         .await?;
     println!("the 3 biggest orders over all shards: {biggest:?}");
-    println!(
-        "orders over all shards: {}",
-        across.find::<order::Entity>().count().await?
-    );
 
-    for (_, conn) in shards {
+    // A restart: the registry and the directory are read back from the catalog.
+    drop((tenancy, router));
+    let (tenancy, _) = start(&catalog, &dir).await?;
+    let total = tenancy
+        .unscoped_across_shards()?
+        .find::<order::Entity>()
+        .count()
+        .await?;
+    let home = tenancy.tenant(4).await?.shard().cloned();
+    println!("after a restart: {total} orders over all shards, tenant 4 still on {home:?}");
+
+    for (_, conn) in tenancy.topology()?.shards() {
         conn.close().await?;
     }
+    drop(tenancy);
+    catalog.close().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
