@@ -150,6 +150,14 @@ impl TestDb {
         })
     }
 
+    /// The file of a SQLite test database.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match &self.cleanup {
+            Cleanup::File(path) => Some(path),
+            Cleanup::Server { .. } => None,
+        }
+    }
+
     /// Creates an empty database on the PostgreSQL or MariaDB server at `url`.
     pub async fn create_on_server(backend: Backend, url: &str) -> TestDb {
         let name = format!("tenancy_t_{}", uuid::Uuid::new_v4().simple());

@@ -214,6 +214,52 @@ async fn a_failed_shard_is_an_error_naming_it() {
     }
 }
 
+/// A SQLite shard whose file is made unreadable mid-test (its bytes overwritten, since
+/// file modes do not stop root): the fan-out fails with the shard's name, within the
+/// timeout, and the opt-in partial result has every other shard's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_sqlite_shard_is_named() {
+    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
+        return;
+    };
+    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    place(&tenancy, 9, 2).await;
+    let path = dbs[2].sqlite_path().unwrap();
+    let size = std::fs::metadata(path).unwrap().len();
+    std::fs::write(path, vec![0xA5u8; usize::try_from(size).unwrap()]).unwrap();
+    let timeout = std::time::Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    let across = tenancy.unscoped_across_shards().unwrap();
+    let err = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    match &err {
+        Error::Shard { shard, .. } | Error::ShardTimeout { shard, .. } => {
+            assert_eq!(shard, "shard_2");
+        }
+        other => panic!("expected the shard to be named, got {other:?}"),
+    }
+    let partial = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all_or_partial()
+        .await
+        .unwrap();
+    assert_eq!(partial.missing.len(), 1);
+    assert_eq!(partial.missing[0].0.as_str(), "shard_2");
+    let elsewhere = (1..=9)
+        .filter(|t: &i64| router.route(t).unwrap().as_str() != "shard_2")
+        .count();
+    assert_eq!(partial.rows.len(), elsewhere * 2);
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
 #[tokio::test]
 async fn a_router_needs_every_shard_it_names() {
     let db = TestDb::with_schema(Backend::Sqlite).await.unwrap();
