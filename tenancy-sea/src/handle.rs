@@ -149,6 +149,7 @@ impl<T: TenantKey> TenantDb<T> {
             conn: self.conn.clone(),
             session: self.session.clone(),
             condition,
+            tenant: Some(self.tenant.to_string()),
         }
     }
 
@@ -183,6 +184,7 @@ impl<T: TenantKey> TenantDb<T> {
                 conn,
                 session: None,
                 condition: Some(column.is_in(values).into()),
+                tenant: Some(self.tenant.to_string()),
             })
             .collect();
         Ok(AcrossShards::over(targets, topology).select(select))
@@ -206,7 +208,11 @@ impl<T: TenantKey> TenantAcrossShards<'_, T> {
         let condition: Condition = E::tenant_column().eq(handle.value.clone()).into();
         match &handle.topology {
             Some(topology) if E::shard_key_column().is_some() => {
-                AcrossShards::new(topology).select(E::find().filter(condition))
+                let mut targets = topology.targets(None);
+                for target in &mut targets {
+                    target.tenant = Some(handle.tenant.to_string());
+                }
+                AcrossShards::over(targets, topology).select(E::find().filter(condition))
             }
             Some(topology) => AcrossShards::over(vec![handle.own_target(None)], topology)
                 .select(E::find().filter(condition)),

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tenancy_core::{ShardId, ShardRouter};
+use tracing::Instrument;
 
 /// Runs a future to completion on the application's runtime, e.g.
 /// `|future| { tokio::spawn(future); }`.
@@ -192,6 +193,7 @@ impl Topology {
                 conn: conn.clone(),
                 session: None,
                 condition: condition.clone(),
+                tenant: None,
             })
             .collect()
     }
@@ -213,6 +215,20 @@ pub(crate) struct Target {
     pub(crate) conn: DatabaseConnection,
     pub(crate) session: Option<Arc<Session>>,
     pub(crate) condition: Option<Condition>,
+    /// The tenant whose rows this target reads (for the span); `None` when unscoped.
+    pub(crate) tenant: Option<String>,
+}
+
+impl Target {
+    /// The span a target's statement runs in: the shard, and the tenant when scoped.
+    fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
+        match &self.tenant {
+            Some(tenant) => {
+                tracing::info_span!("tenancy", tenant = %tenant, table, op, shard = %self.shard)
+            }
+            None => tracing::info_span!("tenancy", table, op, shard = %self.shard),
+        }
+    }
 }
 
 /// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
@@ -331,11 +347,14 @@ impl<M> Partial<M> {
 
 /// Runs `work` for one shard, failing with the shard's name on error or after `timeout`.
 async fn on_shard<R>(
-    shard: &ShardId,
+    target: &Target,
+    op: &'static str,
+    table: &'static str,
     timeout: Duration,
     work: impl Future<Output = std::result::Result<R, DbErr>>,
 ) -> Result<R> {
-    let work = std::pin::pin!(work);
+    let shard = &target.shard;
+    let work = std::pin::pin!(work.instrument(target.span(op, table)));
     let delay = futures_timer::Delay::new(timeout);
     match select(work, delay).await {
         Either::Left((Ok(value), _)) => Ok(value),
@@ -447,6 +466,7 @@ where
             per_shard = per_shard.limit(self.offset + limit);
         }
         let timeout = self.timeout;
+        let table = E::default().table_name();
         let results: Vec<(ShardId, Result<Vec<E::Model>>)> = match &self.spawner {
             None => {
                 let fan_out = self.targets.iter().map(|target| {
@@ -455,7 +475,7 @@ where
                         let work = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
                         (
                             target.shard.clone(),
-                            on_shard(&target.shard, timeout, work).await,
+                            on_shard(target, "scatter", table, timeout, work).await,
                         )
                     }
                 });
@@ -467,7 +487,7 @@ where
                     let (task, handle) = async move {
                         let work =
                             async { Ok(on_target!(&target, |conn| select.all(conn).await?)) };
-                        let result = on_shard(&target.shard, timeout, work).await;
+                        let result = on_shard(&target, "scatter", table, timeout, work).await;
                         (target.shard, result)
                     }
                     .remote_handle();
@@ -527,6 +547,7 @@ where
     /// How many rows match, over all shards (limit and offset ignored).
     pub async fn count(self) -> Result<u64> {
         let timeout = self.timeout;
+        let table = E::default().table_name();
         let fan_out = self.targets.iter().map(|target| {
             let select = for_target(&self.select, target);
             let work = async {
@@ -535,7 +556,7 @@ where
                 )
                 .await?))
             };
-            on_shard(&target.shard, timeout, work)
+            on_shard(target, "scatter_count", table, timeout, work)
         });
         let mut total = 0;
         for result in join_all(fan_out).await {
@@ -551,13 +572,14 @@ where
         V: TryGetable + Send + Sync + 'static,
     {
         let timeout = self.timeout;
+        let table = E::default().table_name();
         let fan_out = self.targets.iter().map(|target| {
             let select = for_target(&self.select, target)
                 .select_only()
                 .column_as(expr(target.conn.get_database_backend()), "value")
                 .into_tuple::<Option<V>>();
             let work = async { Ok(on_target!(target, |conn| select.one(conn).await?.flatten())) };
-            on_shard(&target.shard, timeout, work)
+            on_shard(target, "scatter_aggregate", table, timeout, work)
         });
         join_all(fan_out).await.into_iter().collect()
     }

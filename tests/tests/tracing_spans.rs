@@ -79,4 +79,30 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
         assert_eq!(tenant, "4242");
         assert_eq!((op.as_str(), table.as_str()), (want_op, want_table));
     }
+
+    // Reads of a `#[shard_key]` entity, by key and explicitly across shards, too.
+    recorded.0.lock().unwrap().clear();
+    acme.by_key::<event::Entity>(7)
+        .unwrap()
+        .find()
+        .all()
+        .await
+        .unwrap();
+    acme.across_shards()
+        .find::<event::Entity>()
+        .count()
+        .await
+        .unwrap();
+    let spans = recorded.0.lock().unwrap().clone();
+    assert_eq!(
+        spans,
+        [
+            ("4242".to_owned(), "select".to_owned(), "events".to_owned()),
+            (
+                "4242".to_owned(),
+                "scatter_count".to_owned(),
+                "events".to_owned()
+            ),
+        ]
+    );
 }
