@@ -56,13 +56,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tenancy.create_shard::<Migrator>(name).await?;
     }
     for shard in ShardCatalog::new(catalog.clone()).list().await? {
-        println!("registered {} ({:?}) at {}", shard.name, shard.state, shard.url);
+        println!(
+            "registered {} ({:?}) at {}",
+            shard.name, shard.state, shard.url
+        );
     }
 
     // Tenants placed in the directory (tenant 1 is big: it gets s0 to itself), then
     // routed writes: each tenant's orders go to its shard.
     for tenant in 1..=7 {
-        let shard = if tenant == 1 { "s0" } else { ["s1", "s2"][tenant as usize % 2] };
+        let shard = if tenant == 1 {
+            "s0"
+        } else {
+            ["s1", "s2"][tenant as usize % 2]
+        };
         directory.assign(&router, &tenant, shard).await?;
         place_orders(&tenancy.tenant(tenant).await?).await?;
     }
