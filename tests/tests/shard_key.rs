@@ -436,3 +436,198 @@ async fn global_tables_on_three_sqlite_shards() {
 async fn global_tables_on_mixed_shards() {
     global_copies(&[Backend::Postgres, Backend::MySql, Backend::Sqlite]).await;
 }
+
+#[derive(Clone, Debug)]
+struct KeyQuery {
+    tenant: i64,
+    keys: Vec<i64>,
+    min_reading: i64,
+    descending: bool,
+    limit: Option<u64>,
+    offset: u64,
+}
+
+/// Rows of a key-sharded entity written through tenant handles (`insert_many` split per
+/// shard) over 3 SQLite shards read back like one database holding every row: by one key,
+/// by an IN list, and across every shard, with filters, ORDER BY both ways, LIMIT, OFFSET
+/// and COUNT.
+#[test]
+fn key_sharded_reads_equal_one_database() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use sea_orm::{ConnectionTrait, QuerySelect, Select};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dbs, oracle) = rt.block_on(async {
+        let mut dbs = Vec::new();
+        for _ in 0..3 {
+            dbs.push(TestDb::with_schema(Backend::Sqlite).await.unwrap());
+        }
+        (dbs, TestDb::with_schema(Backend::Sqlite).await.unwrap())
+    });
+    let (tenancy, _) = sharded(&dbs);
+    let rows = prop::collection::vec((1..=3i64, 0..20i64, 0..40i64), 0..80);
+    let query = (
+        1..=3i64,
+        prop::collection::vec(0..20i64, 0..4),
+        0..40i64,
+        any::<bool>(),
+        prop::option::of(0..15u64),
+        0..6u64,
+    )
+        .prop_map(
+            |(tenant, keys, min_reading, descending, limit, offset)| KeyQuery {
+                tenant,
+                keys,
+                min_reading,
+                descending,
+                limit,
+                offset,
+            },
+        );
+    let config = Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let result = TestRunner::new(config).run(&(rows, query), |(rows, q)| {
+        rt.block_on(async {
+            for db in dbs.iter().chain([&oracle]) {
+                db.conn
+                    .execute_unprepared("DELETE FROM events")
+                    .await
+                    .unwrap();
+            }
+            for tenant in 1..=3 {
+                let mine: Vec<event::ActiveModel> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (t, _, _))| *t == tenant)
+                    .map(|(n, (_, device, value))| reading(n as i64 + 1, *device, *value))
+                    .collect();
+                let db = tenancy.tenant(tenant).await.unwrap();
+                db.insert_many(mine).await.unwrap();
+            }
+            let all: Vec<event::ActiveModel> = rows
+                .iter()
+                .enumerate()
+                .map(|(n, (tenant, device, value))| {
+                    let mut row = reading(n as i64 + 1, *device, *value);
+                    row.tenant_id = Set(*tenant);
+                    row
+                })
+                .collect();
+            if !all.is_empty() {
+                event::Entity::insert_many(all)
+                    .exec_without_returning(&oracle.conn)
+                    .await
+                    .unwrap();
+            }
+
+            // The oracle's answer to a select of the tenant's rows plus `condition`.
+            let oracle_ids = |condition: sea_orm::Condition| {
+                let mut select: Select<event::Entity> = event::Entity::find()
+                    .filter(event::Column::TenantId.eq(q.tenant))
+                    .filter(event::Column::Reading.gte(q.min_reading))
+                    .filter(condition);
+                select = if q.descending {
+                    select
+                        .order_by_desc(event::Column::Reading)
+                        .order_by_desc(event::Column::Id)
+                } else {
+                    select
+                        .order_by_asc(event::Column::Reading)
+                        .order_by_asc(event::Column::Id)
+                };
+                // SQLite needs a LIMIT to take an OFFSET.
+                select = select
+                    .offset(q.offset)
+                    .limit(q.limit.unwrap_or(u64::MAX >> 1));
+                let conn = oracle.conn.clone();
+                async move {
+                    select
+                        .all(&conn)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect::<Vec<_>>()
+                }
+            };
+            let shape = |select: tenancy_sea::ShardedSelect<event::Entity>| {
+                let mut select = select
+                    .filter(event::Column::Reading.gte(q.min_reading))
+                    .offset(q.offset);
+                select = if q.descending {
+                    select
+                        .order_by_desc(event::Column::Reading)
+                        .order_by_desc(event::Column::Id)
+                } else {
+                    select
+                        .order_by_asc(event::Column::Reading)
+                        .order_by_asc(event::Column::Id)
+                };
+                match q.limit {
+                    Some(limit) => select.limit(limit),
+                    None => select,
+                }
+            };
+            let ids = |rows: Vec<event::Model>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            let db = tenancy.tenant(q.tenant).await.unwrap();
+
+            let listed = shape(db.by_keys::<event::Entity, _>(q.keys.clone()).unwrap());
+            let want = oracle_ids(event::Column::DeviceId.is_in(q.keys.clone()).into()).await;
+            assert_eq!(ids(listed.all().await.unwrap()), want, "by_keys {q:?}");
+
+            let everywhere = shape(db.across_shards().find::<event::Entity>());
+            let want = oracle_ids(sea_orm::Condition::all()).await;
+            assert_eq!(ids(everywhere.all().await.unwrap()), want, "across {q:?}");
+            let counted = db
+                .across_shards()
+                .find::<event::Entity>()
+                .filter(event::Column::Reading.gte(q.min_reading))
+                .count()
+                .await
+                .unwrap();
+            let matching = rows
+                .iter()
+                .filter(|(t, _, v)| *t == q.tenant && *v >= q.min_reading)
+                .count();
+            assert_eq!(counted as usize, matching, "count {q:?}");
+
+            if let Some(key) = q.keys.first() {
+                let one = db
+                    .by_key::<event::Entity>(*key)
+                    .unwrap()
+                    .find()
+                    .filter(event::Column::Reading.gte(q.min_reading))
+                    .order_by_asc(event::Column::Id)
+                    .all()
+                    .await
+                    .unwrap();
+                let mut want: Vec<i64> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (t, d, v))| *t == q.tenant && d == key && *v >= q.min_reading)
+                    .map(|(n, _)| n as i64 + 1)
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(ids(one), want, "by_key {q:?}");
+            }
+        });
+        Ok(())
+    });
+    rt.block_on(async {
+        for db in dbs {
+            db.drop_db().await;
+        }
+        oracle.drop_db().await;
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}
