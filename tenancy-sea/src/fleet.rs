@@ -166,6 +166,11 @@ impl<T: TenantKey> Tenancy<T> {
     pub async fn fleet_tenants(&self) -> Result<Vec<T>> {
         match self.strategy() {
             Strategy::DatabasePerTenant => self.tenant_databases().await,
+            Strategy::Sharded => Err(Error::Config(
+                "sharded tenants share their shard's tables: migrate the shards with \
+                 `Tenancy::migrate_shards`"
+                    .to_owned(),
+            )),
             _ => self.tenant_schemas().await,
         }
     }

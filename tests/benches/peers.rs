@@ -951,14 +951,13 @@ async fn bench(server: &Server, python: &str, sqlalchemy_version: &str, w: Workl
          client CPU per op, hand-written | client CPU per op, framework |"
     );
     println!("|---|---:|---:|---:|---:|");
-    for p in 0..4 {
+    for (p, phase) in PHASES.iter().enumerate() {
         let mut v = interleaved.ratios[p].clone();
         v.sort_by(f64::total_cmp);
         let n = v.len() - 1;
         let [cpu_hand, cpu_framework] = interleaved.cpu_us[p];
         println!(
-            "| {} | {:.3} | {:.3}–{:.3} | {cpu_hand:.1} µs | {cpu_framework:.1} µs |",
-            PHASES[p],
+            "| {phase} | {:.3} | {:.3}–{:.3} | {cpu_hand:.1} µs | {cpu_framework:.1} µs |",
             median(v.clone()),
             v[n / 10],
             v[n * 9 / 10]
