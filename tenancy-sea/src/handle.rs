@@ -154,16 +154,16 @@ impl<T: TenantKey> TenantDb<T> {
     }
 
     /// Reads the rows of `E` whose shard keys are among `keys`, on the shards those keys
-    /// route to (each shard asked only for its own keys), merged as a scatter-gather.
+    /// route to (each shard asked only for its own keys), merged as a scatter-gather. An
+    /// empty list reads nothing.
     pub fn by_keys<E, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<ShardedSelect<E>>
     where
         E: KeySharded<TenantId = T>,
         K: Into<E::Key>,
     {
-        let (column, tenant_condition) =
-            Self::key_column::<E>().map(|col| (col, E::tenant_column().eq(self.value.clone())))?;
+        let column = Self::key_column::<E>()?;
         let keys: Vec<E::Key> = keys.into_iter().map(Into::into).collect();
-        let select = E::find().filter(tenant_condition);
+        let select = E::find().filter(E::tenant_column().eq(self.value.clone()));
         let Some(topology) = &self.topology else {
             let values = keys.into_iter().map(Into::into);
             let target = self.own_target(Some(column.is_in(values).into()));
