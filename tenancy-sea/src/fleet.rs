@@ -250,40 +250,58 @@ impl<T: TenantKey> Tenancy<T> {
         mut progress: impl FnMut(FleetProgress<'_, T>),
     ) -> Result<FleetReport<T>> {
         let tenants = self.fleet_tenants().await?;
-        let total = tenants.len();
-        let span = tracing::info_span!("tenancy.migrate_all", tenants = total);
-        let mut outcomes = futures_util::stream::iter(tenants)
-            .map(|id| {
-                let span = span.clone();
-                async move {
-                    let outcome = self.migrate_tenant::<M>(&id).instrument(span).await;
-                    (id, outcome)
-                }
-            })
-            .buffer_unordered(parallelism.max(1));
-        let mut report = FleetReport {
-            migrated: Vec::with_capacity(total),
-            failed: Vec::new(),
-        };
-        let mut done = 0;
-        while let Some((id, outcome)) = outcomes.next().await {
-            done += 1;
-            progress(FleetProgress {
-                done,
-                total,
-                tenant: &id,
-                error: outcome.as_ref().err(),
-            });
-            match outcome {
-                Ok(()) => report.migrated.push(id),
-                Err(error) => {
-                    tracing::warn!(tenant = %id, %error, "tenant migration failed");
-                    report.failed.push((id, error));
-                }
+        let span = tracing::info_span!("tenancy.migrate_all", tenants = tenants.len());
+        Ok(run_fleet(tenants, parallelism, &mut progress, |id| {
+            let span = span.clone();
+            async move { self.migrate_tenant::<M>(&id).instrument(span).await }
+        })
+        .await)
+    }
+}
+
+/// Runs `work` for every item, at most `parallelism` at a time, calling `progress` after
+/// each; never stops early: failures are collected in the report.
+pub(crate) async fn run_fleet<I, F, Fut>(
+    items: Vec<I>,
+    parallelism: usize,
+    progress: &mut impl FnMut(FleetProgress<'_, I>),
+    work: F,
+) -> FleetReport<I>
+where
+    I: Clone + std::fmt::Display,
+    F: Fn(I) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let total = items.len();
+    let work = &work;
+    let mut outcomes = futures_util::stream::iter(items)
+        .map(|item| async move {
+            let outcome = work(item.clone()).await;
+            (item, outcome)
+        })
+        .buffer_unordered(parallelism.max(1));
+    let mut report = FleetReport {
+        migrated: Vec::with_capacity(total),
+        failed: Vec::new(),
+    };
+    let mut done = 0;
+    while let Some((item, outcome)) = outcomes.next().await {
+        done += 1;
+        progress(FleetProgress {
+            done,
+            total,
+            tenant: &item,
+            error: outcome.as_ref().err(),
+        });
+        match outcome {
+            Ok(()) => report.migrated.push(item),
+            Err(error) => {
+                tracing::warn!(%item, %error, "fleet operation failed");
+                report.failed.push((item, error));
             }
         }
-        Ok(report)
     }
+    report
 }
 
 /// Runs `M`'s pending migrations in the database at `url`.

@@ -5,10 +5,9 @@
 use crate::database::pool_options;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::fleet::{FleetProgress, FleetReport};
+use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
-use futures_util::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
     QueryOrder, Schema, Set, Statement,
@@ -400,43 +399,20 @@ impl<T: TenantKey> Tenancy<T> {
         parallelism: usize,
         mut progress: impl FnMut(FleetProgress<'_, ShardId>),
     ) -> Result<FleetReport<ShardId>> {
-        let shards = self.topology()?.shards();
-        let total = shards.len();
-        let span = tracing::info_span!("tenancy.migrate_shards", shards = total);
-        let mut outcomes = futures_util::stream::iter(shards)
-            .map(|(shard, conn)| {
-                let span = tracing::info_span!(parent: &span, "shard", shard = %shard);
-                async move {
-                    let outcome = M::up(&conn, None).await.map_err(|source| Error::Shard {
-                        shard: shard.to_string(),
-                        source,
-                    });
-                    (shard, outcome)
-                }
-                .instrument(span)
-            })
-            .buffer_unordered(parallelism.max(1));
-        let mut report = FleetReport {
-            migrated: Vec::with_capacity(total),
-            failed: Vec::new(),
-        };
-        let mut done = 0;
-        while let Some((shard, outcome)) = outcomes.next().await {
-            done += 1;
-            progress(FleetProgress {
-                done,
-                total,
-                tenant: &shard,
-                error: outcome.as_ref().err(),
-            });
-            match outcome {
-                Ok(()) => report.migrated.push(shard),
-                Err(error) => {
-                    tracing::warn!(%shard, %error, "shard migration failed");
-                    report.failed.push((shard, error));
-                }
+        let topology = self.topology()?;
+        let shards = topology.shard_ids();
+        let span = tracing::info_span!("tenancy.migrate_shards", shards = shards.len());
+        Ok(run_fleet(shards, parallelism, &mut progress, |shard| {
+            let span = tracing::info_span!(parent: &span, "shard", shard = %shard);
+            async move {
+                let conn = topology.connection(&shard)?;
+                M::up(&conn, None).await.map_err(|source| Error::Shard {
+                    shard: shard.to_string(),
+                    source,
+                })
             }
-        }
-        Ok(report)
+            .instrument(span)
+        })
+        .await)
     }
 }

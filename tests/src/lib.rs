@@ -496,6 +496,35 @@ pub async fn create_schema(conn: &DatabaseConnection) {
         .expect("create schema");
 }
 
+/// Fresh databases with the suite's schema, one per backend given, to be a topology's
+/// shards; `None` when a server backend is not configured (outside CI).
+pub async fn shard_dbs(backends: &[Backend]) -> Option<Vec<TestDb>> {
+    let mut dbs = Vec::new();
+    for backend in backends {
+        dbs.push(TestDb::with_schema(*backend).await?);
+    }
+    Some(dbs)
+}
+
+/// A tenancy sharded over `dbs` (named `shard_0`, `shard_1`, ...) by a hash router, with
+/// the first as its admin connection; and the router, to check placements.
+pub fn hash_sharded(dbs: &[TestDb]) -> (Tenancy<i64>, tenancy_sea::HashRouter) {
+    let ids: Vec<tenancy_sea::ShardId> = (0..dbs.len())
+        .map(|i| tenancy_sea::ShardId::new(format!("shard_{i}")))
+        .collect();
+    let router = tenancy_sea::HashRouter::new(ids.clone());
+    let topology = tenancy_sea::Topology::new(
+        router.clone(),
+        ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+    )
+    .expect("every shard has a connection");
+    let tenancy = Tenancy::builder(dbs[0].conn.clone())
+        .sharded(topology)
+        .build()
+        .expect("a sharded tenancy");
+    (tenancy, router)
+}
+
 /// Runs `test` on a fresh database of `backend` with the suite's schema, set up for
 /// `flavor`, then drops the
 /// database, also when the test panics.

@@ -9,9 +9,9 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, Set,
 };
-use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
+use tenancy_sea::{Error, ShardRouter, Tenancy};
 use tenancy_tests::entities::{event, plan};
-use tenancy_tests::{Backend, Provisioned, TestDb};
+use tenancy_tests::{Backend, Provisioned, TestDb, hash_sharded, shard_dbs};
 
 fn reading(id: i64, device: i64, value: i64) -> event::ActiveModel {
     event::ActiveModel {
@@ -210,32 +210,11 @@ async fn same_calls_on_one_database(db: &TestDb) {
     key_sharded_rows(&db.tenancy()).await;
 }
 
-fn sharded(dbs: &[TestDb]) -> (Tenancy<i64>, HashRouter) {
-    let ids: Vec<ShardId> = (0..dbs.len())
-        .map(|i| ShardId::new(format!("s{i}")))
-        .collect();
-    let router = HashRouter::new(ids.clone());
-    let topology = Topology::new(
-        router.clone(),
-        ids.into_iter().zip(dbs.iter().map(|d| d.conn.clone())),
-    )
-    .unwrap();
-    let tenancy = Tenancy::builder(dbs[0].conn.clone())
-        .sharded(topology)
-        .build()
-        .unwrap();
-    (tenancy, router)
-}
-
 async fn on_shards(backends: &[Backend]) {
-    let mut dbs = Vec::new();
-    for backend in backends {
-        match TestDb::with_schema(*backend).await {
-            Some(db) => dbs.push(db),
-            None => return,
-        }
-    }
-    let (tenancy, router) = sharded(&dbs);
+    let Some(dbs) = shard_dbs(backends).await else {
+        return;
+    };
+    let (tenancy, router) = hash_sharded(&dbs);
     key_sharded_rows(&tenancy).await;
 
     // Every row is on the shard of its key, whatever its tenant's shard.
@@ -246,7 +225,7 @@ async fn on_shards(backends: &[Backend]) {
         for row in stored {
             assert_eq!(
                 router.route(&row.device_id).unwrap().as_str(),
-                format!("s{i}")
+                format!("shard_{i}")
             );
         }
     }
@@ -344,14 +323,10 @@ async fn mixed_postgres_mariadb_sqlite_shards() {
 /// Global tables: written to every shard (or to none), read by tenant handles from their
 /// own shard.
 async fn global_copies(backends: &[Backend]) {
-    let mut dbs = Vec::new();
-    for backend in backends {
-        match TestDb::with_schema(*backend).await {
-            Some(db) => dbs.push(db),
-            None => return,
-        }
-    }
-    let (tenancy, _) = sharded(&dbs);
+    let Some(dbs) = shard_dbs(backends).await else {
+        return;
+    };
+    let (tenancy, _) = hash_sharded(&dbs);
     let globals = tenancy.globals();
     let plans = (1..=3).map(|id| plan::ActiveModel {
         id: Set(id),
@@ -463,13 +438,12 @@ fn key_sharded_reads_equal_one_database() {
         .build()
         .unwrap();
     let (dbs, oracle) = rt.block_on(async {
-        let mut dbs = Vec::new();
-        for _ in 0..3 {
-            dbs.push(TestDb::with_schema(Backend::Sqlite).await.unwrap());
-        }
-        (dbs, TestDb::with_schema(Backend::Sqlite).await.unwrap())
+        (
+            shard_dbs(&[Backend::Sqlite; 3]).await.unwrap(),
+            TestDb::with_schema(Backend::Sqlite).await.unwrap(),
+        )
     });
-    let (tenancy, _) = sharded(&dbs);
+    let (tenancy, _) = hash_sharded(&dbs);
     let rows = prop::collection::vec((1..=3i64, 0..20i64, 0..40i64), 0..80);
     let query = (
         1..=3i64,

@@ -11,33 +11,7 @@ use sea_orm::{
 };
 use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Backend, TestDb};
-
-/// Shard databases with the suite's schema, one per backend given.
-async fn shards(backends: &[Backend]) -> Option<Vec<TestDb>> {
-    let mut dbs = Vec::new();
-    for backend in backends {
-        dbs.push(TestDb::with_schema(*backend).await?);
-    }
-    Some(dbs)
-}
-
-fn sharded(dbs: &[TestDb], admin: &TestDb) -> (Tenancy<i64>, HashRouter) {
-    let ids: Vec<ShardId> = (0..dbs.len())
-        .map(|i| ShardId::new(format!("shard_{i}")))
-        .collect();
-    let router = HashRouter::new(ids.clone());
-    let topology = Topology::new(
-        router.clone(),
-        ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
-    )
-    .unwrap();
-    let tenancy = Tenancy::builder(admin.conn.clone())
-        .sharded(topology)
-        .build()
-        .unwrap();
-    (tenancy, router)
-}
+use tenancy_tests::{Backend, TestDb, hash_sharded, shard_dbs};
 
 async fn place(tenancy: &Tenancy<i64>, tenants: i64, orders_each: i64) {
     for tenant in 1..=tenants {
@@ -62,10 +36,10 @@ async fn place(tenancy: &Tenancy<i64>, tenants: i64, orders_each: i64) {
 }
 
 async fn rows_stay_on_their_shard(backends: &[Backend]) {
-    let Some(dbs) = shards(backends).await else {
+    let Some(dbs) = shard_dbs(backends).await else {
         return;
     };
-    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    let (tenancy, router) = hash_sharded(&dbs);
     place(&tenancy, 30, 3).await;
 
     for (i, db) in dbs.iter().enumerate() {
@@ -137,10 +111,10 @@ async fn three_sqlite_shards() {
 /// result is the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_fan_out_merges_the_same() {
-    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
+    let Some(dbs) = shard_dbs(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
         return;
     };
-    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    let (tenancy, _) = hash_sharded(&dbs);
     place(&tenancy, 20, 2).await;
     let ids: Vec<ShardId> = (0..dbs.len())
         .map(|i| ShardId::new(format!("shard_{i}")))
@@ -191,10 +165,10 @@ async fn mixed_postgres_mariadb_sqlite_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_shard_is_an_error_naming_it() {
-    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite]).await else {
+    let Some(dbs) = shard_dbs(&[Backend::Sqlite, Backend::Sqlite]).await else {
         return;
     };
-    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    let (tenancy, _) = hash_sharded(&dbs);
     place(&tenancy, 6, 1).await;
     dbs[1].conn.close_by_ref().await.unwrap();
     let err = tenancy
@@ -219,10 +193,10 @@ async fn a_failed_shard_is_an_error_naming_it() {
 /// timeout, and the opt-in partial result has every other shard's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_sqlite_shard_is_named() {
-    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
+    let Some(dbs) = shard_dbs(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite]).await else {
         return;
     };
-    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    let (tenancy, router) = hash_sharded(&dbs);
     place(&tenancy, 9, 2).await;
     let path = dbs[2].sqlite_path().unwrap();
     let size = std::fs::metadata(path).unwrap().len();
@@ -288,13 +262,13 @@ fn scatter_gather_equals_one_database() {
         .unwrap();
     let (dbs, oracle) = rt.block_on(async {
         (
-            shards(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite])
+            shard_dbs(&[Backend::Sqlite, Backend::Sqlite, Backend::Sqlite])
                 .await
                 .unwrap(),
             TestDb::with_schema(Backend::Sqlite).await.unwrap(),
         )
     });
-    let (tenancy, _) = sharded(&dbs, &dbs[0]);
+    let (tenancy, _) = hash_sharded(&dbs);
     let rows = prop::collection::vec((1..=12i64, 0..50i64), 0..60);
     let query = (
         0..50i64,
@@ -434,10 +408,11 @@ fn scatter_gather_equals_one_database() {
 /// the other shards' rows with the list of the missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_or_refusing_shards_are_named_within_the_timeout() {
-    let Some(dbs) = shards(&[Backend::Postgres, Backend::Postgres, Backend::Postgres]).await else {
+    let Some(dbs) = shard_dbs(&[Backend::Postgres, Backend::Postgres, Backend::Postgres]).await
+    else {
         return;
     };
-    let (tenancy, router) = sharded(&dbs, &dbs[0]);
+    let (tenancy, router) = hash_sharded(&dbs);
     place(&tenancy, 12, 2).await;
     let timeout = std::time::Duration::from_millis(500);
     let on = |shard: &str| {
@@ -517,7 +492,7 @@ async fn directory_in_a_catalog() {
     use std::sync::Arc;
     use tenancy_sea::{DirectoryCatalog, DirectoryRouter, RoutingError};
 
-    let Some(dbs) = shards(&[Backend::Sqlite, Backend::Sqlite]).await else {
+    let Some(dbs) = shard_dbs(&[Backend::Sqlite, Backend::Sqlite]).await else {
         return;
     };
     let catalog_db = TestDb::create(Backend::Sqlite).await.unwrap();
