@@ -51,7 +51,7 @@ pub enum RoutingError {
     ShardInUse {
         /// The shard.
         shard: String,
-        /// How many keys are placed on it.
+        /// How many keys and key ranges are placed on it.
         keys: usize,
     },
 }
@@ -72,7 +72,10 @@ impl fmt::Display for RoutingError {
                  added or removed without moving keys; use a directory router"
             ),
             RoutingError::ShardInUse { shard, keys } => {
-                write!(f, "shard {shard} still holds {keys} placed key(s)")
+                write!(
+                    f,
+                    "shard {shard} still holds {keys} placed key(s) or key range(s)"
+                )
             }
         }
     }
@@ -269,16 +272,20 @@ impl ShardRouter for RangeRouter {
 }
 
 /// A directory router: an explicit map from key to shard, for tenants placed by hand
-/// (a big tenant on its own shard, a move between shards). Lookups take a read lock and
-/// one hash-map probe; assignments are rare and take the write lock. `tenancy-sea` keeps
-/// the directory in a catalog database and loads it into this router.
+/// (a big tenant on its own shard, a move between shards), and from ranges of integer keys
+/// to shards. A key's own entry wins over its range. Lookups take a read lock and one
+/// hash-map probe (then, for an integer key without an entry, one ordered-map probe);
+/// changes are rare and take the write lock. `tenancy-sea` keeps the directory in a
+/// catalog database and loads it into this router.
 ///
 /// ```
 /// use tenancy_core::{DirectoryRouter, ShardRouter};
 ///
-/// let router = DirectoryRouter::new(["s0", "s1"]);
+/// let router = DirectoryRouter::new(["s0", "s1", "s2"]);
 /// router.assign(&42i64, "s1")?;
+/// router.assign_range(1_000, "s2")?; // integer keys from 1,000 up (to the next range)
 /// assert_eq!(router.route(&42i64)?.as_str(), "s1");
+/// assert_eq!(router.route(&5_000i64)?.as_str(), "s2");
 /// assert!(router.route(&7i64).is_err()); // never guessed: unassigned keys are an error
 /// # Ok::<(), tenancy_core::RoutingError>(())
 /// ```
@@ -291,6 +298,18 @@ pub struct DirectoryRouter {
 struct Directory {
     shards: Vec<ShardId>,
     keys: std::collections::HashMap<Vec<u8>, ShardId>,
+    /// Integer key ranges by lower bound: each runs up to the next bound.
+    ranges: std::collections::BTreeMap<i64, ShardId>,
+}
+
+impl Directory {
+    fn placed_on(&self, shard: &ShardId) -> usize {
+        self.keys
+            .values()
+            .chain(self.ranges.values())
+            .filter(|s| *s == shard)
+            .count()
+    }
 }
 
 impl DirectoryRouter {
@@ -300,6 +319,7 @@ impl DirectoryRouter {
             state: std::sync::RwLock::new(Directory {
                 shards: shards.into_iter().map(Into::into).collect(),
                 keys: std::collections::HashMap::new(),
+                ranges: std::collections::BTreeMap::new(),
             }),
         }
     }
@@ -324,9 +344,39 @@ impl DirectoryRouter {
         self.write().keys.remove(&key.canonical_bytes());
     }
 
-    /// How many keys are placed on `shard`.
+    /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`
+    /// (replacing a range with the same bound).
+    pub fn assign_range(
+        &self,
+        lower_bound: i64,
+        shard: impl Into<ShardId>,
+    ) -> Result<(), RoutingError> {
+        let shard = shard.into();
+        let mut state = self.write();
+        if !state.shards.contains(&shard) {
+            return Err(RoutingError::UnknownShard(shard.to_string()));
+        }
+        state.ranges.insert(lower_bound, shard);
+        Ok(())
+    }
+
+    /// Forgets the range starting at `lower_bound`: its keys fall to the range below.
+    pub fn remove_range(&self, lower_bound: i64) {
+        self.write().ranges.remove(&lower_bound);
+    }
+
+    /// The ranges, by lower bound.
+    pub fn ranges(&self) -> Vec<(i64, ShardId)> {
+        self.read()
+            .ranges
+            .iter()
+            .map(|(bound, shard)| (*bound, shard.clone()))
+            .collect()
+    }
+
+    /// How many keys and ranges are placed on `shard`.
     pub fn keys_on(&self, shard: &ShardId) -> usize {
-        self.read().keys.values().filter(|s| *s == shard).count()
+        self.read().placed_on(shard)
     }
 
     /// How many keys are assigned.
@@ -356,11 +406,21 @@ impl DirectoryRouter {
 
 impl ShardRouter for DirectoryRouter {
     fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
-        self.read()
-            .keys
-            .get(key)
-            .cloned()
-            .ok_or(RoutingError::Unassigned)
+        let state = self.read();
+        if let Some(shard) = state.keys.get(key) {
+            return Ok(shard.clone());
+        }
+        // Integer keys are 8 big-endian bytes; other keys have no ranges.
+        let integer = <[u8; 8]>::try_from(key).map(i64::from_be_bytes);
+        match integer {
+            Ok(key) => state
+                .ranges
+                .range(..=key)
+                .next_back()
+                .map(|(_, shard)| shard.clone())
+                .ok_or(RoutingError::Unassigned),
+            Err(_) => Err(RoutingError::Unassigned),
+        }
     }
 
     fn shards(&self) -> Vec<ShardId> {
@@ -381,7 +441,7 @@ impl ShardRouter for DirectoryRouter {
 
     fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
         let mut state = self.write();
-        let placed = state.keys.values().filter(|s| *s == shard).count();
+        let placed = state.placed_on(shard);
         if placed > 0 {
             return Err(RoutingError::ShardInUse {
                 shard: shard.to_string(),
@@ -474,5 +534,37 @@ mod tests {
         router.remove(&1i64);
         assert_eq!(router.route(&1i64), Err(RoutingError::Unassigned));
         assert_eq!(router.len(), 1);
+    }
+
+    #[test]
+    fn directory_ranges() {
+        let router = DirectoryRouter::new(["a", "b", "c"]);
+        router.assign_range(0, "a").unwrap();
+        router.assign_range(100, "b").unwrap();
+        router.assign(&150i64, "c").unwrap(); // a key's own entry wins over its range
+        let shard = |k: i64| router.route(&k).map(|s| s.to_string());
+        assert_eq!(shard(-1), Err(RoutingError::Unassigned)); // below every range
+        assert_eq!(shard(0).unwrap(), "a");
+        assert_eq!(shard(99).unwrap(), "a");
+        assert_eq!(shard(100).unwrap(), "b");
+        assert_eq!(shard(i64::MAX).unwrap(), "b");
+        assert_eq!(shard(150).unwrap(), "c");
+        assert_eq!(router.route(&99i32).unwrap().as_str(), "a"); // same key, any width
+        // Strings and UUIDs have no ranges.
+        assert_eq!(router.route(&"x".to_owned()), Err(RoutingError::Unassigned));
+        assert_eq!(
+            router.assign_range(5, "z"),
+            Err(RoutingError::UnknownShard("z".to_owned()))
+        );
+        // A shard holding a range cannot be withdrawn; once the range goes, it can.
+        assert!(matches!(
+            router.remove_shard(&ShardId::new("b")),
+            Err(RoutingError::ShardInUse { keys: 1, .. })
+        ));
+        router.remove_range(100);
+        assert_eq!(shard(100).unwrap(), "a");
+        router.remove_shard(&ShardId::new("b")).unwrap();
+        assert_eq!(router.shards(), [ShardId::new("a"), ShardId::new("c")]);
+        assert_eq!(router.ranges(), [(0, ShardId::new("a"))]);
     }
 }

@@ -30,7 +30,31 @@ pub mod entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// The directory of tenant placements in a catalog database (any backend).
+/// The framework's catalog entity of key ranges: integer keys from a lower bound up to
+/// the next range's bound live on one shard.
+pub mod range_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A range's lower bound and the shard its keys live on.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_ranges")]
+    pub struct Model {
+        /// The smallest key of the range.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub lower_bound: i64,
+        /// The shard's name.
+        pub shard: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The directory of tenant (or key) placements and key ranges in a catalog database (any
+/// backend).
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -55,7 +79,7 @@ impl DirectoryCatalog {
         DirectoryCatalog { conn }
     }
 
-    /// Creates the directory table if it does not exist.
+    /// Creates the directory tables if they do not exist.
     pub async fn install(&self) -> Result<()> {
         let schema = Schema::new(self.conn.get_database_backend());
         self.conn
@@ -65,17 +89,65 @@ impl DirectoryCatalog {
                     .if_not_exists(),
             )
             .await?;
+        self.conn
+            .execute(
+                schema
+                    .create_table_from_entity(range_entry::Entity)
+                    .if_not_exists(),
+            )
+            .await?;
         Ok(())
     }
 
-    /// Loads every placement into `router`, replacing its entries for those tenants.
-    /// Returns how many were loaded.
+    /// Loads every placement and key range into `router`, replacing its entries for
+    /// those keys and bounds. Returns how many were loaded.
     pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
         let rows = entry::Entity::find().all(&self.conn).await?;
         for row in &rows {
             router.assign(&T::parse_tenant_id(&row.tenant_id)?, row.shard.as_str())?;
         }
-        Ok(rows.len())
+        let ranges = range_entry::Entity::find().all(&self.conn).await?;
+        for range in &ranges {
+            router.assign_range(range.lower_bound, range.shard.as_str())?;
+        }
+        Ok(rows.len() + ranges.len())
+    }
+
+    /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`:
+    /// in the catalog, then in `router`. Keys with an entry of their own
+    /// ([`assign`](Self::assign)) keep it.
+    pub async fn assign_range(
+        &self,
+        router: &DirectoryRouter,
+        lower_bound: i64,
+        shard: impl Into<ShardId>,
+    ) -> Result<()> {
+        let shard = shard.into();
+        if !tenancy_core::ShardRouter::shards(router).contains(&shard) {
+            return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
+        }
+        range_entry::Entity::insert(range_entry::ActiveModel {
+            lower_bound: Set(lower_bound),
+            shard: Set(shard.to_string()),
+        })
+        .on_conflict(
+            OnConflict::column(range_entry::Column::LowerBound)
+                .update_column(range_entry::Column::Shard)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.conn)
+        .await?;
+        router.assign_range(lower_bound, shard)?;
+        Ok(())
+    }
+
+    /// Removes the range starting at `lower_bound`: from the catalog, then from `router`.
+    pub async fn remove_range(&self, router: &DirectoryRouter, lower_bound: i64) -> Result<()> {
+        range_entry::Entity::delete_by_id(lower_bound)
+            .exec(&self.conn)
+            .await?;
+        router.remove_range(lower_bound);
+        Ok(())
     }
 
     /// Places `tenant` on `shard`: in the catalog, then in `router`. A shard the router

@@ -74,7 +74,9 @@ mod tenancy;
 mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
-pub use directory::{DirectoryCatalog, entry as directory_entry};
+pub use directory::{
+    DirectoryCatalog, entry as directory_entry, range_entry as directory_range_entry,
+};
 pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
 
 /// What the derives' generated code names; not part of the API.

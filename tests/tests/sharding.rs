@@ -546,6 +546,58 @@ async fn directory_in_a_catalog() {
     let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
     assert_eq!(catalog.load::<i64>(&again).await.unwrap(), 1);
 
+    // Key ranges: rows of a `#[shard_key]` entity placed by ranges of their key, kept in
+    // the catalog and read back at start.
+    catalog.assign_range(&router, 0, "shard_0").await.unwrap();
+    catalog
+        .assign_range(&router, 1_000, "shard_1")
+        .await
+        .unwrap();
+    let acme = tenancy.tenant(2).await.unwrap();
+    for (id, device) in [(1, 5), (2, 999), (3, 1_000), (4, 70_000)] {
+        acme.insert(event::ActiveModel {
+            id: Set(id),
+            device_id: Set(device),
+            reading: Set(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let on = |db: &TestDb| {
+        let conn = db.conn.clone();
+        async move {
+            let mut ids: Vec<i64> = event::Entity::find()
+                .all(&conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        }
+    };
+    assert_eq!(on(&dbs[0]).await, [1, 2]);
+    assert_eq!(on(&dbs[1]).await, [3, 4]);
+    let below = acme
+        .insert(event::ActiveModel {
+            id: Set(5),
+            device_id: Set(-1),
+            reading: Set(0),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(
+        below,
+        Err(Error::Routing(RoutingError::Unassigned))
+    ));
+    let restarted = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    assert_eq!(catalog.load::<i64>(&restarted).await.unwrap(), 1 + 2);
+    assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_1");
+    catalog.remove_range(&restarted, 1_000).await.unwrap();
+    assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_0");
+
     drop(tenancy);
     catalog_db.drop_db().await;
     for db in dbs {
