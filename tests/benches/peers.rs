@@ -9,12 +9,16 @@
 //! which sets up the Python side (a virtualenv with `benches/peers/requirements.txt`) and
 //! runs `PEERS_PYTHON=<its python> cargo bench -p tenancy-tests --bench peers`. The server
 //! is `TENANCY_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`); its user must
-//! be allowed to create databases. `PEERS_REPS` sets the repetitions (default 5).
+//! be allowed to create databases. `PEERS_REPS` sets the repetitions (default 7).
 //!
 //! Each repetition runs the three sides one after another, in an order rotated every
 //! repetition; each side empties the tables, then runs four timed phases (single-row
 //! inserts, point reads, tenant scans, scatter-gather top-N) over exactly one connection
-//! per shard. The table gives the median of each phase over the repetitions.
+//! per shard. The first table gives the median of each phase over the repetitions, the
+//! second the client's CPU time per operation. Then the two Rust sides alternate batches
+//! of each phase for 21 rounds (framework / hand-written, robust to a machine whose load
+//! drifts), point reads run again with SeaORM's default `test_before_acquire(true)`, and
+//! raw SQLx point reads show what a pool acquire and release costs.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -771,7 +775,7 @@ fn main() {
     };
     let reps: usize = match std::env::var("PEERS_REPS") {
         Ok(n) => n.parse().expect("PEERS_REPS is a number"),
-        Err(_) if measuring => 5,
+        Err(_) if measuring => 7,
         Err(_) => 1,
     };
     let python = std::env::var("PEERS_PYTHON").unwrap_or_else(|_| "python3".to_owned());
@@ -803,7 +807,7 @@ async fn bench(server: &Server, python: &str, sqlalchemy_version: &str, w: Workl
     let placement: Vec<usize> = (0..=w.tenants)
         .map(|tenant| {
             let shard = router.route(&tenant).unwrap();
-            ids.iter().position(|id| id == shard).unwrap()
+            ids.iter().position(|id| *id == shard).unwrap()
         })
         .collect();
     let hand = ByHand {
