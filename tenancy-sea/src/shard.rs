@@ -8,7 +8,9 @@ use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::session::Session;
 use futures_util::FutureExt;
-use futures_util::future::{Either, join_all, select};
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+use futures_util::stream::FuturesUnordered;
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
     DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
@@ -345,28 +347,44 @@ impl<M> Partial<M> {
     }
 }
 
-/// Runs `work` for one shard, failing with the shard's name on error or after `timeout`.
-async fn on_shard<R>(
-    target: &Target,
-    op: &'static str,
-    table: &'static str,
+/// Waits for the shards' futures (each yielding its target's index and outcome) under one
+/// deadline for the whole fan-out: one timer, not one per shard, since every shard starts
+/// at once. Returns one result per target, in order: a shard that failed is
+/// [`Error::Shard`], one still running at the deadline [`Error::ShardTimeout`] (its
+/// future is dropped, which cancels it).
+async fn under_deadline<R, F>(
+    targets: &[Target],
     timeout: Duration,
-    work: impl Future<Output = std::result::Result<R, DbErr>>,
-) -> Result<R> {
-    let shard = &target.shard;
-    let work = std::pin::pin!(work.instrument(target.span(op, table)));
-    let delay = futures_timer::Delay::new(timeout);
-    match select(work, delay).await {
-        Either::Left((Ok(value), _)) => Ok(value),
-        Either::Left((Err(source), _)) => Err(Error::Shard {
-            shard: shard.to_string(),
-            source,
-        }),
-        Either::Right(((), _)) => Err(Error::ShardTimeout {
-            shard: shard.to_string(),
-            timeout,
-        }),
+    shards: impl IntoIterator<Item = F>,
+) -> Vec<Result<R>>
+where
+    F: Future<Output = (usize, std::result::Result<R, DbErr>)>,
+{
+    let mut pending: FuturesUnordered<F> = shards.into_iter().collect();
+    let mut results: Vec<Option<Result<R>>> = targets.iter().map(|_| None).collect();
+    let mut deadline = futures_timer::Delay::new(timeout);
+    while let Either::Left((Some((index, outcome)), _)) =
+        select(pending.next(), &mut deadline).await
+    {
+        if let (Some(slot), Some(target)) = (results.get_mut(index), targets.get(index)) {
+            *slot = Some(outcome.map_err(|source| Error::Shard {
+                shard: target.shard.to_string(),
+                source,
+            }));
+        }
     }
+    results
+        .into_iter()
+        .zip(targets)
+        .map(|(result, target)| {
+            result.unwrap_or_else(|| {
+                Err(Error::ShardTimeout {
+                    shard: target.shard.to_string(),
+                    timeout,
+                })
+            })
+        })
+        .collect()
 }
 
 /// A target's query: the shared select plus the target's own condition.
@@ -467,42 +485,43 @@ where
         }
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let results: Vec<(ShardId, Result<Vec<E::Model>>)> = match &self.spawner {
+        let targets = &self.targets;
+        let results: Vec<Result<Vec<E::Model>>> = match &self.spawner {
             None => {
-                let fan_out = self.targets.iter().map(|target| {
+                let fan_out = targets.iter().enumerate().map(|(index, target)| {
                     let select = for_target(&per_shard, target);
                     async move {
-                        let work = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
-                        (
-                            target.shard.clone(),
-                            on_shard(target, "scatter", table, timeout, work).await,
-                        )
+                        let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
+                        (index, rows.await)
                     }
+                    .instrument(target.span("scatter", table))
                 });
-                join_all(fan_out).await
+                under_deadline(targets, timeout, fan_out).await
             }
             Some(Spawned(spawn)) => {
-                let handles = self.targets.iter().map(|target| {
+                let handles = targets.iter().enumerate().map(|(index, target)| {
                     let (select, target) = (for_target(&per_shard, target), target.clone());
+                    let span = target.span("scatter", table);
                     let (task, handle) = async move {
-                        let work =
+                        let rows =
                             async { Ok(on_target!(&target, |conn| select.all(conn).await?)) };
-                        let result = on_shard(&target, "scatter", table, timeout, work).await;
-                        (target.shard, result)
+                        (index, rows.await)
                     }
+                    .instrument(span)
                     .remote_handle();
                     spawn(Box::pin(task));
                     handle
                 });
-                join_all(handles).await
+                under_deadline(targets, timeout, handles).await
             }
         };
         let mut rows = Vec::new();
         let mut missing = Vec::new();
-        for (shard, result) in results {
+        for (target, result) in self.targets.iter().zip(results) {
             match result {
                 Ok(shard_rows) => rows.extend(shard_rows),
                 Err(error) => {
+                    let shard = target.shard.clone();
                     tracing::warn!(%shard, %error, "shard missing from a scatter-gather");
                     missing.push((shard, error));
                 }
@@ -548,18 +567,21 @@ where
     pub async fn count(self) -> Result<u64> {
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let fan_out = self.targets.iter().map(|target| {
+        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let select = for_target(&self.select, target);
-            let work = async {
-                Ok(on_target!(target, |conn| PaginatorTrait::count(
-                    select, conn
-                )
-                .await?))
-            };
-            on_shard(target, "scatter_count", table, timeout, work)
+            async move {
+                let count = async {
+                    Ok(on_target!(target, |conn| PaginatorTrait::count(
+                        select, conn
+                    )
+                    .await?))
+                };
+                (index, count.await)
+            }
+            .instrument(target.span("scatter_count", table))
         });
         let mut total = 0;
-        for result in join_all(fan_out).await {
+        for result in under_deadline(&self.targets, timeout, fan_out).await {
             total += result?;
         }
         Ok(total)
@@ -573,15 +595,22 @@ where
     {
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let fan_out = self.targets.iter().map(|target| {
+        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let select = for_target(&self.select, target)
                 .select_only()
                 .column_as(expr(target.conn.get_database_backend()), "value")
                 .into_tuple::<Option<V>>();
-            let work = async { Ok(on_target!(target, |conn| select.one(conn).await?.flatten())) };
-            on_shard(target, "scatter_aggregate", table, timeout, work)
+            async move {
+                let value =
+                    async { Ok(on_target!(target, |conn| select.one(conn).await?.flatten())) };
+                (index, value.await)
+            }
+            .instrument(target.span("scatter_aggregate", table))
         });
-        join_all(fan_out).await.into_iter().collect()
+        under_deadline(&self.targets, timeout, fan_out)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// The largest value of `col` over all shards (`None` when no row matches).
