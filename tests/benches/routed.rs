@@ -12,7 +12,9 @@
     missing_docs
 )]
 
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, EntityTrait, QueryFilter, Set,
+};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tenancy_sea::{HashRouter, ShardId, ShardRouter, Tenancy, Topology};
@@ -107,15 +109,28 @@ fn main() {
         }
         let ids: Vec<ShardId> = (0..4).map(|i| ShardId::new(format!("shard_{i}"))).collect();
         let router = HashRouter::new(ids.clone());
-        let connections: Vec<(ShardId, DatabaseConnection)> = ids
-            .into_iter()
-            .zip(shards.iter().map(|db| db.conn.clone()))
+        // Every side reads through pools with the options the framework gives the pools it
+        // opens itself (no test query before each statement).
+        let pool = |db: &TestDb| {
+            let mut options = ConnectOptions::new(db.url.clone().unwrap());
+            options
+                .max_connections(4)
+                .test_before_acquire(false)
+                .sqlx_logging(false);
+            Database::connect(options)
+        };
+        let mut pools = Vec::new();
+        for db in &shards {
+            pools.push(pool(db).await.unwrap());
+        }
+        let single_pool = pool(&single).await.unwrap();
+        let connections: Vec<(ShardId, DatabaseConnection)> = ids.into_iter().zip(pools)
             .collect();
         let sharded: Tenancy<i64> = Tenancy::builder(shards[0].conn.clone())
             .sharded(Topology::new(router.clone(), connections.clone()).unwrap())
             .build()
             .unwrap();
-        let one: Tenancy<i64> = Tenancy::builder(single.conn.clone()).build().unwrap();
+        let one: Tenancy<i64> = Tenancy::builder(single_pool).build().unwrap();
         let sharded_keys = fill(&sharded, rows).await;
         let single_keys = fill(&one, rows).await;
         if !measuring {

@@ -12,7 +12,9 @@
     missing_docs
 )]
 
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, EntityTrait, QueryOrder, QuerySelect, Set,
+};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tenancy_sea::{HashRouter, ShardId, Tenancy, Topology};
@@ -39,10 +41,21 @@ fn main() {
                     .expect("TENANCY_PG_URL or the local server"),
             );
         }
+        // Every side reads through pools with the options the framework gives the pools it
+        // opens itself (no test query before each statement), 8 connections each.
+        let mut conns = Vec::new();
+        for db in &dbs {
+            let mut options = ConnectOptions::new(db.url.clone().unwrap());
+            options
+                .max_connections(8)
+                .test_before_acquire(false)
+                .sqlx_logging(false);
+            conns.push(Database::connect(options).await.unwrap());
+        }
         let ids: Vec<ShardId> = (0..SHARDS).map(|i| ShardId::new(format!("shard_{i}"))).collect();
         let topology = Topology::new(
             HashRouter::new(ids.clone()),
-            ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+            ids.into_iter().zip(conns.iter().cloned()),
         )
         .unwrap();
         let tenancy: Tenancy<i64> = Tenancy::builder(dbs[0].conn.clone())
@@ -55,7 +68,7 @@ fn main() {
             .sharded(
                 Topology::new(
                     HashRouter::new(ids.clone()),
-                    ids.into_iter().zip(dbs.iter().map(|db| db.conn.clone())),
+                    ids.into_iter().zip(conns.iter().cloned()),
                 )
                 .unwrap()
                 .with_spawner(|future| {
@@ -112,13 +125,13 @@ fn main() {
         };
         let sequential = || async {
             let mut rows = Vec::new();
-            for db in &dbs {
+            for conn in &conns {
                 rows.extend(
                     order::Entity::find()
                         .order_by_desc(order::Column::TotalCents)
                         .order_by_asc(order::Column::Id)
                         .limit(20)
-                        .all(&db.conn)
+                        .all(conn)
                         .await
                         .unwrap(),
                 );
@@ -132,12 +145,33 @@ fn main() {
                 .order_by_desc(order::Column::TotalCents)
                 .order_by_asc(order::Column::Id)
                 .limit(20)
-                .all(&dbs[0].conn)
+                .all(&conns[0])
                 .await
                 .unwrap();
             black_box(rows);
         };
+        // The same query twice: with the server sorting each shard's rows (no index: every
+        // shard's work is server CPU, which 8 shards share with the client on 2 cores),
+        // then with an index on the order column (every shard's work is mostly latency).
+        for indexed in [false, true] {
+        if indexed {
+            for db in &dbs {
+                db.conn
+                    .execute_unprepared("CREATE INDEX orders_total_cents ON orders (total_cents)")
+                    .await
+                    .unwrap();
+                db.conn.execute_unprepared("ANALYZE").await.unwrap();
+            }
+        }
         if measuring {
+            println!(
+                "\n{}",
+                if indexed {
+                    "with an index on total_cents:"
+                } else {
+                    "without an index on total_cents:"
+                }
+            );
             let mut times: [Vec<f64>; 4] = Default::default();
             let mut ratios = Vec::new();
             let mut spawned_ratios = Vec::new();
@@ -192,6 +226,7 @@ fn main() {
             spawned().await;
             sequential().await;
             one_shard().await;
+        }
         }
         for db in dbs {
             db.drop_db().await;
