@@ -303,6 +303,14 @@ struct Directory {
 }
 
 impl Directory {
+    fn check_known(&self, shard: &ShardId) -> Result<(), RoutingError> {
+        if self.shards.contains(shard) {
+            Ok(())
+        } else {
+            Err(RoutingError::UnknownShard(shard.to_string()))
+        }
+    }
+
     fn placed_on(&self, shard: &ShardId) -> usize {
         self.keys
             .values()
@@ -332,9 +340,7 @@ impl DirectoryRouter {
     ) -> Result<(), RoutingError> {
         let shard = shard.into();
         let mut state = self.write();
-        if !state.shards.contains(&shard) {
-            return Err(RoutingError::UnknownShard(shard.to_string()));
-        }
+        state.check_known(&shard)?;
         state.keys.insert(key.canonical_bytes(), shard);
         Ok(())
     }
@@ -353,9 +359,7 @@ impl DirectoryRouter {
     ) -> Result<(), RoutingError> {
         let shard = shard.into();
         let mut state = self.write();
-        if !state.shards.contains(&shard) {
-            return Err(RoutingError::UnknownShard(shard.to_string()));
-        }
+        state.check_known(&shard)?;
         state.ranges.insert(lower_bound, shard);
         Ok(())
     }
