@@ -5,20 +5,26 @@
 use crate::entity::TenantKey;
 use crate::error::Result;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Schema, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema, Set,
+};
 use tenancy_core::{DirectoryRouter, ShardId};
 
-/// The framework's catalog entity of the directory: one row per placed tenant.
+/// The framework's catalog entity of the directories: one row per placed key.
 pub mod entry {
     use sea_orm::entity::prelude::*;
 
-    /// A tenant (its id as text) and the shard it lives on.
+    /// A key (a tenant id, or a `#[shard_key]` value, as text) of one directory and the
+    /// shard it lives on.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tenancy_directory")]
     pub struct Model {
-        /// The tenant id, in its text form.
+        /// The directory: `tenants`, or the name given to [`DirectoryCatalog::named`](crate::DirectoryCatalog::named).
         #[sea_orm(primary_key, auto_increment = false)]
-        pub tenant_id: String,
+        pub directory: String,
+        /// The key, in its text form.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
         /// The shard's name.
         pub shard: String,
     }
@@ -39,6 +45,9 @@ pub mod range_entry {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tenancy_directory_ranges")]
     pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
         /// The smallest key of the range.
         #[sea_orm(primary_key, auto_increment = false)]
         pub lower_bound: i64,
@@ -53,8 +62,11 @@ pub mod range_entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// The directory of tenant (or key) placements and key ranges in a catalog database (any
-/// backend).
+/// A directory of placements (key to shard) and key ranges in a catalog database (any
+/// backend). The tenants' directory is [`DirectoryCatalog::new`]; the values of a
+/// `#[shard_key]` have a directory of their own ([`DirectoryCatalog::named`]), loaded into
+/// the router given to [`Topology::with_key_router`](crate::Topology::with_key_router), so
+/// that tenant 42 and device 42 are placed independently.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -71,12 +83,26 @@ pub mod range_entry {
 #[derive(Clone, Debug)]
 pub struct DirectoryCatalog {
     conn: DatabaseConnection,
+    name: String,
 }
 
 impl DirectoryCatalog {
-    /// The directory in the catalog database `conn`.
+    /// The tenants' directory in the catalog database `conn`.
     pub fn new(conn: DatabaseConnection) -> Self {
-        DirectoryCatalog { conn }
+        DirectoryCatalog {
+            conn,
+            name: "tenants".to_owned(),
+        }
+    }
+
+    /// Another directory in the same catalog tables, e.g. `devices` for the values of a
+    /// `#[shard_key]`. The name must be a plain identifier.
+    pub fn named(conn: DatabaseConnection, name: &str) -> Result<Self> {
+        tenancy_core::Identifier::new(name)?;
+        Ok(DirectoryCatalog {
+            conn,
+            name: name.to_owned(),
+        })
     }
 
     /// Creates the directory tables if they do not exist.
@@ -102,11 +128,17 @@ impl DirectoryCatalog {
     /// Loads every placement and key range into `router`, replacing its entries for
     /// those keys and bounds. Returns how many were loaded.
     pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
-        let rows = entry::Entity::find().all(&self.conn).await?;
+        let rows = entry::Entity::find()
+            .filter(entry::Column::Directory.eq(self.name.as_str()))
+            .all(&self.conn)
+            .await?;
         for row in &rows {
-            router.assign(&T::parse_tenant_id(&row.tenant_id)?, row.shard.as_str())?;
+            router.assign(&T::parse_tenant_id(&row.key)?, row.shard.as_str())?;
         }
-        let ranges = range_entry::Entity::find().all(&self.conn).await?;
+        let ranges = range_entry::Entity::find()
+            .filter(range_entry::Column::Directory.eq(self.name.as_str()))
+            .all(&self.conn)
+            .await?;
         for range in &ranges {
             router.assign_range(range.lower_bound, range.shard.as_str())?;
         }
@@ -127,13 +159,17 @@ impl DirectoryCatalog {
             return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
         }
         range_entry::Entity::insert(range_entry::ActiveModel {
+            directory: Set(self.name.clone()),
             lower_bound: Set(lower_bound),
             shard: Set(shard.to_string()),
         })
         .on_conflict(
-            OnConflict::column(range_entry::Column::LowerBound)
-                .update_column(range_entry::Column::Shard)
-                .to_owned(),
+            OnConflict::columns([
+                range_entry::Column::Directory,
+                range_entry::Column::LowerBound,
+            ])
+            .update_column(range_entry::Column::Shard)
+            .to_owned(),
         )
         .exec_without_returning(&self.conn)
         .await?;
@@ -143,7 +179,7 @@ impl DirectoryCatalog {
 
     /// Removes the range starting at `lower_bound`: from the catalog, then from `router`.
     pub async fn remove_range(&self, router: &DirectoryRouter, lower_bound: i64) -> Result<()> {
-        range_entry::Entity::delete_by_id(lower_bound)
+        range_entry::Entity::delete_by_id((self.name.clone(), lower_bound))
             .exec(&self.conn)
             .await?;
         router.remove_range(lower_bound);
@@ -164,11 +200,12 @@ impl DirectoryCatalog {
             return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
         }
         entry::Entity::insert(entry::ActiveModel {
-            tenant_id: Set(tenant.to_string()),
+            directory: Set(self.name.clone()),
+            key: Set(tenant.to_string()),
             shard: Set(shard.to_string()),
         })
         .on_conflict(
-            OnConflict::column(entry::Column::TenantId)
+            OnConflict::columns([entry::Column::Directory, entry::Column::Key])
                 .update_column(entry::Column::Shard)
                 .to_owned(),
         )
@@ -180,7 +217,7 @@ impl DirectoryCatalog {
 
     /// Removes `tenant`'s placement: from the catalog, then from `router`.
     pub async fn remove<T: TenantKey>(&self, router: &DirectoryRouter, tenant: &T) -> Result<()> {
-        entry::Entity::delete_by_id(tenant.to_string())
+        entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&self.conn)
             .await?;
         router.remove(tenant);

@@ -156,10 +156,12 @@ impl<T: TenantKey> TenantDb<T> {
     /// Reads the rows of `E` whose shard keys are among `keys`, on the shards those keys
     /// route to (each shard asked only for its own keys), merged as a scatter-gather. An
     /// empty list reads nothing.
-    pub fn by_keys<E, K>(&self, keys: impl IntoIterator<Item = K>) -> Result<ShardedSelect<E>>
+    pub fn by_keys<E>(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<E::Key>>,
+    ) -> Result<ShardedSelect<E>>
     where
         E: KeySharded<TenantId = T>,
-        K: Into<E::Key>,
     {
         let column = Self::key_column::<E>()?;
         let keys: Vec<E::Key> = keys.into_iter().map(Into::into).collect();
@@ -171,7 +173,8 @@ impl<T: TenantKey> TenantDb<T> {
         };
         let mut groups: Vec<(ShardId, DatabaseConnection, Vec<Value>)> = Vec::new();
         for key in keys {
-            let (shard, conn) = topology.shard_of(&key)?;
+            let (shard, conn) =
+                topology.shard_of_key_bytes(&tenancy_core::TenantId::canonical_bytes(&key))?;
             match groups.iter_mut().find(|(s, _, _)| *s == shard) {
                 Some((_, _, values)) => values.push(key.into()),
                 None => groups.push((shard, conn, vec![key.into()])),
@@ -370,7 +373,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         };
         let mut bytes = Vec::with_capacity(16);
         E::write_shard_key(value, &mut bytes)?;
-        Ok(Some(topology.shard_of_bytes(&bytes)?))
+        Ok(Some(topology.shard_of_key_bytes(&bytes)?))
     }
 
     /// This tenant's handle on the shard of the row of `E` whose shard key is `value`.
@@ -414,6 +417,28 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         match am.get(column) {
             ActiveValue::Set(value) | ActiveValue::Unchanged(value) => Some(value),
             ActiveValue::NotSet => None,
+        }
+    }
+
+    /// After a save hook ran on this handle's shard: the row's key must still route here
+    /// (a hook that changes the key would leave the row on the wrong shard).
+    fn check_key_unmoved<A>(&self, am: &A) -> Result<()>
+    where
+        A: ActiveModelTrait,
+        A::Entity: TenantScoped<TenantId = T>,
+    {
+        let Some(column) = <A::Entity as TenantScoped>::shard_key_column() else {
+            return Ok(());
+        };
+        if self.topology.is_none() {
+            return Ok(());
+        }
+        match self.shard_for::<A::Entity>(Self::key_of(am))? {
+            Some((shard, _)) if self.shard.as_ref() != Some(&shard) => Err(Error::ShardKeyWrite {
+                table: A::Entity::default().table_name(),
+                column: column.as_str().to_owned(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -513,6 +538,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         async {
             Ok(on_conn!(self, |conn| {
                 let am = A::before_save(am, conn, true).await?;
+                self.check_key_unmoved(&am)?;
                 let am = self.stamp(am)?;
                 let model = A::Entity::insert(am).exec_with_returning(conn).await?;
                 A::after_save(model, conn, true).await?
@@ -654,6 +680,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         C2: ConnectionTrait,
     {
         let am = A::before_save(am, conn, false).await?;
+        self.check_key_unmoved(&am)?;
         let mut am = self.stamp(am)?;
         let tenant_col = <A::Entity as TenantScoped>::tenant_column();
         let is_key = |col| {
@@ -726,7 +753,13 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             Ok(on_conn!(&*handle, |conn| {
                 let am = A::before_delete(am, conn).await?;
                 let am = handle.stamp(am)?;
-                let key = Self::primary_key_condition(&am)?;
+                let mut key = Self::primary_key_condition(&am)?;
+                if let (Some(column), Some(value)) = (
+                    <A::Entity as TenantScoped>::shard_key_column(),
+                    Self::key_of(&am),
+                ) {
+                    key = key.add(column.eq(value));
+                }
                 let result = A::Entity::delete_many()
                     .filter(key)
                     .filter(<A::Entity as TenantScoped>::tenant_column().eq(handle.value.clone()))

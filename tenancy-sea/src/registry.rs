@@ -340,8 +340,17 @@ impl<T: TenantKey> Tenancy<T> {
                     return Err(error);
                 }
             };
-            topology.add_shard(name.clone(), conn);
-            topology.router().add_shard(&name)?;
+            topology.add_shard(name.clone(), conn.clone());
+            if let Err(error) = topology.add_to_routers(&name) {
+                // Undo: out of the topology and the catalog, and the database dropped.
+                let _ = topology.remove_shard(&name);
+                let _ = conn.close().await;
+                let _ = catalog.unregister(&name).await;
+                if let Err(cleanup) = template.drop_database(&planned).await {
+                    tracing::error!(%error, %cleanup, "shard database left behind");
+                }
+                return Err(error);
+            }
             tracing::info!("shard created");
             Ok(())
         }
@@ -351,42 +360,67 @@ impl<T: TenantKey> Tenancy<T> {
 
     /// Removes an empty shard: the router must place no key on it any more, and no table
     /// of its database may hold rows except the copies of `global_tables`; otherwise
-    /// [`Error::ShardNotEmpty`] and nothing changes. Then it leaves the topology and the
-    /// catalog, and its database is dropped.
+    /// [`Error::ShardNotEmpty`] and nothing changes. Then it leaves the catalog (first, so
+    /// that a process starting now does not load it), the topology and the router, and its
+    /// database is dropped. A shard registered at a URL its template would not make is
+    /// refused. After a failure, running it again finishes the job. With a hash or range
+    /// router, whose shards are fixed, it is
+    /// [`RoutingError::FixedShards`](crate::RoutingError::FixedShards).
     pub async fn drop_shard(&self, name: impl Into<ShardId>, global_tables: &[&str]) -> Result<()> {
         let name = name.into();
         let topology = self.topology()?;
         let template = self.template().ok_or_else(|| {
             Error::Config("dropping shards needs a `database_template`".to_owned())
         })?;
-        let conn = topology.connection(&name)?;
-        let router = topology.router();
-        router
-            .remove_shard(&name)
-            .map_err(|error| Error::ShardNotEmpty {
-                shard: name.to_string(),
-                reason: error.to_string(),
-            })?;
-        match first_nonempty(&conn, global_tables).await {
-            Ok(None) => {}
-            Ok(Some((table, rows))) => {
-                router.add_shard(&name)?;
-                return Err(Error::ShardNotEmpty {
+        let catalog = self.shard_catalog();
+        let planned = template.plan(&name.to_string())?;
+        let record = catalog.list().await?.into_iter().find(|r| r.name == name);
+        if let Some(record) = &record
+            && record.url != planned.url
+        {
+            return Err(Error::Config(format!(
+                "shard {name} is registered at a URL its template does not make ({}); drop \
+                 it by hand rather than a database it may not name",
+                record.url
+            )));
+        }
+        // A retry after a failure below finds the shard out of the topology already.
+        if let Ok(conn) = topology.connection(&name) {
+            topology
+                .remove_from_routers(&name)
+                .map_err(|error| match error {
+                    tenancy_core::RoutingError::FixedShards(_) => Error::Routing(error),
+                    other => Error::ShardNotEmpty {
+                        shard: name.to_string(),
+                        reason: other.to_string(),
+                    },
+                })?;
+            let left = match first_nonempty(&conn, global_tables).await {
+                Ok(None) => None,
+                Ok(Some((table, rows))) => Some(Error::ShardNotEmpty {
                     shard: name.to_string(),
                     reason: format!("table `{table}` holds {rows} row(s)"),
-                });
-            }
-            Err(error) => {
-                router.add_shard(&name)?;
+                }),
+                Err(error) => Some(error),
+            };
+            if let Some(error) = left {
+                topology.add_to_routers(&name)?;
                 return Err(error);
             }
+            // The catalog first: a process that starts now no longer loads the shard.
+            if record.is_some()
+                && let Err(error) = catalog.unregister(&name).await
+            {
+                topology.add_to_routers(&name)?;
+                return Err(error);
+            }
+            topology.remove_shard(&name)?;
+            let _ = conn.close().await;
+        } else if record.is_some() {
+            catalog.unregister(&name).await?;
         }
-        topology.remove_shard(&name)?;
-        let _ = conn.close().await;
-        self.shard_catalog().unregister(&name).await?;
-        template
-            .drop_database(&template.plan(&name.to_string())?)
-            .await?;
+        // Dropping is idempotent, so a retry finishes what a failure here left.
+        template.drop_database(&planned).await?;
         tracing::info!(shard = %name, "shard dropped");
         Ok(())
     }

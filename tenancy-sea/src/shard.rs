@@ -38,6 +38,8 @@ type Shards = Arc<Vec<(ShardId, DatabaseConnection)>>;
 /// was when the fan-out started.
 pub struct Topology {
     router: Arc<dyn ShardRouter>,
+    /// Places `#[shard_key]` values, when they need a router of their own.
+    key_router: Option<Arc<dyn ShardRouter>>,
     shards: RwLock<Shards>,
     timeout: Duration,
     spawner: Option<Spawner>,
@@ -74,6 +76,7 @@ impl Topology {
         }
         Ok(Topology {
             router: Arc::new(router),
+            key_router: None,
             shards: RwLock::new(Arc::new(shards)),
             timeout: Duration::from_secs(30),
             spawner: None,
@@ -116,11 +119,96 @@ impl Topology {
         self.shard_of_bytes(&bytes)
     }
 
-    /// The shard of the key whose canonical bytes are `key`, and its connection.
+    /// The shard of the tenant whose canonical bytes are `key`, and its connection.
     pub fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
         let conn = self.connection(&shard)?;
         Ok((shard, conn))
+    }
+
+    /// Routes the values of `#[shard_key]` columns with a router of their own, instead of
+    /// the tenants' router. Needed when the tenants' router is a directory: its entries
+    /// name tenants, and tenant 42 must not send device 42 along when it moves. Every
+    /// shard the key router can return must be in the topology.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tenancy_sea::{DirectoryRouter, HashRouter, ShardId, Topology};
+    /// # fn demo(s0: sea_orm::DatabaseConnection, s1: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+    /// let tenants = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    /// let topology = Topology::new(tenants, [(ShardId::new("s0"), s0), (ShardId::new("s1"), s1)])?
+    ///     .with_key_router(HashRouter::new(["s0", "s1"]))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_key_router(mut self, router: impl ShardRouter + 'static) -> Result<Self> {
+        let known = self.shard_ids();
+        for routed in router.shards() {
+            if !known.contains(&routed) {
+                return Err(Error::Config(format!(
+                    "the key router places keys on shard {routed}, which the topology lacks"
+                )));
+            }
+        }
+        self.key_router = Some(Arc::new(router));
+        Ok(self)
+    }
+
+    /// The shard of the `#[shard_key]` value whose canonical bytes are `key`, and its
+    /// connection: by the key router, or by the tenants' router when that places keys by
+    /// their bytes alone (hash, range). A directory of tenants does not place keys: without
+    /// a key router that is a configuration error, not a guess.
+    pub fn shard_of_key_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
+        let router = match &self.key_router {
+            Some(router) => router,
+            None if self.router.accepts_new_shards() => {
+                return Err(Error::Config(
+                    "the tenants' router is a directory, whose entries name tenants: route \
+                     `#[shard_key]` values with a router of their own \
+                     (`Topology::with_key_router`)"
+                        .to_owned(),
+                ));
+            }
+            None => &self.router,
+        };
+        let shard = router.route_bytes(key)?;
+        let conn = self.connection(&shard)?;
+        Ok((shard, conn))
+    }
+
+    /// Makes `shard` available to the tenants' router and to a key router that can gain
+    /// shards; on failure neither has it.
+    pub(crate) fn add_to_routers(&self, shard: &ShardId) -> Result<()> {
+        self.router.add_shard(shard)?;
+        if let Some(keys) = &self.key_router
+            && keys.accepts_new_shards()
+            && let Err(error) = keys.add_shard(shard)
+        {
+            let _ = self.router.remove_shard(shard);
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    /// Withdraws `shard` from the tenants' router and from a key router that lists it;
+    /// refused (and neither changed) while either places a key on it.
+    pub(crate) fn remove_from_routers(
+        &self,
+        shard: &ShardId,
+    ) -> std::result::Result<(), tenancy_core::RoutingError> {
+        self.router.remove_shard(shard)?;
+        if let Some(keys) = &self.key_router
+            && keys.shards().contains(shard)
+            && let Err(error) = keys.remove_shard(shard)
+        {
+            let _ = self.router.add_shard(shard);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// The router placing `#[shard_key]` values, when it is not the tenants' router.
+    pub fn key_router(&self) -> Option<&dyn ShardRouter> {
+        self.key_router.as_deref()
     }
 
     /// The connection of `shard`.
@@ -161,9 +249,13 @@ impl Topology {
         *guard = Arc::new(shards);
     }
 
-    /// Removes a shard the router no longer places keys on; returns its connection.
+    /// Removes a shard the routers no longer place keys on; returns its connection.
     pub fn remove_shard(&self, shard: &ShardId) -> Result<Option<DatabaseConnection>> {
-        if self.router.shards().contains(shard) {
+        let key_router_uses = self
+            .key_router
+            .as_ref()
+            .is_some_and(|router| router.shards().contains(shard));
+        if self.router.shards().contains(shard) || key_router_uses {
             return Err(Error::ShardNotEmpty {
                 shard: shard.to_string(),
                 reason: "the router still places keys on it".to_owned(),
@@ -481,7 +573,7 @@ where
             per_shard = per_shard.order_by(*col, order.clone());
         }
         if let Some(limit) = self.limit {
-            per_shard = per_shard.limit(self.offset + limit);
+            per_shard = per_shard.limit(self.offset.saturating_add(limit));
         }
         let timeout = self.timeout;
         let table = E::default().table_name();
@@ -502,15 +594,27 @@ where
                 let handles = targets.iter().enumerate().map(|(index, target)| {
                     let (select, target) = (for_target(&per_shard, target), target.clone());
                     let span = target.span("scatter", table);
-                    let (task, handle) = async move {
+                    let (sender, receiver) = futures_channel::oneshot::channel();
+                    let task = async move {
                         let rows =
                             async { Ok(on_target!(&target, |conn| select.all(conn).await?)) };
-                        (index, rows.await)
+                        // The receiver is gone when the fan-out has given up on this shard.
+                        let _ = sender.send(rows.await);
                     }
-                    .instrument(span)
-                    .remote_handle();
+                    .instrument(span);
                     spawn(Box::pin(task));
-                    handle
+                    // A task the runtime drops unfinished (shutting down, say) is this
+                    // shard's error, not a panic.
+                    receiver.map(move |outcome| {
+                        (
+                            index,
+                            outcome.unwrap_or_else(|_| {
+                                Err(DbErr::Custom(
+                                    "the runtime dropped this shard's task".to_owned(),
+                                ))
+                            }),
+                        )
+                    })
                 });
                 under_deadline(targets, timeout, handles).await
             }

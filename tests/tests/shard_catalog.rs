@@ -216,7 +216,7 @@ async fn a_hash_router_refuses_new_shards() {
     );
     assert!(matches!(
         tenancy.drop_shard("h0", &[]).await,
-        Err(Error::ShardNotEmpty { .. })
+        Err(Error::Routing(RoutingError::FixedShards(_)))
     ));
     shard.drop_db().await;
     catalog.drop_db().await;

@@ -70,7 +70,7 @@ async fn key_sharded_rows(tenancy: &Tenancy<i64>) {
 
     // An IN list: the rows of exactly those keys, merged in order.
     let listed = acme
-        .by_keys::<event::Entity, _>([11, 12, 99])
+        .by_keys::<event::Entity>([11, 12, 99])
         .unwrap()
         .order_by_asc(event::Column::Id)
         .all()
@@ -236,7 +236,7 @@ async fn on_shards(backends: &[Backend]) {
 
     // An IN list asks only the shards its keys route to.
     let acme = tenancy.tenant(1).await.unwrap();
-    let select = acme.by_keys::<event::Entity, _>([10]).unwrap();
+    let select = acme.by_keys::<event::Entity>([10]).unwrap();
     assert_eq!(select.shards(), [router.route(&10i64).unwrap()]);
 
     // A transaction stays on its shard: a row of a key on another shard is refused
@@ -553,7 +553,7 @@ fn key_sharded_reads_equal_one_database() {
             let ids = |rows: Vec<event::Model>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
             let db = tenancy.tenant(q.tenant).await.unwrap();
 
-            let listed = shape(db.by_keys::<event::Entity, _>(q.keys.clone()).unwrap());
+            let listed = shape(db.by_keys::<event::Entity>(q.keys.clone()).unwrap());
             let want = oracle_ids(event::Column::DeviceId.is_in(q.keys.clone()).into()).await;
             assert_eq!(ids(listed.all().await.unwrap()), want, "by_keys {q:?}");
 

@@ -546,12 +546,35 @@ async fn directory_in_a_catalog() {
     let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
     assert_eq!(catalog.load::<i64>(&again).await.unwrap(), 1);
 
-    // Key ranges: rows of a `#[shard_key]` entity placed by ranges of their key, kept in
-    // the catalog and read back at start.
-    catalog.assign_range(&router, 0, "shard_0").await.unwrap();
-    catalog
-        .assign_range(&router, 1_000, "shard_1")
+    // A directory of tenants does not place `#[shard_key]` values: without a key router
+    // a key-sharded write is a configuration error, not a guess.
+    let keyless = tenancy
+        .tenant(2)
         .await
+        .unwrap()
+        .insert(event::ActiveModel {
+            id: Set(9),
+            device_id: Set(2),
+            reading: Set(0),
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(keyless, Err(Error::Config(_))), "{keyless:?}");
+
+    // Key ranges in a directory of their own (`devices`), for the key router: rows of a
+    // `#[shard_key]` entity placed by ranges of their key, kept in the catalog and read
+    // back at start. Tenant 2's entry (on shard_0) and device 2 are independent.
+    let devices = DirectoryCatalog::named(catalog_db.conn.clone(), "devices").unwrap();
+    let keys = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    devices.assign_range(&keys, 0, "shard_0").await.unwrap();
+    devices.assign_range(&keys, 1_000, "shard_1").await.unwrap();
+    let tenancy: Tenancy<i64> = Tenancy::builder(catalog_db.conn.clone())
+        .sharded(
+            topology(router.clone())
+                .with_key_router(keys.clone())
+                .unwrap(),
+        )
+        .build()
         .unwrap();
     let acme = tenancy.tenant(2).await.unwrap();
     for (id, device) in [(1, 5), (2, 999), (3, 1_000), (4, 70_000)] {
@@ -592,11 +615,20 @@ async fn directory_in_a_catalog() {
         below,
         Err(Error::Routing(RoutingError::Unassigned))
     ));
+    // Moving tenant 2 moves none of its devices.
+    catalog.assign(&router, &2i64, "shard_1").await.unwrap();
+    assert_eq!(keys.route(&2i64).unwrap().as_str(), "shard_0");
     let restarted = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load::<i64>(&restarted).await.unwrap(), 1 + 2);
+    assert_eq!(devices.load::<i64>(&restarted).await.unwrap(), 2);
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_1");
-    catalog.remove_range(&restarted, 1_000).await.unwrap();
+    devices.remove_range(&restarted, 1_000).await.unwrap();
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_0");
+    let tenants_again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    assert_eq!(catalog.load::<i64>(&tenants_again).await.unwrap(), 2);
+    assert!(
+        tenants_again.route(&70_000i64).is_err(),
+        "device ranges stay out of tenants'"
+    );
 
     drop(tenancy);
     catalog_db.drop_db().await;
