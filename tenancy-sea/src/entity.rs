@@ -104,6 +104,13 @@ pub trait KeySharded: TenantScoped {
 
 /// A table shared by every tenant (plans, currencies): it has no tenant column and tenant
 /// handles read it unfiltered. Implemented by `#[derive(GlobalEntity)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a global entity",
+    label = "not a table shared by every tenant",
+    note = "a select by `#[shard_key]` (`db.by_key::<E>(key).find()`) runs on the key's shard, \
+            where only global tables have their copy: it joins global entities only; read \
+            the tenant's own rows with `db.find::<E>()` and combine them in the application"
+)]
 pub trait GlobalEntity: EntityTrait {}
 
 /// An entity that may be read through a handle whose tenant ids are `T`: a

@@ -2,7 +2,7 @@
 
 use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
-use crate::select::ScopedSelect;
+use crate::select::{GlobalJoins, ScopedSelect};
 use crate::session::{HandleConnection, Session};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
@@ -953,8 +953,10 @@ where
             .add(self.column.eq(self.key.clone()))
     }
 
-    /// Selects this tenant's rows of `E` with this key.
-    pub fn find(&self) -> ScopedSelect<'_, T, E, C> {
+    /// Selects this tenant's rows of `E` with this key. It runs on the key's shard, so it
+    /// joins only global entities (whose copy is there): a join to the tenant's
+    /// co-located rows, which live on the tenant's own shard, does not compile.
+    pub fn find(&self) -> ScopedSelect<'_, T, E, C, GlobalJoins> {
         ScopedSelect::new(&self.handle, E::find().filter(self.condition()))
     }
 
@@ -962,7 +964,7 @@ where
     pub fn find_by_id(
         &self,
         id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
-    ) -> ScopedSelect<'_, T, E, C> {
+    ) -> ScopedSelect<'_, T, E, C, GlobalJoins> {
         ScopedSelect::new(&self.handle, E::find_by_id(id).filter(self.condition()))
     }
 

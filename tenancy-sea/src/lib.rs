@@ -91,7 +91,8 @@ pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use registry::{ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
-    ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector,
+    GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,
+    ScopedSelector, TenantJoins,
 };
 pub use session::HandleConnection;
 pub use shard::{AcrossShards, Partial, ShardedSelect, Spawner, Topology};

@@ -86,24 +86,47 @@ macro_rules! query_methods {
     };
 }
 
+/// Which entities a [`ScopedSelect`] may join: [`TenantJoins`] (the default) for a
+/// select on the tenant's own shard, [`GlobalJoins`] for a select by `#[shard_key]`, which
+/// runs on the key's shard, where the tenant's co-located rows are not.
+pub trait JoinRule<T: TenantKey, R> {}
+
+/// Joins to any entity readable through the tenant handle, filtered by tenant.
+#[derive(Debug)]
+pub enum TenantJoins {}
+
+/// Joins to global entities only (the copy on the select's shard): the rule of a select
+/// made by [`KeyedDb`](crate::KeyedDb), whose shard holds the key's rows but not the
+/// tenant's other rows.
+#[derive(Debug)]
+pub enum GlobalJoins {}
+
+impl<T: TenantKey, R: ScopedEntity<T>> JoinRule<T, R> for TenantJoins {}
+impl<T: TenantKey, R: crate::entity::GlobalEntity> JoinRule<T, R> for GlobalJoins {}
+
 /// A select of one tenant's rows of `E` (or of a global entity's rows), made by
 /// [`TenantDb::find`] and its siblings.
 #[must_use = "a select does nothing until `.all()`, `.one()`, `.count()`, `.paginate()` or `.stream()`"]
-pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C> {
+pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
     handle: &'h TenantDb<T, C>,
     select: Select<E>,
+    joins: std::marker::PhantomData<fn() -> J>,
 }
 
 // Methods need only `E: EntityTrait`: every constructor already demanded
 // `E: ScopedEntity<T>`, and not repeating it keeps a misuse to one compile error.
-impl<'h, T, E, C> ScopedSelect<'h, T, E, C>
+impl<'h, T, E, C, J> ScopedSelect<'h, T, E, C, J>
 where
     T: TenantKey,
     E: EntityTrait,
     C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
-        ScopedSelect { handle, select }
+        ScopedSelect {
+            handle,
+            select,
+            joins: std::marker::PhantomData,
+        }
     }
 
     /// The SeaORM select, tenant condition included, for the crate's own execution paths.
@@ -195,6 +218,7 @@ where
     where
         E: Related<R>,
         R: ScopedEntity<T>,
+        J: JoinRule<T, R>,
     {
         self.select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::InnerJoin);
         self
@@ -206,6 +230,7 @@ where
     where
         E: Related<R>,
         R: ScopedEntity<T>,
+        J: JoinRule<T, R>,
     {
         let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
             .select_also(R::default());
@@ -221,6 +246,7 @@ where
     where
         E: Related<R>,
         R: ScopedEntity<T>,
+        J: JoinRule<T, R>,
     {
         let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
             .select_with(R::default());
@@ -238,7 +264,7 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
             .instrument(span)
             .await
@@ -247,7 +273,7 @@ where
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await
@@ -259,7 +285,7 @@ where
         E::Model: Sync,
     {
         let span = self.span("count");
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?)) }
             .instrument(span)
             .await
@@ -283,7 +309,7 @@ where
     /// reads, so ending it by a rollback loses nothing.
     pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h> {
         let span = self.span("stream");
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         let inner: RowStream<'h, E::Model> = match handle.session() {
             None => Box::pin(
                 select
@@ -496,7 +522,7 @@ where
     /// The first row and its related row.
     pub async fn one(self) -> Result<Option<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
             .instrument(span)
             .await
@@ -505,7 +531,7 @@ where
     /// Every row with its related row.
     pub async fn all(self) -> Result<Vec<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await
@@ -532,7 +558,7 @@ where
     /// Every row with its related rows, consolidated by `E`'s primary key.
     pub async fn all(self) -> Result<Vec<(E::Model, Vec<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select } = self;
+        let Self { handle, select, .. } = self;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await
