@@ -187,6 +187,22 @@ pub enum Error {
         counts: Vec<(tenancy_core::ShardId, u64)>,
     },
 
+    /// Work spread over several shards was accepted by every shard, but a commit failed
+    /// after others had succeeded: transactions do not span shards, so the shards in
+    /// `committed` hold the write and the others do not.
+    #[error(
+        "the commit on shard {failed} failed after shards {committed:?} had committed: \
+         {source}"
+    )]
+    PartialCommit {
+        /// The shards whose part is committed.
+        committed: Vec<String>,
+        /// The shard whose commit failed; later shards were rolled back.
+        failed: String,
+        /// What it reported.
+        source: DbErr,
+    },
+
     /// The shard to be created exists already; nothing was changed.
     #[error("shard {shard} exists already")]
     ShardExists {

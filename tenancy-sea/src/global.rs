@@ -12,11 +12,35 @@ use sea_orm::{
 use tenancy_core::ShardId;
 use tracing::Instrument;
 
+/// Commits each shard's transaction in turn. A commit that fails after others succeeded is
+/// [`Error::PartialCommit`], naming both; the transactions after it roll back.
+pub(crate) async fn commit_all(
+    open: impl IntoIterator<Item = (String, sea_orm::DatabaseTransaction)>,
+) -> Result<()> {
+    let mut committed = Vec::new();
+    for (shard, txn) in open {
+        if let Err(source) = txn.commit().await {
+            if committed.is_empty() {
+                return Err(Error::Shard { shard, source });
+            }
+            return Err(Error::PartialCommit {
+                committed,
+                failed: shard,
+                source,
+            });
+        }
+        committed.push(shard);
+    }
+    Ok(())
+}
+
 /// Writes to [`GlobalEntity`] tables, made by [`Tenancy::globals`]: under sharding the
 /// same statement runs on every shard, each in its own transaction, and all commit only
 /// once every shard has run it and reported the same number of rows (shards that
 /// disagree have diverged: nothing is committed and the call is
-/// [`Error::GlobalDiverged`]). Without sharding it runs on the main connection.
+/// [`Error::GlobalDiverged`]). Transactions do not span shards: a commit that fails after
+/// others succeeded is [`Error::PartialCommit`], naming the shards that hold the write.
+/// Without sharding it runs on the main connection.
 ///
 /// ```
 /// # use tenancy_sea::prelude::*;
@@ -65,6 +89,61 @@ impl<T: TenantKey> Tenancy<T> {
                 sharded: false,
             },
         }
+    }
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// Fills `shard`'s empty copy of the global table `E` from another shard's copy: for a
+    /// shard made by [`create_shard`](Tenancy::create_shard), before tenants are placed on
+    /// it (its global tables start empty, and [`Globals`] writes would find it diverged).
+    /// Returns the rows copied. A copy that holds rows already is refused.
+    pub async fn copy_global<E>(&self, shard: impl Into<ShardId>) -> Result<u64>
+    where
+        E: GlobalEntity,
+        E::Model: sea_orm::IntoActiveModel<E::ActiveModel> + Sync,
+        E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    {
+        use sea_orm::{IntoActiveModel, PaginatorTrait};
+        let shard = shard.into();
+        let topology = self.topology()?;
+        let target = topology.connection(&shard)?;
+        let table = E::default().table_name();
+        let source = topology
+            .shards()
+            .into_iter()
+            .find(|(id, _)| *id != shard)
+            .ok_or_else(|| {
+                Error::Config(format!("no other shard holds a copy of `{table}` to copy"))
+            })?;
+        let present = PaginatorTrait::count(E::find(), &target).await?;
+        if present > 0 {
+            return Err(Error::Config(format!(
+                "shard {shard}'s copy of `{table}` holds {present} row(s) already"
+            )));
+        }
+        let rows = E::find()
+            .all(&source.1)
+            .await
+            .map_err(|source_err| Error::Shard {
+                shard: source.0.to_string(),
+                source: source_err,
+            })?;
+        let mut copied = 0;
+        let txn = target.begin().await?;
+        // Chunks keep each statement under every backend's limit of bound parameters.
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<E::ActiveModel> = rows
+                .by_ref()
+                .take(500)
+                .map(|model| model.into_active_model().reset_all())
+                .collect();
+            copied += chunk.len() as u64;
+            E::insert_many(chunk).exec_without_returning(&txn).await?;
+        }
+        txn.commit().await?;
+        tracing::info!(%shard, table, rows = copied, "global table copied");
+        Ok(copied)
     }
 }
 
@@ -154,12 +233,11 @@ impl Globals {
             // Dropping the open transactions rolls every copy back.
             return Err(Error::GlobalDiverged { table, counts });
         }
-        for (shard, txn) in open {
-            txn.commit().await.map_err(|source| Error::Shard {
-                shard: shard.to_string(),
-                source,
-            })?;
-        }
+        commit_all(
+            open.into_iter()
+                .map(|(shard, txn)| (shard.to_string(), txn)),
+        )
+        .await?;
         Ok(first)
     }
 }

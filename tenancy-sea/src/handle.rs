@@ -556,7 +556,8 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// Rows of an entity with a `#[shard_key]` are split by shard: one statement per shard,
     /// each in a transaction of its shard, committed once every shard has accepted its rows
     /// (a failure before that writes nothing; transactions do not span shards, so a shard
-    /// failing during the final commits can leave the shards committed before it).
+    /// failing during the final commits is [`Error::PartialCommit`], naming the shards
+    /// committed before it).
     pub async fn insert_many<A, I>(&self, models: I) -> Result<u64>
     where
         A: ActiveModelTrait + Send,
@@ -598,13 +599,14 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             inserted += txn.insert_many_here(rows).await?;
             open.push(txn);
         }
-        for txn in open {
-            let shard = txn.shard.clone();
-            txn.conn.commit().await.map_err(|source| Error::Shard {
-                shard: shard.map_or_else(|| UNSHARDED.to_owned(), |s| s.to_string()),
-                source,
-            })?;
-        }
+        crate::global::commit_all(open.into_iter().map(|txn| {
+            let shard = txn
+                .shard
+                .as_ref()
+                .map_or_else(|| UNSHARDED.to_owned(), ToString::to_string);
+            (shard, txn.conn)
+        }))
+        .await?;
         Ok(inserted)
     }
 

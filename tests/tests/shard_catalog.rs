@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
-use sea_orm::{EntityTrait, PaginatorTrait, Set};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use std::sync::Arc;
 use tenancy_sea::{
     DirectoryCatalog, DirectoryRouter, Error, HashRouter, RoutingError, ShardCatalog, ShardId,
     ShardRouter, ShardState, Tenancy, Topology,
 };
-use tenancy_tests::entities::{customer, order};
+use tenancy_tests::entities::{customer, order, plan};
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator, DatabaseMigratorV1};
 use tenancy_tests::{Backend, Flavor, TestDb};
 
@@ -63,6 +63,12 @@ async fn provision(backend: Backend) {
             .await
             .unwrap();
     }
+    let plans = (1..=3).map(|id| plan::ActiveModel {
+        id: Set(id),
+        name: Set(format!("plan {id}")),
+        price_cents: Set(id * 100),
+    });
+    tenancy.globals().insert_many(plans).await.unwrap();
     assert_eq!(router.shards().len(), 3);
     assert_eq!(tenancy.topology().unwrap().shard_ids().len(), 3);
     let records = shards.list().await.unwrap();
@@ -80,6 +86,17 @@ async fn provision(backend: Backend) {
         .create_shard::<DatabaseMigratorV1>("s3")
         .await
         .unwrap();
+    // The new shard's global tables start empty: copied from another shard, then global
+    // writes reach all four copies alike.
+    assert_eq!(tenancy.copy_global::<plan::Entity>("s3").await.unwrap(), 3);
+    assert!(matches!(
+        tenancy.copy_global::<plan::Entity>("s3").await,
+        Err(Error::Config(_))
+    ));
+    let cheaper = plan::Entity::update_many()
+        .col_expr(plan::Column::PriceCents, sea_orm::sea_query::Expr::value(1))
+        .filter(plan::Column::Id.eq(2));
+    assert_eq!(tenancy.globals().update_many(cheaper).await.unwrap(), 1);
 
     // Tenants placed through the directory, rows written through their handles.
     for tenant in 1..=8 {
@@ -129,7 +146,7 @@ async fn provision(backend: Backend) {
     for tenant in [1, 4, 7] {
         directory.remove(&router, &tenant).await.unwrap();
     }
-    match tenancy.drop_shard("s1", &[]).await {
+    match tenancy.drop_shard("s1", &["plans"]).await {
         Err(Error::ShardNotEmpty { reason, .. }) => assert!(reason.contains("row"), "{reason}"),
         other => panic!("expected ShardNotEmpty, got {other:?}"),
     }
@@ -138,7 +155,7 @@ async fn provision(backend: Backend) {
         "refused, so still in service"
     );
     // The empty shard goes: out of the router, the topology, the catalog, and its database.
-    tenancy.drop_shard("s3", &[]).await.unwrap();
+    tenancy.drop_shard("s3", &["plans"]).await.unwrap();
     assert!(!router.shards().contains(&ShardId::new("s3")));
     assert_eq!(tenancy.topology().unwrap().shard_ids().len(), 3);
     assert_eq!(shards.names().await.unwrap().len(), 3);
