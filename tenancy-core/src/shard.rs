@@ -1,6 +1,8 @@
 use crate::TenantId;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The name of a shard, e.g. `"shard_3"`. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,6 +49,8 @@ pub enum RoutingError {
     /// The router places keys by its list of shards (hash, range), so the list cannot
     /// change without moving keys.
     FixedShards(String),
+    /// The directory has no room for another shard.
+    TooManyShards(usize),
     /// The shard still holds keys, so it cannot be withdrawn.
     ShardInUse {
         /// The shard.
@@ -71,6 +75,9 @@ impl fmt::Display for RoutingError {
                 "this router places keys by its list of shards, so shard {shard} cannot be \
                  added or removed without moving keys; use a directory router"
             ),
+            RoutingError::TooManyShards(n) => {
+                write!(f, "the directory holds {n} shard names already, its limit")
+            }
             RoutingError::ShardInUse { shard, keys } => {
                 write!(
                     f,
@@ -88,8 +95,9 @@ impl std::error::Error for RoutingError {}
 /// A key is given by its canonical bytes ([`TenantId::write_canonical_bytes`]), so the
 /// same key lands on the same shard whatever its Rust type (`7i32` and `7i64` alike).
 pub trait ShardRouter: Send + Sync {
-    /// The shard of the key whose canonical bytes are `key`.
-    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError>;
+    /// The shard of the key whose canonical bytes are `key`: borrowed from the router
+    /// where it can be (no reference count touched on the hot path), owned otherwise.
+    fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError>;
 
     /// Every shard this router can return now, in order.
     fn shards(&self) -> Vec<ShardId>;
@@ -118,14 +126,14 @@ pub trait ShardRouter: Send + Sync {
     {
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
-        self.route_bytes(&bytes)
+        self.route_bytes(&bytes).map(Cow::into_owned)
     }
 }
 
 /// A shared router routes as the router it shares, so an application can keep a handle to
 /// a [`DirectoryRouter`] (to assign keys) while a topology routes through it.
 impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
-    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
         (**self).route_bytes(key)
     }
 
@@ -194,7 +202,7 @@ pub fn jump_consistent_hash(mut key: u64, buckets: u32) -> u32 {
 }
 
 impl ShardRouter for HashRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
         let buckets = u32::try_from(self.shards.len()).map_err(|_| RoutingError::NoShards)?;
         if buckets == 0 {
             return Err(RoutingError::NoShards);
@@ -202,7 +210,7 @@ impl ShardRouter for HashRouter {
         let bucket = jump_consistent_hash(Self::hash(key), buckets);
         self.shards
             .get(bucket as usize)
-            .cloned()
+            .map(Cow::Borrowed)
             .ok_or(RoutingError::NoShards)
     }
 
@@ -254,14 +262,18 @@ impl RangeRouter {
 }
 
 impl ShardRouter for RangeRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
+    fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
         let bytes: [u8; 8] = key
             .try_into()
             .map_err(|_| RoutingError::UnsupportedKey("range routing needs an integer key"))?;
         let key = i64::from_be_bytes(bytes);
         let index = self.lower_bounds.partition_point(|bound| *bound <= key);
         match index.checked_sub(1) {
-            Some(i) => Ok(self.shards[i].clone()),
+            Some(i) => self
+                .shards
+                .get(i)
+                .map(Cow::Borrowed)
+                .ok_or(RoutingError::OutOfRange(key)),
             None => Err(RoutingError::OutOfRange(key)),
         }
     }
@@ -289,47 +301,82 @@ impl ShardRouter for RangeRouter {
 /// assert!(router.route(&7i64).is_err()); // never guessed: unassigned keys are an error
 /// # Ok::<(), tenancy_core::RoutingError>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DirectoryRouter {
-    state: std::sync::RwLock<Directory>,
+    /// Every shard name the directory has known, by index: set once, never cleared, so a
+    /// lookup can hand out a reference to it after releasing the lock.
+    names: Box<[OnceLock<ShardId>]>,
+    state: RwLock<Directory>,
 }
+
+/// How many shards a directory can gain after it is made (a withdrawn shard that comes
+/// back reuses its place).
+pub const DIRECTORY_SPARE_SHARDS: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Directory {
-    shards: Vec<ShardId>,
-    keys: std::collections::HashMap<Vec<u8>, ShardId>,
+    /// How many of `names` are set.
+    known: usize,
+    /// The indexes of the shards in service, in order.
+    active: Vec<usize>,
+    keys: HashMap<Vec<u8>, usize>,
     /// Integer key ranges by lower bound: each runs up to the next bound.
-    ranges: std::collections::BTreeMap<i64, ShardId>,
+    ranges: BTreeMap<i64, usize>,
 }
 
 impl Directory {
-    fn check_known(&self, shard: &ShardId) -> Result<(), RoutingError> {
-        if self.shards.contains(shard) {
-            Ok(())
-        } else {
-            Err(RoutingError::UnknownShard(shard.to_string()))
-        }
-    }
-
-    fn placed_on(&self, shard: &ShardId) -> usize {
+    fn placed_on(&self, index: usize) -> usize {
         self.keys
             .values()
             .chain(self.ranges.values())
-            .filter(|s| *s == shard)
+            .filter(|i| **i == index)
             .count()
+    }
+}
+
+impl Default for DirectoryRouter {
+    fn default() -> Self {
+        DirectoryRouter::new(Vec::<ShardId>::new())
     }
 }
 
 impl DirectoryRouter {
     /// An empty directory over `shards`.
     pub fn new<S: Into<ShardId>>(shards: impl IntoIterator<Item = S>) -> Self {
+        let mut initial: Vec<ShardId> = Vec::new();
+        for shard in shards.into_iter().map(Into::into) {
+            if !initial.contains(&shard) {
+                initial.push(shard);
+            }
+        }
+        let names: Box<[OnceLock<ShardId>]> = (0..initial.len() + DIRECTORY_SPARE_SHARDS)
+            .map(|_| OnceLock::new())
+            .collect();
+        for (slot, shard) in names.iter().zip(&initial) {
+            let _ = slot.set(shard.clone());
+        }
         DirectoryRouter {
-            state: std::sync::RwLock::new(Directory {
-                shards: shards.into_iter().map(Into::into).collect(),
-                keys: std::collections::HashMap::new(),
-                ranges: std::collections::BTreeMap::new(),
+            names,
+            state: RwLock::new(Directory {
+                known: initial.len(),
+                active: (0..initial.len()).collect(),
+                ..Directory::default()
             }),
         }
+    }
+
+    fn name(&self, index: usize) -> Option<&ShardId> {
+        self.names.get(index).and_then(OnceLock::get)
+    }
+
+    /// The index of `shard` among those in service.
+    fn active_index(&self, state: &Directory, shard: &ShardId) -> Result<usize, RoutingError> {
+        state
+            .active
+            .iter()
+            .copied()
+            .find(|i| self.name(*i) == Some(shard))
+            .ok_or_else(|| RoutingError::UnknownShard(shard.to_string()))
     }
 
     /// Places `key` on `shard` (replacing any earlier entry).
@@ -340,8 +387,8 @@ impl DirectoryRouter {
     ) -> Result<(), RoutingError> {
         let shard = shard.into();
         let mut state = self.write();
-        state.check_known(&shard)?;
-        state.keys.insert(key.canonical_bytes(), shard);
+        let index = self.active_index(&state, &shard)?;
+        state.keys.insert(key.canonical_bytes(), index);
         Ok(())
     }
 
@@ -359,8 +406,8 @@ impl DirectoryRouter {
     ) -> Result<(), RoutingError> {
         let shard = shard.into();
         let mut state = self.write();
-        state.check_known(&shard)?;
-        state.ranges.insert(lower_bound, shard);
+        let index = self.active_index(&state, &shard)?;
+        state.ranges.insert(lower_bound, index);
         Ok(())
     }
 
@@ -374,13 +421,17 @@ impl DirectoryRouter {
         self.read()
             .ranges
             .iter()
-            .map(|(bound, shard)| (*bound, shard.clone()))
+            .filter_map(|(bound, index)| Some((*bound, self.name(*index)?.clone())))
             .collect()
     }
 
     /// How many keys and ranges are placed on `shard`.
     pub fn keys_on(&self, shard: &ShardId) -> usize {
-        self.read().placed_on(shard)
+        let state = self.read();
+        match self.active_index(&state, shard) {
+            Ok(index) => state.placed_on(index),
+            Err(_) => 0,
+        }
     }
 
     /// How many keys are assigned.
@@ -395,13 +446,13 @@ impl DirectoryRouter {
 
     // A panic while holding the lock leaves the map consistent (each update is one insert
     // or remove), so a poisoned lock is still usable.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+    fn read(&self) -> RwLockReadGuard<'_, Directory> {
         self.state
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Directory> {
+    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
         self.state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -409,26 +460,34 @@ impl DirectoryRouter {
 }
 
 impl ShardRouter for DirectoryRouter {
-    fn route_bytes(&self, key: &[u8]) -> Result<ShardId, RoutingError> {
-        let state = self.read();
-        if let Some(shard) = state.keys.get(key) {
-            return Ok(shard.clone());
-        }
-        // Integer keys are 8 big-endian bytes; other keys have no ranges.
-        let integer = <[u8; 8]>::try_from(key).map(i64::from_be_bytes);
-        match integer {
-            Ok(key) => state
-                .ranges
-                .range(..=key)
-                .next_back()
-                .map(|(_, shard)| shard.clone())
-                .ok_or(RoutingError::Unassigned),
-            Err(_) => Err(RoutingError::Unassigned),
-        }
+    fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
+        let index = {
+            let state = self.read();
+            match state.keys.get(key) {
+                Some(index) => *index,
+                // Integer keys are 8 big-endian bytes; other keys have no ranges.
+                None => match <[u8; 8]>::try_from(key).map(i64::from_be_bytes) {
+                    Ok(key) => *state
+                        .ranges
+                        .range(..=key)
+                        .next_back()
+                        .map(|(_, index)| index)
+                        .ok_or(RoutingError::Unassigned)?,
+                    Err(_) => return Err(RoutingError::Unassigned),
+                },
+            }
+        };
+        self.name(index)
+            .map(Cow::Borrowed)
+            .ok_or(RoutingError::Unassigned)
     }
 
     fn shards(&self) -> Vec<ShardId> {
-        self.read().shards.clone()
+        self.read()
+            .active
+            .iter()
+            .filter_map(|i| self.name(*i).cloned())
+            .collect()
     }
 
     fn accepts_new_shards(&self) -> bool {
@@ -437,22 +496,38 @@ impl ShardRouter for DirectoryRouter {
 
     fn add_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
         let mut state = self.write();
-        if !state.shards.contains(shard) {
-            state.shards.push(shard.clone());
+        let known = state.known;
+        let index = match (0..known).find(|i| self.name(*i) == Some(shard)) {
+            Some(index) => index,
+            None => {
+                let slot = self
+                    .names
+                    .get(known)
+                    .ok_or(RoutingError::TooManyShards(self.names.len()))?;
+                let _ = slot.set(shard.clone());
+                state.known += 1;
+                known
+            }
+        };
+        if !state.active.contains(&index) {
+            state.active.push(index);
         }
         Ok(())
     }
 
     fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
         let mut state = self.write();
-        let placed = state.placed_on(shard);
+        let Ok(index) = self.active_index(&state, shard) else {
+            return Ok(());
+        };
+        let placed = state.placed_on(index);
         if placed > 0 {
             return Err(RoutingError::ShardInUse {
                 shard: shard.to_string(),
                 keys: placed,
             });
         }
-        state.shards.retain(|s| s != shard);
+        state.active.retain(|i| *i != index);
         Ok(())
     }
 }
@@ -489,7 +564,7 @@ mod tests {
         assert_eq!(HashRouter::hash(b""), 0x2D06_8005_38D3_94C2);
         assert_eq!(
             sixteen().route(&"acme".to_owned()).unwrap(),
-            sixteen().route_bytes(b"acme").unwrap()
+            sixteen().route_bytes(b"acme").unwrap().into_owned()
         );
     }
 

@@ -123,7 +123,7 @@ impl Topology {
     pub fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
         let conn = self.connection(&shard)?;
-        Ok((shard, conn))
+        Ok((shard.into_owned(), conn))
     }
 
     /// Routes the values of `#[shard_key]` columns with a router of their own, instead of
@@ -172,7 +172,7 @@ impl Topology {
         };
         let shard = router.route_bytes(key)?;
         let conn = self.connection(&shard)?;
-        Ok((shard, conn))
+        Ok((shard.into_owned(), conn))
     }
 
     /// Makes `shard` available to the tenants' router and to a key router that can gain
