@@ -158,10 +158,31 @@ impl DirectoryCatalog {
         if !tenancy_core::ShardRouter::shards(router).contains(&shard) {
             return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
         }
+        let id = (self.name.clone(), lower_bound);
+        let previous = range_entry::Entity::find_by_id(id.clone())
+            .one(&self.conn)
+            .await?;
+        self.put_range(lower_bound, shard.as_str()).await?;
+        if let Err(error) = router.assign_range(lower_bound, shard) {
+            // The shard left the router meanwhile: the catalog goes back to what it held.
+            match previous {
+                Some(row) => self.put_range(lower_bound, &row.shard).await?,
+                None => {
+                    range_entry::Entity::delete_by_id(id)
+                        .exec(&self.conn)
+                        .await?;
+                }
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    async fn put_range(&self, lower_bound: i64, shard: &str) -> Result<()> {
         range_entry::Entity::insert(range_entry::ActiveModel {
             directory: Set(self.name.clone()),
             lower_bound: Set(lower_bound),
-            shard: Set(shard.to_string()),
+            shard: Set(shard.to_owned()),
         })
         .on_conflict(
             OnConflict::columns([
@@ -173,7 +194,6 @@ impl DirectoryCatalog {
         )
         .exec_without_returning(&self.conn)
         .await?;
-        router.assign_range(lower_bound, shard)?;
         Ok(())
     }
 
@@ -199,10 +219,29 @@ impl DirectoryCatalog {
         if !tenancy_core::ShardRouter::shards(router).contains(&shard) {
             return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
         }
+        let id = (self.name.clone(), tenant.to_string());
+        let previous = entry::Entity::find_by_id(id.clone())
+            .one(&self.conn)
+            .await?;
+        self.put_entry(&id.1, shard.as_str()).await?;
+        if let Err(error) = router.assign(tenant, shard) {
+            // The shard left the router meanwhile: the catalog goes back to what it held.
+            match previous {
+                Some(row) => self.put_entry(&id.1, &row.shard).await?,
+                None => {
+                    entry::Entity::delete_by_id(id).exec(&self.conn).await?;
+                }
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+
+    async fn put_entry(&self, key: &str, shard: &str) -> Result<()> {
         entry::Entity::insert(entry::ActiveModel {
             directory: Set(self.name.clone()),
-            key: Set(tenant.to_string()),
-            shard: Set(shard.to_string()),
+            key: Set(key.to_owned()),
+            shard: Set(shard.to_owned()),
         })
         .on_conflict(
             OnConflict::columns([entry::Column::Directory, entry::Column::Key])
@@ -211,7 +250,6 @@ impl DirectoryCatalog {
         )
         .exec_without_returning(&self.conn)
         .await?;
-        router.assign(tenant, shard)?;
         Ok(())
     }
 
