@@ -188,6 +188,42 @@ async fn a_failed_shard_is_an_error_naming_it() {
     }
 }
 
+/// With `shard` failing or silent, a fan-out of `across` under `timeout`: `all()` fails
+/// naming it within 3x the timeout, and the opt-in `all_or_partial()` returns the other
+/// shards' `rows` with `shard` as the only one missing. Returns the error of `all()`.
+async fn missing_shard_is_named(
+    across: &tenancy_sea::AcrossShards,
+    timeout: std::time::Duration,
+    shard: &str,
+    rows: usize,
+) -> Error {
+    let started = std::time::Instant::now();
+    let err = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+    match &err {
+        Error::Shard { shard: named, .. } | Error::ShardTimeout { shard: named, .. } => {
+            assert_eq!(named, shard);
+        }
+        other => panic!("expected shard {shard} to be named, got {other:?}"),
+    }
+    let partial = across
+        .find::<order::Entity>()
+        .timeout(timeout)
+        .all_or_partial()
+        .await
+        .unwrap();
+    assert!(!partial.is_complete());
+    assert_eq!(partial.missing.len(), 1);
+    assert_eq!(partial.missing[0].0.as_str(), shard);
+    assert_eq!(partial.rows.len(), rows);
+    err
+}
+
 /// A SQLite shard whose file is made unreadable mid-test (its bytes overwritten, since
 /// file modes do not stop root): the fan-out fails with the shard's name, within the
 /// timeout, and the opt-in partial result has every other shard's rows.
@@ -202,33 +238,11 @@ async fn an_unreadable_sqlite_shard_is_named() {
     let size = std::fs::metadata(path).unwrap().len();
     std::fs::write(path, vec![0xA5u8; usize::try_from(size).unwrap()]).unwrap();
     let timeout = std::time::Duration::from_millis(500);
-    let started = std::time::Instant::now();
     let across = tenancy.unscoped_across_shards().unwrap();
-    let err = across
-        .find::<order::Entity>()
-        .timeout(timeout)
-        .all()
-        .await
-        .unwrap_err();
-    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
-    match &err {
-        Error::Shard { shard, .. } | Error::ShardTimeout { shard, .. } => {
-            assert_eq!(shard, "shard_2");
-        }
-        other => panic!("expected the shard to be named, got {other:?}"),
-    }
-    let partial = across
-        .find::<order::Entity>()
-        .timeout(timeout)
-        .all_or_partial()
-        .await
-        .unwrap();
-    assert_eq!(partial.missing.len(), 1);
-    assert_eq!(partial.missing[0].0.as_str(), "shard_2");
     let elsewhere = (1..=9)
         .filter(|t: &i64| router.route(t).unwrap().as_str() != "shard_2")
         .count();
-    assert_eq!(partial.rows.len(), elsewhere * 2);
+    missing_shard_is_named(&across, timeout, "shard_2", elsewhere * 2).await;
     for db in dbs {
         db.drop_db().await;
     }
@@ -431,28 +445,9 @@ async fn slow_or_refusing_shards_are_named_within_the_timeout() {
         .await
         .unwrap();
     let across = tenancy.unscoped_across_shards().unwrap();
-    let started = std::time::Instant::now();
-    let err = across
-        .find::<order::Entity>()
-        .timeout(timeout)
-        .all()
-        .await
-        .unwrap_err();
-    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
-    assert!(
-        matches!(&err, Error::ShardTimeout { shard, .. } if shard == "shard_1"),
-        "{err:?}"
-    );
-    let partial = across
-        .find::<order::Entity>()
-        .timeout(timeout)
-        .all_or_partial()
-        .await
-        .unwrap();
-    assert!(!partial.is_complete());
-    assert_eq!(partial.missing.len(), 1);
-    assert_eq!(partial.missing[0].0.as_str(), "shard_1");
-    assert_eq!(partial.rows.len(), on("shard_0") + on("shard_2"));
+    let err =
+        missing_shard_is_named(&across, timeout, "shard_1", on("shard_0") + on("shard_2")).await;
+    assert!(matches!(err, Error::ShardTimeout { .. }), "{err:?}");
     blocker.rollback().await.unwrap();
 
     // shard_2 refuses connections: its sessions are ended and new ones are not allowed.
