@@ -74,20 +74,21 @@ impl Session {
     }
 }
 
-/// Runs `$body` with `$conn` bound to the connection of one unit of work of `$handle`:
-/// the handle's own connection when it needs no session set-up (row level, or inside a
-/// transaction that already ran it), else a new transaction whose set-up ran first and
-/// which commits after `$body`. `?` in `$body` drops the transaction, which rolls back.
-macro_rules! on_conn {
-    ($handle:expr, |$conn:ident| $body:expr) => {{
-        let handle = $handle;
-        match handle.session() {
+/// Runs `$body` with `$conn` bound to the connection of one unit of work on `$pool` (a
+/// [`HandleConnection`]): the connection itself when there is no set-up (`$session` is
+/// `None`: row level, or inside a transaction that already ran it), else a new
+/// transaction whose set-up ran first and which commits after `$body`. `?` in `$body`
+/// drops the transaction, which rolls back.
+macro_rules! in_unit {
+    ($pool:expr, $session:expr, |$conn:ident| $body:expr) => {{
+        let pool = $pool;
+        match $session {
             None => {
-                let $conn = handle.unit_connection();
+                let $conn = pool;
                 $body
             }
             Some(session) => {
-                let txn = ::sea_orm::TransactionTrait::begin(handle.unit_connection()).await?;
+                let txn = ::sea_orm::TransactionTrait::begin(pool).await?;
                 session.apply(&txn).await?;
                 let out = {
                     let $conn = &txn;
@@ -97,5 +98,14 @@ macro_rules! on_conn {
                 out
             }
         }
+    }};
+}
+
+/// Runs `$body` with `$conn` bound to the connection of one unit of work of `$handle`
+/// (see `in_unit!`): every statement of a tenant handle goes through here.
+macro_rules! on_conn {
+    ($handle:expr, |$conn:ident| $body:expr) => {{
+        let handle = $handle;
+        in_unit!(handle.unit_connection(), handle.session(), |$conn| $body)
     }};
 }

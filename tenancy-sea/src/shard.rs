@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
     DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait, TryGetable, Value,
+    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, Value,
 };
 use std::cmp::Ordering;
 use std::future::Future;
@@ -330,22 +330,7 @@ impl Target {
 macro_rules! on_target {
     ($target:expr, |$conn:ident| $body:expr) => {{
         let target: &Target = $target;
-        match &target.session {
-            None => {
-                let $conn = &target.conn;
-                $body
-            }
-            Some(session) => {
-                let txn = target.conn.begin().await?;
-                session.apply(&txn).await?;
-                let out = {
-                    let $conn = &txn;
-                    $body
-                };
-                txn.commit().await?;
-                out
-            }
-        }
+        in_unit!(&target.conn, target.session.as_deref(), |$conn| $body)
     }};
 }
 
