@@ -85,7 +85,10 @@ impl<T: TenantKey> Tenancy<T> {
                 sharded: true,
             },
             Err(_) => Globals {
-                copies: vec![(ShardId::new("default"), self.unscoped().clone())],
+                copies: vec![(
+                    ShardId::new(crate::handle::UNSHARDED),
+                    self.unscoped().clone(),
+                )],
                 sharded: false,
             },
         }

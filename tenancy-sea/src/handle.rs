@@ -194,8 +194,11 @@ impl<T: TenantKey> TenantDb<T> {
     }
 }
 
+/// Where a row goes: a shard and its pool, or `None` for the handle's own connection.
+type Placed = Option<(ShardId, DatabaseConnection)>;
+
 /// The name of the one "shard" of a handle that is not sharded.
-const UNSHARDED: &str = "default";
+pub(crate) const UNSHARDED: &str = "default";
 
 /// A tenant's reads on every shard, made by [`TenantDb::across_shards`]: still filtered by
 /// tenant, but fanned out and merged like [`AcrossShards`].
@@ -357,7 +360,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
 
     /// The shard of the row of `E` whose shard key is `value`: `None` when the statement
     /// stays on this handle's connection (no sharding, or the tenant is the key).
-    fn shard_for<E>(&self, value: Option<Value>) -> Result<Option<(ShardId, DatabaseConnection)>>
+    fn shard_for<E>(&self, value: Option<Value>) -> Result<Placed>
     where
         E: TenantScoped<TenantId = T>,
     {
@@ -382,7 +385,14 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     where
         E: TenantScoped<TenantId = T>,
     {
-        let Some((shard, pool)) = self.shard_for::<E>(value)? else {
+        let placed = self.shard_for::<E>(value)?;
+        self.bind::<E>(placed)
+    }
+
+    /// This tenant's handle on `placed` (a shard and its pool), or this handle itself when
+    /// `placed` is `None` or its own shard.
+    fn bind<E: EntityTrait>(&self, placed: Placed) -> Result<Routed<'_, T, C>> {
+        let Some((shard, pool)) = placed else {
             return Ok(Routed::Here(self));
         };
         if self.shard.as_ref() == Some(&shard) {
@@ -574,19 +584,22 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         if <A::Entity as TenantScoped>::shard_key_column().is_none() {
             return self.insert_many_here(models).await;
         }
-        let mut groups: Vec<(Option<ShardId>, Option<Value>, Vec<A>)> = Vec::new();
+        let mut groups: Vec<(Placed, Vec<A>)> = Vec::new();
         for am in models {
-            let key = Self::key_of(&am);
-            let shard = self.shard_for::<A::Entity>(key.clone())?.map(|(s, _)| s);
-            match groups.iter_mut().find(|(s, _, _)| *s == shard) {
-                Some((_, _, rows)) => rows.push(am),
-                None => groups.push((shard, key, vec![am])),
+            let placed = self.shard_for::<A::Entity>(Self::key_of(&am))?;
+            let shard = placed.as_ref().map(|(shard, _)| shard);
+            match groups
+                .iter_mut()
+                .find(|(group, _)| group.as_ref().map(|(s, _)| s) == shard)
+            {
+                Some((_, rows)) => rows.push(am),
+                None => groups.push((placed, vec![am])),
             }
         }
         // Every shard is reached (or refused) before anything is written.
         let mut routed = Vec::with_capacity(groups.len());
-        for (_, key, rows) in groups {
-            routed.push((self.route::<A::Entity>(key)?, rows));
+        for (placed, rows) in groups {
+            routed.push((self.bind::<A::Entity>(placed)?, rows));
         }
         if routed.len() == 1 {
             let (handle, rows) = routed.remove(0);

@@ -9,8 +9,8 @@ use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait,
-    QueryOrder, Schema, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, Schema, Set, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 use tenancy_core::{Identifier, ShardId, ShardRouter};
@@ -182,7 +182,7 @@ impl ShardCatalog {
                 shard_entry::Column::State,
                 sea_orm::sea_query::Expr::value(state.as_str()),
             )
-            .filter_by_name(name)
+            .filter(shard_entry::Column::Name.eq(name.as_str()))
             .exec(&self.conn)
             .await?;
         if result.rows_affected == 0 {
@@ -217,17 +217,6 @@ impl ShardCatalog {
             shards.push((record.name, conn));
         }
         Topology::new(router, shards)
-    }
-}
-
-trait FilterByName {
-    fn filter_by_name(self, name: &ShardId) -> Self;
-}
-
-impl FilterByName for sea_orm::UpdateMany<shard_entry::Entity> {
-    fn filter_by_name(self, name: &ShardId) -> Self {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        self.filter(shard_entry::Column::Name.eq(name.as_str()))
     }
 }
 

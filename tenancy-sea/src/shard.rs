@@ -213,7 +213,10 @@ impl Topology {
 
     /// The connection of `shard`.
     pub fn connection(&self, shard: &ShardId) -> Result<DatabaseConnection> {
-        self.snapshot()
+        // Looked up under the read lock: no snapshot is taken on this per-request path.
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(id, _)| id == shard)
             .map(|(_, conn)| conn.clone())
