@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
     DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, Value,
+    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, TryGetableMany, Value,
 };
 use std::cmp::Ordering;
 use std::future::Future;
@@ -679,22 +679,28 @@ where
         Ok(total)
     }
 
-    /// One value per shard: `expr(backend)` selected alone (the shard's aggregate), or
-    /// `None`.
-    async fn per_shard<V>(&self, expr: impl Fn(DbBackend) -> SimpleExpr) -> Result<Vec<Option<V>>>
+    /// One row per shard of the aggregates `exprs(backend)` (selected alone, in order), as
+    /// the tuple `R`.
+    async fn per_shard<R>(
+        &self,
+        exprs: impl Fn(DbBackend) -> Vec<SimpleExpr>,
+    ) -> Result<Vec<Option<R>>>
     where
-        V: TryGetable + Send + Sync + 'static,
+        R: TryGetableMany + Send + Sync + 'static,
     {
         let timeout = self.timeout;
         let table = E::default().table_name();
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
-            let select = for_target(&self.select, target)
-                .select_only()
-                .column_as(expr(target.conn.get_database_backend()), "value")
-                .into_tuple::<Option<V>>();
+            let mut select = for_target(&self.select, target).select_only();
+            for (n, expr) in exprs(target.conn.get_database_backend())
+                .into_iter()
+                .enumerate()
+            {
+                select = select.column_as(expr, format!("value_{n}"));
+            }
+            let select = select.into_tuple::<R>();
             async move {
-                let value =
-                    async { Ok(on_target!(target, |conn| select.one(conn).await?.flatten())) };
+                let value = async { Ok(on_target!(target, |conn| select.one(conn).await?)) };
                 (index, value.await)
             }
             .instrument(target.span("scatter_aggregate", table))
@@ -710,8 +716,10 @@ where
     where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
-        let values = self.per_shard::<V>(|_| Expr::col(col).max()).await?;
-        Ok(values.into_iter().flatten().max())
+        let values = self
+            .per_shard::<Option<V>>(|_| vec![Expr::col(col).max()])
+            .await?;
+        Ok(values.into_iter().flatten().flatten().max())
     }
 
     /// The smallest value of `col` over all shards (`None` when no row matches).
@@ -719,8 +727,10 @@ where
     where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
-        let values = self.per_shard::<V>(|_| Expr::col(col).min()).await?;
-        Ok(values.into_iter().flatten().min())
+        let values = self
+            .per_shard::<Option<V>>(|_| vec![Expr::col(col).min()])
+            .await?;
+        Ok(values.into_iter().flatten().flatten().min())
     }
 
     /// The sum of the integer column `col` over all shards (0 when no row matches). Each
@@ -728,22 +738,48 @@ where
     /// to decimals); a sum beyond `i64` is an error, not a wrap.
     pub async fn sum(self, col: E::Column) -> Result<i64> {
         let values = self
-            .per_shard::<i64>(|backend| {
-                let cast = match backend {
-                    DbBackend::MySql => "SIGNED",
-                    _ => "BIGINT",
-                };
-                Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into()
-            })
+            .per_shard::<Option<i64>>(|backend| vec![sum_as_i64(backend, col)])
             .await?;
         let mut total: i64 = 0;
-        for value in values.into_iter().flatten() {
+        for value in values.into_iter().flatten().flatten() {
             total = total.checked_add(value).ok_or_else(|| {
                 Error::Config("the sum over all shards does not fit in i64".to_owned())
             })?;
         }
         Ok(total)
     }
+
+    /// The mean of the integer column `col` over all shards, as SQL's `AVG` computes it on
+    /// one database: the rows where `col` is NULL are left out, and no such row at all is
+    /// `None`. Each shard returns its sum and count in one statement, and the mean is
+    /// taken from their totals, so it weighs every row once (averaging the shards'
+    /// averages would not).
+    pub async fn avg(self, col: E::Column) -> Result<Option<f64>> {
+        let values = self
+            .per_shard::<(Option<i64>, i64)>(|backend| {
+                vec![sum_as_i64(backend, col), Expr::col(col).count()]
+            })
+            .await?;
+        let (mut total, mut rows) = (0i128, 0i64);
+        for (sum, count) in values.into_iter().flatten() {
+            total += i128::from(sum.unwrap_or(0));
+            rows += count;
+        }
+        // An f64 holds every sum and count this can meet to within its precision; the
+        // division is the one rounding step.
+        #[allow(clippy::cast_precision_loss)]
+        Ok((rows > 0).then(|| total as f64 / rows as f64))
+    }
+}
+
+/// `SUM(col)` cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums to
+/// decimals).
+fn sum_as_i64<C: sea_orm::ColumnTrait>(backend: DbBackend, col: C) -> SimpleExpr {
+    let cast = match backend {
+        DbBackend::MySql => "SIGNED",
+        _ => "BIGINT",
+    };
+    Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into()
 }
 
 /// Orders two column values of the same type; `None` when they do not compare. NULL sorts
