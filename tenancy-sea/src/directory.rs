@@ -3,12 +3,15 @@
 //! catalog first and the router's cache second.
 
 use crate::entity::TenantKey;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::registry::{ShardState, shard_entry};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Schema, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    Schema, Set,
 };
-use tenancy_core::{DirectoryRouter, ShardId};
+use std::collections::HashMap;
+use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
 
 /// The framework's catalog entity of the directories: one row per placed key.
 pub mod entry {
@@ -105,8 +108,12 @@ impl DirectoryCatalog {
         })
     }
 
-    /// Creates the directory tables if they do not exist.
+    /// Creates the directory tables, and the shard registry whose states the directory
+    /// obeys ([`ShardCatalog`](crate::ShardCatalog)), if they do not exist.
     pub async fn install(&self) -> Result<()> {
+        crate::ShardCatalog::new(self.conn.clone())
+            .install()
+            .await?;
         let schema = Schema::new(self.conn.get_database_backend());
         self.conn
             .execute(
@@ -162,6 +169,12 @@ impl DirectoryCatalog {
         let previous = range_entry::Entity::find_by_id(id.clone())
             .one(&self.conn)
             .await?;
+        if previous
+            .as_ref()
+            .is_none_or(|row| row.shard != shard.as_str())
+        {
+            self.refuse_draining(&shard).await?;
+        }
         self.put_range(lower_bound, shard.as_str()).await?;
         if let Err(error) = router.assign_range(lower_bound, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
@@ -207,7 +220,9 @@ impl DirectoryCatalog {
     }
 
     /// Places `tenant` on `shard`: in the catalog, then in `router`. A shard the router
-    /// does not know is refused before the catalog is touched.
+    /// does not know is refused before the catalog is touched, and so is a shard the
+    /// registry marks [draining](ShardState::Draining) ([`Error::ShardDraining`]) unless
+    /// the key is on it already.
     pub async fn assign<T: TenantKey>(
         &self,
         router: &DirectoryRouter,
@@ -223,6 +238,12 @@ impl DirectoryCatalog {
         let previous = entry::Entity::find_by_id(id.clone())
             .one(&self.conn)
             .await?;
+        if previous
+            .as_ref()
+            .is_none_or(|row| row.shard != shard.as_str())
+        {
+            self.refuse_draining(&shard).await?;
+        }
         self.put_entry(&id.1, shard.as_str()).await?;
         if let Err(error) = router.assign(tenant, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
@@ -235,6 +256,118 @@ impl DirectoryCatalog {
             return Err(error.into());
         }
         Ok(())
+    }
+
+    /// Places a new `tenant` on the shard of `router` that holds the fewest keys of this
+    /// directory, passing over draining shards (ties go to the first name), and returns
+    /// it. A tenant placed already keeps its shard, which is returned: placing is safe to
+    /// repeat, and when two processes place the same tenant at once, both get the shard
+    /// the first one recorded. Every shard draining is [`Error::NoShardAvailable`].
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, ShardRouter};
+    /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+    /// let directory = DirectoryCatalog::new(catalog);
+    /// let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    /// let home = directory.place(&router, &42i64).await?; // the emptier shard
+    /// assert_eq!(router.route(&42i64)?, home);
+    /// assert_eq!(directory.place(&router, &42i64).await?, home); // placed once
+    /// # Ok(()) }
+    /// ```
+    pub async fn place<T: TenantKey>(
+        &self,
+        router: &DirectoryRouter,
+        tenant: &T,
+    ) -> Result<ShardId> {
+        tenant.validate()?;
+        let key = tenant.to_string();
+        if let Some(row) = entry::Entity::find_by_id((self.name.clone(), key.clone()))
+            .one(&self.conn)
+            .await?
+        {
+            return self.settle(router, tenant, row.shard);
+        }
+        let draining: Vec<String> = shard_entry::Entity::find()
+            .filter(shard_entry::Column::State.eq(ShardState::Draining.as_str()))
+            .select_only()
+            .column(shard_entry::Column::Name)
+            .into_tuple()
+            .all(&self.conn)
+            .await?;
+        let counts: HashMap<String, i64> = entry::Entity::find()
+            .filter(entry::Column::Directory.eq(self.name.as_str()))
+            .select_only()
+            .column(entry::Column::Shard)
+            .column_as(entry::Column::Key.count(), "keys")
+            .group_by(entry::Column::Shard)
+            .into_tuple::<(String, i64)>()
+            .all(&self.conn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut candidates = router.shards();
+        candidates.retain(|shard| !draining.iter().any(|d| d == shard.as_str()));
+        candidates.sort();
+        let shard = candidates
+            .into_iter()
+            .min_by_key(|shard| counts.get(shard.as_str()).copied().unwrap_or(0))
+            .ok_or_else(|| Error::NoShardAvailable {
+                directory: self.name.clone(),
+            })?;
+        // Recorded only if no one placed the tenant meanwhile; the row that stands wins.
+        // The conflict "updates" a key column to its own value: `DO NOTHING` has no
+        // MySQL form that sea-query writes.
+        entry::Entity::insert(entry::ActiveModel {
+            directory: Set(self.name.clone()),
+            key: Set(key.clone()),
+            shard: Set(shard.to_string()),
+        })
+        .on_conflict(
+            OnConflict::columns([entry::Column::Directory, entry::Column::Key])
+                .update_column(entry::Column::Directory)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.conn)
+        .await?;
+        let row = entry::Entity::find_by_id((self.name.clone(), key))
+            .one(&self.conn)
+            .await?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "the placement of {tenant} vanished from directory {} as it was made",
+                    self.name
+                ))
+            })?;
+        self.settle(router, tenant, row.shard)
+    }
+
+    /// Puts the catalog's placement of `tenant` in `router` and returns its shard.
+    fn settle<T: TenantKey>(
+        &self,
+        router: &DirectoryRouter,
+        tenant: &T,
+        shard: String,
+    ) -> Result<ShardId> {
+        let shard = ShardId::new(shard);
+        router.assign(tenant, shard.clone())?;
+        Ok(shard)
+    }
+
+    /// [`Error::ShardDraining`] when the registry marks `shard` draining. A shard the
+    /// registry does not list (a topology built by hand) takes keys.
+    async fn refuse_draining(&self, shard: &ShardId) -> Result<()> {
+        let row = shard_entry::Entity::find_by_id(shard.as_str())
+            .one(&self.conn)
+            .await?;
+        match row {
+            Some(row) if ShardState::parse(&row.state)? == ShardState::Draining => {
+                Err(Error::ShardDraining {
+                    shard: shard.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn put_entry(&self, key: &str, shard: &str) -> Result<()> {

@@ -210,6 +210,21 @@ pub enum Error {
         shard: String,
     },
 
+    /// The shard is draining (being emptied): no key is newly placed on it. Nothing was
+    /// changed.
+    #[error("shard {shard} is draining: no new keys are placed on it")]
+    ShardDraining {
+        /// The shard.
+        shard: String,
+    },
+
+    /// No shard can take a new key: every shard the router knows is draining.
+    #[error("no shard can take a new key in directory {directory}: every shard is draining")]
+    NoShardAvailable {
+        /// The directory.
+        directory: String,
+    },
+
     /// A shard cannot be removed while it holds data or tenants.
     #[error("shard {shard} cannot be removed: {reason}")]
     ShardNotEmpty {

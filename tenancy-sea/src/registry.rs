@@ -45,20 +45,23 @@ pub mod shard_entry {
 pub enum ShardState {
     /// In service: new tenants may be placed on it.
     Active,
-    /// Still serving its tenants, but to be emptied: operators place no new tenants on
-    /// it ([`ShardCatalog::active`] leaves it out).
+    /// Still serving its tenants, but to be emptied: no new key is placed on it.
+    /// [`DirectoryCatalog::assign`](crate::DirectoryCatalog::assign) and
+    /// [`assign_range`](crate::DirectoryCatalog::assign_range) refuse it with
+    /// [`Error::ShardDraining`], [`DirectoryCatalog::place`](crate::DirectoryCatalog::place)
+    /// passes it over, and [`ShardCatalog::active`] leaves it out.
     Draining,
 }
 
 impl ShardState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ShardState::Active => "active",
             ShardState::Draining => "draining",
         }
     }
 
-    fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         match text {
             "active" => Ok(ShardState::Active),
             "draining" => Ok(ShardState::Draining),

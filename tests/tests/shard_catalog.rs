@@ -171,6 +171,47 @@ async fn provision(backend: Backend) {
         shards.active().await.unwrap(),
         [ShardId::new("s0"), ShardId::new("s1")]
     );
+    // The directory obeys it: no new key, tenant or range, is placed on a draining shard,
+    // and the catalog is left as it was; a key already there may be assigned again.
+    match directory.assign(&router, &9, "s2").await {
+        Err(Error::ShardDraining { shard }) => assert_eq!(shard, "s2"),
+        other => panic!("expected ShardDraining, got {other:?}"),
+    }
+    assert!(router.route(&9i64).is_err(), "not placed in the router");
+    assert!(matches!(
+        DirectoryCatalog::named(catalog.conn.clone(), "devices")
+            .unwrap()
+            .assign_range(&router, 1_000, "s2")
+            .await,
+        Err(Error::ShardDraining { .. })
+    ));
+    directory.assign(&router, &2, "s2").await.unwrap();
+    let reloaded = DirectoryRouter::new(shards.names().await.unwrap());
+    assert_eq!(directory.load::<i64>(&reloaded).await.unwrap(), 5);
+    // New tenants go to the active shard with the fewest keys (s0 holds 3 and 6, s1 none
+    // since 1, 4 and 7 left), ties to the first name; placing again changes nothing.
+    let mut placed = Vec::new();
+    for tenant in [10, 11, 12, 10] {
+        let shard = directory.place(&router, &tenant).await.unwrap();
+        assert_eq!(router.route(&tenant).unwrap(), shard);
+        placed.push(shard.to_string());
+    }
+    assert_eq!(placed, ["s1", "s1", "s0", "s1"]);
+    for name in ["s0", "s1"] {
+        shards
+            .set_state(&ShardId::new(name), ShardState::Draining)
+            .await
+            .unwrap();
+    }
+    match directory.place(&router, &13).await {
+        Err(Error::NoShardAvailable { directory }) => assert_eq!(directory, "tenants"),
+        other => panic!("expected NoShardAvailable, got {other:?}"),
+    }
+    // A tenant placed before its shard began draining keeps it.
+    assert_eq!(directory.place(&router, &12).await.unwrap().as_str(), "s0");
+    for tenant in [10, 11, 12] {
+        directory.remove(&router, &tenant).await.unwrap();
+    }
 
     // The s1 rows can be found on s1 still, read past the framework.
     let s1 = tenancy
