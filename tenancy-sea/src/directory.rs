@@ -356,7 +356,7 @@ impl DirectoryCatalog {
 
     /// [`Error::ShardDraining`] when the registry marks `shard` draining. A shard the
     /// registry does not list (a topology built by hand) takes keys.
-    async fn refuse_draining(&self, shard: &ShardId) -> Result<()> {
+    pub(crate) async fn refuse_draining(&self, shard: &ShardId) -> Result<()> {
         let row = shard_entry::Entity::find_by_id(shard.as_str())
             .one(&self.conn)
             .await?;

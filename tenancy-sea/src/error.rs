@@ -225,6 +225,52 @@ pub enum Error {
         directory: String,
     },
 
+    /// The tenant is being moved to another shard; no handle is given out for it until
+    /// the move ends. Retry after it.
+    #[error("tenant {tenant} is being moved to another shard; retry when the move ends")]
+    TenantMoving {
+        /// The tenant.
+        tenant: String,
+    },
+
+    /// The tenant's rows changed on its old shard while they were copied, so the move
+    /// was abandoned before switching: the copies were rolled back, the tenant still
+    /// lives on its old shard, and nothing was lost.
+    #[error(
+        "moving tenant {tenant}: `{table}` had {copied} rows when copied and {now} after; \
+         the move was abandoned and the tenant stays on shard {shard}"
+    )]
+    MoveConflict {
+        /// The tenant.
+        tenant: String,
+        /// The table whose rows changed.
+        table: &'static str,
+        /// The rows copied.
+        copied: u64,
+        /// The rows on the old shard afterwards.
+        now: u64,
+        /// The shard the tenant stays on.
+        shard: String,
+    },
+
+    /// The tenant was moved (its rows copied and its placement switched) but its rows
+    /// could not be removed from the shard it left. It is served from its new shard;
+    /// running the same move again removes what was left.
+    #[error(
+        "tenant {tenant} now lives on shard {to}, but its rows on shard {from} were not \
+         removed ({source}); run the same move again to remove them"
+    )]
+    MoveUnfinished {
+        /// The tenant.
+        tenant: String,
+        /// The shard it left.
+        from: String,
+        /// The shard it lives on now.
+        to: String,
+        /// Why the old rows were not removed.
+        source: Box<Error>,
+    },
+
     /// A shard cannot be removed while it holds data or tenants.
     #[error("shard {shard} cannot be removed: {reason}")]
     ShardNotEmpty {

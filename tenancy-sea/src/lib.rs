@@ -66,6 +66,7 @@ mod error;
 mod fleet;
 mod global;
 mod handle;
+mod moving;
 mod registry;
 pub mod rls;
 mod select;
@@ -89,6 +90,7 @@ pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use moving::{MoveReport, TenantMove};
 pub use registry::{ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,

@@ -17,9 +17,11 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, TryGetableMany, Value,
 };
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tenancy_core::{ShardId, ShardRouter};
 use tracing::Instrument;
@@ -43,6 +45,11 @@ pub struct Topology {
     shards: RwLock<Shards>,
     timeout: Duration,
     spawner: Option<Spawner>,
+    /// The canonical bytes of the tenants being moved between shards: no handle is given
+    /// out for them meanwhile. `moves` counts them, so routing reads one atomic when
+    /// nothing moves.
+    moving: Mutex<HashSet<Vec<u8>>>,
+    moves: AtomicUsize,
 }
 
 impl std::fmt::Debug for Topology {
@@ -80,6 +87,25 @@ impl Topology {
             shards: RwLock::new(Arc::new(shards)),
             timeout: Duration::from_secs(30),
             spawner: None,
+            moving: Mutex::new(HashSet::new()),
+            moves: AtomicUsize::new(0),
+        })
+    }
+
+    /// Fences `tenant` for a move: until the guard drops, [`shard_of`](Self::shard_of)
+    /// refuses it with [`Error::TenantMoving`]. A tenant fenced already is that error.
+    pub(crate) fn fence<K: TenantKey>(&self, tenant: &K) -> Result<MoveFence<'_>> {
+        let bytes = tenant.canonical_bytes();
+        let mut moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
+        if !moving.insert(bytes.clone()) {
+            return Err(Error::TenantMoving {
+                tenant: tenant.to_string(),
+            });
+        }
+        self.moves.fetch_add(1, AtomicOrdering::SeqCst);
+        Ok(MoveFence {
+            topology: self,
+            bytes,
         })
     }
 
@@ -116,6 +142,17 @@ impl Topology {
     pub fn shard_of<K: TenantKey>(&self, key: &K) -> Result<(ShardId, DatabaseConnection)> {
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
+        if self.moves.load(AtomicOrdering::SeqCst) > 0
+            && self
+                .moving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&bytes)
+        {
+            return Err(Error::TenantMoving {
+                tenant: key.to_string(),
+            });
+        }
         self.shard_of_bytes(&bytes)
     }
 
@@ -800,4 +837,24 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (Float(a), Float(b)) => a.partial_cmp(b)?,
         _ => return None,
     })
+}
+
+/// A tenant fenced for a move (see [`Topology::fence`]); dropping it lifts the fence, also
+/// when the move fails or its future is dropped.
+pub(crate) struct MoveFence<'t> {
+    topology: &'t Topology,
+    bytes: Vec<u8>,
+}
+
+impl Drop for MoveFence<'_> {
+    fn drop(&mut self) {
+        let mut moving = self
+            .topology
+            .moving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if moving.remove(&self.bytes) {
+            self.topology.moves.fetch_sub(1, AtomicOrdering::SeqCst);
+        }
+    }
 }

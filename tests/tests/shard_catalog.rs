@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use std::sync::Arc;
 use tenancy_sea::{
     DirectoryCatalog, DirectoryRouter, Error, HashRouter, RoutingError, ShardCatalog, ShardId,
@@ -237,6 +237,289 @@ async fn postgres_catalog_and_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_catalog_and_shards() {
     provision(Backend::MySql).await;
+}
+
+/// A catalog with shards `s0` and `s1` made through it, and the tenancy over them.
+async fn two_shards(
+    backend: Backend,
+) -> Option<(TestDb, DirectoryCatalog, Arc<DirectoryRouter>, Tenancy<i64>)> {
+    let catalog = TestDb::for_flavor(backend, Flavor::Database).await?;
+    let directory = DirectoryCatalog::new(catalog.conn.clone());
+    directory.install().await.unwrap();
+    let router = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
+    let tenancy = tenancy_over(&catalog, router.clone()).await;
+    for name in ["s0", "s1"] {
+        tenancy
+            .create_shard::<DatabaseMigratorV1>(name)
+            .await
+            .unwrap();
+    }
+    Some((catalog, directory, router, tenancy))
+}
+
+/// A customer with orders for `tenant`, written through its handle; `first_id` gives the
+/// rows ids of their own (1,000 up), `None` takes the shard's sequence.
+async fn customer_with_orders(tenancy: &Tenancy<i64>, tenant: i64, first_id: Option<i64>) {
+    let db = tenancy.tenant(tenant).await.unwrap();
+    let id = |n: i64| first_id.map_or(sea_orm::ActiveValue::NotSet, |f| Set(f + n));
+    let c = db
+        .insert(customer::ActiveModel {
+            id: id(0),
+            name: Set(format!("c{tenant}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for n in 0..3 {
+        db.insert(order::ActiveModel {
+            id: id(n),
+            customer_id: Set(c.id),
+            total_cents: Set(tenant * 100 + n),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// The tenant's orders on `shard`, read past the framework.
+async fn orders_on(tenancy: &Tenancy<i64>, shard: &str, tenant: i64) -> u64 {
+    let conn = tenancy
+        .topology()
+        .unwrap()
+        .connection(&ShardId::new(shard))
+        .unwrap();
+    order::Entity::find()
+        .filter(order::Column::Tenant.eq(tenant))
+        .count(&conn)
+        .await
+        .unwrap()
+}
+
+/// Moving tenants between shards: rows copied parents first, placement switched in the
+/// catalog and the router, old rows removed; a clash of keys, a draining or unknown
+/// destination and an empty list of entities change nothing; a second run removes what
+/// an unfinished move left behind.
+async fn moves(backend: Backend) {
+    let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+        return;
+    };
+    directory.assign(&router, &1, "s0").await.unwrap();
+    directory.assign(&router, &2, "s1").await.unwrap();
+    directory.assign(&router, &3, "s0").await.unwrap();
+    customer_with_orders(&tenancy, 1, None).await;
+    customer_with_orders(&tenancy, 2, None).await;
+    customer_with_orders(&tenancy, 3, Some(1_000)).await;
+    let relocate = |tenant: i64, to: &'static str| {
+        tenancy
+            .move_tenant(tenant, to)
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+    };
+
+    // Tenant 3's ids are its own: it moves. Customers go first, orders after them.
+    let report = relocate(3, "s1").run(&directory, &router).await.unwrap();
+    assert_eq!((report.from.as_str(), report.to.as_str()), ("s0", "s1"));
+    assert_eq!(report.copied, [("customers", 1), ("orders", 3)]);
+    assert_eq!(report.removed, 4);
+    assert_eq!(router.route(&3i64).unwrap().as_str(), "s1");
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 3).await,
+            orders_on(&tenancy, "s1", 3).await
+        ),
+        (0, 3)
+    );
+    let db = tenancy.tenant(3).await.unwrap();
+    assert_eq!(db.shard().unwrap().as_str(), "s1");
+    let mut totals: Vec<i64> = db
+        .find::<order::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.total_cents)
+        .collect();
+    totals.sort_unstable();
+    assert_eq!(totals, [300, 301, 302]);
+    // The new shard's key sequence continues past the moved ids (PostgreSQL is told so).
+    let next = db
+        .insert(customer::ActiveModel {
+            name: Set("after the move".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.id, 1_001);
+    // The catalog holds the new placement: a restart finds tenant 3 on s1.
+    let reloaded = DirectoryRouter::new(["s0", "s1"]);
+    directory.load::<i64>(&reloaded).await.unwrap();
+    assert_eq!(reloaded.route(&3i64).unwrap().as_str(), "s1");
+
+    // Tenant 1's ids came from s0's sequence and s1 holds the same ids: the copy fails,
+    // is rolled back, and tenant 1 stays on s0 with every row.
+    assert!(matches!(
+        relocate(1, "s1").run(&directory, &router).await,
+        Err(Error::Db(_))
+    ));
+    assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 1).await,
+            orders_on(&tenancy, "s1", 1).await
+        ),
+        (3, 0)
+    );
+    tenancy.tenant(1).await.expect("the fence is lifted");
+
+    // A draining or unknown destination, or no entities, is refused before anything.
+    let shards = ShardCatalog::new(catalog.conn.clone());
+    shards
+        .set_state(&ShardId::new("s0"), ShardState::Draining)
+        .await
+        .unwrap();
+    match relocate(2, "s0").run(&directory, &router).await {
+        Err(Error::ShardDraining { shard }) => assert_eq!(shard, "s0"),
+        other => panic!("expected ShardDraining, got {other:?}"),
+    }
+    shards
+        .set_state(&ShardId::new("s0"), ShardState::Active)
+        .await
+        .unwrap();
+    assert!(matches!(
+        relocate(2, "s9").run(&directory, &router).await,
+        Err(Error::Routing(RoutingError::UnknownShard(_)))
+    ));
+    assert!(matches!(
+        tenancy.move_tenant(2, "s0").run(&directory, &router).await,
+        Err(Error::Config(_))
+    ));
+    assert_eq!(orders_on(&tenancy, "s1", 2).await, 3);
+
+    // What an unfinished move left on the old shard goes when the move runs again.
+    let s0 = tenancy
+        .topology()
+        .unwrap()
+        .connection(&ShardId::new("s0"))
+        .unwrap();
+    order::Entity::insert(order::ActiveModel {
+        id: Set(5_000),
+        tenant_id: Set(3),
+        customer_id: Set(1),
+        total_cents: Set(1),
+    })
+    .exec(&s0)
+    .await
+    .unwrap();
+    let again = relocate(3, "s1").run(&directory, &router).await.unwrap();
+    assert_eq!((again.copied.len(), again.removed), (0, 1));
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 3).await,
+            orders_on(&tenancy, "s1", 3).await
+        ),
+        (0, 3)
+    );
+    drop(tenancy);
+    catalog.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tenant_moves() {
+    moves(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tenant_moves() {
+    moves(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_tenant_moves() {
+    moves(Backend::MySql).await;
+}
+
+/// A write that reaches the old shard while the tenant's rows are copied (a handle taken
+/// before the move) is caught: the move is abandoned before switching, and the tenant
+/// stays where it was with every row. Meanwhile the tenant is fenced: no handle is given
+/// out for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_move_abandons_it() {
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &4, "s0").await.unwrap();
+    customer_with_orders(&tenancy, 4, Some(2_000)).await;
+    let stale = tenancy.tenant(4).await.unwrap();
+    let topology = tenancy.topology().unwrap().clone();
+    let s1 = topology.connection(&ShardId::new("s1")).unwrap();
+    // Holding s1's customers table makes the copy wait there, after it read s0's rows.
+    let blocker = sea_orm::TransactionTrait::begin(&s1).await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE customers IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let moving = tenancy
+        .move_tenant(4, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router);
+    let meanwhile = async {
+        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        for _ in 0..200 {
+            let row = s1
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    waiting,
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            if row.try_get::<i64>("", "n").unwrap() > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(matches!(
+            tenancy.tenant(4).await,
+            Err(Error::TenantMoving { .. })
+        ));
+        stale
+            .insert(customer::ActiveModel {
+                name: Set("written during the move".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        blocker.rollback().await.unwrap();
+    };
+    let (moved, ()) = tokio::join!(moving, meanwhile);
+    match moved {
+        Err(Error::MoveConflict {
+            table,
+            copied,
+            now,
+            shard,
+            ..
+        }) => assert_eq!(
+            (table, copied, now, shard.as_str()),
+            ("customers", 1, 2, "s0")
+        ),
+        other => panic!("expected MoveConflict, got {other:?}"),
+    }
+    assert_eq!(router.route(&4i64).unwrap().as_str(), "s0");
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 4).await,
+            orders_on(&tenancy, "s1", 4).await
+        ),
+        (3, 0)
+    );
+    let db = tenancy.tenant(4).await.expect("the fence is lifted");
+    assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 2);
+    drop((db, tenancy));
+    catalog.drop_db().await;
 }
 
 /// A hash router places keys by its list of shards: adding one would move keys, so it is

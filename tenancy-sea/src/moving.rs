@@ -1,0 +1,446 @@
+//! Moving a tenant between the shards of a directory-routed topology: its rows copied to
+//! the new shard, its placement switched in the catalog and the router, its old rows
+//! removed, with the tenant fenced meanwhile.
+
+use crate::directory::DirectoryCatalog;
+use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::error::{Error, Result};
+use crate::tenancy::Tenancy;
+use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, PaginatorTrait,
+    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
+};
+use std::marker::PhantomData;
+use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
+
+/// Bind parameters per copying statement, under every backend's limit (SQLite's is the
+/// lowest, 32,766).
+const PARAMETERS_PER_STATEMENT: usize = 30_000;
+
+/// One entity's part of a move, with its type erased so that one move spans many.
+trait MoveStep<T>: Send + Sync {
+    fn table(&self) -> &'static str;
+
+    /// Copies the tenant's rows from `from` into `to`, returning how many.
+    fn copy<'a>(
+        &'a self,
+        from: &'a DatabaseConnection,
+        to: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Counts the tenant's rows on `conn`.
+    fn count<'a>(
+        &'a self,
+        conn: &'a DatabaseConnection,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Deletes the tenant's rows in `txn`, returning how many.
+    fn delete<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// On PostgreSQL, moves the sequence of an auto-increment key past the copied ids, so
+    /// the shard's next insert does not collide with them (MySQL and SQLite do this on
+    /// their own).
+    fn advance_sequence<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<()>>;
+}
+
+struct EntityStep<E>(PhantomData<fn() -> E>);
+
+impl<T, E> MoveStep<T> for EntityStep<E>
+where
+    T: TenantKey,
+    E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+    E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+{
+    fn table(&self) -> &'static str {
+        E::default().table_name()
+    }
+
+    fn copy<'a>(
+        &'a self,
+        from: &'a DatabaseConnection,
+        to: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let per_statement =
+                (PARAMETERS_PER_STATEMENT / E::Column::iter().count().max(1)).max(1);
+            let mut rows = E::find()
+                .filter(E::tenant_column().eq(tenant.clone()))
+                .stream(from)
+                .await?;
+            let mut batch = Vec::with_capacity(per_statement);
+            let mut copied = 0;
+            while let Some(model) = rows.try_next().await? {
+                batch.push(model.into_active_model());
+                if batch.len() == per_statement {
+                    copied += insert_batch::<E>(&mut batch, to).await?;
+                }
+            }
+            copied += insert_batch::<E>(&mut batch, to).await?;
+            Ok(copied)
+        })
+    }
+
+    fn count<'a>(
+        &'a self,
+        conn: &'a DatabaseConnection,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            Ok(E::find()
+                .filter(E::tenant_column().eq(tenant.clone()))
+                .count(conn)
+                .await?)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            Ok(E::delete_many()
+                .filter(E::tenant_column().eq(tenant.clone()))
+                .exec(txn)
+                .await?
+                .rows_affected)
+        })
+    }
+
+    fn advance_sequence<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<()>> {
+        let key = {
+            let mut keys = E::PrimaryKey::iter();
+            match (keys.next(), keys.next()) {
+                (Some(key), None) => Some(key),
+                _ => None,
+            }
+        };
+        Box::pin(async move {
+            let Some(key) = key else {
+                return Ok(());
+            };
+            if txn.get_database_backend() != DbBackend::Postgres
+                || !<E::PrimaryKey as PrimaryKeyTrait>::auto_increment()
+            {
+                return Ok(());
+            }
+            let column = key.into_column();
+            let max: Option<i64> = E::find()
+                .select_only()
+                .column_as(
+                    SimpleExpr::from(Func::cast_as(Expr::col(column).max(), Alias::new("BIGINT"))),
+                    "max",
+                )
+                .into_tuple()
+                .one(txn)
+                .await?
+                .flatten();
+            let Some(max) = max else {
+                return Ok(());
+            };
+            // The table's name reaches the server as a bound value, quoted as an
+            // identifier for `pg_get_serial_sequence`; a key without a sequence gives
+            // NULL, which leaves everything as it was.
+            let entity = E::default();
+            let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+            let table = match entity.schema_name() {
+                Some(schema) => format!("{}.{}", quote(schema), quote(entity.table_name())),
+                None => quote(entity.table_name()),
+            };
+            txn.query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT setval(pg_get_serial_sequence($1, $2), \
+                 GREATEST($3, nextval(pg_get_serial_sequence($1, $2))))",
+                [table.into(), column.as_str().into(), max.into()],
+            ))
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Inserts and empties `batch`, returning how many rows went in.
+async fn insert_batch<E: EntityTrait>(
+    batch: &mut Vec<E::ActiveModel>,
+    to: &DatabaseTransaction,
+) -> Result<u64>
+where
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+{
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let rows = std::mem::take(batch);
+    Ok(E::insert_many(rows).exec_without_returning(to).await?)
+}
+
+/// What a move did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveReport {
+    /// The shard the tenant left (the shard it is on, when it was there already).
+    pub from: ShardId,
+    /// The shard the tenant lives on now.
+    pub to: ShardId,
+    /// The rows copied, per table, in the order the entities were given.
+    pub copied: Vec<(&'static str, u64)>,
+    /// The rows removed from the shards the tenant does not live on: the moved rows
+    /// from the old shard, or what an unfinished move had left.
+    pub removed: u64,
+}
+
+/// A move of one tenant to another shard, built by [`Tenancy::move_tenant`]: name the
+/// tenant's entities with [`entity`](Self::entity), then [`run`](Self::run) it.
+#[must_use = "a move does nothing until it is run"]
+pub struct TenantMove<'a, T: TenantKey> {
+    tenancy: &'a Tenancy<T>,
+    tenant: T,
+    to: ShardId,
+    steps: Vec<Box<dyn MoveStep<T> + 'a>>,
+}
+
+impl<T: TenantKey> std::fmt::Debug for TenantMove<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantMove")
+            .field("tenant", &self.tenant.to_string())
+            .field("to", &self.to)
+            .field(
+                "tables",
+                &self.steps.iter().map(|s| s.table()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// Moves `tenant` to the shard `to` of a topology routed by a
+    /// [`DirectoryRouter`]: the tenant's rows of each entity named with
+    /// [`TenantMove::entity`] are copied to `to` in one transaction, its placement is
+    /// switched in the catalog and then the router, and its rows are removed from the
+    /// shard it left in one transaction.
+    ///
+    /// ```
+    /// # use sea_orm::entity::prelude::*;
+    /// # use tenancy_sea::prelude::*;
+    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter};
+    /// # mod customer {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     use tenancy_sea::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+    /// #     #[sea_orm(table_name = "customers")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key)]
+    /// #         pub id: i64,
+    /// #         #[tenant_id]
+    /// #         pub tenant_id: i64,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # use customer as order;
+    /// # async fn demo(
+    /// #     tenancy: Tenancy<i64>,
+    /// #     directory: DirectoryCatalog,
+    /// #     router: &DirectoryRouter,
+    /// # ) -> tenancy_sea::Result<()> {
+    /// let report = tenancy
+    ///     .move_tenant(42, "s3")
+    ///     .entity::<customer::Entity>() // parents first: they are copied first
+    ///     .entity::<order::Entity>() //    and removed last
+    ///     .run(&directory, router)
+    ///     .await?;
+    /// println!("{report:?}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// While it runs, the tenant is fenced in this process: [`Tenancy::tenant`] refuses
+    /// it with [`Error::TenantMoving`]. Handles taken before the move, and other
+    /// processes, are not fenced, so stop the tenant's writes for the move's duration.
+    /// The move checks for such writes: when a table's row count on the old shard
+    /// changed during the copy, the copy is rolled back and the move abandoned with
+    /// [`Error::MoveConflict`], before anything is switched.
+    ///
+    /// Rows keep their primary keys, so keys must be unique across shards (UUIDs, or ids
+    /// from one sequence); a key the new shard holds already fails the copy, which is
+    /// rolled back, and the tenant stays where it was. On PostgreSQL the new shard's
+    /// sequence of an auto-increment key is moved past the copied ids.
+    ///
+    /// Only co-located entities (whose shard key is the tenant) can be named: an entity
+    /// with a `#[shard_key]` of its own does not compile here, its rows being placed by
+    /// key, not by tenant. The destination must be in the topology and the router and
+    /// not [draining](crate::ShardState::Draining). If removing the old rows fails, the
+    /// tenant already lives on `to` and the error is [`Error::MoveUnfinished`]; running
+    /// the same move again (the tenant being on `to` already) removes the tenant's rows
+    /// of the named entities from every other shard.
+    pub fn move_tenant(&self, tenant: impl Into<T>, to: impl Into<ShardId>) -> TenantMove<'_, T> {
+        TenantMove {
+            tenancy: self,
+            tenant: tenant.into(),
+            to: to.into(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl<'a, T: TenantKey> TenantMove<'a, T> {
+    /// Adds an entity whose rows of the tenant move. Name parents before children:
+    /// rows are copied in this order and removed in the reverse order, so foreign keys
+    /// hold throughout.
+    pub fn entity<E>(mut self) -> Self
+    where
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+        E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+        E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    {
+        self.steps.push(Box::new(EntityStep::<E>(PhantomData)));
+        self
+    }
+
+    /// Runs the move, with `directory` and `router` the catalog directory and the router
+    /// of this tenancy's topology.
+    pub async fn run(
+        self,
+        directory: &DirectoryCatalog,
+        router: &DirectoryRouter,
+    ) -> Result<MoveReport> {
+        let TenantMove {
+            tenancy,
+            tenant,
+            to,
+            steps,
+        } = self;
+        tenant.validate()?;
+        if steps.is_empty() {
+            return Err(Error::Config(
+                "a move names the tenant's entities: `.entity::<E>()` for each, parents first"
+                    .to_owned(),
+            ));
+        }
+        let topology = tenancy.topology()?;
+        if !router.shards().contains(&to) {
+            return Err(tenancy_core::RoutingError::UnknownShard(to.to_string()).into());
+        }
+        let to_conn = topology.connection(&to)?;
+        let from = router.route(&tenant)?;
+        let (routed, from_conn) = topology.shard_of(&tenant)?;
+        if routed != from {
+            return Err(Error::Config(format!(
+                "the router given places tenant {tenant} on {from}, the topology's on \
+                 {routed}: pass the topology's own directory router"
+            )));
+        }
+        if from == to {
+            let removed = remove_leftovers(tenancy, &steps, &tenant, &to).await?;
+            return Ok(MoveReport {
+                from,
+                to,
+                copied: Vec::new(),
+                removed,
+            });
+        }
+        directory.refuse_draining(&to).await?;
+        let fence = topology.fence(&tenant)?;
+        tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "moving tenant");
+
+        let txn = to_conn.begin().await?;
+        let mut copied = Vec::with_capacity(steps.len());
+        for step in &steps {
+            copied.push((step.table(), step.copy(&from_conn, &txn, &tenant).await?));
+        }
+        for step in &steps {
+            step.advance_sequence(&txn).await?;
+        }
+        for (step, (table, rows)) in steps.iter().zip(&copied) {
+            let now = step.count(&from_conn, &tenant).await?;
+            if now != *rows {
+                txn.rollback().await?;
+                return Err(Error::MoveConflict {
+                    tenant: tenant.to_string(),
+                    table,
+                    copied: *rows,
+                    now,
+                    shard: from.to_string(),
+                });
+            }
+        }
+        txn.commit().await?;
+
+        if let Err(error) = directory.assign(router, &tenant, to.clone()).await {
+            // Still placed on the old shard: the copies go again.
+            if let Err(undo) = delete_rows(&to_conn, &steps, &tenant).await {
+                tracing::error!(
+                    target: "tenancy::move", tenant = %tenant, %to, error = %undo,
+                    "the copies of an abandoned move were not removed"
+                );
+            }
+            return Err(error);
+        }
+        let removed = delete_rows(&from_conn, &steps, &tenant)
+            .await
+            .map_err(|source| Error::MoveUnfinished {
+                tenant: tenant.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                source: Box::new(source),
+            })?;
+        drop(fence);
+        tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "tenant moved");
+        Ok(MoveReport {
+            from,
+            to,
+            copied,
+            removed,
+        })
+    }
+}
+
+/// Deletes the tenant's rows of every step on `conn` in one transaction, children first.
+async fn delete_rows<T: TenantKey>(
+    conn: &DatabaseConnection,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+) -> Result<u64> {
+    let txn = conn.begin().await?;
+    let mut removed = 0;
+    for step in steps.iter().rev() {
+        removed += step.delete(&txn, tenant).await?;
+    }
+    txn.commit().await?;
+    Ok(removed)
+}
+
+/// Removes the tenant's rows of every step from every shard but `home`.
+async fn remove_leftovers<T: TenantKey>(
+    tenancy: &Tenancy<T>,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+    home: &ShardId,
+) -> Result<u64> {
+    let mut removed = 0;
+    for (shard, conn) in tenancy.topology()?.shards() {
+        if shard != *home {
+            removed += delete_rows(&conn, steps, tenant)
+                .await
+                .map_err(|error| match error {
+                    Error::Db(source) => Error::Shard {
+                        shard: shard.to_string(),
+                        source,
+                    },
+                    other => other,
+                })?;
+        }
+    }
+    Ok(removed)
+}
