@@ -2,6 +2,7 @@ use crate::TenantId;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The name of a shard, e.g. `"shard_3"`. Cheap to clone.
@@ -307,6 +308,8 @@ pub struct DirectoryRouter {
     /// lookup can hand out a reference to it after releasing the lock.
     names: Box<[OnceLock<ShardId>]>,
     state: RwLock<Directory>,
+    /// The version of the stored directory the entries were last replaced from.
+    version: AtomicU64,
 }
 
 /// How many shards a directory can gain after it is made (a withdrawn shard that comes
@@ -362,6 +365,7 @@ impl DirectoryRouter {
                 active: (0..initial.len()).collect(),
                 ..Directory::default()
             }),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -390,6 +394,50 @@ impl DirectoryRouter {
         let index = self.active_index(&state, &shard)?;
         state.keys.insert(key.canonical_bytes(), index);
         Ok(())
+    }
+
+    /// Replaces every key and range at once with `keys` and `ranges`, as read from version
+    /// `version` of a stored directory: a lookup sees the old entries or the new ones,
+    /// never a mix. A shard not in service is
+    /// [`RoutingError::UnknownShard`], and then nothing changes.
+    ///
+    /// ```
+    /// use tenancy_core::{DirectoryRouter, ShardRouter};
+    /// let router = DirectoryRouter::new(["s0", "s1"]);
+    /// router.assign(&1i64, "s0")?;
+    /// router.replace([(2i64, "s1")], [(100, "s0")], 7)?;
+    /// assert!(router.route(&1i64).is_err()); // gone with the old entries
+    /// assert_eq!(router.route(&2i64)?.as_str(), "s1");
+    /// assert_eq!(router.route(&150i64)?.as_str(), "s0");
+    /// assert_eq!(router.version(), 7);
+    /// # Ok::<(), tenancy_core::RoutingError>(())
+    /// ```
+    pub fn replace<K: TenantId, S: Into<ShardId>>(
+        &self,
+        keys: impl IntoIterator<Item = (K, S)>,
+        ranges: impl IntoIterator<Item = (i64, S)>,
+        version: u64,
+    ) -> Result<(), RoutingError> {
+        let mut state = self.write();
+        let mut new_keys = HashMap::new();
+        for (key, shard) in keys {
+            let index = self.active_index(&state, &shard.into())?;
+            new_keys.insert(key.canonical_bytes(), index);
+        }
+        let mut new_ranges = BTreeMap::new();
+        for (bound, shard) in ranges {
+            let index = self.active_index(&state, &shard.into())?;
+            new_ranges.insert(bound, index);
+        }
+        state.keys = new_keys;
+        state.ranges = new_ranges;
+        self.version.store(version, AtomicOrdering::SeqCst);
+        Ok(())
+    }
+
+    /// The version given to the last [`replace`](Self::replace) (0 before any).
+    pub fn version(&self) -> u64 {
+        self.version.load(AtomicOrdering::SeqCst)
     }
 
     /// Forgets `key`.
@@ -645,5 +693,25 @@ mod tests {
         router.remove_shard(&ShardId::new("b")).unwrap();
         assert_eq!(router.shards(), [ShardId::new("a"), ShardId::new("c")]);
         assert_eq!(router.ranges(), [(0, ShardId::new("a"))]);
+    }
+
+    #[test]
+    fn replacing_the_directory_is_all_or_nothing() {
+        let router = DirectoryRouter::new(["a", "b"]);
+        router.assign(&1i64, "a").unwrap();
+        router.assign_range(0, "b").unwrap();
+        let refused = router.replace([(2i64, "a"), (3, "gone")], [], 4);
+        assert_eq!(refused, Err(RoutingError::UnknownShard("gone".into())));
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "a");
+        assert_eq!(
+            router.route(&2i64).unwrap().as_str(),
+            "b",
+            "by the old range"
+        );
+        assert_eq!(router.version(), 0);
+        router.replace([(2i64, "a")], [], 5).unwrap();
+        assert!(router.route(&1i64).is_err());
+        assert!(router.ranges().is_empty());
+        assert_eq!(router.version(), 5);
     }
 }

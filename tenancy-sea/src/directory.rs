@@ -1,16 +1,21 @@
 //! The shard directory kept in a catalog database: which tenant lives on which shard, for
 //! a [`DirectoryRouter`]. Read at start, changed only through this API, which updates the
-//! catalog first and the router's cache second.
+//! catalog first (bumping the directory's version in the same transaction) and the
+//! router's cache second; other processes' caches catch up through
+//! [`DirectoryCatalog::refresh`] or [`DirectoryCatalog::watch`].
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::registry::{ShardState, shard_entry};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
-    Schema, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, QuerySelect, Schema, Set, TransactionTrait,
 };
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
 
 /// The framework's catalog entity of the directories: one row per placed key.
@@ -56,6 +61,29 @@ pub mod range_entry {
         pub lower_bound: i64,
         /// The shard's name.
         pub shard: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The framework's catalog entity of directory versions: each change to a directory
+/// bumps its version, so a process can tell that its cached copy is stale.
+pub mod version_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A directory and how many changes it has seen.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_versions")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// Bumped by every change.
+        pub version: i64,
     }
 
     /// No relations.
@@ -129,27 +157,119 @@ impl DirectoryCatalog {
                     .if_not_exists(),
             )
             .await?;
+        self.conn
+            .execute(
+                schema
+                    .create_table_from_entity(version_entry::Entity)
+                    .if_not_exists(),
+            )
+            .await?;
         Ok(())
     }
 
-    /// Loads every placement and key range into `router`, replacing its entries for
-    /// those keys and bounds. Returns how many were loaded.
+    /// The directory's version in the catalog: how many changes it has seen.
+    pub async fn version(&self) -> Result<u64> {
+        let row = version_entry::Entity::find_by_id(self.name.clone())
+            .one(&self.conn)
+            .await?;
+        Ok(row.map_or(0, |row| u64::try_from(row.version).unwrap_or(0)))
+    }
+
+    /// Records a change of the directory, in the transaction that makes it.
+    async fn bump(&self, txn: &DatabaseTransaction) -> Result<()> {
+        let bumped = version_entry::Entity::update_many()
+            .col_expr(
+                version_entry::Column::Version,
+                Expr::col(version_entry::Column::Version).add(1),
+            )
+            .filter(version_entry::Column::Directory.eq(self.name.as_str()))
+            .exec(txn)
+            .await?;
+        if bumped.rows_affected == 0 {
+            version_entry::Entity::insert(version_entry::ActiveModel {
+                directory: Set(self.name.clone()),
+                version: Set(1),
+            })
+            .exec_without_returning(txn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Reloads `router` from the catalog if the directory changed since `router` was last
+    /// loaded (by this process or another one); returns whether it did. Cheap when
+    /// nothing changed: one primary-key read.
+    pub async fn refresh<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<bool> {
+        if self.version().await? == router.version() {
+            return Ok(false);
+        }
+        self.load::<T>(router).await?;
+        Ok(true)
+    }
+
+    /// Keeps `router` in step with the catalog: every `every`, [`refresh`](Self::refresh)
+    /// it. Changes made through another process's directory reach this one within
+    /// `every`. The future runs until dropped; spawn it on the application's runtime. A
+    /// failed refresh is logged (`tracing`, target `tenancy::directory`) and tried again
+    /// at the next tick, the router keeping what it had.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter};
+    /// # async fn demo(directory: DirectoryCatalog, router: Arc<DirectoryRouter>) {
+    /// tokio::spawn(directory.watch::<i64>(router, Duration::from_secs(2)));
+    /// # }
+    /// ```
+    // Written out so the signature promises `Send + 'static` to any runtime's spawner.
+    #[allow(clippy::manual_async_fn)]
+    pub fn watch<T: TenantKey>(
+        self,
+        router: Arc<DirectoryRouter>,
+        every: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            loop {
+                futures_timer::Delay::new(every).await;
+                if let Err(error) = self.refresh::<T>(&router).await {
+                    tracing::warn!(
+                        target: "tenancy::directory",
+                        directory = %self.name,
+                        %error,
+                        "refreshing the directory failed; keeping the entries loaded before"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Loads the directory into `router`, replacing every key and range it held, at once:
+    /// a lookup meanwhile sees the old entries or the new ones. Returns how many were
+    /// loaded. A placement on a shard `router` does not have in service is
+    /// [`RoutingError::UnknownShard`](crate::RoutingError::UnknownShard), and then
+    /// `router` keeps what it had.
     pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
+        // The version first: a change made while the entries are read makes the next
+        // refresh load again rather than be missed.
+        let version = self.version().await?;
         let rows = entry::Entity::find()
             .filter(entry::Column::Directory.eq(self.name.as_str()))
             .all(&self.conn)
             .await?;
-        for row in &rows {
-            router.assign(&T::parse_tenant_id(&row.key)?, row.shard.as_str())?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            keys.push((T::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
         }
-        let ranges = range_entry::Entity::find()
+        let ranges: Vec<(i64, ShardId)> = range_entry::Entity::find()
             .filter(range_entry::Column::Directory.eq(self.name.as_str()))
             .all(&self.conn)
-            .await?;
-        for range in &ranges {
-            router.assign_range(range.lower_bound, range.shard.as_str())?;
-        }
-        Ok(rows.len() + ranges.len())
+            .await?
+            .into_iter()
+            .map(|range| (range.lower_bound, ShardId::new(range.shard)))
+            .collect();
+        let loaded = keys.len() + ranges.len();
+        router.replace(keys, ranges, version)?;
+        Ok(loaded)
     }
 
     /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`:
@@ -175,23 +295,32 @@ impl DirectoryCatalog {
         {
             self.refuse_draining(&shard).await?;
         }
-        self.put_range(lower_bound, shard.as_str()).await?;
+        let txn = self.conn.begin().await?;
+        self.put_range(&txn, lower_bound, shard.as_str()).await?;
+        self.bump(&txn).await?;
+        txn.commit().await?;
         if let Err(error) = router.assign_range(lower_bound, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
+            let txn = self.conn.begin().await?;
             match previous {
-                Some(row) => self.put_range(lower_bound, &row.shard).await?,
+                Some(row) => self.put_range(&txn, lower_bound, &row.shard).await?,
                 None => {
-                    range_entry::Entity::delete_by_id(id)
-                        .exec(&self.conn)
-                        .await?;
+                    range_entry::Entity::delete_by_id(id).exec(&txn).await?;
                 }
             }
+            self.bump(&txn).await?;
+            txn.commit().await?;
             return Err(error.into());
         }
         Ok(())
     }
 
-    async fn put_range(&self, lower_bound: i64, shard: &str) -> Result<()> {
+    async fn put_range(
+        &self,
+        txn: &DatabaseTransaction,
+        lower_bound: i64,
+        shard: &str,
+    ) -> Result<()> {
         range_entry::Entity::insert(range_entry::ActiveModel {
             directory: Set(self.name.clone()),
             lower_bound: Set(lower_bound),
@@ -205,16 +334,19 @@ impl DirectoryCatalog {
             .update_column(range_entry::Column::Shard)
             .to_owned(),
         )
-        .exec_without_returning(&self.conn)
+        .exec_without_returning(txn)
         .await?;
         Ok(())
     }
 
     /// Removes the range starting at `lower_bound`: from the catalog, then from `router`.
     pub async fn remove_range(&self, router: &DirectoryRouter, lower_bound: i64) -> Result<()> {
+        let txn = self.conn.begin().await?;
         range_entry::Entity::delete_by_id((self.name.clone(), lower_bound))
-            .exec(&self.conn)
+            .exec(&txn)
             .await?;
+        self.bump(&txn).await?;
+        txn.commit().await?;
         router.remove_range(lower_bound);
         Ok(())
     }
@@ -244,15 +376,21 @@ impl DirectoryCatalog {
         {
             self.refuse_draining(&shard).await?;
         }
-        self.put_entry(&id.1, shard.as_str()).await?;
+        let txn = self.conn.begin().await?;
+        self.put_entry(&txn, &id.1, shard.as_str()).await?;
+        self.bump(&txn).await?;
+        txn.commit().await?;
         if let Err(error) = router.assign(tenant, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
+            let txn = self.conn.begin().await?;
             match previous {
-                Some(row) => self.put_entry(&id.1, &row.shard).await?,
+                Some(row) => self.put_entry(&txn, &id.1, &row.shard).await?,
                 None => {
-                    entry::Entity::delete_by_id(id).exec(&self.conn).await?;
+                    entry::Entity::delete_by_id(id).exec(&txn).await?;
                 }
             }
+            self.bump(&txn).await?;
+            txn.commit().await?;
             return Err(error.into());
         }
         Ok(())
@@ -318,6 +456,7 @@ impl DirectoryCatalog {
         // Recorded only if no one placed the tenant meanwhile; the row that stands wins.
         // The conflict "updates" a key column to its own value: `DO NOTHING` has no
         // MySQL form that sea-query writes.
+        let txn = self.conn.begin().await?;
         entry::Entity::insert(entry::ActiveModel {
             directory: Set(self.name.clone()),
             key: Set(key.clone()),
@@ -328,8 +467,10 @@ impl DirectoryCatalog {
                 .update_column(entry::Column::Directory)
                 .to_owned(),
         )
-        .exec_without_returning(&self.conn)
+        .exec_without_returning(&txn)
         .await?;
+        self.bump(&txn).await?;
+        txn.commit().await?;
         let row = entry::Entity::find_by_id((self.name.clone(), key))
             .one(&self.conn)
             .await?
@@ -370,7 +511,7 @@ impl DirectoryCatalog {
         }
     }
 
-    async fn put_entry(&self, key: &str, shard: &str) -> Result<()> {
+    async fn put_entry(&self, txn: &DatabaseTransaction, key: &str, shard: &str) -> Result<()> {
         entry::Entity::insert(entry::ActiveModel {
             directory: Set(self.name.clone()),
             key: Set(key.to_owned()),
@@ -381,16 +522,19 @@ impl DirectoryCatalog {
                 .update_column(entry::Column::Shard)
                 .to_owned(),
         )
-        .exec_without_returning(&self.conn)
+        .exec_without_returning(txn)
         .await?;
         Ok(())
     }
 
     /// Removes `tenant`'s placement: from the catalog, then from `router`.
     pub async fn remove<T: TenantKey>(&self, router: &DirectoryRouter, tenant: &T) -> Result<()> {
+        let txn = self.conn.begin().await?;
         entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
-            .exec(&self.conn)
+            .exec(&txn)
             .await?;
+        self.bump(&txn).await?;
+        txn.commit().await?;
         router.remove(tenant);
         Ok(())
     }

@@ -91,7 +91,7 @@ pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use moving::{MoveReport, TenantMove};
-pub use registry::{ShardCatalog, ShardRecord, ShardState, shard_entry};
+pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,
     ScopedSelector, TenantJoins,

@@ -3,6 +3,7 @@
 //! migrate every shard.
 
 use crate::database::pool_options;
+use crate::directory::DirectoryCatalog;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::fleet::{FleetProgress, FleetReport, run_fleet};
@@ -13,7 +14,10 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, Schema, Set, Statement,
 };
 use sea_orm_migration::MigratorTrait;
-use tenancy_core::{Identifier, ShardId, ShardRouter};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
 use tracing::Instrument;
 
 /// The framework's catalog entity of the shard registry: one row per shard.
@@ -440,5 +444,107 @@ impl<T: TenantKey> Tenancy<T> {
             .instrument(span)
         })
         .await)
+    }
+}
+
+/// What [`Tenancy::refresh_catalog`] changed in this process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CatalogRefresh {
+    /// Shards registered elsewhere, now connected and in service here.
+    pub added: Vec<ShardId>,
+    /// Shards unregistered elsewhere, now out of service here.
+    pub removed: Vec<ShardId>,
+    /// Whether the directory was reloaded (it had changed).
+    pub directory_reloaded: bool,
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// Brings this process's topology and `router` in step with the catalog, after other
+    /// processes changed it: shards registered since are connected and put in service,
+    /// the directory is reloaded if its version moved, then shards no longer registered
+    /// are taken out of service. The order lets a reloaded directory name a new shard and
+    /// stop naming a removed one.
+    ///
+    /// A shard that cannot be connected is [`Error::Shard`], naming it, and the rest of
+    /// the refresh waits for the next call; a removed shard that the directory here still
+    /// places keys on is kept until it does not.
+    pub async fn refresh_catalog(
+        &self,
+        directory: &DirectoryCatalog,
+        router: &DirectoryRouter,
+    ) -> Result<CatalogRefresh> {
+        let topology = self.topology()?;
+        let registered = self.shard_catalog().list().await?;
+        let present = topology.shard_ids();
+        let mut refresh = CatalogRefresh::default();
+        for record in &registered {
+            if present.contains(&record.name) {
+                continue;
+            }
+            let conn = Database::connect(pool_options(&record.url, self.shard_connections()))
+                .await
+                .map_err(|source| Error::Shard {
+                    shard: record.name.to_string(),
+                    source,
+                })?;
+            topology.add_shard(record.name.clone(), conn.clone());
+            if let Err(error) = topology.add_to_routers(&record.name) {
+                let _ = topology.remove_shard(&record.name);
+                let _ = conn.close().await;
+                return Err(error);
+            }
+            tracing::info!(shard = %record.name, "shard registered elsewhere put in service");
+            refresh.added.push(record.name.clone());
+        }
+        refresh.directory_reloaded = directory.refresh::<T>(router).await?;
+        for shard in present {
+            if registered.iter().any(|record| record.name == shard) {
+                continue;
+            }
+            if let Err(error) = topology.remove_from_routers(&shard) {
+                tracing::warn!(%shard, %error, "shard unregistered elsewhere still has keys here");
+                continue;
+            }
+            if let Some(conn) = topology.remove_shard(&shard)? {
+                let _ = conn.close().await;
+            }
+            tracing::info!(%shard, "shard unregistered elsewhere taken out of service");
+            refresh.removed.push(shard);
+        }
+        Ok(refresh)
+    }
+
+    /// Calls [`refresh_catalog`](Self::refresh_catalog) every `every` until dropped;
+    /// spawn it on the application's runtime. A failed refresh is logged (`tracing`,
+    /// target `tenancy::catalog`) and tried again at the next tick.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, Tenancy};
+    /// # async fn demo(tenancy: Tenancy<i64>, directory: DirectoryCatalog, router: Arc<DirectoryRouter>) {
+    /// tokio::spawn(tenancy.clone().watch_catalog(directory, router, Duration::from_secs(2)));
+    /// # }
+    /// ```
+    // Written out so the signature promises `Send + 'static` to any runtime's spawner.
+    #[allow(clippy::manual_async_fn)]
+    pub fn watch_catalog(
+        self,
+        directory: DirectoryCatalog,
+        router: Arc<DirectoryRouter>,
+        every: Duration,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            loop {
+                futures_timer::Delay::new(every).await;
+                if let Err(error) = self.refresh_catalog(&directory, &router).await {
+                    tracing::warn!(
+                        target: "tenancy::catalog",
+                        %error,
+                        "refreshing the catalog failed; keeping what was loaded before"
+                    );
+                }
+            }
+        }
     }
 }

@@ -522,6 +522,161 @@ async fn a_write_during_a_move_abandons_it() {
     catalog.drop_db().await;
 }
 
+/// Two processes over one catalog: what one changes in the directory reaches the other's
+/// router through `refresh` (or `watch`), removals included, and a refresh that names a
+/// shard the router lacks changes nothing.
+async fn directory_changes_reach_other_processes(backend: Backend) {
+    let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
+        return;
+    };
+    let (here, there) = (
+        DirectoryCatalog::new(catalog.conn.clone()),
+        DirectoryCatalog::new(catalog.conn.clone()),
+    );
+    here.install().await.unwrap();
+    let router_here = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    let router_there = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    assert!(!there.refresh::<i64>(&router_there).await.unwrap());
+
+    here.assign(&router_here, &1, "s0").await.unwrap();
+    here.assign(&router_here, &2, "s1").await.unwrap();
+    here.assign_range(&router_here, 100, "s1").await.unwrap();
+    assert!(
+        router_there.route(&1i64).is_err(),
+        "not seen before a refresh"
+    );
+    assert!(there.refresh::<i64>(&router_there).await.unwrap());
+    assert!(
+        !there.refresh::<i64>(&router_there).await.unwrap(),
+        "nothing new"
+    );
+    let route = |key: i64| router_there.route(&key).map(|s| s.to_string());
+    assert_eq!(
+        (route(1).unwrap(), route(2).unwrap(), route(150).unwrap()),
+        ("s0".into(), "s1".into(), "s1".into())
+    );
+
+    // Moves and removals reach it too: the reload replaces, it does not add.
+    here.assign(&router_here, &1, "s1").await.unwrap();
+    here.remove(&router_here, &2).await.unwrap();
+    here.remove_range(&router_here, 100).await.unwrap();
+    let placed = here.place(&router_here, &3).await.unwrap();
+    assert!(there.refresh::<i64>(&router_there).await.unwrap());
+    assert_eq!(route(1).unwrap(), "s1");
+    assert!(route(2).is_err() && route(150).is_err());
+    assert_eq!(route(3).unwrap(), placed.as_str());
+    assert_eq!(here.version().await.unwrap(), 7, "one version per change");
+    assert_eq!(router_there.version(), 7);
+
+    // Watching: a change shows up within a few ticks, without asking.
+    let watcher = tokio::spawn(
+        there
+            .clone()
+            .watch::<i64>(router_there.clone(), std::time::Duration::from_millis(20)),
+    );
+    here.assign(&router_here, &4, "s0").await.unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if route(4).is_ok() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    assert!(seen, "the watcher did not pick the change up within 2 s");
+
+    // A shard this process does not have yet: the refresh fails and keeps the entries.
+    router_here.add_shard(&ShardId::new("s2")).unwrap();
+    here.assign(&router_here, &5, "s2").await.unwrap();
+    assert!(matches!(
+        there.refresh::<i64>(&router_there).await,
+        Err(Error::Routing(RoutingError::UnknownShard(shard))) if shard == "s2"
+    ));
+    assert_eq!(route(1).unwrap(), "s1");
+    assert!(route(5).is_err());
+    catalog.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_directory_refresh() {
+    directory_changes_reach_other_processes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_directory_refresh() {
+    directory_changes_reach_other_processes(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_directory_refresh() {
+    directory_changes_reach_other_processes(Backend::MySql).await;
+}
+
+/// Two processes over one catalog, each with its own topology and router: shards that
+/// one creates and drops, and tenants it places and moves, reach the other through
+/// `refresh_catalog`.
+async fn catalog_changes_reach_other_processes(backend: Backend) {
+    let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
+        return;
+    };
+    let directory = DirectoryCatalog::new(catalog.conn.clone());
+    directory.install().await.unwrap();
+    let router_a = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
+    let a = tenancy_over(&catalog, router_a.clone()).await;
+    a.create_shard::<DatabaseMigratorV1>("s0").await.unwrap();
+
+    // Process B starts now, reading the catalog.
+    let names = ShardCatalog::new(catalog.conn.clone())
+        .names()
+        .await
+        .unwrap();
+    let router_b = Arc::new(DirectoryRouter::new(names));
+    directory.load::<i64>(&router_b).await.unwrap();
+    let b = tenancy_over(&catalog, router_b.clone()).await;
+    let nothing = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    assert_eq!(nothing, tenancy_sea::CatalogRefresh::default());
+
+    a.create_shard::<DatabaseMigratorV1>("s1").await.unwrap();
+    directory.assign(&router_a, &7, "s1").await.unwrap();
+    customer_with_orders(&a, 7, None).await;
+    assert!(b.tenant(7).await.is_err(), "B has not seen tenant 7 yet");
+    let seen = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    assert_eq!(seen.added, [ShardId::new("s1")]);
+    assert!(seen.directory_reloaded && seen.removed.is_empty());
+    let db = b.tenant(7).await.unwrap();
+    assert_eq!(db.shard().unwrap().as_str(), "s1");
+    assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 3);
+
+    // A moves tenant 7 away and drops the emptied shard; B follows.
+    a.move_tenant(7, "s0")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router_a)
+        .await
+        .unwrap();
+    a.drop_shard("s1", &["plans"]).await.unwrap();
+    let followed = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    assert_eq!(followed.removed, [ShardId::new("s1")]);
+    assert!(followed.directory_reloaded && followed.added.is_empty());
+    assert_eq!(b.topology().unwrap().shard_ids(), [ShardId::new("s0")]);
+    let db = b.tenant(7).await.unwrap();
+    assert_eq!(db.shard().unwrap().as_str(), "s0");
+    assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 3);
+    drop((db, a, b));
+    catalog.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_catalog_refresh() {
+    catalog_changes_reach_other_processes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_catalog_refresh() {
+    catalog_changes_reach_other_processes(Backend::Postgres).await;
+}
+
 /// A hash router places keys by its list of shards: adding one would move keys, so it is
 /// refused before anything is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
