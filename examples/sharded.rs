@@ -1,7 +1,7 @@
 //! Sharding with a catalog, no setup: a SQLite catalog database that holds the shard
 //! registry and the tenant directory, three SQLite shards created through it, routed
-//! writes and reads, where each row went, a scatter-gather report, and a restart that
-//! reads the catalog back.
+//! writes and reads, where each row went, a scatter-gather report, a tenant moved off a
+//! draining shard, and a restart that reads the catalog back.
 //!
 //! ```text
 //! cargo run --example sharded
@@ -11,13 +11,30 @@
 #[path = "shared/shop.rs"]
 mod shop;
 
-use sea_orm::{Database, DatabaseConnection, EntityTrait};
-use shop::{migration::Migrator, order, place_orders};
+use sea_orm::{Database, DatabaseConnection, EntityTrait, Set};
+use shop::{migration::Migrator, order};
 use std::path::Path;
 use std::sync::Arc;
 use tenancy_sea::{
-    DatabaseTemplate, DirectoryCatalog, DirectoryRouter, ShardCatalog, ShardId, Tenancy,
+    DatabaseTemplate, DirectoryCatalog, DirectoryRouter, ShardCatalog, ShardId, ShardState,
+    Tenancy, TenantDb,
 };
+
+/// Places two orders for the handle's tenant, with ids unique across shards (the tenant's
+/// number, then the order's), so that the tenant's rows can move to another shard.
+async fn place_orders(db: &TenantDb<i64>) -> tenancy_sea::Result<()> {
+    let tenant = *db.tenant_id();
+    for (n, (item, total_cents)) in [("tea", 450), ("cake", 1200)].into_iter().enumerate() {
+        db.insert(order::ActiveModel {
+            id: Set(tenant * 100 + n as i64),
+            item: Set(format!("{item} for tenant {tenant}")),
+            total_cents: Set(total_cents),
+            ..Default::default()
+        })
+        .await?;
+    }
+    Ok(())
+}
 
 /// The tenancy as an application builds it at start: the shards registered in the
 /// catalog, and the directory of which tenant lives where.
@@ -93,13 +110,30 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let biggest = across
         .find::<order::Entity>()
         .order_by_desc(order::Column::TotalCents)
-        // Each shard numbers its rows from 1: the tenant makes the order total.
-        .order_by_asc(order::Column::TenantId)
-        .order_by_asc(order::Column::Id)
+        .order_by_asc(order::Column::Id) // unique across shards: a total order
         .limit(3)
         .all()
         .await?;
     println!("the 3 biggest orders over all shards: {biggest:?}");
+
+    // Rebalancing: s0 is to be emptied. Tenant 1 moves to s2 (its rows copied, its
+    // placement switched, its old rows removed), and a new tenant goes to the active
+    // shard with the fewest tenants.
+    ShardCatalog::new(catalog.clone())
+        .set_state(&ShardId::new("s0"), ShardState::Draining)
+        .await?;
+    let report = tenancy
+        .move_tenant(1, "s2")
+        .entity::<order::Entity>()
+        .run(&directory, &router)
+        .await?;
+    println!(
+        "moved tenant 1 from {} to {}: {:?} copied, {} removed from {}",
+        report.from, report.to, report.copied, report.removed, report.from
+    );
+    let newcomer = directory.place(&router, &8i64).await?;
+    place_orders(&tenancy.tenant(8).await?).await?;
+    println!("tenant 8 placed on {newcomer}");
 
     // A restart: the registry and the directory are read back from the catalog.
     drop((tenancy, router));
@@ -109,8 +143,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .find::<order::Entity>()
         .count()
         .await?;
-    let home = tenancy.tenant(4).await?.shard().cloned();
-    println!("after a restart: {total} orders over all shards, tenant 4 still on {home:?}");
+    let shard_of = |db: TenantDb<i64>| db.shard().cloned();
+    let (four, one) = (
+        shard_of(tenancy.tenant(4).await?),
+        shard_of(tenancy.tenant(1).await?),
+    );
+    println!(
+        "after a restart: {total} orders over all shards, tenant 4 still on {four:?}, tenant 1 on {one:?}"
+    );
 
     for (_, conn) in tenancy.topology()?.shards() {
         conn.close().await?;
