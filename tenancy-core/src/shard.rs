@@ -325,6 +325,8 @@ struct Directory {
     keys: HashMap<Vec<u8>, usize>,
     /// Integer key ranges by lower bound: each runs up to the next bound.
     ranges: BTreeMap<i64, usize>,
+    /// How many times the entries or shards changed in this process.
+    changes: u64,
 }
 
 impl Directory {
@@ -398,18 +400,29 @@ impl DirectoryRouter {
 
     /// Replaces every key and range at once with `keys` and `ranges`, as read from version
     /// `version` of a stored directory: a lookup sees the old entries or the new ones,
-    /// never a mix. A shard not in service is
-    /// [`RoutingError::UnknownShard`], and then nothing changes.
+    /// never a mix.
+    ///
+    /// Nothing changes, and the result is `Ok(false)`, when the router has changed since
+    /// [`changes`](Self::changes) returned `unchanged_since` (an entry assigned meanwhile
+    /// is newer than what was read), or when it holds a newer `version` already: read
+    /// again and retry. A shard not in service is [`RoutingError::UnknownShard`], and
+    /// then nothing changes either.
     ///
     /// ```
     /// use tenancy_core::{DirectoryRouter, ShardRouter};
     /// let router = DirectoryRouter::new(["s0", "s1"]);
     /// router.assign(&1i64, "s0")?;
-    /// router.replace([(2i64, "s1")], [(100, "s0")], 7)?;
+    /// let before = router.changes();
+    /// assert!(router.replace([(2i64, "s1")], [(100, "s0")], 7, before)?);
     /// assert!(router.route(&1i64).is_err()); // gone with the old entries
     /// assert_eq!(router.route(&2i64)?.as_str(), "s1");
     /// assert_eq!(router.route(&150i64)?.as_str(), "s0");
     /// assert_eq!(router.version(), 7);
+    /// // Read before a change made here: refused, the change stands.
+    /// let stale = router.changes();
+    /// router.assign(&3i64, "s1")?;
+    /// assert!(!router.replace([(2i64, "s1")], [], 8, stale)?);
+    /// assert_eq!(router.route(&3i64)?.as_str(), "s1");
     /// # Ok::<(), tenancy_core::RoutingError>(())
     /// ```
     pub fn replace<K: TenantId, S: Into<ShardId>>(
@@ -417,8 +430,15 @@ impl DirectoryRouter {
         keys: impl IntoIterator<Item = (K, S)>,
         ranges: impl IntoIterator<Item = (i64, S)>,
         version: u64,
-    ) -> Result<(), RoutingError> {
-        let mut state = self.write();
+        unchanged_since: u64,
+    ) -> Result<bool, RoutingError> {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.changes != unchanged_since || version < self.version() {
+            return Ok(false);
+        }
         let mut new_keys = HashMap::new();
         for (key, shard) in keys {
             let index = self.active_index(&state, &shard.into())?;
@@ -431,8 +451,15 @@ impl DirectoryRouter {
         }
         state.keys = new_keys;
         state.ranges = new_ranges;
+        state.changes += 1;
         self.version.store(version, AtomicOrdering::SeqCst);
-        Ok(())
+        Ok(true)
+    }
+
+    /// How many times this router's entries or shards have changed (by any method);
+    /// give it to [`replace`](Self::replace) to refuse a reload read before a change.
+    pub fn changes(&self) -> u64 {
+        self.read().changes
     }
 
     /// The version given to the last [`replace`](Self::replace) (0 before any).
@@ -500,10 +527,14 @@ impl DirectoryRouter {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The state, to change: counted in `changes`.
     fn write(&self) -> RwLockWriteGuard<'_, Directory> {
-        self.state
+        let mut state = self
+            .state
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.changes += 1;
+        state
     }
 }
 
@@ -700,7 +731,8 @@ mod tests {
         let router = DirectoryRouter::new(["a", "b"]);
         router.assign(&1i64, "a").unwrap();
         router.assign_range(0, "b").unwrap();
-        let refused = router.replace([(2i64, "a"), (3, "gone")], [], 4);
+        let since = router.changes();
+        let refused = router.replace([(2i64, "a"), (3, "gone")], [], 4, since);
         assert_eq!(refused, Err(RoutingError::UnknownShard("gone".into())));
         assert_eq!(router.route(&1i64).unwrap().as_str(), "a");
         assert_eq!(
@@ -709,9 +741,13 @@ mod tests {
             "by the old range"
         );
         assert_eq!(router.version(), 0);
-        router.replace([(2i64, "a")], [], 5).unwrap();
+        assert!(router.replace([(2i64, "a")], [], 5, since).unwrap());
         assert!(router.route(&1i64).is_err());
         assert!(router.ranges().is_empty());
         assert_eq!(router.version(), 5);
+        // An older version than the one held is refused, whatever the changes.
+        let now = router.changes();
+        assert!(!router.replace([(9i64, "b")], [], 4, now).unwrap());
+        assert!(router.route(&9i64).is_err());
     }
 }

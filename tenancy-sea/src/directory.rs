@@ -6,6 +6,10 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
+
+/// How many times [`DirectoryCatalog::load`] reads the catalog again when this process
+/// changed the directory while it read.
+const LOAD_ATTEMPTS: usize = 8;
 use crate::registry::{ShardState, shard_entry};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -164,7 +168,7 @@ impl DirectoryCatalog {
                     .if_not_exists(),
             )
             .await?;
-        Ok(())
+        self.ensure_version_row(&self.conn).await
     }
 
     /// The directory's version in the catalog: how many changes it has seen.
@@ -177,7 +181,8 @@ impl DirectoryCatalog {
 
     /// Records a change of the directory, in the transaction that makes it.
     async fn bump(&self, txn: &DatabaseTransaction) -> Result<()> {
-        let bumped = version_entry::Entity::update_many()
+        self.ensure_version_row(txn).await?;
+        version_entry::Entity::update_many()
             .col_expr(
                 version_entry::Column::Version,
                 Expr::col(version_entry::Column::Version).add(1),
@@ -185,14 +190,23 @@ impl DirectoryCatalog {
             .filter(version_entry::Column::Directory.eq(self.name.as_str()))
             .exec(txn)
             .await?;
-        if bumped.rows_affected == 0 {
-            version_entry::Entity::insert(version_entry::ActiveModel {
-                directory: Set(self.name.clone()),
-                version: Set(1),
-            })
-            .exec_without_returning(txn)
-            .await?;
-        }
+        Ok(())
+    }
+
+    /// Makes the directory's version row (at 0) unless it exists. The conflict "updates"
+    /// the key to its own value, so two first changes at once both find the row.
+    async fn ensure_version_row(&self, conn: &impl ConnectionTrait) -> Result<()> {
+        version_entry::Entity::insert(version_entry::ActiveModel {
+            directory: Set(self.name.clone()),
+            version: Set(0),
+        })
+        .on_conflict(
+            OnConflict::column(version_entry::Column::Directory)
+                .update_column(version_entry::Column::Directory)
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
         Ok(())
     }
 
@@ -249,27 +263,80 @@ impl DirectoryCatalog {
     /// [`RoutingError::UnknownShard`](crate::RoutingError::UnknownShard), and then
     /// `router` keeps what it had.
     pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
-        // The version first: a change made while the entries are read makes the next
-        // refresh load again rather than be missed.
-        let version = self.version().await?;
-        let rows = entry::Entity::find()
-            .filter(entry::Column::Directory.eq(self.name.as_str()))
-            .all(&self.conn)
-            .await?;
-        let mut keys = Vec::with_capacity(rows.len());
-        for row in rows {
-            keys.push((T::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
+        // A change made here while the catalog is read would be undone by the older
+        // entries: the router refuses them, and they are read again.
+        for _ in 0..LOAD_ATTEMPTS {
+            let since = router.changes();
+            // The version first: a change committed while the entries are read makes the
+            // next refresh load again rather than be missed.
+            let version = self.version().await?;
+            let rows = entry::Entity::find()
+                .filter(entry::Column::Directory.eq(self.name.as_str()))
+                .all(&self.conn)
+                .await?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in rows {
+                keys.push((T::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
+            }
+            let ranges: Vec<(i64, ShardId)> = range_entry::Entity::find()
+                .filter(range_entry::Column::Directory.eq(self.name.as_str()))
+                .all(&self.conn)
+                .await?
+                .into_iter()
+                .map(|range| (range.lower_bound, ShardId::new(range.shard)))
+                .collect();
+            let loaded = keys.len() + ranges.len();
+            if router.replace(keys, ranges, version, since)? {
+                return Ok(loaded);
+            }
+            if version < router.version() {
+                // Another load put a newer version in already.
+                return Ok(0);
+            }
         }
-        let ranges: Vec<(i64, ShardId)> = range_entry::Entity::find()
-            .filter(range_entry::Column::Directory.eq(self.name.as_str()))
-            .all(&self.conn)
-            .await?
-            .into_iter()
-            .map(|range| (range.lower_bound, ShardId::new(range.shard)))
-            .collect();
-        let loaded = keys.len() + ranges.len();
-        router.replace(keys, ranges, version)?;
-        Ok(loaded)
+        Err(Error::Config(format!(
+            "directory {} changed in this process during each of {LOAD_ATTEMPTS} attempts \
+             to load it",
+            self.name
+        )))
+    }
+
+    /// Where the catalog places `tenant`, if anywhere.
+    pub async fn placement<T: TenantKey>(&self, tenant: &T) -> Result<Option<ShardId>> {
+        Ok(
+            entry::Entity::find_by_id((self.name.clone(), tenant.to_string()))
+                .one(&self.conn)
+                .await?
+                .map(|row| ShardId::new(row.shard)),
+        )
+    }
+
+    /// Moves `tenant`'s placement from `from` to `to`: in the catalog, only if it is on
+    /// `from` there (compare and set, bumping the version in the same transaction), then in
+    /// `router`. `Ok(false)` when the catalog had it elsewhere, and nothing changed.
+    pub(crate) async fn switch<T: TenantKey>(
+        &self,
+        router: &DirectoryRouter,
+        tenant: &T,
+        from: &ShardId,
+        to: &ShardId,
+    ) -> Result<bool> {
+        let txn = self.conn.begin().await?;
+        let switched = entry::Entity::update_many()
+            .col_expr(entry::Column::Shard, Expr::value(to.as_str()))
+            .filter(entry::Column::Directory.eq(self.name.as_str()))
+            .filter(entry::Column::Key.eq(tenant.to_string()))
+            .filter(entry::Column::Shard.eq(from.as_str()))
+            .exec(&txn)
+            .await?;
+        if switched.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        self.bump(&txn).await?;
+        txn.commit().await?;
+        router.assign(tenant, to.clone())?;
+        Ok(true)
     }
 
     /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`:

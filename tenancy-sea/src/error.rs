@@ -253,6 +253,45 @@ pub enum Error {
         shard: String,
     },
 
+    /// The directory this process caches disagrees with the catalog about where the
+    /// tenant lives (another process changed it): nothing was changed.
+    #[error(
+        "the directory cached here places tenant {tenant} on {cached}, the catalog on \
+         {catalog}; refresh it (DirectoryCatalog::refresh) and retry"
+    )]
+    StaleDirectory {
+        /// The tenant.
+        tenant: String,
+        /// Where the catalog places it (`none` when it does not).
+        catalog: String,
+        /// Where this process's router places it (`none` when it does not).
+        cached: String,
+    },
+
+    /// The tenant was moved, but the shard it left held other rows of it than those
+    /// copied: rows were written there during the move. Nothing was removed from that
+    /// shard; the tenant lives on its new shard.
+    #[error(
+        "tenant {tenant} now lives on shard {to}, but shard {from} held {found} rows of \
+         `{table}` where {copied} were copied: rows were written there during the move. \
+         Nothing was removed from {from}; copy the missing rows to {to}, then run the same \
+         move again to remove the old ones"
+    )]
+    MoveLateWrites {
+        /// The tenant.
+        tenant: String,
+        /// The shard it left.
+        from: String,
+        /// The shard it lives on now.
+        to: String,
+        /// The table.
+        table: &'static str,
+        /// The rows copied.
+        copied: u64,
+        /// The rows found on the old shard when removing them.
+        found: u64,
+    },
+
     /// The tenant was moved (its rows copied and its placement switched) but its rows
     /// could not be removed from the shard it left. It is served from its new shard;
     /// running the same move again removes what was left.

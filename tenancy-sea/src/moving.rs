@@ -265,12 +265,18 @@ impl<T: TenantKey> Tenancy<T> {
     /// # Ok(()) }
     /// ```
     ///
+    /// The catalog decides where the tenant lives: when this process's router disagrees
+    /// (another process moved it), the move is [`Error::StaleDirectory`] before anything
+    /// changes, and the switch is a compare-and-set on the catalog.
+    ///
     /// While it runs, the tenant is fenced in this process: [`Tenancy::tenant`] refuses
     /// it with [`Error::TenantMoving`]. Handles taken before the move, and other
     /// processes, are not fenced, so stop the tenant's writes for the move's duration.
     /// The move checks for such writes: when a table's row count on the old shard
     /// changed during the copy, the copy is rolled back and the move abandoned with
-    /// [`Error::MoveConflict`], before anything is switched.
+    /// [`Error::MoveConflict`], before anything is switched; when the old shard holds
+    /// other rows than those copied at the clean-up, nothing is removed from it and the
+    /// error is [`Error::MoveLateWrites`].
     ///
     /// Rows keep their primary keys, so keys must be unique across shards (UUIDs, or ids
     /// from one sequence); a key the new shard holds already fails the copy, which is
@@ -333,7 +339,21 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             return Err(tenancy_core::RoutingError::UnknownShard(to.to_string()).into());
         }
         let to_conn = topology.connection(&to)?;
-        let from = router.route(&tenant)?;
+        // The catalog decides where the tenant lives; a cache that disagrees (another
+        // process moved it) stops the move before anything changes.
+        let cached = router.route(&tenant).ok();
+        let placed = directory.placement(&tenant).await?;
+        let from = match (placed, cached) {
+            (Some(placed), Some(cached)) if placed == cached => placed,
+            (placed, cached) => {
+                let name = |s: Option<ShardId>| s.map_or("none".to_owned(), |s| s.to_string());
+                return Err(Error::StaleDirectory {
+                    tenant: tenant.to_string(),
+                    catalog: name(placed),
+                    cached: name(cached),
+                });
+            }
+        };
         let (routed, from_conn) = topology.shard_of(&tenant)?;
         if routed != from {
             return Err(Error::Config(format!(
@@ -355,6 +375,11 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "moving tenant");
 
         let txn = to_conn.begin().await?;
+        // Copies an interrupted move left on `to` go first: the catalog places the tenant
+        // on `from`, so nothing of it on `to` is live.
+        for step in steps.iter().rev() {
+            step.delete(&txn, &tenant).await?;
+        }
         let mut copied = Vec::with_capacity(steps.len());
         for step in &steps {
             copied.push((step.table(), step.copy(&from_conn, &txn, &tenant).await?));
@@ -365,7 +390,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         for (step, (table, rows)) in steps.iter().zip(&copied) {
             let now = step.count(&from_conn, &tenant).await?;
             if now != *rows {
-                txn.rollback().await?;
+                let _ = txn.rollback().await;
                 return Err(Error::MoveConflict {
                     tenant: tenant.to_string(),
                     table,
@@ -377,23 +402,48 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         }
         txn.commit().await?;
 
-        if let Err(error) = directory.assign(router, &tenant, to.clone()).await {
-            // Still placed on the old shard: the copies go again.
+        let switched = directory.switch(router, &tenant, &from, &to).await;
+        if !matches!(switched, Ok(true)) {
+            // Still placed elsewhere: the copies go again (a later move clears them too).
             if let Err(undo) = delete_rows(&to_conn, &steps, &tenant).await {
                 tracing::error!(
                     target: "tenancy::move", tenant = %tenant, %to, error = %undo,
                     "the copies of an abandoned move were not removed"
                 );
             }
-            return Err(error);
+            return Err(match switched {
+                Err(error) => error,
+                Ok(_) => Error::StaleDirectory {
+                    tenant: tenant.to_string(),
+                    catalog: directory
+                        .placement(&tenant)
+                        .await?
+                        .map_or("none".to_owned(), |s| s.to_string()),
+                    cached: from.to_string(),
+                },
+            });
         }
-        let removed = delete_rows(&from_conn, &steps, &tenant)
+        let removed = remove_moved(&from_conn, &steps, &tenant, &copied)
             .await
-            .map_err(|source| Error::MoveUnfinished {
-                tenant: tenant.to_string(),
-                from: from.to_string(),
-                to: to.to_string(),
-                source: Box::new(source),
+            .map_err(|error| match error {
+                Removal::Late {
+                    table,
+                    copied,
+                    found,
+                } => Error::MoveLateWrites {
+                    tenant: tenant.to_string(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    table,
+                    copied,
+                    found,
+                },
+                Removal::Failed(source) => Error::MoveUnfinished {
+                    tenant: tenant.to_string(),
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    source: Box::new(source),
+                },
             })?;
         drop(fence);
         tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "tenant moved");
@@ -404,6 +454,56 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             removed,
         })
     }
+}
+
+/// Why the moved rows were not removed from the old shard.
+enum Removal {
+    /// A table held other rows of the tenant than those copied.
+    Late {
+        table: &'static str,
+        copied: u64,
+        found: u64,
+    },
+    Failed(Error),
+}
+
+impl From<Error> for Removal {
+    fn from(error: Error) -> Self {
+        Removal::Failed(error)
+    }
+}
+
+impl From<sea_orm::DbErr> for Removal {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Removal::Failed(error.into())
+    }
+}
+
+/// Deletes the moved rows from the old shard in one transaction, children first, only if
+/// each table holds exactly the rows copied: a row written there during the move stays,
+/// with the rest.
+async fn remove_moved<T: TenantKey>(
+    conn: &DatabaseConnection,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+    copied: &[(&'static str, u64)],
+) -> std::result::Result<u64, Removal> {
+    let txn = conn.begin().await?;
+    let mut removed = 0;
+    for (step, (table, rows)) in steps.iter().zip(copied).rev() {
+        let found = step.delete(&txn, tenant).await?;
+        if found != *rows {
+            let _ = txn.rollback().await;
+            return Err(Removal::Late {
+                table,
+                copied: *rows,
+                found,
+            });
+        }
+        removed += found;
+    }
+    txn.commit().await?;
+    Ok(removed)
 }
 
 /// Deletes the tenant's rows of every step on `conn` in one transaction, children first.

@@ -156,7 +156,8 @@ impl Topology {
         self.shard_of_bytes(&bytes)
     }
 
-    /// The shard of the tenant whose canonical bytes are `key`, and its connection.
+    /// The shard of the tenant whose canonical bytes are `key`, and its connection. Unlike
+    /// [`shard_of`](Self::shard_of), it does not refuse a tenant being moved.
     pub fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
         let conn = self.connection(&shard)?;
@@ -435,7 +436,9 @@ pub(crate) struct Spawned(Spawner);
 /// rows, LIMIT/OFFSET apply to the merged result (each shard is asked for offset + limit
 /// rows), COUNT is the sum. The result equals the same query on one database holding all
 /// rows, as long as the order is total (end it with a unique column) and its columns are
-/// not NULL.
+/// not NULL. The aggregates (`count`, `sum`, `avg`, `min`, `max`) cover every row the
+/// filters match: order, limit and offset shape the rows of `all` only. `sum` and `avg`
+/// take integer columns; another type is [`Error::Config`].
 #[must_use = "a select does nothing until `.all()` or `.count()`"]
 pub struct ShardedSelect<E: EntityTrait> {
     targets: Vec<Target>,
@@ -774,6 +777,7 @@ where
     /// shard's sum is cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums
     /// to decimals); a sum beyond `i64` is an error, not a wrap.
     pub async fn sum(self, col: E::Column) -> Result<i64> {
+        integer_column(col, "sum")?;
         let values = self
             .per_shard::<Option<i64>>(|backend| vec![sum_as_i64(backend, col)])
             .await?;
@@ -792,6 +796,7 @@ where
     /// taken from their totals, so it weighs every row once (averaging the shards'
     /// averages would not).
     pub async fn avg(self, col: E::Column) -> Result<Option<f64>> {
+        integer_column(col, "avg")?;
         let values = self
             .per_shard::<(Option<i64>, i64)>(|backend| {
                 vec![sum_as_i64(backend, col), Expr::col(col).count()]
@@ -806,6 +811,20 @@ where
         // division is the one rounding step.
         #[allow(clippy::cast_precision_loss)]
         Ok((rows > 0).then(|| total as f64 / rows as f64))
+    }
+}
+
+/// [`Error::Config`] unless `col` holds integers: their sums are exact, a float's or a
+/// decimal's would be cut to an integer.
+fn integer_column<C: sea_orm::ColumnTrait>(col: C, aggregate: &str) -> Result<()> {
+    use sea_orm::sea_query::ColumnType::*;
+    match col.def().get_column_type() {
+        TinyInteger | SmallInteger | Integer | BigInteger | TinyUnsigned | SmallUnsigned
+        | Unsigned | BigUnsigned => Ok(()),
+        other => Err(Error::Config(format!(
+            "{aggregate} across shards needs an integer column; `{}` is {other:?}",
+            col.as_str()
+        ))),
     }
 }
 

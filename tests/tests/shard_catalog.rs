@@ -453,10 +453,11 @@ async fn a_write_during_a_move_abandons_it() {
     let stale = tenancy.tenant(4).await.unwrap();
     let topology = tenancy.topology().unwrap().clone();
     let s1 = topology.connection(&ShardId::new("s1")).unwrap();
-    // Holding s1's customers table makes the copy wait there, after it read s0's rows.
+    // An uncommitted row on s1 with the id of tenant 4's customer makes the copy wait at
+    // inserting that customer, after it read s0's customers.
     let blocker = sea_orm::TransactionTrait::begin(&s1).await.unwrap();
     blocker
-        .execute_unprepared("LOCK TABLE customers IN EXCLUSIVE MODE")
+        .execute_unprepared("INSERT INTO customers (id, tenant_id, name) VALUES (2000, 99, 'x')")
         .await
         .unwrap();
     let moving = tenancy
@@ -465,22 +466,7 @@ async fn a_write_during_a_move_abandons_it() {
         .entity::<order::Entity>()
         .run(&directory, &router);
     let meanwhile = async {
-        let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
-                       WHERE datname = current_database() AND wait_event_type = 'Lock'";
-        for _ in 0..200 {
-            let row = s1
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Postgres,
-                    waiting,
-                ))
-                .await
-                .unwrap()
-                .unwrap();
-            if row.try_get::<i64>("", "n").unwrap() > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
+        wait_for_a_lock_wait(&s1).await;
         assert!(matches!(
             tenancy.tenant(4).await,
             Err(Error::TenantMoving { .. })
@@ -656,6 +642,19 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
         .await
         .unwrap();
     a.drop_shard("s1", &["plans"]).await.unwrap();
+    // B has not refreshed: its move of tenant 7 is refused before anything changes.
+    match b
+        .move_tenant(7, "s0")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router_b)
+        .await
+    {
+        Err(Error::StaleDirectory {
+            catalog, cached, ..
+        }) => assert_eq!((catalog.as_str(), cached.as_str()), ("s0", "s1")),
+        other => panic!("expected StaleDirectory, got {other:?}"),
+    }
     let followed = b.refresh_catalog(&directory, &router_b).await.unwrap();
     assert_eq!(followed.removed, [ShardId::new("s1")]);
     assert!(followed.directory_reloaded && followed.added.is_empty());
@@ -675,6 +674,107 @@ async fn sqlite_catalog_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_catalog_refresh() {
     catalog_changes_reach_other_processes(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_catalog_refresh() {
+    catalog_changes_reach_other_processes(Backend::MySql).await;
+}
+
+/// A row written to the old shard after the move checked it (by a handle taken before
+/// the move) is not removed with the moved rows: the move reports it, the tenant lives on
+/// its new shard, and the old shard keeps every row of it for the operator to reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &5, "s0").await.unwrap();
+    customer_with_orders(&tenancy, 5, Some(3_000)).await;
+    let stale = tenancy.tenant(5).await.unwrap();
+    let s0 = tenancy
+        .topology()
+        .unwrap()
+        .connection(&ShardId::new("s0"))
+        .unwrap();
+    // Holding s0's orders table stops the move at removing the old rows, after its check.
+    let blocker = sea_orm::TransactionTrait::begin(&s0).await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let moving = tenancy
+        .move_tenant(5, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router);
+    let meanwhile = async {
+        wait_for_a_lock_wait(&s0).await;
+        stale
+            .insert(customer::ActiveModel {
+                name: Set("written late".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        blocker.rollback().await.unwrap();
+    };
+    let (moved, ()) = tokio::join!(moving, meanwhile);
+    match moved {
+        Err(Error::MoveLateWrites {
+            table,
+            copied,
+            found,
+            from,
+            to,
+            ..
+        }) => assert_eq!(
+            (table, copied, found, from.as_str(), to.as_str()),
+            ("customers", 1, 2, "s0", "s1")
+        ),
+        other => panic!("expected MoveLateWrites, got {other:?}"),
+    }
+    assert_eq!(router.route(&5i64).unwrap().as_str(), "s1");
+    assert_eq!(
+        directory.placement(&5i64).await.unwrap(),
+        Some(ShardId::new("s1"))
+    );
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 5).await,
+            orders_on(&tenancy, "s1", 5).await
+        ),
+        (3, 3)
+    );
+    let late = customer::Entity::find()
+        .filter(customer::Column::TenantId.eq(5))
+        .count(&s0)
+        .await
+        .unwrap();
+    assert_eq!(late, 2, "the old shard keeps the late row and the rest");
+    drop((stale, tenancy));
+    catalog.drop_db().await;
+}
+
+/// Waits (up to 5 s) until a statement on `conn`'s database waits for a lock.
+async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection) {
+    let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    for _ in 0..200 {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                waiting,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get::<i64>("", "n").unwrap() > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("nothing waited for a lock within 5 s");
 }
 
 /// A hash router places keys by its list of shards: adding one would move keys, so it is

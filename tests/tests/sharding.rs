@@ -109,6 +109,11 @@ async fn rows_stay_on_their_shard(backends: &[Backend]) {
         .filter(order::Column::TotalCents.lt(0))
         .avg(order::Column::TotalCents);
     assert_eq!(avg_none.await.unwrap(), None);
+    // A sum or mean of a text column would be cut to an integer: refused before any shard.
+    let text = across
+        .find::<customer::Entity>()
+        .avg(customer::Column::Name);
+    assert!(matches!(text.await, Err(Error::Config(m)) if m.contains("integer column")));
     for db in dbs {
         db.drop_db().await;
     }
