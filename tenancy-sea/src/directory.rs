@@ -227,6 +227,11 @@ impl DirectoryCatalog {
     /// failed refresh is logged (`tracing`, target `tenancy::directory`) and tried again
     /// at the next tick, the router keeping what it had.
     ///
+    /// A directory that names a shard `router` does not have fails to load, so when other
+    /// processes create shards at run time, use
+    /// [`Tenancy::watch_catalog`](crate::Tenancy::watch_catalog) instead: it connects new
+    /// shards before it reloads the directory.
+    ///
     /// ```
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
