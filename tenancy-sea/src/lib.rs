@@ -97,7 +97,7 @@ pub use select::{
     ScopedSelector, TenantJoins,
 };
 pub use session::HandleConnection;
-pub use shard::{AcrossShards, Partial, ShardedSelect, Spawner, Topology};
+pub use shard::{AcrossShards, GroupedSelect, Partial, ShardedSelect, Spawner, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter,

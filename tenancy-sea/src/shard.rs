@@ -17,7 +17,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, TryGetableMany, Value,
 };
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -719,6 +719,83 @@ where
         Ok(total)
     }
 
+    /// Groups the rows by `col` for aggregates per group over every shard (`GROUP BY`
+    /// across shards): each shard aggregates its own rows by group, and the groups are
+    /// merged by key.
+    ///
+    /// ```
+    /// # use tenancy_sea::{AcrossShards, Result};
+    /// # mod order {
+    /// #     use sea_orm::entity::prelude::*;
+    /// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// #     #[sea_orm(table_name = "orders")]
+    /// #     pub struct Model {
+    /// #         #[sea_orm(primary_key)]
+    /// #         pub id: i64,
+    /// #         pub tenant_id: i64,
+    /// #         pub total_cents: i64,
+    /// #     }
+    /// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    /// #     pub enum Relation {}
+    /// #     impl ActiveModelBehavior for ActiveModel {}
+    /// # }
+    /// # async fn demo(across: AcrossShards) -> Result<()> {
+    /// // Orders and revenue per tenant, over every shard, by tenant id.
+    /// let per_tenant: Vec<(i64, i64)> = across
+    ///     .find::<order::Entity>()
+    ///     .group_by(order::Column::TenantId)
+    ///     .sum(order::Column::TotalCents)
+    ///     .await?;
+    /// let tenants: Vec<i64> = across
+    ///     .find::<order::Entity>()
+    ///     .group_by(order::Column::TenantId)
+    ///     .keys()
+    ///     .await?; // DISTINCT tenant_id
+    /// # let _ = (per_tenant, tenants);
+    /// # Ok(()) }
+    /// ```
+    pub fn group_by(self, col: E::Column) -> GroupedSelect<E> {
+        GroupedSelect {
+            select: self,
+            group: col,
+        }
+    }
+
+    /// Every shard's rows of `group` and the aggregates `exprs(backend)`, grouped by
+    /// `group`, as the tuple `R` (the group's value first).
+    async fn per_shard_grouped<R>(
+        &self,
+        group: E::Column,
+        exprs: impl Fn(DbBackend) -> Vec<SimpleExpr>,
+    ) -> Result<Vec<Vec<R>>>
+    where
+        R: TryGetableMany + Send + Sync + 'static,
+    {
+        let timeout = self.timeout;
+        let table = E::default().table_name();
+        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
+            let mut select = for_target(&self.select, target)
+                .select_only()
+                .column_as(Expr::col(group), "group_key");
+            for (n, expr) in exprs(target.conn.get_database_backend())
+                .into_iter()
+                .enumerate()
+            {
+                select = select.column_as(expr, format!("value_{n}"));
+            }
+            let select = select.group_by(group).into_tuple::<R>();
+            async move {
+                let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
+                (index, rows.await)
+            }
+            .instrument(target.span("scatter_group", table))
+        });
+        under_deadline(&self.targets, timeout, fan_out)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// One row per shard of the aggregates `exprs(backend)` (selected alone, in order), as
     /// the tuple `R`.
     async fn per_shard<R>(
@@ -811,6 +888,161 @@ where
         // division is the one rounding step.
         #[allow(clippy::cast_precision_loss)]
         Ok((rows > 0).then(|| total as f64 / rows as f64))
+    }
+}
+
+/// A [`ShardedSelect`] grouped by one column ([`ShardedSelect::group_by`]): aggregates
+/// per group over every shard, merged by the group's value and returned in ascending order
+/// of it. Each shard groups its own rows; a group found on several shards is combined as
+/// the scalar aggregates are (counts and sums added, the least and greatest kept, a mean
+/// from the total sum and count), so the result equals `GROUP BY` on one database holding
+/// every row. The filters of the select apply; its order, limit and offset do not.
+#[must_use = "a grouped select does nothing until an aggregate is awaited"]
+pub struct GroupedSelect<E: EntityTrait> {
+    select: ShardedSelect<E>,
+    group: E::Column,
+}
+
+impl<E: EntityTrait> std::fmt::Debug for GroupedSelect<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupedSelect")
+            .field("table", &E::default().table_name())
+            .field("group", &sea_orm::IdenStatic::as_str(&self.group))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: EntityTrait> GroupedSelect<E>
+where
+    E::Model: Sync,
+{
+    /// The distinct values of the group column over every shard (`SELECT DISTINCT`),
+    /// ascending.
+    pub async fn keys<K>(self) -> Result<Vec<K>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+    {
+        let shards = self
+            .select
+            .per_shard_grouped::<K>(self.group, |_| Vec::new())
+            .await?;
+        let keys: std::collections::BTreeSet<K> = shards.into_iter().flatten().collect();
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The number of rows of each group.
+    pub async fn count<K>(self) -> Result<Vec<(K, u64)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+    {
+        let shards = self
+            .select
+            .per_shard_grouped::<(K, i64)>(self.group, |_| {
+                vec![Expr::col(sea_orm::sea_query::Asterisk).count()]
+            })
+            .await?;
+        let mut groups = BTreeMap::new();
+        for (key, count) in shards.into_iter().flatten() {
+            *groups.entry(key).or_insert(0) += u64::try_from(count).unwrap_or(0);
+        }
+        Ok(groups.into_iter().collect())
+    }
+
+    /// The sum of the integer column `col` in each group (a group whose values are all
+    /// NULL sums to 0); a sum beyond `i64` is an error, not a wrap.
+    pub async fn sum<K>(self, col: E::Column) -> Result<Vec<(K, i64)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+    {
+        integer_column(col, "sum")?;
+        let shards = self
+            .select
+            .per_shard_grouped::<(K, Option<i64>)>(self.group, |backend| {
+                vec![sum_as_i64(backend, col)]
+            })
+            .await?;
+        let mut groups: BTreeMap<K, i64> = BTreeMap::new();
+        for (key, sum) in shards.into_iter().flatten() {
+            let total = groups.entry(key).or_insert(0);
+            *total = total.checked_add(sum.unwrap_or(0)).ok_or_else(|| {
+                Error::Config("a group's sum over all shards does not fit in i64".to_owned())
+            })?;
+        }
+        Ok(groups.into_iter().collect())
+    }
+
+    /// The mean of the integer column `col` in each group, as `AVG` gives it (`None` for a
+    /// group whose values are all NULL), from the total sum and count of every shard.
+    pub async fn avg<K>(self, col: E::Column) -> Result<Vec<(K, Option<f64>)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+    {
+        integer_column(col, "avg")?;
+        let shards = self
+            .select
+            .per_shard_grouped::<(K, Option<i64>, i64)>(self.group, |backend| {
+                vec![sum_as_i64(backend, col), Expr::col(col).count()]
+            })
+            .await?;
+        let mut groups: BTreeMap<K, (i128, i64)> = BTreeMap::new();
+        for (key, sum, count) in shards.into_iter().flatten() {
+            let (total, rows) = groups.entry(key).or_insert((0, 0));
+            *total += i128::from(sum.unwrap_or(0));
+            *rows += count;
+        }
+        // As in `ShardedSelect::avg`: the division is the one rounding step.
+        #[allow(clippy::cast_precision_loss)]
+        Ok(groups
+            .into_iter()
+            .map(|(key, (total, rows))| (key, (rows > 0).then(|| total as f64 / rows as f64)))
+            .collect())
+    }
+
+    /// The smallest value of `col` in each group (`None` when all are NULL).
+    pub async fn min<K, V>(self, col: E::Column) -> Result<Vec<(K, Option<V>)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+        V: TryGetable + Ord + Send + Sync + 'static,
+    {
+        self.extreme(col, Ordering::Less).await
+    }
+
+    /// The largest value of `col` in each group (`None` when all are NULL).
+    pub async fn max<K, V>(self, col: E::Column) -> Result<Vec<(K, Option<V>)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+        V: TryGetable + Ord + Send + Sync + 'static,
+    {
+        self.extreme(col, Ordering::Greater).await
+    }
+
+    /// Each group's least (`keep` = `Less`) or greatest value of `col`.
+    async fn extreme<K, V>(self, col: E::Column, keep: Ordering) -> Result<Vec<(K, Option<V>)>>
+    where
+        K: TryGetable + Ord + Send + Sync + 'static,
+        V: TryGetable + Ord + Send + Sync + 'static,
+    {
+        let shards = self
+            .select
+            .per_shard_grouped::<(K, Option<V>)>(self.group, |_| {
+                vec![if keep == Ordering::Less {
+                    Expr::col(col).min()
+                } else {
+                    Expr::col(col).max()
+                }]
+            })
+            .await?;
+        let mut groups: BTreeMap<K, Option<V>> = BTreeMap::new();
+        for (key, value) in shards.into_iter().flatten() {
+            let best = groups.entry(key).or_insert(None);
+            if let Some(value) = value {
+                match best {
+                    Some(current) if value.cmp(current) != keep => {}
+                    _ => *best = Some(value),
+                }
+            }
+        }
+        Ok(groups.into_iter().collect())
     }
 }
 

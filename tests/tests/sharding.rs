@@ -114,6 +114,68 @@ async fn rows_stay_on_their_shard(backends: &[Backend]) {
         .find::<customer::Entity>()
         .avg(customer::Column::Name);
     assert!(matches!(text.await, Err(Error::Config(m)) if m.contains("integer column")));
+
+    // GROUP BY across shards: customer ids come from each shard's own sequence, so most
+    // groups span shards. The expected groups are counted from every shard's rows.
+    let mut want: std::collections::BTreeMap<i64, (u64, i64, i64, i64)> = Default::default();
+    for db in &dbs {
+        for o in order::Entity::find().all(&db.conn).await.unwrap() {
+            let g = want
+                .entry(o.customer_id)
+                .or_insert((0, 0, i64::MAX, i64::MIN));
+            *g = (
+                g.0 + 1,
+                g.1 + o.total_cents,
+                Ord::min(g.2, o.total_cents),
+                Ord::max(g.3, o.total_cents),
+            );
+        }
+    }
+    assert!(
+        want.len() > 1 && want.len() < 30,
+        "groups span shards: {}",
+        want.len()
+    );
+    let grouped = || {
+        across
+            .find::<order::Entity>()
+            .group_by(order::Column::CustomerId)
+    };
+    let counts: Vec<(i64, u64)> = grouped().count().await.unwrap();
+    let sums: Vec<(i64, i64)> = grouped().sum(order::Column::TotalCents).await.unwrap();
+    let mins: Vec<(i64, Option<i64>)> = grouped().min(order::Column::TotalCents).await.unwrap();
+    let maxs: Vec<(i64, Option<i64>)> = grouped().max(order::Column::TotalCents).await.unwrap();
+    let avgs: Vec<(i64, Option<f64>)> = grouped().avg(order::Column::TotalCents).await.unwrap();
+    let keys: Vec<i64> = grouped().keys().await.unwrap();
+    assert_eq!(keys, want.keys().copied().collect::<Vec<_>>());
+    let expect = |f: fn(&(u64, i64, i64, i64)) -> i64| {
+        want.iter().map(|(k, g)| (*k, f(g))).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts,
+        want.iter().map(|(k, g)| (*k, g.0)).collect::<Vec<_>>()
+    );
+    assert_eq!(sums, expect(|g| g.1));
+    assert_eq!(
+        mins,
+        expect(|g| g.2)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        maxs,
+        expect(|g| g.3)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect::<Vec<_>>()
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let mean = |g: &(u64, i64, i64, i64)| Some(g.1 as f64 / g.0 as f64);
+    assert_eq!(
+        avgs,
+        want.iter().map(|(k, g)| (*k, mean(g))).collect::<Vec<_>>()
+    );
     for db in dbs {
         db.drop_db().await;
     }
@@ -284,7 +346,7 @@ struct Query {
 
 /// Scatter-gather over 3 SQLite shards equals the same query on one database holding
 /// every row: ORDER BY (total, then id, both ways), LIMIT, OFFSET, filters, COUNT, SUM,
-/// MIN, MAX and AVG.
+/// MIN, MAX and AVG, and the same aggregates GROUP BY a column shared across shards.
 #[test]
 fn scatter_gather_equals_one_database() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -434,6 +496,52 @@ fn scatter_gather_equals_one_database() {
             match (avg, oracle_avg) {
                 (Some(got), Some(want)) => assert!((got - want).abs() < 1e-9, "avg {got} {want}"),
                 (got, want) => assert_eq!(got, want, "avg"),
+            }
+            // GROUP BY the total, which tenants on every shard share, against the oracle's.
+            let grouped = || filtered().group_by(order::Column::TotalCents);
+            let want: Vec<(i64, i64, i64, i64, i64, f64)> = order::Entity::find()
+                .filter(order::Column::TotalCents.gte(query.min_total))
+                .select_only()
+                .column(order::Column::TotalCents)
+                .column_as(Expr::col(sea_orm::sea_query::Asterisk).count(), "n")
+                .column_as(Expr::col(order::Column::Id).sum(), "s")
+                .column_as(Expr::col(order::Column::Id).min(), "lo")
+                .column_as(Expr::col(order::Column::Id).max(), "hi")
+                .column_as(Expr::col(order::Column::Id).avg(), "mean")
+                .group_by(order::Column::TotalCents)
+                .order_by_asc(order::Column::TotalCents)
+                .into_tuple()
+                .all(&oracle.conn)
+                .await
+                .unwrap();
+            let keys: Vec<i64> = grouped().keys().await.unwrap();
+            assert_eq!(keys, want.iter().map(|w| w.0).collect::<Vec<_>>(), "keys");
+            let counts: Vec<(i64, u64)> = grouped().count().await.unwrap();
+            let n = want.iter().map(|w| (w.0, u64::try_from(w.1).unwrap()));
+            assert_eq!(counts, n.collect::<Vec<_>>(), "count");
+            let sums: Vec<(i64, i64)> = grouped().sum(order::Column::Id).await.unwrap();
+            assert_eq!(
+                sums,
+                want.iter().map(|w| (w.0, w.2)).collect::<Vec<_>>(),
+                "sum"
+            );
+            let lo: Vec<(i64, Option<i64>)> = grouped().min(order::Column::Id).await.unwrap();
+            assert_eq!(
+                lo,
+                want.iter().map(|w| (w.0, Some(w.3))).collect::<Vec<_>>(),
+                "min"
+            );
+            let hi: Vec<(i64, Option<i64>)> = grouped().max(order::Column::Id).await.unwrap();
+            assert_eq!(
+                hi,
+                want.iter().map(|w| (w.0, Some(w.4))).collect::<Vec<_>>(),
+                "max"
+            );
+            let means: Vec<(i64, Option<f64>)> = grouped().avg(order::Column::Id).await.unwrap();
+            assert_eq!(means.len(), want.len());
+            for ((key, got), w) in means.iter().zip(&want) {
+                assert_eq!(*key, w.0);
+                assert!((got.unwrap() - w.5).abs() < 1e-9, "avg {got:?} {}", w.5);
             }
         });
         Ok(())
