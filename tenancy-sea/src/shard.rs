@@ -896,7 +896,8 @@ where
 /// of it. Each shard groups its own rows; a group found on several shards is combined as
 /// the scalar aggregates are (counts and sums added, the least and greatest kept, a mean
 /// from the total sum and count), so the result equals `GROUP BY` on one database holding
-/// every row. The filters of the select apply; its order, limit and offset do not.
+/// every row. The filters of the select apply; its order, limit and offset do not. For a
+/// nullable group column, ask for `Option<K>` keys: the NULL group comes first.
 #[must_use = "a grouped select does nothing until an aggregate is awaited"]
 pub struct GroupedSelect<E: EntityTrait> {
     select: ShardedSelect<E>,
