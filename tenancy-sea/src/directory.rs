@@ -97,6 +97,32 @@ pub mod version_entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The framework's catalog entity of moves in progress: one row per key being moved, so
+/// that two processes cannot move one tenant at once.
+pub mod move_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A key of a directory being moved, and where to.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_moves")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The key, in its text form.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        /// The shard it is being moved to.
+        pub shard: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// A directory of placements (key to shard) and key ranges in a catalog database (any
 /// backend). The tenants' directory is [`DirectoryCatalog::new`]; the values of a
 /// `#[shard_key]` have a directory of their own ([`DirectoryCatalog::named`]), loaded into
@@ -168,7 +194,50 @@ impl DirectoryCatalog {
                     .if_not_exists(),
             )
             .await?;
+        self.conn
+            .execute(
+                schema
+                    .create_table_from_entity(move_entry::Entity)
+                    .if_not_exists(),
+            )
+            .await?;
         self.ensure_version_row(&self.conn).await
+    }
+
+    /// Records in the catalog that `tenant` is being moved to `to`; a move of it under way
+    /// in any process is [`Error::TenantMoving`].
+    pub(crate) async fn claim_move<T: TenantKey>(&self, tenant: &T, to: &ShardId) -> Result<()> {
+        let claimed = move_entry::Entity::insert(move_entry::ActiveModel {
+            directory: Set(self.name.clone()),
+            key: Set(tenant.to_string()),
+            shard: Set(to.to_string()),
+        })
+        .exec_without_returning(&self.conn)
+        .await;
+        match claimed {
+            Ok(_) => Ok(()),
+            Err(error)
+                if matches!(
+                    error.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                Err(Error::TenantMoving {
+                    tenant: tenant.to_string(),
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Clears the record that `tenant` is being moved. A move clears its own when it ends,
+    /// however it ends; call this only after a process died during a move, which leaves
+    /// the tenant refused by every later move with [`Error::TenantMoving`].
+    pub async fn release_move<T: TenantKey>(&self, tenant: &T) -> Result<()> {
+        move_entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
     }
 
     /// The directory's version in the catalog: how many changes it has seen.
@@ -270,7 +339,11 @@ impl DirectoryCatalog {
     pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
         // A change made here while the catalog is read would be undone by the older
         // entries: the router refuses them, and they are read again.
-        for _ in 0..LOAD_ATTEMPTS {
+        for attempt in 0..LOAD_ATTEMPTS {
+            if attempt > 0 {
+                // Changes come in bursts (a batch of placements): let one pass.
+                futures_timer::Delay::new(Duration::from_millis(5 << attempt)).await;
+            }
             let since = router.changes();
             // The version first: a change committed while the entries are read makes the
             // next refresh load again rather than be missed.
@@ -299,11 +372,10 @@ impl DirectoryCatalog {
                 return Ok(0);
             }
         }
-        Err(Error::Config(format!(
-            "directory {} changed in this process during each of {LOAD_ATTEMPTS} attempts \
-             to load it",
-            self.name
-        )))
+        Err(Error::DirectoryBusy {
+            directory: self.name.clone(),
+            attempts: LOAD_ATTEMPTS,
+        })
     }
 
     /// Where the catalog places `tenant`, if anywhere.

@@ -225,8 +225,10 @@ pub enum Error {
         directory: String,
     },
 
-    /// The tenant is being moved to another shard; no handle is given out for it until
-    /// the move ends. Retry after it.
+    /// The tenant is being moved to another shard: no handle is given out for it in the
+    /// moving process, and no other move of it starts in any process, until the move
+    /// ends. Retry after it. (If a process died during a move, clear its record with
+    /// `DirectoryCatalog::release_move`.)
     #[error("tenant {tenant} is being moved to another shard; retry when the move ends")]
     TenantMoving {
         /// The tenant.
@@ -269,13 +271,13 @@ pub enum Error {
     },
 
     /// The tenant was moved, but the shard it left held other rows of it than those
-    /// copied: rows were written there during the move. Nothing was removed from that
-    /// shard; the tenant lives on its new shard.
+    /// copied: its rows there were inserted or deleted during the move. Nothing was
+    /// removed from that shard; the tenant lives on its new shard.
     #[error(
         "tenant {tenant} now lives on shard {to}, but shard {from} held {found} rows of \
-         `{table}` where {copied} were copied: rows were written there during the move. \
-         Nothing was removed from {from}; copy the missing rows to {to}, then run the same \
-         move again to remove the old ones"
+         `{table}` where {copied} were copied: its rows there changed during the move. \
+         Nothing was removed from {from}; reconcile {to} with it, then run the same move \
+         again to remove the old rows"
     )]
     MoveLateWrites {
         /// The tenant.
@@ -308,6 +310,17 @@ pub enum Error {
         to: String,
         /// Why the old rows were not removed.
         source: Box<Error>,
+    },
+
+    /// The directory changed in this process during every attempt to load it from the
+    /// catalog, each read being older than a change made here; the router kept what it
+    /// had. Retry when the changes settle.
+    #[error("directory {directory} kept changing here during {attempts} attempts to load it")]
+    DirectoryBusy {
+        /// The directory.
+        directory: String,
+        /// How many loads were tried.
+        attempts: usize,
     },
 
     /// A shard cannot be removed while it holds data or tenants.

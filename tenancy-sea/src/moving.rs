@@ -269,6 +269,11 @@ impl<T: TenantKey> Tenancy<T> {
     /// (another process moved it), the move is [`Error::StaleDirectory`] before anything
     /// changes, and the switch is a compare-and-set on the catalog.
     ///
+    /// A move records itself in the catalog first: a second move of the tenant, from any
+    /// process, is [`Error::TenantMoving`] until it ends. The record is cleared however
+    /// the move ends; after a process died during one,
+    /// [`DirectoryCatalog::release_move`] clears it.
+    ///
     /// While it runs, the tenant is fenced in this process: [`Tenancy::tenant`] refuses
     /// it with [`Error::TenantMoving`]. Handles taken before the move, and other
     /// processes, are not fenced, so stop the tenant's writes for the move's duration.
@@ -321,23 +326,43 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         directory: &DirectoryCatalog,
         router: &DirectoryRouter,
     ) -> Result<MoveReport> {
+        self.tenant.validate()?;
+        if self.steps.is_empty() {
+            return Err(Error::Config(
+                "a move names the tenant's entities: `.entity::<E>()` for each, parents first"
+                    .to_owned(),
+            ));
+        }
+        if !router.shards().contains(&self.to) {
+            return Err(tenancy_core::RoutingError::UnknownShard(self.to.to_string()).into());
+        }
+        // One move of a tenant at a time, in every process: the claim is in the catalog.
+        directory.claim_move(&self.tenant, &self.to).await?;
+        let tenant = self.tenant.clone();
+        let outcome = self.claimed(directory, router).await;
+        if let Err(error) = directory.release_move(&tenant).await {
+            tracing::error!(
+                target: "tenancy::move", tenant = %tenant, %error,
+                "the record of a finished move was not cleared: later moves of the tenant \
+                 are refused until DirectoryCatalog::release_move clears it"
+            );
+        }
+        outcome
+    }
+
+    /// The move, once claimed.
+    async fn claimed(
+        self,
+        directory: &DirectoryCatalog,
+        router: &DirectoryRouter,
+    ) -> Result<MoveReport> {
         let TenantMove {
             tenancy,
             tenant,
             to,
             steps,
         } = self;
-        tenant.validate()?;
-        if steps.is_empty() {
-            return Err(Error::Config(
-                "a move names the tenant's entities: `.entity::<E>()` for each, parents first"
-                    .to_owned(),
-            ));
-        }
         let topology = tenancy.topology()?;
-        if !router.shards().contains(&to) {
-            return Err(tenancy_core::RoutingError::UnknownShard(to.to_string()).into());
-        }
         let to_conn = topology.connection(&to)?;
         // The catalog decides where the tenant lives; a cache that disagrees (another
         // process moved it) stops the move before anything changes.
@@ -346,11 +371,10 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         let from = match (placed, cached) {
             (Some(placed), Some(cached)) if placed == cached => placed,
             (placed, cached) => {
-                let name = |s: Option<ShardId>| s.map_or("none".to_owned(), |s| s.to_string());
                 return Err(Error::StaleDirectory {
                     tenant: tenant.to_string(),
-                    catalog: name(placed),
-                    cached: name(cached),
+                    catalog: shard_name(placed),
+                    cached: shard_name(cached),
                 });
             }
         };
@@ -376,7 +400,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
 
         let txn = to_conn.begin().await?;
         // Copies an interrupted move left on `to` go first: the catalog places the tenant
-        // on `from`, so nothing of it on `to` is live.
+        // on `from` and no other move of it runs, so nothing of it on `to` is live.
         for step in steps.iter().rev() {
             step.delete(&txn, &tenant).await?;
         }
@@ -404,24 +428,36 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
 
         let switched = directory.switch(router, &tenant, &from, &to).await;
         if !matches!(switched, Ok(true)) {
-            // Still placed elsewhere: the copies go again (a later move clears them too).
-            if let Err(undo) = delete_rows(&to_conn, &steps, &tenant).await {
-                tracing::error!(
-                    target: "tenancy::move", tenant = %tenant, %to, error = %undo,
-                    "the copies of an abandoned move were not removed"
-                );
+            // Whether the switch took is read back from the catalog, not guessed from the
+            // error: only a tenant still placed elsewhere has its copies removed.
+            match directory.placement(&tenant).await {
+                Ok(Some(now)) if now == to => {
+                    // It took (the error came after): carry on with the clean-up.
+                    if let Err(error) = router.assign(&tenant, to.clone()) {
+                        tracing::warn!(target: "tenancy::move", %error, "router not updated");
+                    }
+                }
+                Ok(placed) => {
+                    if let Err(undo) = delete_rows(&to_conn, &steps, &tenant).await {
+                        tracing::error!(
+                            target: "tenancy::move", tenant = %tenant, %to, error = %undo,
+                            "the copies of an abandoned move were not removed; the next \
+                             move of the tenant clears them"
+                        );
+                    }
+                    return Err(match switched {
+                        Err(error) => error,
+                        Ok(_) => Error::StaleDirectory {
+                            tenant: tenant.to_string(),
+                            catalog: shard_name(placed),
+                            cached: from.to_string(),
+                        },
+                    });
+                }
+                // Unknown: the copies stay (the next move clears them) and the error says
+                // what failed.
+                Err(read) => return Err(switched.err().unwrap_or(read)),
             }
-            return Err(match switched {
-                Err(error) => error,
-                Ok(_) => Error::StaleDirectory {
-                    tenant: tenant.to_string(),
-                    catalog: directory
-                        .placement(&tenant)
-                        .await?
-                        .map_or("none".to_owned(), |s| s.to_string()),
-                    cached: from.to_string(),
-                },
-            });
         }
         let removed = remove_moved(&from_conn, &steps, &tenant, &copied)
             .await
@@ -454,6 +490,11 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             removed,
         })
     }
+}
+
+/// A shard's name for an error, `none` for no shard.
+fn shard_name(shard: Option<ShardId>) -> String {
+    shard.map_or_else(|| "none".to_owned(), |shard| shard.to_string())
 }
 
 /// Why the moved rows were not removed from the old shard.

@@ -851,20 +851,19 @@ where
     }
 
     /// The sum of the integer column `col` over all shards (0 when no row matches). Each
-    /// shard's sum is cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums
-    /// to decimals); a sum beyond `i64` is an error, not a wrap.
+    /// shard sends its sum as text, whatever width its backend sums in (PostgreSQL and
+    /// MySQL widen integer sums to decimals), and the total is added up in 128 bits: a
+    /// sum beyond `i64` is an error, never a wrap or a cap.
     pub async fn sum(self, col: E::Column) -> Result<i64> {
         integer_column(col, "sum")?;
         let values = self
-            .per_shard::<Option<i64>>(|backend| vec![sum_as_i64(backend, col)])
+            .per_shard::<Option<String>>(|backend| vec![sum_as_text(backend, col)])
             .await?;
-        let mut total: i64 = 0;
-        for value in values.into_iter().flatten().flatten() {
-            total = total.checked_add(value).ok_or_else(|| {
-                Error::Config("the sum over all shards does not fit in i64".to_owned())
-            })?;
+        let mut total = 0;
+        for value in values.into_iter().flatten() {
+            total += parse_sum(value)?;
         }
-        Ok(total)
+        fits_i64(total)
     }
 
     /// The mean of the integer column `col` over all shards, as SQL's `AVG` computes it on
@@ -875,13 +874,13 @@ where
     pub async fn avg(self, col: E::Column) -> Result<Option<f64>> {
         integer_column(col, "avg")?;
         let values = self
-            .per_shard::<(Option<i64>, i64)>(|backend| {
-                vec![sum_as_i64(backend, col), Expr::col(col).count()]
+            .per_shard::<(Option<String>, i64)>(|backend| {
+                vec![sum_as_text(backend, col), Expr::col(col).count()]
             })
             .await?;
         let (mut total, mut rows) = (0i128, 0i64);
         for (sum, count) in values.into_iter().flatten() {
-            total += i128::from(sum.unwrap_or(0));
+            total += parse_sum(sum)?;
             rows += count;
         }
         // An f64 holds every sum and count this can meet to within its precision; the
@@ -958,18 +957,18 @@ where
         integer_column(col, "sum")?;
         let shards = self
             .select
-            .per_shard_grouped::<(K, Option<i64>)>(self.group, |backend| {
-                vec![sum_as_i64(backend, col)]
+            .per_shard_grouped::<(K, Option<String>)>(self.group, |backend| {
+                vec![sum_as_text(backend, col)]
             })
             .await?;
-        let mut groups: BTreeMap<K, i64> = BTreeMap::new();
+        let mut groups: BTreeMap<K, i128> = BTreeMap::new();
         for (key, sum) in shards.into_iter().flatten() {
-            let total = groups.entry(key).or_insert(0);
-            *total = total.checked_add(sum.unwrap_or(0)).ok_or_else(|| {
-                Error::Config("a group's sum over all shards does not fit in i64".to_owned())
-            })?;
+            *groups.entry(key).or_insert(0) += parse_sum(sum)?;
         }
-        Ok(groups.into_iter().collect())
+        groups
+            .into_iter()
+            .map(|(key, total)| Ok((key, fits_i64(total)?)))
+            .collect()
     }
 
     /// The mean of the integer column `col` in each group, as `AVG` gives it (`None` for a
@@ -981,14 +980,14 @@ where
         integer_column(col, "avg")?;
         let shards = self
             .select
-            .per_shard_grouped::<(K, Option<i64>, i64)>(self.group, |backend| {
-                vec![sum_as_i64(backend, col), Expr::col(col).count()]
+            .per_shard_grouped::<(K, Option<String>, i64)>(self.group, |backend| {
+                vec![sum_as_text(backend, col), Expr::col(col).count()]
             })
             .await?;
         let mut groups: BTreeMap<K, (i128, i64)> = BTreeMap::new();
         for (key, sum, count) in shards.into_iter().flatten() {
             let (total, rows) = groups.entry(key).or_insert((0, 0));
-            *total += i128::from(sum.unwrap_or(0));
+            *total += parse_sum(sum)?;
             *rows += count;
         }
         // As in `ShardedSelect::avg`: the division is the one rounding step.
@@ -1061,14 +1060,35 @@ fn integer_column<C: sea_orm::ColumnTrait>(col: C, aggregate: &str) -> Result<()
     }
 }
 
-/// `SUM(col)` cast to a 64-bit integer (PostgreSQL and MySQL widen integer sums to
-/// decimals).
-fn sum_as_i64<C: sea_orm::ColumnTrait>(backend: DbBackend, col: C) -> SimpleExpr {
+/// `SUM(col)` as text: exact at any width (a cast to a 64-bit integer would fail on
+/// PostgreSQL and cap without an error on MySQL when the sum is wider).
+fn sum_as_text<C: sea_orm::ColumnTrait>(backend: DbBackend, col: C) -> SimpleExpr {
     let cast = match backend {
-        DbBackend::MySql => "SIGNED",
-        _ => "BIGINT",
+        DbBackend::MySql => "CHAR",
+        _ => "TEXT",
     };
     Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into()
+}
+
+/// A shard's integer sum from its text (`None`, no row, is 0).
+fn parse_sum(text: Option<String>) -> Result<i128> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    text.trim().parse().map_err(|_| {
+        Error::Config(format!(
+            "a shard's sum {text:?} is not an integer that fits in 128 bits"
+        ))
+    })
+}
+
+/// The total of a sum as `i64`: a wider total is an error, not a wrap.
+fn fits_i64(total: i128) -> Result<i64> {
+    i64::try_from(total).map_err(|_| {
+        Error::Config(format!(
+            "the sum over all shards, {total}, does not fit in i64"
+        ))
+    })
 }
 
 /// Orders two column values of the same type; `None` when they do not compare. NULL sorts

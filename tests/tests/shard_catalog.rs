@@ -460,15 +460,30 @@ async fn a_write_during_a_move_abandons_it() {
         .execute_unprepared("INSERT INTO customers (id, tenant_id, name) VALUES (2000, 99, 'x')")
         .await
         .unwrap();
-    let moving = tenancy
-        .move_tenant(4, "s1")
-        .entity::<customer::Entity>()
-        .entity::<order::Entity>()
-        .run(&directory, &router);
+    // Another process over the same catalog, which the in-process fence does not reach.
+    let names = ShardCatalog::new(catalog.conn.clone())
+        .names()
+        .await
+        .unwrap();
+    let router_b = Arc::new(DirectoryRouter::new(names));
+    directory.load::<i64>(&router_b).await.unwrap();
+    let b = tenancy_over(&catalog, router_b.clone()).await;
+    fn relocate(tenancy: &Tenancy<i64>) -> tenancy_sea::TenantMove<'_, i64> {
+        tenancy
+            .move_tenant(4, "s1")
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+    }
+    let moving = relocate(&tenancy).run(&directory, &router);
     let meanwhile = async {
         wait_for_a_lock_wait(&s1).await;
         assert!(matches!(
             tenancy.tenant(4).await,
+            Err(Error::TenantMoving { .. })
+        ));
+        // The catalog's record of the move refuses a second one from the other process.
+        assert!(matches!(
+            relocate(&b).run(&directory, &router_b).await,
             Err(Error::TenantMoving { .. })
         ));
         stale
@@ -504,7 +519,10 @@ async fn a_write_during_a_move_abandons_it() {
     );
     let db = tenancy.tenant(4).await.expect("the fence is lifted");
     assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 2);
-    drop((db, tenancy));
+    // The record is cleared with the abandoned move: the other process moves it now.
+    let report = relocate(&b).run(&directory, &router_b).await.unwrap();
+    assert_eq!(report.copied, [("customers", 2), ("orders", 3)]);
+    drop((db, tenancy, b));
     catalog.drop_db().await;
 }
 

@@ -176,6 +176,22 @@ async fn rows_stay_on_their_shard(backends: &[Backend]) {
         avgs,
         want.iter().map(|(k, g)| (*k, mean(g))).collect::<Vec<_>>()
     );
+    // NULL: every customer has no plan, so one NULL group, and per tenant no value.
+    let by_plan = across
+        .find::<customer::Entity>()
+        .group_by(customer::Column::PlanId);
+    assert_eq!(by_plan.count::<Option<i64>>().await.unwrap(), [(None, 30)]);
+    let by_tenant = || {
+        across
+            .find::<customer::Entity>()
+            .group_by(customer::Column::TenantId)
+    };
+    let plan_max: Vec<(i64, Option<i64>)> =
+        by_tenant().max(customer::Column::PlanId).await.unwrap();
+    let plan_avg: Vec<(i64, Option<f64>)> =
+        by_tenant().avg(customer::Column::PlanId).await.unwrap();
+    assert_eq!(plan_max, (1..=30).map(|t| (t, None)).collect::<Vec<_>>());
+    assert_eq!(plan_avg, (1..=30).map(|t| (t, None)).collect::<Vec<_>>());
     for db in dbs {
         db.drop_db().await;
     }
@@ -788,4 +804,54 @@ async fn place_one(tenancy: &Tenancy<i64>, tenant: i64) {
     })
     .await
     .unwrap();
+}
+
+/// A sum wider than `i64` is an error on every backend, never a wrap or a cap (MariaDB
+/// caps a cast to a 64-bit integer without an error), and the mean of the same rows is
+/// still exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sums_wider_than_i64_are_errors() {
+    let Some(dbs) = shard_dbs(&[Backend::Postgres, Backend::MySql]).await else {
+        return;
+    };
+    let (tenancy, _) = hash_sharded(&dbs);
+    let big = i64::MAX / 2 + 1;
+    for tenant in 1..=6 {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        let c = db
+            .insert(customer::ActiveModel {
+                name: Set("c".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            db.insert(order::ActiveModel {
+                customer_id: Set(c.id),
+                total_cents: Set(big),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    }
+    let across = tenancy.unscoped_across_shards().unwrap();
+    let sum = across
+        .find::<order::Entity>()
+        .sum(order::Column::TotalCents);
+    assert!(matches!(sum.await, Err(Error::Config(m)) if m.contains("does not fit in i64")));
+    let per_tenant = across
+        .find::<order::Entity>()
+        .group_by(order::Column::Tenant)
+        .sum::<i64>(order::Column::TotalCents);
+    assert!(matches!(per_tenant.await, Err(Error::Config(_))));
+    #[allow(clippy::cast_precision_loss)]
+    let mean = big as f64;
+    let avg = across
+        .find::<order::Entity>()
+        .avg(order::Column::TotalCents);
+    assert_eq!(avg.await.unwrap(), Some(mean));
+    for db in dbs {
+        db.drop_db().await;
+    }
 }
