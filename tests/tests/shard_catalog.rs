@@ -774,6 +774,133 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
     catalog.drop_db().await;
 }
 
+/// A move whose clean-up fails (a trigger on the old shard refuses deletes) is
+/// `MoveUnfinished`: the tenant lives on its new shard with every row, the old rows stay,
+/// and running the same move again removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_move_is_finished_by_running_it_again() {
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &6, "s0").await.unwrap();
+    customer_with_orders(&tenancy, 6, Some(4_000)).await;
+    let s0 = tenancy
+        .topology()
+        .unwrap()
+        .connection(&ShardId::new("s0"))
+        .unwrap();
+    s0.execute_unprepared(
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ \
+         BEGIN RAISE EXCEPTION 'deletes refused'; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER no_deletes BEFORE DELETE ON orders \
+         FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await
+    .unwrap();
+    let relocate = || {
+        tenancy
+            .move_tenant(6, "s1")
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run(&directory, &router)
+    };
+    match relocate().await {
+        Err(Error::MoveUnfinished {
+            from, to, source, ..
+        }) => {
+            assert_eq!((from.as_str(), to.as_str()), ("s0", "s1"));
+            assert!(source.to_string().contains("deletes refused"), "{source}");
+        }
+        other => panic!("expected MoveUnfinished, got {other:?}"),
+    }
+    assert_eq!(
+        directory.placement(&6i64).await.unwrap(),
+        Some(ShardId::new("s1"))
+    );
+    let db = tenancy.tenant(6).await.unwrap();
+    assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 3);
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 6).await,
+            orders_on(&tenancy, "s1", 6).await
+        ),
+        (3, 3)
+    );
+
+    s0.execute_unprepared("DROP TRIGGER no_deletes ON orders")
+        .await
+        .unwrap();
+    let finished = relocate().await.unwrap();
+    assert_eq!((finished.copied.len(), finished.removed), (0, 4));
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 6).await,
+            orders_on(&tenancy, "s1", 6).await
+        ),
+        (0, 3)
+    );
+    drop((db, tenancy));
+    catalog.drop_db().await;
+}
+
+/// A placement changed in the catalog while the move copied (another process assigned
+/// the tenant elsewhere) makes the switch's compare-and-set fail: the copies are removed,
+/// the error names where the catalog has the tenant, and the old shard keeps every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_changed_during_a_move_stops_it() {
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &7, "s0").await.unwrap();
+    customer_with_orders(&tenancy, 7, Some(5_000)).await;
+    // Another process holds tenant 7's catalog row, and moves it to s1 by hand (no copy)
+    // once the move waits for that row.
+    let other = sea_orm::TransactionTrait::begin(&catalog.conn)
+        .await
+        .unwrap();
+    other
+        .execute_unprepared(
+            "UPDATE tenancy_directory SET shard = 's1' \
+             WHERE directory = 'tenants' AND key = '7'",
+        )
+        .await
+        .unwrap();
+    let moving = tenancy
+        .move_tenant(7, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router);
+    let meanwhile = async {
+        wait_for_a_lock_wait(&catalog.conn).await;
+        other
+            .execute_unprepared(
+                "UPDATE tenancy_directory SET shard = 's0-archive' \
+                 WHERE directory = 'tenants' AND key = '7'",
+            )
+            .await
+            .unwrap();
+        other.commit().await.unwrap();
+    };
+    let (moved, ()) = tokio::join!(moving, meanwhile);
+    match moved {
+        Err(Error::StaleDirectory {
+            catalog: placed,
+            cached,
+            ..
+        }) => assert_eq!((placed.as_str(), cached.as_str()), ("s0-archive", "s0")),
+        other => panic!("expected StaleDirectory, got {other:?}"),
+    }
+    assert_eq!(
+        (
+            orders_on(&tenancy, "s0", 7).await,
+            orders_on(&tenancy, "s1", 7).await
+        ),
+        (3, 0)
+    );
+    drop(tenancy);
+    catalog.drop_db().await;
+}
+
 /// Waits (up to 5 s) until a statement on `conn`'s database waits for a lock.
 async fn wait_for_a_lock_wait(conn: &sea_orm::DatabaseConnection) {
     let waiting = "SELECT COUNT(*) AS n FROM pg_stat_activity \
