@@ -599,6 +599,25 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     ));
     assert_eq!(route(1).unwrap(), "s1");
     assert!(route(5).is_err());
+
+    // A directory's first changes, made at once by two processes, both count: the
+    // version row is made by whichever comes first, and neither fails.
+    let (dev_a, dev_b) = (
+        DirectoryCatalog::named(catalog.conn.clone(), "devices").unwrap(),
+        DirectoryCatalog::named(catalog.conn.clone(), "devices").unwrap(),
+    );
+    let (devices_a, devices_b) = (
+        DirectoryRouter::new(["s0", "s1"]),
+        DirectoryRouter::new(["s0", "s1"]),
+    );
+    let (first, second) = tokio::join!(
+        dev_a.assign(&devices_a, &100i64, "s0"),
+        dev_b.assign(&devices_b, &200i64, "s1"),
+    );
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(dev_a.version().await.unwrap(), 2);
+
     catalog.drop_db().await;
 }
 
