@@ -761,11 +761,12 @@ where
         }
     }
 
-    /// Every shard's rows of `group` and the aggregates `exprs(backend)`, grouped by
-    /// `group`, as the tuple `R` (the group's value first).
-    async fn per_shard_grouped<R>(
+    /// Every shard's rows of the aggregates `exprs(backend)`, selected alone and in
+    /// order, as the tuple `R`: one row per shard, or with a `group` column, one row per
+    /// group of the shard, the group's value first.
+    async fn per_shard<R>(
         &self,
-        group: E::Column,
+        group: Option<E::Column>,
         exprs: impl Fn(DbBackend) -> Vec<SimpleExpr>,
     ) -> Result<Vec<Vec<R>>>
     where
@@ -774,41 +775,12 @@ where
         let timeout = self.timeout;
         let table = E::default().table_name();
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
-            let mut select = for_target(&self.select, target)
-                .select_only()
-                .column_as(Expr::col(group), "group_key");
-            for (n, expr) in exprs(target.conn.get_database_backend())
-                .into_iter()
-                .enumerate()
-            {
-                select = select.column_as(expr, format!("value_{n}"));
-            }
-            let select = select.group_by(group).into_tuple::<R>();
-            async move {
-                let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
-                (index, rows.await)
-            }
-            .instrument(target.span("scatter_group", table))
-        });
-        under_deadline(&self.targets, timeout, fan_out)
-            .await
-            .into_iter()
-            .collect()
-    }
-
-    /// One row per shard of the aggregates `exprs(backend)` (selected alone, in order), as
-    /// the tuple `R`.
-    async fn per_shard<R>(
-        &self,
-        exprs: impl Fn(DbBackend) -> Vec<SimpleExpr>,
-    ) -> Result<Vec<Option<R>>>
-    where
-        R: TryGetableMany + Send + Sync + 'static,
-    {
-        let timeout = self.timeout;
-        let table = E::default().table_name();
-        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let mut select = for_target(&self.select, target).select_only();
+            if let Some(group) = group {
+                select = select
+                    .column_as(Expr::col(group), "group_key")
+                    .group_by(group);
+            }
             for (n, expr) in exprs(target.conn.get_database_backend())
                 .into_iter()
                 .enumerate()
@@ -817,8 +789,8 @@ where
             }
             let select = select.into_tuple::<R>();
             async move {
-                let value = async { Ok(on_target!(target, |conn| select.one(conn).await?)) };
-                (index, value.await)
+                let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
+                (index, rows.await)
             }
             .instrument(target.span("scatter_aggregate", table))
         });
@@ -834,7 +806,7 @@ where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
         let values = self
-            .per_shard::<Option<V>>(|_| vec![Expr::col(col).max()])
+            .per_shard::<Option<V>>(None, |_| vec![Expr::col(col).max()])
             .await?;
         Ok(values.into_iter().flatten().flatten().max())
     }
@@ -845,7 +817,7 @@ where
         V: TryGetable + Ord + Send + Sync + 'static,
     {
         let values = self
-            .per_shard::<Option<V>>(|_| vec![Expr::col(col).min()])
+            .per_shard::<Option<V>>(None, |_| vec![Expr::col(col).min()])
             .await?;
         Ok(values.into_iter().flatten().flatten().min())
     }
@@ -857,7 +829,7 @@ where
     pub async fn sum(self, col: E::Column) -> Result<i64> {
         integer_column(col, "sum")?;
         let values = self
-            .per_shard::<Option<String>>(|backend| vec![sum_as_text(backend, col)])
+            .per_shard::<Option<String>>(None, |backend| vec![sum_as_text(backend, col)])
             .await?;
         let mut total = 0;
         for value in values.into_iter().flatten() {
@@ -874,7 +846,7 @@ where
     pub async fn avg(self, col: E::Column) -> Result<Option<f64>> {
         integer_column(col, "avg")?;
         let values = self
-            .per_shard::<(Option<String>, i64)>(|backend| {
+            .per_shard::<(Option<String>, i64)>(None, |backend| {
                 vec![sum_as_text(backend, col), Expr::col(col).count()]
             })
             .await?;
@@ -924,7 +896,7 @@ where
     {
         let shards = self
             .select
-            .per_shard_grouped::<K>(self.group, |_| Vec::new())
+            .per_shard::<K>(Some(self.group), |_| Vec::new())
             .await?;
         let keys: std::collections::BTreeSet<K> = shards.into_iter().flatten().collect();
         Ok(keys.into_iter().collect())
@@ -937,7 +909,7 @@ where
     {
         let shards = self
             .select
-            .per_shard_grouped::<(K, i64)>(self.group, |_| {
+            .per_shard::<(K, i64)>(Some(self.group), |_| {
                 vec![Expr::col(sea_orm::sea_query::Asterisk).count()]
             })
             .await?;
@@ -957,7 +929,7 @@ where
         integer_column(col, "sum")?;
         let shards = self
             .select
-            .per_shard_grouped::<(K, Option<String>)>(self.group, |backend| {
+            .per_shard::<(K, Option<String>)>(Some(self.group), |backend| {
                 vec![sum_as_text(backend, col)]
             })
             .await?;
@@ -980,7 +952,7 @@ where
         integer_column(col, "avg")?;
         let shards = self
             .select
-            .per_shard_grouped::<(K, Option<String>, i64)>(self.group, |backend| {
+            .per_shard::<(K, Option<String>, i64)>(Some(self.group), |backend| {
                 vec![sum_as_text(backend, col), Expr::col(col).count()]
             })
             .await?;
@@ -1024,7 +996,7 @@ where
     {
         let shards = self
             .select
-            .per_shard_grouped::<(K, Option<V>)>(self.group, |_| {
+            .per_shard::<(K, Option<V>)>(Some(self.group), |_| {
                 vec![if keep == Ordering::Less {
                     Expr::col(col).min()
                 } else {
