@@ -72,16 +72,20 @@ impl CatalogRegistry {
 
     /// Creates the catalog table if it does not exist.
     pub async fn install(&self) -> Result<()> {
-        let schema = Schema::new(self.conn.get_database_backend());
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(catalog::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
-        Ok(())
+        create_table_if_missing(&self.conn, catalog::Entity).await
     }
+}
+
+/// Creates `entity`'s table on `conn` unless it exists: how every framework table of a
+/// catalog database is installed.
+pub(crate) async fn create_table_if_missing<E: EntityTrait>(
+    conn: &DatabaseConnection,
+    entity: E,
+) -> Result<()> {
+    let schema = Schema::new(conn.get_database_backend());
+    conn.execute(schema.create_table_from_entity(entity).if_not_exists())
+        .await?;
+    Ok(())
 }
 
 impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {

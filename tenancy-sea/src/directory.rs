@@ -4,6 +4,7 @@
 //! router's cache second; other processes' caches catch up through
 //! [`DirectoryCatalog::refresh`] or [`DirectoryCatalog::watch`].
 
+use crate::database::create_table_if_missing;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 
@@ -14,7 +15,7 @@ use crate::registry::{ShardState, shard_entry};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QuerySelect, Schema, Set, TransactionTrait,
+    QueryFilter, QuerySelect, Set, TransactionTrait,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -172,35 +173,10 @@ impl DirectoryCatalog {
         crate::ShardCatalog::new(self.conn.clone())
             .install()
             .await?;
-        let schema = Schema::new(self.conn.get_database_backend());
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(entry::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(range_entry::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(version_entry::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(move_entry::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
+        create_table_if_missing(&self.conn, entry::Entity).await?;
+        create_table_if_missing(&self.conn, range_entry::Entity).await?;
+        create_table_if_missing(&self.conn, version_entry::Entity).await?;
+        create_table_if_missing(&self.conn, move_entry::Entity).await?;
         self.ensure_version_row(&self.conn).await
     }
 

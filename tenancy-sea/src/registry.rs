@@ -2,7 +2,7 @@
 //! shard's database, migrate it, register it and put it in service; remove an empty one;
 //! migrate every shard.
 
-use crate::database::pool_options;
+use crate::database::{create_table_if_missing, pool_options};
 use crate::directory::DirectoryCatalog;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
@@ -11,7 +11,7 @@ use crate::shard::Topology;
 use crate::tenancy::Tenancy;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, Schema, Set, Statement,
+    EntityTrait, QueryFilter, QueryOrder, Set, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 use std::future::Future;
@@ -115,15 +115,7 @@ impl ShardCatalog {
 
     /// Creates the registry table if it does not exist.
     pub async fn install(&self) -> Result<()> {
-        let schema = Schema::new(self.conn.get_database_backend());
-        self.conn
-            .execute(
-                schema
-                    .create_table_from_entity(shard_entry::Entity)
-                    .if_not_exists(),
-            )
-            .await?;
-        Ok(())
+        create_table_if_missing(&self.conn, shard_entry::Entity).await
     }
 
     /// Every registered shard, by name.
