@@ -2,7 +2,6 @@ use crate::TenantId;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The name of a shard, e.g. `"shard_3"`. Cheap to clone.
@@ -308,8 +307,6 @@ pub struct DirectoryRouter {
     /// lookup can hand out a reference to it after releasing the lock.
     names: Box<[OnceLock<ShardId>]>,
     state: RwLock<Directory>,
-    /// The version of the stored directory the entries were last replaced from.
-    version: AtomicU64,
 }
 
 /// How many shards a directory can gain after it is made (a withdrawn shard that comes
@@ -327,6 +324,8 @@ struct Directory {
     ranges: BTreeMap<i64, usize>,
     /// How many times the entries or shards changed in this process.
     changes: u64,
+    /// The version of the stored directory the entries were last replaced from.
+    version: u64,
 }
 
 impl Directory {
@@ -367,7 +366,6 @@ impl DirectoryRouter {
                 active: (0..initial.len()).collect(),
                 ..Directory::default()
             }),
-            version: AtomicU64::new(0),
         }
     }
 
@@ -436,7 +434,7 @@ impl DirectoryRouter {
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.changes != unchanged_since || version < self.version() {
+        if state.changes != unchanged_since || version < state.version {
             return Ok(false);
         }
         let mut new_keys = HashMap::new();
@@ -452,7 +450,7 @@ impl DirectoryRouter {
         state.keys = new_keys;
         state.ranges = new_ranges;
         state.changes += 1;
-        self.version.store(version, AtomicOrdering::SeqCst);
+        state.version = version;
         Ok(true)
     }
 
@@ -464,7 +462,7 @@ impl DirectoryRouter {
 
     /// The version given to the last [`replace`](Self::replace) (0 before any).
     pub fn version(&self) -> u64 {
-        self.version.load(AtomicOrdering::SeqCst)
+        self.read().version
     }
 
     /// Forgets `key`.
