@@ -549,6 +549,26 @@ pub async fn raw(conn: &DatabaseConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Runs each `async fn name(backend: Backend)` of the calling test file as a test on
+/// SQLite, PostgreSQL and MariaDB: `sqlite::name`, `postgres::name`, `mysql::name`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::Backend::Postgres).await })*
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::Backend::MySql).await })*
+        }
+    };
+}
+
 /// Declares each listed `async fn name(db: &TestDb)` as one test per backend and strategy:
 /// row level on every backend (`sqlite::name`, `postgres::name`, `mysql::name`),
 /// row-level security (`postgres_rls::name`), schema per tenant (`postgres_schema::name`)

@@ -293,24 +293,7 @@ async fn pools_are_bounded_and_reopened(backend: Backend) {
     fleet.finish(&tenancy).await;
 }
 
-macro_rules! on_every_backend {
-    ($($test:ident),*) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(tenancy_tests::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(tenancy_tests::Backend::Postgres).await })*
-        }
-        mod mysql {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() { super::$test(tenancy_tests::Backend::MySql).await })*
-        }
-    };
-}
-
-on_every_backend!(
+tenancy_tests::on_every_backend!(
     end_to_end,
     failed_provisioning_leaves_nothing,
     hostile_ids_never_reach_ddl,

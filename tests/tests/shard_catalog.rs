@@ -224,21 +224,6 @@ async fn provision(backend: Backend) {
     catalog.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_catalog_and_shards() {
-    provision(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_catalog_and_shards() {
-    provision(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_catalog_and_shards() {
-    provision(Backend::MySql).await;
-}
-
 /// A catalog with shards `s0` and `s1` made through it, and the tenancy over them.
 async fn two_shards(
     backend: Backend,
@@ -424,21 +409,6 @@ async fn moves(backend: Backend) {
     catalog.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_tenant_moves() {
-    moves(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_tenant_moves() {
-    moves(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_tenant_moves() {
-    moves(Backend::MySql).await;
-}
-
 /// A write that reaches the old shard while the tenant's rows are copied (a handle taken
 /// before the move) is caught: the move is abandoned before switching, and the tenant
 /// stays where it was with every row. Meanwhile the tenant is fenced: no handle is given
@@ -621,21 +591,6 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     catalog.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_directory_refresh() {
-    directory_changes_reach_other_processes(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_directory_refresh() {
-    directory_changes_reach_other_processes(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_directory_refresh() {
-    directory_changes_reach_other_processes(Backend::MySql).await;
-}
-
 /// Two processes over one catalog, each with its own topology and router: shards that
 /// one creates and drops, and tenants it places and moves, reach the other through
 /// `refresh_catalog`.
@@ -701,21 +656,6 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
     assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 3);
     drop((db, a, b));
     catalog.drop_db().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_catalog_refresh() {
-    catalog_changes_reach_other_processes(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_catalog_refresh() {
-    catalog_changes_reach_other_processes(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_catalog_refresh() {
-    catalog_changes_reach_other_processes(Backend::MySql).await;
 }
 
 /// A row written to the old shard after the move checked it (by a handle taken before
@@ -981,3 +921,10 @@ async fn a_hash_router_refuses_new_shards() {
     shard.drop_db().await;
     catalog.drop_db().await;
 }
+
+tenancy_tests::on_every_backend!(
+    provision,
+    moves,
+    directory_changes_reach_other_processes,
+    catalog_changes_reach_other_processes,
+);
