@@ -542,6 +542,37 @@ where
     }
 }
 
+/// A customer of `tenant` (named `c{tenant}`) and one order of it per item of `orders`
+/// (an id of its own, or `None` for the shard's sequence, and the total), written through
+/// the tenant's handle.
+pub async fn customer_with_orders(
+    tenancy: &Tenancy<i64>,
+    tenant: i64,
+    customer_id: Option<i64>,
+    orders: impl IntoIterator<Item = (Option<i64>, i64)>,
+) {
+    let id = |id: Option<i64>| id.map_or(sea_orm::ActiveValue::NotSet, sea_orm::ActiveValue::Set);
+    let db = tenancy.tenant(tenant).await.unwrap();
+    let c = db
+        .insert(customer::ActiveModel {
+            id: id(customer_id),
+            name: sea_orm::ActiveValue::Set(format!("c{tenant}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (order_id, total) in orders {
+        db.insert(order::ActiveModel {
+            id: id(order_id),
+            customer_id: sea_orm::ActiveValue::Set(c.id),
+            total_cents: sea_orm::ActiveValue::Set(total),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Runs a raw statement on `conn`, for tests that plant data past the framework.
 pub async fn raw(conn: &DatabaseConnection, sql: &str) {
     conn.execute_raw(Statement::from_string(conn.get_database_backend(), sql))

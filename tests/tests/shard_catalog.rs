@@ -27,24 +27,6 @@ async fn tenancy_over(catalog: &TestDb, router: Arc<DirectoryRouter>) -> Tenancy
         .unwrap()
 }
 
-async fn place(tenancy: &Tenancy<i64>, tenant: i64) {
-    let db = tenancy.tenant(tenant).await.unwrap();
-    let c = db
-        .insert(customer::ActiveModel {
-            name: Set(format!("c{tenant}")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    db.insert(order::ActiveModel {
-        customer_id: Set(c.id),
-        total_cents: Set(tenant),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 async fn provision(backend: Backend) {
     let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
         return;
@@ -105,7 +87,7 @@ async fn provision(backend: Backend) {
             .assign(&router, &tenant, shard.as_str())
             .await
             .unwrap();
-        place(&tenancy, tenant).await;
+        tenancy_tests::customer_with_orders(&tenancy, tenant, None, [(None, tenant)]).await;
     }
 
     // A restart reads the registry and the directory back: same placement, same rows.
@@ -242,29 +224,12 @@ async fn two_shards(
     Some((catalog, directory, router, tenancy))
 }
 
-/// A customer with orders for `tenant`, written through its handle; `first_id` gives the
-/// rows ids of their own (1,000 up), `None` takes the shard's sequence.
-async fn customer_with_orders(tenancy: &Tenancy<i64>, tenant: i64, first_id: Option<i64>) {
-    let db = tenancy.tenant(tenant).await.unwrap();
-    let id = |n: i64| first_id.map_or(sea_orm::ActiveValue::NotSet, |f| Set(f + n));
-    let c = db
-        .insert(customer::ActiveModel {
-            id: id(0),
-            name: Set(format!("c{tenant}")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for n in 0..3 {
-        db.insert(order::ActiveModel {
-            id: id(n),
-            customer_id: Set(c.id),
-            total_cents: Set(tenant * 100 + n),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+/// A customer with 3 orders for `tenant` (totals `100 tenant` up), written through its
+/// handle; `first_id` gives the rows ids of their own (1,000 up), `None` takes the shard's
+/// sequence.
+async fn customer_with_three_orders(tenancy: &Tenancy<i64>, tenant: i64, first_id: Option<i64>) {
+    let orders = (0..3).map(|n| (first_id.map(|f| f + n), tenant * 100 + n));
+    tenancy_tests::customer_with_orders(tenancy, tenant, first_id, orders).await;
 }
 
 /// The tenant's orders on `shard`, read past the framework.
@@ -292,9 +257,9 @@ async fn moves(backend: Backend) {
     directory.assign(&router, &1, "s0").await.unwrap();
     directory.assign(&router, &2, "s1").await.unwrap();
     directory.assign(&router, &3, "s0").await.unwrap();
-    customer_with_orders(&tenancy, 1, None).await;
-    customer_with_orders(&tenancy, 2, None).await;
-    customer_with_orders(&tenancy, 3, Some(1_000)).await;
+    customer_with_three_orders(&tenancy, 1, None).await;
+    customer_with_three_orders(&tenancy, 2, None).await;
+    customer_with_three_orders(&tenancy, 3, Some(1_000)).await;
     let relocate = |tenant: i64, to: &'static str| {
         tenancy
             .move_tenant(tenant, to)
@@ -419,7 +384,7 @@ async fn a_write_during_a_move_abandons_it() {
         return;
     };
     directory.assign(&router, &4, "s0").await.unwrap();
-    customer_with_orders(&tenancy, 4, Some(2_000)).await;
+    customer_with_three_orders(&tenancy, 4, Some(2_000)).await;
     let stale = tenancy.tenant(4).await.unwrap();
     let topology = tenancy.topology().unwrap().clone();
     let s1 = topology.connection(&ShardId::new("s1")).unwrap();
@@ -617,7 +582,7 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
 
     a.create_shard::<DatabaseMigratorV1>("s1").await.unwrap();
     directory.assign(&router_a, &7, "s1").await.unwrap();
-    customer_with_orders(&a, 7, None).await;
+    customer_with_three_orders(&a, 7, None).await;
     assert!(b.tenant(7).await.is_err(), "B has not seen tenant 7 yet");
     let seen = b.refresh_catalog(&directory, &router_b).await.unwrap();
     assert_eq!(seen.added, [ShardId::new("s1")]);
@@ -667,7 +632,7 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         return;
     };
     directory.assign(&router, &5, "s0").await.unwrap();
-    customer_with_orders(&tenancy, 5, Some(3_000)).await;
+    customer_with_three_orders(&tenancy, 5, Some(3_000)).await;
     let stale = tenancy.tenant(5).await.unwrap();
     let s0 = tenancy
         .topology()
@@ -742,7 +707,7 @@ async fn an_unfinished_move_is_finished_by_running_it_again() {
         return;
     };
     directory.assign(&router, &6, "s0").await.unwrap();
-    customer_with_orders(&tenancy, 6, Some(4_000)).await;
+    customer_with_three_orders(&tenancy, 6, Some(4_000)).await;
     let s0 = tenancy
         .topology()
         .unwrap()
@@ -811,7 +776,7 @@ async fn a_placement_changed_during_a_move_stops_it() {
         return;
     };
     directory.assign(&router, &7, "s0").await.unwrap();
-    customer_with_orders(&tenancy, 7, Some(5_000)).await;
+    customer_with_three_orders(&tenancy, 7, Some(5_000)).await;
     // Another process holds tenant 7's catalog row, and moves it to s1 by hand (no copy)
     // once the move waits for that row.
     let other = sea_orm::TransactionTrait::begin(&catalog.conn)

@@ -12,27 +12,12 @@ use sea_orm::{
 };
 use tenancy_sea::{Error, HashRouter, ShardId, ShardRouter, Tenancy, Topology};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Backend, TestDb, hash_sharded, shard_dbs};
+use tenancy_tests::{Backend, TestDb, customer_with_orders, hash_sharded, shard_dbs};
 
 async fn place(tenancy: &Tenancy<i64>, tenants: i64, orders_each: i64) {
     for tenant in 1..=tenants {
-        let db = tenancy.tenant(tenant).await.unwrap();
-        let c = db
-            .insert(customer::ActiveModel {
-                name: Set(format!("c{tenant}")),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        for i in 0..orders_each {
-            db.insert(order::ActiveModel {
-                customer_id: Set(c.id),
-                total_cents: Set(tenant * 100 + i),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        }
+        let orders = (0..orders_each).map(|i| (None, tenant * 100 + i));
+        customer_with_orders(tenancy, tenant, None, orders).await;
     }
 }
 
@@ -676,7 +661,7 @@ async fn directory_in_a_catalog() {
         tenancy.tenant(3).await,
         Err(Error::Routing(RoutingError::Unassigned))
     ));
-    place_one(&tenancy, 1).await;
+    customer_with_orders(&tenancy, 1, None, [(None, 1)]).await;
     assert_eq!(
         order::Entity::find().all(&dbs[1].conn).await.unwrap().len(),
         1
@@ -788,24 +773,6 @@ async fn directory_in_a_catalog() {
     }
 }
 
-async fn place_one(tenancy: &Tenancy<i64>, tenant: i64) {
-    let db = tenancy.tenant(tenant).await.unwrap();
-    let c = db
-        .insert(customer::ActiveModel {
-            name: Set("c".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    db.insert(order::ActiveModel {
-        customer_id: Set(c.id),
-        total_cents: Set(1),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
 /// A sum wider than `i64` is an error on every backend, never a wrap or a cap (MariaDB
 /// caps a cast to a 64-bit integer without an error), and the mean of the same rows is
 /// still exact.
@@ -817,23 +784,7 @@ async fn sums_wider_than_i64_are_errors() {
     let (tenancy, _) = hash_sharded(&dbs);
     let big = i64::MAX / 2 + 1;
     for tenant in 1..=6 {
-        let db = tenancy.tenant(tenant).await.unwrap();
-        let c = db
-            .insert(customer::ActiveModel {
-                name: Set("c".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        for _ in 0..2 {
-            db.insert(order::ActiveModel {
-                customer_id: Set(c.id),
-                total_cents: Set(big),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        }
+        customer_with_orders(&tenancy, tenant, None, [(None, big), (None, big)]).await;
     }
     let across = tenancy.unscoped_across_shards().unwrap();
     let sum = across
