@@ -73,11 +73,55 @@ impl Identifier {
 
     /// `prefix` followed by the tenant's identifier fragment
     /// ([`TenantId::identifier_fragment`](crate::TenantId::identifier_fragment)), validated.
+    ///
+    /// The prefix must not be empty (a tenant could otherwise name any schema or database,
+    /// `public` or `mysql`), and the name must not be one a database server keeps for
+    /// itself ([`Identifier::reserved`]): either is an error, so provisioning and dropping
+    /// never reach a schema or database that is not a tenant's.
+    ///
+    /// ```
+    /// use tenancy_core::Identifier;
+    /// assert!(Identifier::for_tenant("", &"public".to_owned()).is_err());
+    /// assert!(Identifier::for_tenant("pg_", &"toast".to_owned()).is_err());
+    /// assert_eq!(Identifier::for_tenant("t_", &"public".to_owned())?.as_str(), "t_public");
+    /// # Ok::<(), tenancy_core::InvalidIdentifier>(())
+    /// ```
     pub fn for_tenant<T: crate::TenantId>(
         prefix: &str,
         tenant: &T,
     ) -> Result<Self, InvalidIdentifier> {
-        Identifier::new(&format!("{prefix}{}", tenant.identifier_fragment()))
+        let name = format!("{prefix}{}", tenant.identifier_fragment());
+        let refuse = |reason| {
+            Err(InvalidIdentifier {
+                name: name.chars().take(64).collect(),
+                reason,
+            })
+        };
+        if prefix.is_empty() {
+            return refuse("a tenant's name needs a non-empty prefix");
+        }
+        let identifier = Identifier::new(&name)?;
+        if Identifier::reserved(&name) {
+            return refuse("the name is reserved by a database server");
+        }
+        Ok(identifier)
+    }
+
+    /// Whether `name` is a schema or database that PostgreSQL or MySQL/MariaDB keep for
+    /// themselves: `public`, `information_schema`, `pg_*`, `postgres`, `template0`,
+    /// `template1`, `mysql`, `performance_schema`, `sys`.
+    pub fn reserved(name: &str) -> bool {
+        matches!(
+            name,
+            "public"
+                | "information_schema"
+                | "postgres"
+                | "template0"
+                | "template1"
+                | "mysql"
+                | "performance_schema"
+                | "sys"
+        ) || name.starts_with("pg_")
     }
 
     /// The name.
@@ -147,5 +191,11 @@ mod tests {
         assert!(Identifier::for_tenant("t_", &-1i64).is_err());
         assert!(Identifier::for_tenant("t_", &"acme".to_owned()).is_ok());
         assert!(Identifier::for_tenant("t_", &"x\"; DROP".to_owned()).is_err());
+        for (prefix, id) in [("", "public"), ("", "x"), ("pub", "lic"), ("my", "sql"), ("pg_", "x")] {
+            assert!(
+                Identifier::for_tenant(prefix, &id.to_owned()).is_err(),
+                "{prefix}{id}"
+            );
+        }
     }
 }

@@ -1,8 +1,55 @@
 use crate::TenantId;
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The Rust type of the keys a router is asked to place, so that a router can refuse a
+/// key whose canonical bytes it would misread (a string of eight bytes read as an
+/// integer, a `String` tenant looked up in a directory of `i64` tenants).
+#[derive(Clone, Copy, Debug)]
+pub struct KeyType {
+    id: TypeId,
+    name: &'static str,
+    integer: bool,
+}
+
+impl KeyType {
+    /// The key type `K`.
+    pub fn of<K: TenantId>() -> Self {
+        KeyType {
+            id: TypeId::of::<K>(),
+            name: K::TYPE_NAME,
+            integer: K::INTEGER,
+        }
+    }
+
+    /// The type's name, e.g. `"i64"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether its canonical bytes are an integer's ([`TenantId::INTEGER`]).
+    pub fn is_integer(&self) -> bool {
+        self.integer
+    }
+
+    /// Whether keys of this type and of `other` are the same keys: the same type, or two
+    /// integer types (whose canonical bytes are the same `i64`).
+    pub fn same_keys(&self, other: &KeyType) -> bool {
+        self.id == other.id || (self.integer && other.integer)
+    }
+}
+
+impl PartialEq for KeyType {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for KeyType {}
 
 /// The name of a shard, e.g. `"shard_3"`. Cheap to clone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,6 +98,13 @@ pub enum RoutingError {
     FixedShards(String),
     /// The directory has no room for another shard.
     TooManyShards(usize),
+    /// The router places keys of another type than the one it was given.
+    WrongKeyType {
+        /// The type of keys the router places.
+        expected: &'static str,
+        /// The type of the key given.
+        found: &'static str,
+    },
     /// The shard still holds keys, so it cannot be withdrawn.
     ShardInUse {
         /// The shard.
@@ -78,6 +132,10 @@ impl fmt::Display for RoutingError {
             RoutingError::TooManyShards(n) => {
                 write!(f, "the directory holds {n} shard names already, its limit")
             }
+            RoutingError::WrongKeyType { expected, found } => write!(
+                f,
+                "this router places keys of type {expected}, not {found}"
+            ),
             RoutingError::ShardInUse { shard, keys } => {
                 write!(
                     f,
@@ -102,11 +160,25 @@ pub trait ShardRouter: Send + Sync {
     /// Every shard this router can return now, in order.
     fn shards(&self) -> Vec<ShardId>;
 
+    /// Whether this router can place keys of type `key` by their canonical bytes. A hash
+    /// router places any key; a range router only integers; a directory only keys of
+    /// the type it was made for.
+    fn places(&self, key: &KeyType) -> bool {
+        let _ = key;
+        true
+    }
+
     /// Whether [`add_shard`](Self::add_shard) can work: `false` for routers whose
     /// placement depends on the list of shards (hash, range), where a new shard would move
     /// keys whose rows are still on their old shard.
     fn accepts_new_shards(&self) -> bool {
         false
+    }
+
+    /// The name of the key type this router places, for error messages (`any` when it
+    /// places every key).
+    fn key_type_name(&self) -> &'static str {
+        "any"
     }
 
     /// Makes `shard` available for placements, moving no key.
@@ -119,11 +191,19 @@ pub trait ShardRouter: Send + Sync {
         Err(RoutingError::FixedShards(shard.to_string()))
     }
 
-    /// The shard of `key`.
+    /// The shard of `key`; a key of a type the router does not place is
+    /// [`RoutingError::WrongKeyType`].
     fn route<K: TenantId>(&self, key: &K) -> Result<ShardId, RoutingError>
     where
         Self: Sized,
     {
+        let key_type = KeyType::of::<K>();
+        if !self.places(&key_type) {
+            return Err(RoutingError::WrongKeyType {
+                expected: self.key_type_name(),
+                found: key_type.name(),
+            });
+        }
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
         self.route_bytes(&bytes).map(Cow::into_owned)
@@ -139,6 +219,14 @@ impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
 
     fn shards(&self) -> Vec<ShardId> {
         (**self).shards()
+    }
+
+    fn places(&self, key: &KeyType) -> bool {
+        (**self).places(key)
+    }
+
+    fn key_type_name(&self) -> &'static str {
+        (**self).key_type_name()
     }
 
     fn accepts_new_shards(&self) -> bool {
@@ -281,6 +369,14 @@ impl ShardRouter for RangeRouter {
     fn shards(&self) -> Vec<ShardId> {
         self.shards.clone()
     }
+
+    fn places(&self, key: &KeyType) -> bool {
+        key.is_integer()
+    }
+
+    fn key_type_name(&self) -> &'static str {
+        "integer"
+    }
 }
 
 /// A directory router: an explicit map from key to shard, for tenants placed by hand
@@ -290,23 +386,37 @@ impl ShardRouter for RangeRouter {
 /// changes are rare and take the write lock. `tenancy-sea` keeps the directory in a
 /// catalog database and loads it into this router.
 ///
+/// The router is typed by its keys (`DirectoryRouter<i64>`, `DirectoryRouter<String>`):
+/// it takes keys of that type only, and places only integer keys by range, so a `String`
+/// key of eight bytes is never read as a number.
+///
 /// ```
 /// use tenancy_core::{DirectoryRouter, ShardRouter};
 ///
-/// let router = DirectoryRouter::new(["s0", "s1", "s2"]);
-/// router.assign(&42i64, "s1")?;
+/// let router = DirectoryRouter::<i64>::new(["s0", "s1", "s2"]);
+/// router.assign(&42, "s1")?;
 /// router.assign_range(1_000, "s2")?; // integer keys from 1,000 up (to the next range)
 /// assert_eq!(router.route(&42i64)?.as_str(), "s1");
 /// assert_eq!(router.route(&5_000i64)?.as_str(), "s2");
 /// assert!(router.route(&7i64).is_err()); // never guessed: unassigned keys are an error
 /// # Ok::<(), tenancy_core::RoutingError>(())
 /// ```
-#[derive(Debug)]
-pub struct DirectoryRouter {
+pub struct DirectoryRouter<K> {
     /// Every shard name the directory has known, by index: set once, never cleared, so a
     /// lookup can hand out a reference to it after releasing the lock.
     names: Box<[OnceLock<ShardId>]>,
     state: RwLock<Directory>,
+    keys: PhantomData<fn(&K)>,
+}
+
+impl<K: TenantId> fmt::Debug for DirectoryRouter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryRouter")
+            .field("keys", &K::TYPE_NAME)
+            .field("shards", &self.shards())
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many shards a directory can gain after it is made (a withdrawn shard that comes
@@ -338,13 +448,13 @@ impl Directory {
     }
 }
 
-impl Default for DirectoryRouter {
+impl<K: TenantId> Default for DirectoryRouter<K> {
     fn default() -> Self {
         DirectoryRouter::new(Vec::<ShardId>::new())
     }
 }
 
-impl DirectoryRouter {
+impl<K: TenantId> DirectoryRouter<K> {
     /// An empty directory over `shards`.
     pub fn new<S: Into<ShardId>>(shards: impl IntoIterator<Item = S>) -> Self {
         let mut initial: Vec<ShardId> = Vec::new();
@@ -366,6 +476,7 @@ impl DirectoryRouter {
                 active: (0..initial.len()).collect(),
                 ..Directory::default()
             }),
+            keys: PhantomData,
         }
     }
 
@@ -384,11 +495,7 @@ impl DirectoryRouter {
     }
 
     /// Places `key` on `shard` (replacing any earlier entry).
-    pub fn assign<K: TenantId>(
-        &self,
-        key: &K,
-        shard: impl Into<ShardId>,
-    ) -> Result<(), RoutingError> {
+    pub fn assign(&self, key: &K, shard: impl Into<ShardId>) -> Result<(), RoutingError> {
         let shard = shard.into();
         let mut state = self.write();
         let index = self.active_index(&state, &shard)?;
@@ -408,8 +515,8 @@ impl DirectoryRouter {
     ///
     /// ```
     /// use tenancy_core::{DirectoryRouter, ShardRouter};
-    /// let router = DirectoryRouter::new(["s0", "s1"]);
-    /// router.assign(&1i64, "s0")?;
+    /// let router = DirectoryRouter::<i64>::new(["s0", "s1"]);
+    /// router.assign(&1, "s0")?;
     /// let before = router.changes();
     /// assert!(router.replace([(2i64, "s1")], [(100, "s0")], 7, before)?);
     /// assert!(router.route(&1i64).is_err()); // gone with the old entries
@@ -423,7 +530,7 @@ impl DirectoryRouter {
     /// assert_eq!(router.route(&3i64)?.as_str(), "s1");
     /// # Ok::<(), tenancy_core::RoutingError>(())
     /// ```
-    pub fn replace<K: TenantId, S: Into<ShardId>>(
+    pub fn replace<S: Into<ShardId>>(
         &self,
         keys: impl IntoIterator<Item = (K, S)>,
         ranges: impl IntoIterator<Item = (i64, S)>,
@@ -444,6 +551,9 @@ impl DirectoryRouter {
         }
         let mut new_ranges = BTreeMap::new();
         for (bound, shard) in ranges {
+            if !K::INTEGER {
+                return Err(RANGES_NEED_INTEGERS);
+            }
             let index = self.active_index(&state, &shard.into())?;
             new_ranges.insert(bound, index);
         }
@@ -466,17 +576,21 @@ impl DirectoryRouter {
     }
 
     /// Forgets `key`.
-    pub fn remove<K: TenantId>(&self, key: &K) {
+    pub fn remove(&self, key: &K) {
         self.write().keys.remove(&key.canonical_bytes());
     }
 
     /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`
-    /// (replacing a range with the same bound).
+    /// (replacing a range with the same bound). A directory of keys that are not integers
+    /// has no ranges: [`RoutingError::UnsupportedKey`].
     pub fn assign_range(
         &self,
         lower_bound: i64,
         shard: impl Into<ShardId>,
     ) -> Result<(), RoutingError> {
+        if !K::INTEGER {
+            return Err(RANGES_NEED_INTEGERS);
+        }
         let shard = shard.into();
         let mut state = self.write();
         let index = self.active_index(&state, &shard)?;
@@ -536,13 +650,18 @@ impl DirectoryRouter {
     }
 }
 
-impl ShardRouter for DirectoryRouter {
+/// What a directory of keys that are not integers answers to a range.
+const RANGES_NEED_INTEGERS: RoutingError =
+    RoutingError::UnsupportedKey("ranges place integer keys; this directory's keys are not integers");
+
+impl<K: TenantId> ShardRouter for DirectoryRouter<K> {
     fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
         let index = {
             let state = self.read();
             match state.keys.get(key) {
                 Some(index) => *index,
-                // Integer keys are 8 big-endian bytes; other keys have no ranges.
+                // Only integer keys (8 big-endian bytes) have ranges.
+                None if !K::INTEGER => return Err(RoutingError::Unassigned),
                 None => match <[u8; 8]>::try_from(key).map(i64::from_be_bytes) {
                     Ok(key) => *state
                         .ranges
@@ -565,6 +684,14 @@ impl ShardRouter for DirectoryRouter {
             .iter()
             .filter_map(|i| self.name(*i).cloned())
             .collect()
+    }
+
+    fn places(&self, key: &KeyType) -> bool {
+        key.same_keys(&KeyType::of::<K>())
+    }
+
+    fn key_type_name(&self) -> &'static str {
+        K::TYPE_NAME
     }
 
     fn accepts_new_shards(&self) -> bool {
@@ -665,6 +792,13 @@ mod tests {
         assert_eq!(router.route(&100i32).unwrap().as_str(), "b");
         assert_eq!(
             router.route(&"x".to_owned()),
+            Err(RoutingError::WrongKeyType {
+                expected: "integer",
+                found: "String"
+            })
+        );
+        assert_eq!(
+            router.route_bytes(b"x"),
             Err(RoutingError::UnsupportedKey(
                 "range routing needs an integer key"
             ))
@@ -675,12 +809,12 @@ mod tests {
 
     #[test]
     fn directory() {
-        let router = DirectoryRouter::new(["a", "b"]);
+        let router = DirectoryRouter::<i64>::new(["a", "b"]);
         assert!(router.is_empty());
         router.assign(&1i64, "a").unwrap();
-        router.assign(&"big".to_owned(), "b").unwrap();
+        router.assign(&9, "b").unwrap();
         assert_eq!(router.route(&1i32).unwrap().as_str(), "a");
-        assert_eq!(router.route(&"big".to_owned()).unwrap().as_str(), "b");
+        assert_eq!(router.route(&9i64).unwrap().as_str(), "b");
         router.assign(&1i64, "b").unwrap();
         assert_eq!(router.route(&1i64).unwrap().as_str(), "b");
         assert_eq!(
@@ -694,7 +828,7 @@ mod tests {
 
     #[test]
     fn directory_ranges() {
-        let router = DirectoryRouter::new(["a", "b", "c"]);
+        let router = DirectoryRouter::<i64>::new(["a", "b", "c"]);
         router.assign_range(0, "a").unwrap();
         router.assign_range(100, "b").unwrap();
         router.assign(&150i64, "c").unwrap(); // a key's own entry wins over its range
@@ -706,8 +840,14 @@ mod tests {
         assert_eq!(shard(i64::MAX).unwrap(), "b");
         assert_eq!(shard(150).unwrap(), "c");
         assert_eq!(router.route(&99i32).unwrap().as_str(), "a"); // same key, any width
-        // Strings and UUIDs have no ranges.
-        assert_eq!(router.route(&"x".to_owned()), Err(RoutingError::Unassigned));
+        // A key of another type is refused, not read as an integer.
+        assert_eq!(
+            router.route(&"abcdefgh".to_owned()),
+            Err(RoutingError::WrongKeyType {
+                expected: "i64",
+                found: "String"
+            })
+        );
         assert_eq!(
             router.assign_range(5, "z"),
             Err(RoutingError::UnknownShard("z".to_owned()))
@@ -724,9 +864,40 @@ mod tests {
         assert_eq!(router.ranges(), [(0, ShardId::new("a"))]);
     }
 
+    /// Ids of the wrong type: a directory of `String` keys never reads an eight-byte key
+    /// as an integer (no ranges), and routers refuse keys of a type they do not place.
+    #[test]
+    fn ids_of_the_wrong_type() {
+        let strings = DirectoryRouter::<String>::new(["a", "b"]);
+        assert!(strings.assign_range(0, "a").is_err());
+        assert!(strings.replace(Vec::<(String, &str)>::new(), [(0, "a")], 1, 0).is_err());
+        // Unplaced: an eight-byte string, whose bytes would read as an integer, and the
+        // raw bytes of one.
+        let key = "abcdefgh".to_owned();
+        assert_eq!(strings.route(&key), Err(RoutingError::Unassigned));
+        assert_eq!(strings.route_bytes(b"abcdefgh"), Err(RoutingError::Unassigned));
+        strings.assign(&key, "b").unwrap();
+        assert_eq!(strings.route(&key).unwrap().as_str(), "b");
+        assert!(matches!(
+            strings.route(&42i64),
+            Err(RoutingError::WrongKeyType { expected: "String", found: "i64" })
+        ));
+        // Integers of either width are the same keys; other types are not.
+        let ints = DirectoryRouter::<i64>::new(["a"]);
+        assert!(ints.places(&KeyType::of::<i32>()));
+        assert!(!ints.places(&KeyType::of::<String>()));
+        assert!(!ints.places(&KeyType::of::<uuid::Uuid>()));
+        let range = RangeRouter::new([(0, "a")]).unwrap();
+        assert!(matches!(
+            range.route(&"abcdefgh".to_owned()),
+            Err(RoutingError::WrongKeyType { .. })
+        ));
+        assert!(HashRouter::new(["a"]).places(&KeyType::of::<String>()));
+    }
+
     #[test]
     fn replacing_the_directory_is_all_or_nothing() {
-        let router = DirectoryRouter::new(["a", "b"]);
+        let router = DirectoryRouter::<i64>::new(["a", "b"]);
         router.assign(&1i64, "a").unwrap();
         router.assign_range(0, "b").unwrap();
         let since = router.changes();

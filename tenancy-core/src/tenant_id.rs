@@ -1,6 +1,8 @@
 use crate::InvalidTenantId;
 use std::fmt::{Debug, Display};
 use std::hash::Hash;
+use unicode_normalization::is_nfc;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The longest string tenant id accepted, in bytes.
 pub const MAX_STRING_TENANT_ID_LEN: usize = 128;
@@ -57,6 +59,12 @@ pub trait TenantId: Clone + Debug + Display + Eq + Hash + Send + Sync + 'static 
     /// The name used in error messages, e.g. `"i64"`.
     const TYPE_NAME: &'static str;
 
+    /// Whether the canonical bytes are an integer's (8 big-endian bytes of an `i64`): only
+    /// such keys are placed by ranges ([`RangeRouter`](crate::RangeRouter), the ranges of
+    /// a [`DirectoryRouter`](crate::DirectoryRouter)). `false` unless overridden, so a key
+    /// of another type is never read as a number because its bytes happen to be eight.
+    const INTEGER: bool = false;
+
     /// Checks that this value may identify a tenant.
     ///
     /// Every handle checks its tenant id with this before any statement runs.
@@ -92,6 +100,7 @@ macro_rules! integer_tenant_id {
     ($($ty:ty),*) => {$(
         impl TenantId for $ty {
             const TYPE_NAME: &'static str = stringify!($ty);
+            const INTEGER: bool = true;
 
             fn validate(&self) -> Result<(), InvalidTenantId> {
                 Ok(())
@@ -115,6 +124,19 @@ integer_tenant_id!(i32, i64);
 impl TenantId for String {
     const TYPE_NAME: &'static str = "String";
 
+    /// A `String` tenant id is valid when it is 1 to 128 bytes of UTF-8 in Unicode
+    /// normalization form C, has no white space at either end, and contains only visible
+    /// characters and the ASCII space: no control, format (zero-width, byte-order mark),
+    /// bidirectional-control, invisible filler, variation-selector, private-use,
+    /// unassigned or non-ASCII space characters. So no two valid ids look the same by an
+    /// invisible difference (`"acme"` and `"acme\u{200B}"`), and text that reorders itself
+    /// on screen (`"\u{202E}gnp.exe"`) is refused.
+    ///
+    /// Ids that differ only by case or accent (`"acme"`, `"ACME"`, `"ácmé"`) are valid and
+    /// are different tenants everywhere: the library compares tenant columns exactly on
+    /// every backend. Characters of different scripts that look alike (Latin `a`, Cyrillic
+    /// `а`) are not refused; restrict ids further with your own [`TenantId`] type (a slug)
+    /// where that matters.
     fn validate(&self) -> Result<(), InvalidTenantId> {
         let reason = if self.is_empty() {
             "empty"
@@ -124,6 +146,10 @@ impl TenantId for String {
             "contains a control character"
         } else if self.trim() != self {
             "has leading or trailing white space"
+        } else if let Some(reason) = self.chars().find_map(invisible) {
+            reason
+        } else if !is_nfc(self) {
+            "is not in Unicode normalization form C (NFC)"
         } else {
             return Ok(());
         };
@@ -138,6 +164,42 @@ impl TenantId for String {
 
     fn write_canonical_bytes(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
+    }
+}
+
+/// Why `c` cannot be in a `String` tenant id, if it cannot: it is invisible, changes how
+/// the text around it is shown, or has no meaning yet.
+fn invisible(c: char) -> Option<&'static str> {
+    // Default-ignorable code points that are not format characters (Unicode's
+    // DerivedCoreProperties.txt): combining grapheme joiner, Hangul and Khmer fillers,
+    // Mongolian free variation selectors, variation selectors.
+    const IGNORABLE: &[(char, char)] = &[
+        ('\u{034F}', '\u{034F}'),
+        ('\u{115F}', '\u{1160}'),
+        ('\u{17B4}', '\u{17B5}'),
+        ('\u{180B}', '\u{180F}'),
+        ('\u{3164}', '\u{3164}'),
+        ('\u{FE00}', '\u{FE0F}'),
+        ('\u{FFA0}', '\u{FFA0}'),
+        ('\u{E0100}', '\u{E01EF}'),
+    ];
+    if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}') {
+        return Some("contains a bidirectional control character");
+    }
+    if IGNORABLE.iter().any(|(low, high)| (*low..=*high).contains(&c)) {
+        return Some("contains an invisible character");
+    }
+    match c.general_category() {
+        GeneralCategory::Format => Some("contains an invisible format character"),
+        GeneralCategory::SpaceSeparator if c != ' ' => Some("contains a space other than U+0020"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+            Some("contains a line or paragraph separator")
+        }
+        GeneralCategory::PrivateUse => Some("contains a private-use character"),
+        GeneralCategory::Unassigned | GeneralCategory::Surrogate => {
+            Some("contains an unassigned code point")
+        }
+        _ => None,
     }
 }
 
@@ -198,6 +260,30 @@ mod tests {
         ] {
             let err = String::parse_tenant_id(bad).unwrap_err();
             assert_eq!(err.reason(), reason, "{bad:?}");
+        }
+        for (bad, reason) in [
+            ("acme\u{200B}", "contains an invisible format character"),
+            ("\u{FEFF}acme", "contains an invisible format character"),
+            ("\u{202E}gnp.exe", "contains a bidirectional control character"),
+            ("ac\u{2066}me", "contains a bidirectional control character"),
+            ("acme\u{00AD}", "contains an invisible format character"),
+            ("a\u{034F}cme", "contains an invisible character"),
+            ("acme\u{FE0F}", "contains an invisible character"),
+            ("\u{3164}acme", "contains an invisible character"),
+            ("ac\u{00A0}me", "contains a space other than U+0020"),
+            ("ac\u{2028}me", "contains a line or paragraph separator"),
+            ("acme\u{E000}", "contains a private-use character"),
+            ("acme\u{0378}", "contains an unassigned code point"),
+            ("acme\u{E0041}", "contains an invisible format character"),
+            ("a\u{200D}b", "contains an invisible format character"),
+            ("ca\u{0301}fe", "is not in Unicode normalization form C (NFC)"),
+        ] {
+            let err = String::parse_tenant_id(bad).unwrap_err();
+            assert_eq!(err.reason(), reason, "{bad:?}");
+        }
+        // Visible text in any script, case and accents are valid (and distinct) ids.
+        for good in ["ACME", "ácmé", "MÜNCHEN", "münchen", "acme corp", "東京", "café", "👍"] {
+            assert!(String::parse_tenant_id(good).is_ok(), "{good:?}");
         }
         let long = "x".repeat(MAX_STRING_TENANT_ID_LEN + 1);
         let err = String::parse_tenant_id(&long).unwrap_err();

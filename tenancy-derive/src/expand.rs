@@ -124,6 +124,9 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                     impl #krate::KeySharded for #entity {
                         type Key = #key_ty;
                     }
+
+                    #[automatically_derived]
+                    impl #krate::__private::sealed::KeyShardedSeal for #entity {}
                 },
             )
         }
@@ -142,6 +145,13 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                         ::core::option::Option::Some(#column::#tenant_variant)
                     }
                 }
+
+                #[automatically_derived]
+                impl #krate::__private::sealed::ScopedEntitySeal<
+                    <#entity as #krate::TenantScoped>::TenantId,
+                > for #entity
+                {
+                }
             },
         ),
     };
@@ -158,7 +168,16 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
             #shard_key
         }
 
+        #[automatically_derived]
+        impl #krate::__private::sealed::TenantScopedSeal for #entity {}
+
         #by_tenant
+
+        #krate::__private::inventory::submit! {
+            #krate::__private::Registered {
+                describe: #krate::__private::describe_scoped::<#entity>,
+            }
+        }
     }
 }
 
@@ -173,10 +192,25 @@ fn global(names: &Names) -> TokenStream {
         impl #krate::GlobalEntity for #entity {}
 
         #[automatically_derived]
+        impl #krate::__private::sealed::GlobalEntitySeal for #entity {}
+
+        #[automatically_derived]
         impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
             #[inline]
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::option::Option::None
+            }
+        }
+
+        #[automatically_derived]
+        impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
+            for #entity
+        {
+        }
+
+        #krate::__private::inventory::submit! {
+            #krate::__private::Registered {
+                describe: #krate::__private::describe_global::<#entity>,
             }
         }
     }

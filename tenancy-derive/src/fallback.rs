@@ -20,6 +20,12 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
                 ::core::unreachable!("placeholder emitted beside a compile error")
             }
         }
+
+        #[automatically_derived]
+        impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
+            for #entity
+        {
+        }
     };
     if let Some(field) = tenant {
         let ty = valid::option_inner(field.ty).unwrap_or(field.ty);
@@ -34,6 +40,9 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
                     ::core::option::Option::None
                 }
             }
+
+            #[automatically_derived]
+            impl #krate::__private::sealed::TenantScopedSeal for #entity {}
         });
     }
     out

@@ -19,6 +19,7 @@ use sea_orm::{
 };
 use std::collections::HashMap;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
@@ -125,35 +126,62 @@ pub mod move_entry {
 }
 
 /// A directory of placements (key to shard) and key ranges in a catalog database (any
-/// backend). The tenants' directory is [`DirectoryCatalog::new`]; the values of a
-/// `#[shard_key]` have a directory of their own ([`DirectoryCatalog::named`]), loaded into
-/// the router given to [`Topology::with_key_router`](crate::Topology::with_key_router), so
-/// that tenant 42 and device 42 are placed independently.
+/// backend), for keys of type `K`. The tenants' directory is [`DirectoryCatalog::new`];
+/// the values of a `#[shard_key]` have a directory of their own
+/// ([`DirectoryCatalog::named`]), loaded into the router given to
+/// [`Topology::with_key_router`](crate::Topology::with_key_router), so that tenant 42 and
+/// device 42 are placed independently.
+///
+/// The directory takes keys of its type only, as its router does
+/// ([`DirectoryRouter<K>`]): in an `i64` application, `assign(&router, &"42".to_owned(),
+/// ..)` does not compile. Keys are stored as text and compared exactly (a binary collation
+/// on MySQL/MariaDB), so `"ACME"` and `"acme"` are two keys in the catalog as everywhere
+/// else.
 ///
 /// ```
 /// # use std::sync::Arc;
 /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, ShardRouter};
 /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-/// let directory = DirectoryCatalog::new(catalog);
+/// let directory = DirectoryCatalog::<i64>::new(catalog);
 /// directory.install().await?;
 /// let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-/// directory.load::<i64>(&router).await?;      // at start
-/// directory.assign(&router, &42i64, "s1").await?; // catalog first, then the cache
+/// directory.load(&router).await?;             // at start
+/// directory.assign(&router, &42, "s1").await?; // catalog first, then the cache
 /// assert_eq!(router.route(&42i64)?.as_str(), "s1");
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
-pub struct DirectoryCatalog {
+pub struct DirectoryCatalog<K> {
     conn: DatabaseConnection,
     name: String,
+    keys: PhantomData<fn(&K)>,
 }
 
-impl DirectoryCatalog {
+impl<K> Clone for DirectoryCatalog<K> {
+    fn clone(&self) -> Self {
+        DirectoryCatalog {
+            conn: self.conn.clone(),
+            name: self.name.clone(),
+            keys: PhantomData,
+        }
+    }
+}
+
+impl<K: TenantKey> std::fmt::Debug for DirectoryCatalog<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryCatalog")
+            .field("name", &self.name)
+            .field("keys", &K::TYPE_NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: TenantKey> DirectoryCatalog<K> {
     /// The tenants' directory in the catalog database `conn`.
     pub fn new(conn: DatabaseConnection) -> Self {
         DirectoryCatalog {
             conn,
             name: "tenants".to_owned(),
+            keys: PhantomData,
         }
     }
 
@@ -164,7 +192,13 @@ impl DirectoryCatalog {
         Ok(DirectoryCatalog {
             conn,
             name: name.to_owned(),
+            keys: PhantomData,
         })
+    }
+
+    /// The directory's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Creates the directory tables, and the shard registry whose states the directory
@@ -182,7 +216,7 @@ impl DirectoryCatalog {
 
     /// Records in the catalog that `tenant` is being moved to `to`; a move of it under way
     /// in any process is [`Error::TenantMoving`].
-    pub(crate) async fn claim_move<T: TenantKey>(&self, tenant: &T, to: &ShardId) -> Result<()> {
+    pub(crate) async fn claim_move(&self, tenant: &K, to: &ShardId) -> Result<()> {
         let claimed = move_entry::Entity::insert(move_entry::ActiveModel {
             directory: Set(self.name.clone()),
             key: Set(tenant.to_string()),
@@ -209,7 +243,7 @@ impl DirectoryCatalog {
     /// Clears the record that `tenant` is being moved. A move clears its own when it ends,
     /// however it ends; call this only after a process died during a move, which leaves
     /// the tenant refused by every later move with [`Error::TenantMoving`].
-    pub async fn release_move<T: TenantKey>(&self, tenant: &T) -> Result<()> {
+    pub async fn release_move(&self, tenant: &K) -> Result<()> {
         move_entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&self.conn)
             .await?;
@@ -258,11 +292,11 @@ impl DirectoryCatalog {
     /// Reloads `router` from the catalog if the directory changed since `router` was last
     /// loaded (by this process or another one); returns whether it did. Cheap when
     /// nothing changed: one primary-key read.
-    pub async fn refresh<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<bool> {
+    pub async fn refresh(&self, router: &DirectoryRouter<K>) -> Result<bool> {
         if self.version().await? == router.version() {
             return Ok(false);
         }
-        self.load::<T>(router).await?;
+        self.load(router).await?;
         Ok(true)
     }
 
@@ -281,21 +315,21 @@ impl DirectoryCatalog {
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
     /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter};
-    /// # async fn demo(directory: DirectoryCatalog, router: Arc<DirectoryRouter>) {
-    /// tokio::spawn(directory.watch::<i64>(router, Duration::from_secs(2)));
+    /// # async fn demo(directory: DirectoryCatalog<i64>, router: Arc<DirectoryRouter<i64>>) {
+    /// tokio::spawn(directory.watch(router, Duration::from_secs(2)));
     /// # }
     /// ```
     // Written out so the signature promises `Send + 'static` to any runtime's spawner.
     #[allow(clippy::manual_async_fn)]
-    pub fn watch<T: TenantKey>(
+    pub fn watch(
         self,
-        router: Arc<DirectoryRouter>,
+        router: Arc<DirectoryRouter<K>>,
         every: Duration,
     ) -> impl Future<Output = ()> + Send + 'static {
         async move {
             loop {
                 futures_timer::Delay::new(every).await;
-                if let Err(error) = self.refresh::<T>(&router).await {
+                if let Err(error) = self.refresh(&router).await {
                     tracing::warn!(
                         target: "tenancy::directory",
                         directory = %self.name,
@@ -312,7 +346,7 @@ impl DirectoryCatalog {
     /// loaded. A placement on a shard `router` does not have in service is
     /// [`RoutingError::UnknownShard`](crate::RoutingError::UnknownShard), and then
     /// `router` keeps what it had.
-    pub async fn load<T: TenantKey>(&self, router: &DirectoryRouter) -> Result<usize> {
+    pub async fn load(&self, router: &DirectoryRouter<K>) -> Result<usize> {
         // A change made here while the catalog is read would be undone by the older
         // entries: the router refuses them, and they are read again.
         for attempt in 0..LOAD_ATTEMPTS {
@@ -330,7 +364,7 @@ impl DirectoryCatalog {
                 .await?;
             let mut keys = Vec::with_capacity(rows.len());
             for row in rows {
-                keys.push((T::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
+                keys.push((K::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
             }
             let ranges: Vec<(i64, ShardId)> = range_entry::Entity::find()
                 .filter(range_entry::Column::Directory.eq(self.name.as_str()))
@@ -355,7 +389,7 @@ impl DirectoryCatalog {
     }
 
     /// Where the catalog places `tenant`, if anywhere.
-    pub async fn placement<T: TenantKey>(&self, tenant: &T) -> Result<Option<ShardId>> {
+    pub async fn placement(&self, tenant: &K) -> Result<Option<ShardId>> {
         Ok(
             entry::Entity::find_by_id((self.name.clone(), tenant.to_string()))
                 .one(&self.conn)
@@ -367,10 +401,10 @@ impl DirectoryCatalog {
     /// Moves `tenant`'s placement from `from` to `to`: in the catalog, only if it is on
     /// `from` there (compare and set, bumping the version in the same transaction), then in
     /// `router`. `Ok(false)` when the catalog had it elsewhere, and nothing changed.
-    pub(crate) async fn switch<T: TenantKey>(
+    pub(crate) async fn switch(
         &self,
-        router: &DirectoryRouter,
-        tenant: &T,
+        router: &DirectoryRouter<K>,
+        tenant: &K,
         from: &ShardId,
         to: &ShardId,
     ) -> Result<bool> {
@@ -397,7 +431,7 @@ impl DirectoryCatalog {
     /// ([`assign`](Self::assign)) keep it.
     pub async fn assign_range(
         &self,
-        router: &DirectoryRouter,
+        router: &DirectoryRouter<K>,
         lower_bound: i64,
         shard: impl Into<ShardId>,
     ) -> Result<()> {
@@ -460,7 +494,7 @@ impl DirectoryCatalog {
     }
 
     /// Removes the range starting at `lower_bound`: from the catalog, then from `router`.
-    pub async fn remove_range(&self, router: &DirectoryRouter, lower_bound: i64) -> Result<()> {
+    pub async fn remove_range(&self, router: &DirectoryRouter<K>, lower_bound: i64) -> Result<()> {
         let txn = self.conn.begin().await?;
         range_entry::Entity::delete_by_id((self.name.clone(), lower_bound))
             .exec(&txn)
@@ -475,10 +509,10 @@ impl DirectoryCatalog {
     /// does not know is refused before the catalog is touched, and so is a shard the
     /// registry marks [draining](ShardState::Draining) ([`Error::ShardDraining`]) unless
     /// the key is on it already.
-    pub async fn assign<T: TenantKey>(
+    pub async fn assign(
         &self,
-        router: &DirectoryRouter,
-        tenant: &T,
+        router: &DirectoryRouter<K>,
+        tenant: &K,
         shard: impl Into<ShardId>,
     ) -> Result<()> {
         let shard = shard.into();
@@ -526,17 +560,17 @@ impl DirectoryCatalog {
     /// # use std::sync::Arc;
     /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, ShardRouter};
     /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-    /// let directory = DirectoryCatalog::new(catalog);
+    /// let directory = DirectoryCatalog::<i64>::new(catalog);
     /// let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-    /// let home = directory.place(&router, &42i64).await?; // the emptier shard
+    /// let home = directory.place(&router, &42).await?; // the emptier shard
     /// assert_eq!(router.route(&42i64)?, home);
-    /// assert_eq!(directory.place(&router, &42i64).await?, home); // placed once
+    /// assert_eq!(directory.place(&router, &42).await?, home); // placed once
     /// # Ok(()) }
     /// ```
-    pub async fn place<T: TenantKey>(
+    pub async fn place(
         &self,
-        router: &DirectoryRouter,
-        tenant: &T,
+        router: &DirectoryRouter<K>,
+        tenant: &K,
     ) -> Result<ShardId> {
         tenant.validate()?;
         let key = tenant.to_string();
@@ -604,10 +638,10 @@ impl DirectoryCatalog {
     }
 
     /// Puts the catalog's placement of `tenant` in `router` and returns its shard.
-    fn settle<T: TenantKey>(
+    fn settle(
         &self,
-        router: &DirectoryRouter,
-        tenant: &T,
+        router: &DirectoryRouter<K>,
+        tenant: &K,
         shard: String,
     ) -> Result<ShardId> {
         let shard = ShardId::new(shard);
@@ -648,7 +682,7 @@ impl DirectoryCatalog {
     }
 
     /// Removes `tenant`'s placement: from the catalog, then from `router`.
-    pub async fn remove<T: TenantKey>(&self, router: &DirectoryRouter, tenant: &T) -> Result<()> {
+    pub async fn remove(&self, router: &DirectoryRouter<K>, tenant: &K) -> Result<()> {
         let txn = self.conn.begin().await?;
         entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&txn)

@@ -1,8 +1,139 @@
 //! What an entity must be to be used through a tenant handle.
+//!
+//! The four traits here are sealed: only the derives implement them. A hand-written
+//! `impl ScopedEntity` (say, one that names no tenant column) would make a table readable
+//! unfiltered through every handle, so it does not compile.
 
 use sea_orm::sea_query::ValueType;
 use sea_orm::{EntityTrait, Value};
 use tenancy_core::{RoutingError, TenantId};
+
+/// The seals: each sealed trait requires its own, and only the derives implement them.
+/// They are public only because the derives' code, in the user's crate, must name them.
+#[doc(hidden)]
+pub mod sealed {
+    /// The seal of [`TenantScoped`](crate::TenantScoped).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` implements `TenantScoped` by hand, which is not allowed",
+        label = "not derived",
+        note = "only `#[derive(TenantScoped)]` implements it: a hand-written impl could name \
+                the wrong tenant column and leave a table unfiltered"
+    )]
+    pub trait TenantScopedSeal {}
+
+    /// The seal of [`ScopedEntity`](crate::ScopedEntity).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` implements `ScopedEntity` by hand, which is not allowed",
+        label = "not derived",
+        note = "only `#[derive(TenantScoped)]` and `#[derive(GlobalEntity)]` implement it: a \
+                hand-written impl could make a tenant's table readable by every tenant"
+    )]
+    pub trait ScopedEntitySeal<T> {}
+
+    /// The seal of [`GlobalEntity`](crate::GlobalEntity).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` implements `GlobalEntity` by hand, which is not allowed",
+        label = "not derived",
+        note = "only `#[derive(GlobalEntity)]` implements it: a hand-written impl could let \
+                `Tenancy::globals()` write a tenant's rows"
+    )]
+    pub trait GlobalEntitySeal {}
+
+    /// The seal of [`KeySharded`](crate::KeySharded).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` implements `KeySharded` by hand, which is not allowed",
+        label = "not derived",
+        note = "only `#[derive(TenantScoped)]` implements it, for a model with a `#[shard_key]` \
+                field"
+    )]
+    pub trait KeyShardedSeal {}
+}
+
+/// What the derives register of every entity, so that the library can find a table's
+/// tenant column by its name (a junction of a many-to-many relation) and check the
+/// database at start (row-level security on every tenant-scoped table).
+#[doc(hidden)]
+pub struct Registered {
+    /// Describes the entity.
+    pub describe: fn() -> Described,
+}
+
+inventory::collect!(Registered);
+
+/// One registered entity.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    /// The schema its entity names, if any.
+    pub schema: Option<String>,
+    /// Its table.
+    pub table: String,
+    /// Its tenant column; `None` for a global entity.
+    pub tenant_column: Option<String>,
+}
+
+/// What `#[derive(TenantScoped)]` registers.
+#[doc(hidden)]
+pub fn describe_scoped<E: TenantScoped>() -> Described {
+    use sea_orm::IdenStatic;
+    let entity = E::default();
+    Described {
+        schema: entity.schema_name().map(str::to_owned),
+        table: entity.table_name().to_owned(),
+        tenant_column: Some(E::tenant_column().as_str().to_owned()),
+    }
+}
+
+/// What `#[derive(GlobalEntity)]` registers.
+#[doc(hidden)]
+pub fn describe_global<E: GlobalEntity>() -> Described {
+    let entity = E::default();
+    Described {
+        schema: entity.schema_name().map(str::to_owned),
+        table: entity.table_name().to_owned(),
+        tenant_column: None,
+    }
+}
+
+/// Every entity the derives registered in this program, described once.
+pub(crate) fn registered() -> &'static [Described] {
+    static ALL: std::sync::OnceLock<Vec<Described>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<Described> = inventory::iter::<Registered>
+            .into_iter()
+            .map(|entry| (entry.describe)())
+            .collect();
+        all.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+        all.dedup();
+        all
+    })
+}
+
+/// How the registered entities of `table` (in `schema`, or unqualified) scope it: the
+/// tenant columns the tenant-scoped ones name, or `None` when no tenant-scoped entity has
+/// that table (a global one, or none at all; `known` says which).
+pub(crate) struct TableScope {
+    pub(crate) tenant_columns: Vec<String>,
+    pub(crate) known: bool,
+}
+
+pub(crate) fn table_scope(schema: Option<&str>, table: &str) -> TableScope {
+    let mut scope = TableScope {
+        tenant_columns: Vec::new(),
+        known: false,
+    };
+    for entity in registered() {
+        if entity.table == table && entity.schema.as_deref() == schema {
+            scope.known = true;
+            if let Some(column) = &entity.tenant_column
+                && !scope.tenant_columns.contains(column)
+            {
+                scope.tenant_columns.push(column.clone());
+            }
+        }
+    }
+    scope
+}
 
 /// A [`TenantId`] that SeaORM can bind as a parameter.
 ///
@@ -51,7 +182,7 @@ impl<T: TenantId + Into<Value> + ValueType> TenantKey for T {}
             `GlobalEntity` is read-only through tenant handles (write it through \
             `Tenancy::unscoped()`)"
 )]
-pub trait TenantScoped: EntityTrait {
+pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     /// The Rust type of the tenant column.
     type TenantId: TenantKey;
 
@@ -97,7 +228,7 @@ pub fn write_shard_key<K: TenantKey>(value: Value, out: &mut Vec<u8>) -> Result<
     label = "not sharded by a key of its own",
     note = "its rows live on their tenant's shard: read them with `db.find::<E>()`"
 )]
-pub trait KeySharded: TenantScoped {
+pub trait KeySharded: TenantScoped + sealed::KeyShardedSeal {
     /// The Rust type of the `#[shard_key]` field.
     type Key: TenantKey;
 }
@@ -111,7 +242,7 @@ pub trait KeySharded: TenantScoped {
             where only global tables have their copy: it joins global entities only; read \
             the tenant's own rows with `db.find::<E>()` and combine them in the application"
 )]
-pub trait GlobalEntity: EntityTrait {}
+pub trait GlobalEntity: EntityTrait + sealed::GlobalEntitySeal {}
 
 /// An entity that may be read through a handle whose tenant ids are `T`: a
 /// [`TenantScoped`] entity with that id type (filtered), or a [`GlobalEntity`] (not
@@ -126,7 +257,7 @@ pub trait GlobalEntity: EntityTrait {}
             `db.by_key::<E>(key)` or `db.by_keys::<E>(keys)`, or on every shard with \
             `db.across_shards().find::<E>()`"
 )]
-pub trait ScopedEntity<T: TenantKey>: EntityTrait {
+pub trait ScopedEntity<T: TenantKey>: EntityTrait + sealed::ScopedEntitySeal<T> {
     /// The column a tenant's reads are filtered on; `None` for a global entity.
     fn scope_column() -> Option<Self::Column>;
 }

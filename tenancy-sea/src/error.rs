@@ -76,6 +76,44 @@ pub enum Error {
     )]
     RawSqlNotIsolated,
 
+    /// A fragment given to a tenant handle's builder is written into the statement as it
+    /// is (`Expr::cust`, a `Func::cust` name, a custom keyword), so it could escape the
+    /// tenant condition. Nothing ran.
+    #[error(
+        "{fragment} cannot be used through a tenant handle: it is pasted into the statement \
+         as it is and can escape the tenant condition; build the condition from columns, \
+         functions and values, or run the statement through `Tenancy::unscoped()` and \
+         filter by tenant yourself. Nothing ran"
+    )]
+    RawFragment {
+        /// What was refused.
+        fragment: &'static str,
+    },
+
+    /// A subquery built with plain SeaORM or sea-query was given to a tenant handle's
+    /// builder: it reads its table with no tenant condition. Nothing ran.
+    #[error(
+        "a subquery built with plain SeaORM or sea-query is not scoped to the tenant; build \
+         it with `db.subquery::<E>()` and add it with `filter_in_subquery`, \
+         `filter_exists` or `column_as_subquery`. Nothing ran"
+    )]
+    UnscopedSubquery,
+
+    /// A relation reaches its rows through a junction table (many-to-many) that derives
+    /// neither `TenantScoped` nor `GlobalEntity`: the library cannot filter it, and a
+    /// junction row of another tenant could link this tenant's rows. Nothing ran.
+    #[error(
+        "the relation to `{related}` goes through the junction table `{junction}`, which \
+         derives neither `TenantScoped` nor `GlobalEntity`, so its rows cannot be filtered \
+         by tenant; derive `TenantScoped` on the junction's model. Nothing ran"
+    )]
+    UnscopedJunction {
+        /// The junction table.
+        junction: String,
+        /// The table the relation reaches.
+        related: &'static str,
+    },
+
     /// A schema or database name derived from a tenant id, or a setting name, is unsafe.
     #[error(transparent)]
     InvalidIdentifier(#[from] tenancy_core::InvalidIdentifier),

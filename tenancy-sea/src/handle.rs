@@ -2,11 +2,13 @@
 
 use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
+use crate::audit::Refused;
+use crate::scope;
 use crate::select::{GlobalJoins, ScopedSelect};
 use crate::session::{HandleConnection, Session};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait,
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteResult, EntityName,
@@ -165,11 +167,18 @@ impl<T: TenantKey> TenantDb<T> {
     {
         let column = Self::key_column::<E>()?;
         let keys: Vec<E::Key> = keys.into_iter().map(Into::into).collect();
-        let select = E::find().filter(E::tenant_column().eq(self.value.clone()));
+        let select = E::find();
+        // Each shard's query carries the tenant and its own keys, compared as its backend
+        // compares exactly.
+        let condition = |conn: &DatabaseConnection, values: Vec<Value>| {
+            let backend = conn.get_database_backend();
+            scope::equals(E::tenant_column(), &self.value, backend)
+                .add(scope::is_in(column, values, backend))
+        };
         let Some(topology) = &self.topology else {
-            let values = keys.into_iter().map(Into::into);
-            let target = self.own_target(Some(column.is_in(values).into()));
-            return Ok(AcrossShards::single(target).select(select));
+            let values = keys.into_iter().map(Into::into).collect();
+            let target = self.own_target(Some(condition(&self.conn, values)));
+            return Ok(AcrossShards::single(target).select(select).scoped());
         };
         let mut groups: Vec<(ShardId, DatabaseConnection, Vec<Value>)> = Vec::new();
         for key in keys {
@@ -183,14 +192,14 @@ impl<T: TenantKey> TenantDb<T> {
         let targets = groups
             .into_iter()
             .map(|(shard, conn, values)| Target {
+                condition: Some(condition(&conn, values)),
                 shard,
                 conn,
                 session: None,
-                condition: Some(column.is_in(values).into()),
                 tenant: Some(self.tenant.to_string()),
             })
             .collect();
-        Ok(AcrossShards::over(targets, topology).select(select))
+        Ok(AcrossShards::over(targets, topology).select(select).scoped())
     }
 }
 
@@ -211,21 +220,21 @@ impl<T: TenantKey> TenantAcrossShards<'_, T> {
     /// This tenant's rows of `E`, on every shard that can hold them.
     pub fn find<E: TenantScoped<TenantId = T>>(&self) -> ShardedSelect<E> {
         let handle = self.handle;
-        let condition: Condition = E::tenant_column().eq(handle.value.clone()).into();
-        match &handle.topology {
-            Some(topology) if E::shard_key_column().is_some() => {
-                let mut targets = topology.targets(None);
-                for target in &mut targets {
-                    target.tenant = Some(handle.tenant.to_string());
-                }
-                AcrossShards::over(targets, topology).select(E::find().filter(condition))
-            }
-            Some(topology) => AcrossShards::over(vec![handle.own_target(None)], topology)
-                .select(E::find().filter(condition)),
-            None => {
-                AcrossShards::single(handle.own_target(None)).select(E::find().filter(condition))
-            }
+        let mut targets = match &handle.topology {
+            Some(topology) if E::shard_key_column().is_some() => topology.targets(None),
+            _ => vec![handle.own_target(None)],
+        };
+        // Each shard's query carries the tenant condition its own backend compares exactly.
+        for target in &mut targets {
+            let backend = target.conn.get_database_backend();
+            target.condition = Some(scope::equals(E::tenant_column(), &handle.value, backend));
+            target.tenant = Some(handle.tenant.to_string());
         }
+        let across = match &handle.topology {
+            Some(topology) => AcrossShards::over(targets, topology),
+            None => AcrossShards::single(targets.remove(0)),
+        };
+        across.select(E::find()).scoped()
     }
 }
 
@@ -273,7 +282,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
 
     /// The tenant condition of an entity's reads, or none for a global entity.
     pub(crate) fn scope<E: ScopedEntity<T>>(&self) -> Option<Condition> {
-        E::scope_column().map(|col| col.eq(self.value.clone()).into())
+        E::scope_column().map(|col| scope::equals(col, &self.value, self.backend()))
     }
 
     fn scoped_select<E: ScopedEntity<T>>(&self, select: Select<E>) -> ScopedSelect<'_, T, E, C> {
@@ -289,6 +298,17 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// `.all()`, `.one()`, `.count()`, `.paginate(n)` or `.stream()`.
     pub fn find<E: ScopedEntity<T>>(&self) -> ScopedSelect<'_, T, E, C> {
         self.scoped_select(E::find())
+    }
+
+    /// A subquery of this tenant's rows of `E` (every row of a global entity), to add to a
+    /// statement of this handle with `filter_in_subquery`, `filter_exists` or
+    /// `column_as_subquery`: see [`ScopedSubquery`](crate::ScopedSubquery).
+    pub fn subquery<E: ScopedEntity<T>>(&self) -> crate::ScopedSubquery<'_, T, E, C> {
+        let select = match self.scope::<E>() {
+            Some(condition) => E::find().filter(condition),
+            None => E::find(),
+        };
+        crate::ScopedSubquery::new(self, select)
     }
 
     /// Selects the row of `E` with this primary key, if it belongs to this tenant.
@@ -309,7 +329,47 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         M::Entity: Related<R>,
         R: ScopedEntity<T>,
     {
-        self.scoped_select(model.find_related(R::default()))
+        let mut select = model.find_related(R::default());
+        // Many-to-many: the junction the relation joins is this tenant's rows only.
+        let junction = self.junction_scope::<M::Entity, R>();
+        if let Ok(Some(condition)) = &junction {
+            select = select.filter(condition.clone());
+        }
+        let select = self.scoped_select(select);
+        match junction {
+            Err(refused) => select.refuse(refused),
+            Ok(_) => select,
+        }
+    }
+
+    /// The tenant condition of the junction table a many-to-many relation from `E` to `R`
+    /// goes through (its `via`), as it is joined: `None` for a direct relation or a global
+    /// junction, refused for a junction no derive describes.
+    pub(crate) fn junction_scope<E, R>(&self) -> std::result::Result<Option<Condition>, Refused>
+    where
+        E: Related<R>,
+        R: EntityTrait,
+    {
+        let Some(via) = <E as Related<R>>::via() else {
+            return Ok(None);
+        };
+        let TableRef::Table(TableName(schema, table), _) = &via.to_tbl else {
+            return Ok(None);
+        };
+        let schema = schema.as_ref().map(|SchemaName(_, name)| name.to_string());
+        let scope = crate::entity::table_scope(schema.as_deref(), &table.to_string());
+        if !scope.known {
+            return Err(Refused::UnscopedJunction {
+                junction: table.to_string(),
+                related: R::default().table_name(),
+            });
+        }
+        let backend = self.backend();
+        Ok(scope
+            .tenant_columns
+            .iter()
+            .map(|column| scope::equals_at(&via.to_tbl, column, &self.value, backend))
+            .reduce(Condition::add))
     }
 
     /// Loads, for each of `models`, its related `R` row (a belongs-to or has-one
@@ -322,7 +382,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         R::Model: Send + Sync,
     {
         let span = self.span("load_one", R::default().table_name());
-        let select = self.find::<R>().into_select();
+        let select = self.related_select::<M::Entity, R>()?;
         async { Ok(on_conn!(self, |conn| models.load_one(select, conn).await?)) }
             .instrument(span)
             .await
@@ -338,7 +398,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         R::Model: Send + Sync,
     {
         let span = self.span("load_many", R::default().table_name());
-        let select = self.find::<R>().into_select();
+        let select = self.related_select::<M::Entity, R>()?;
         async {
             Ok(on_conn!(self, |conn| models
                 .load_many(select, conn)
@@ -346,6 +406,21 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         }
         .instrument(span)
         .await
+    }
+
+    /// The select of `R` a loader runs for rows of `E`: this tenant's rows of `R`, and for
+    /// a many-to-many relation this tenant's rows of the junction, which the loader joins.
+    fn related_select<E, R>(&self) -> Result<Select<R>>
+    where
+        E: Related<R>,
+        R: ScopedEntity<T>,
+    {
+        let select = self.find::<R>().into_select()?;
+        match self.junction_scope::<E, R>() {
+            Ok(Some(condition)) => Ok(select.filter(condition)),
+            Ok(None) => Ok(select),
+            Err(refused) => Err(refused.into_error()),
+        }
     }
 
     /// `E`'s `#[shard_key]` column.
@@ -706,12 +781,13 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             // Not a key, so never part of the SET list.
             am.not_set(tenant_col);
         }
-        let mut scope = Condition::all().add(tenant_col.eq(self.value.clone()));
+        let backend = ConnectionTrait::get_database_backend(conn);
+        let mut scope = scope::equals(tenant_col, &self.value, backend);
         if let Some(shard_col) = <A::Entity as TenantScoped>::shard_key_column() {
             // The row is looked for under the key it carries, and the key never changes
             // in place: the row would stay on the shard of its old key.
             if let Some(value) = Self::key_of(&am) {
-                scope = scope.add(shard_col.eq(value));
+                scope = scope.add(scope::equals(shard_col, &value, backend));
             }
             if !is_key(shard_col) {
                 am.not_set(shard_col);
@@ -768,16 +844,18 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             Ok(on_conn!(&*handle, |conn| {
                 let am = A::before_delete(am, conn).await?;
                 let am = handle.stamp(am)?;
+                let backend = ConnectionTrait::get_database_backend(conn);
                 let mut key = Self::primary_key_condition(&am)?;
                 if let (Some(column), Some(value)) = (
                     <A::Entity as TenantScoped>::shard_key_column(),
                     Self::key_of(&am),
                 ) {
-                    key = key.add(column.eq(value));
+                    key = key.add(scope::equals(column, &value, backend));
                 }
+                let tenant_col = <A::Entity as TenantScoped>::tenant_column();
                 let result = A::Entity::delete_many()
                     .filter(key)
-                    .filter(<A::Entity as TenantScoped>::tenant_column().eq(handle.value.clone()))
+                    .filter(scope::equals(tenant_col, &handle.value, backend))
                     .exec(conn)
                     .await?;
                 A::after_delete(am, conn).await?;
@@ -801,7 +879,11 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     {
         let span = self.span("delete", E::default().table_name());
-        let delete = E::delete_by_id(id).filter(E::tenant_column().eq(self.value.clone()));
+        let delete = E::delete_by_id(id).filter(scope::equals(
+            E::tenant_column(),
+            &self.value,
+            self.backend(),
+        ));
         async { Ok(on_conn!(self, |conn| delete.exec(conn).await?)) }
             .instrument(span)
             .await
@@ -963,9 +1045,9 @@ where
     }
 
     fn condition(&self) -> Condition {
-        Condition::all()
-            .add(E::tenant_column().eq(self.handle.value.clone()))
-            .add(self.column.eq(self.key.clone()))
+        let backend = self.handle.backend();
+        scope::equals(E::tenant_column(), &self.handle.value, backend)
+            .add(scope::equals(self.column, &self.key, backend))
     }
 
     /// Selects this tenant's rows of `E` with this key. It runs on the key's shard, so it

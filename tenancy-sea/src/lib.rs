@@ -59,6 +59,9 @@
 
 #[macro_use]
 mod session;
+#[macro_use]
+mod subquery;
+mod audit;
 mod database;
 mod directory;
 mod entity;
@@ -69,6 +72,7 @@ mod handle;
 mod moving;
 mod registry;
 pub mod rls;
+mod scope;
 mod select;
 mod shard;
 mod tenancy;
@@ -83,7 +87,10 @@ pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped
 /// What the derives' generated code names; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::entity::write_shard_key;
+    pub use crate::entity::{
+        Registered, describe_global, describe_scoped, sealed, write_shard_key,
+    };
+    pub use inventory;
     pub use sea_orm::Value;
 }
 pub use error::{Error, Result};
@@ -96,6 +103,7 @@ pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,
     ScopedSelector, TenantJoins,
 };
+pub use subquery::ScopedSubquery;
 pub use session::HandleConnection;
 pub use shard::{AcrossShards, GroupedSelect, Partial, ShardedSelect, Spawner, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};

@@ -5,12 +5,13 @@
 use crate::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
+use crate::scope;
 use crate::tenancy::Tenancy;
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, PaginatorTrait,
     PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
@@ -76,7 +77,11 @@ where
             let per_statement =
                 (PARAMETERS_PER_STATEMENT / E::Column::iter().count().max(1)).max(1);
             let mut rows = E::find()
-                .filter(E::tenant_column().eq(tenant.clone()))
+                .filter(scope::equals(
+                    E::tenant_column(),
+                    &tenant.clone().into(),
+                    from.get_database_backend(),
+                ))
                 .stream(from)
                 .await?;
             let mut batch = Vec::with_capacity(per_statement);
@@ -99,7 +104,11 @@ where
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             Ok(E::find()
-                .filter(E::tenant_column().eq(tenant.clone()))
+                .filter(scope::equals(
+                    E::tenant_column(),
+                    &tenant.clone().into(),
+                    conn.get_database_backend(),
+                ))
                 .count(conn)
                 .await?)
         })
@@ -112,7 +121,11 @@ where
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             Ok(E::delete_many()
-                .filter(E::tenant_column().eq(tenant.clone()))
+                .filter(scope::equals(
+                    E::tenant_column(),
+                    &tenant.clone().into(),
+                    txn.get_database_backend(),
+                ))
                 .exec(txn)
                 .await?
                 .rows_affected)
@@ -252,8 +265,8 @@ impl<T: TenantKey> Tenancy<T> {
     /// # use customer as order;
     /// # async fn demo(
     /// #     tenancy: Tenancy<i64>,
-    /// #     directory: DirectoryCatalog,
-    /// #     router: &DirectoryRouter,
+    /// #     directory: DirectoryCatalog<i64>,
+    /// #     router: &DirectoryRouter<i64>,
     /// # ) -> tenancy_sea::Result<()> {
     /// let report = tenancy
     ///     .move_tenant(42, "s3")
@@ -323,8 +336,8 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
     /// of this tenancy's topology.
     pub async fn run(
         self,
-        directory: &DirectoryCatalog,
-        router: &DirectoryRouter,
+        directory: &DirectoryCatalog<T>,
+        router: &DirectoryRouter<T>,
     ) -> Result<MoveReport> {
         self.tenant.validate()?;
         if self.steps.is_empty() {
@@ -353,8 +366,8 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
     /// The move, once claimed.
     async fn claimed(
         self,
-        directory: &DirectoryCatalog,
-        router: &DirectoryRouter,
+        directory: &DirectoryCatalog<T>,
+        router: &DirectoryRouter<T>,
     ) -> Result<MoveReport> {
         let TenantMove {
             tenancy,

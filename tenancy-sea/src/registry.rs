@@ -97,7 +97,7 @@ pub struct ShardRecord {
 /// # async fn demo(catalog_conn: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
 /// let catalog = ShardCatalog::new(catalog_conn.clone());
 /// catalog.install().await?;
-/// let router = Arc::new(DirectoryRouter::new(catalog.names().await?));
+/// let router = Arc::new(DirectoryRouter::<i64>::new(catalog.names().await?));
 /// let topology = catalog.topology(router, 4).await?; // connects every registered shard
 /// let tenancy: Tenancy<i64> = Tenancy::builder(catalog_conn).sharded(topology).build()?;
 /// # Ok(()) }
@@ -462,8 +462,8 @@ impl<T: TenantKey> Tenancy<T> {
     /// places keys on is kept until it does not.
     pub async fn refresh_catalog(
         &self,
-        directory: &DirectoryCatalog,
-        router: &DirectoryRouter,
+        directory: &DirectoryCatalog<T>,
+        router: &DirectoryRouter<T>,
     ) -> Result<CatalogRefresh> {
         let topology = self.topology()?;
         let registered = self.shard_catalog().list().await?;
@@ -488,7 +488,7 @@ impl<T: TenantKey> Tenancy<T> {
             tracing::info!(shard = %record.name, "shard registered elsewhere put in service");
             refresh.added.push(record.name.clone());
         }
-        refresh.directory_reloaded = directory.refresh::<T>(router).await?;
+        refresh.directory_reloaded = directory.refresh(router).await?;
         for shard in present {
             if registered.iter().any(|record| record.name == shard) {
                 continue;
@@ -514,7 +514,7 @@ impl<T: TenantKey> Tenancy<T> {
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
     /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, Tenancy};
-    /// # async fn demo(tenancy: Tenancy<i64>, directory: DirectoryCatalog, router: Arc<DirectoryRouter>) {
+    /// # async fn demo(tenancy: Tenancy<i64>, directory: DirectoryCatalog<i64>, router: Arc<DirectoryRouter<i64>>) {
     /// tokio::spawn(tenancy.clone().watch_catalog(directory, router, Duration::from_secs(2)));
     /// # }
     /// ```
@@ -522,8 +522,8 @@ impl<T: TenantKey> Tenancy<T> {
     #[allow(clippy::manual_async_fn)]
     pub fn watch_catalog(
         self,
-        directory: DirectoryCatalog,
-        router: Arc<DirectoryRouter>,
+        directory: DirectoryCatalog<T>,
+        router: Arc<DirectoryRouter<T>>,
         every: Duration,
     ) -> impl Future<Output = ()> + Send + 'static {
         async move {

@@ -1,11 +1,13 @@
 //! Scoped reads: [`ScopedSelect`] and the builders it leads to.
 
+use crate::audit::{self, Refused, keep};
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
+use crate::subquery::ScopedSubquery;
 use crate::session::HandleConnection;
 use futures_util::Stream;
-use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
+use sea_orm::sea_query::{Condition, Expr, IntoCondition, JoinType, QueryStatementBuilder};
 use sea_orm::{
     ColumnAsExpr, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
     IntoSimpleExpr, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -18,10 +20,12 @@ use tracing::Instrument;
 
 /// Adds `E`'s join to `R` to `select`, with `R`'s tenant condition in the `ON` clause so
 /// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
+/// A many-to-many relation's junction is joined with its own tenant condition too.
 fn join_scoped<T, E, R, C>(
     handle: &TenantDb<T, C>,
     mut select: Select<E>,
     join: JoinType,
+    error: &mut Option<Refused>,
 ) -> Select<E>
 where
     T: TenantKey,
@@ -30,8 +34,14 @@ where
     R: ScopedEntity<T>,
 {
     if let Some(via) = <E as Related<R>>::via() {
-        // The junction row is not returned; both ends are filtered by tenant.
-        QueryTrait::query(&mut select).join(join, via.to_tbl.clone(), via);
+        // The junction row is not returned; it and both ends are filtered by tenant.
+        let mut on = Condition::all().add(Condition::from(via.clone()));
+        match handle.junction_scope::<E, R>() {
+            Ok(Some(scope)) => on = on.add(scope),
+            Ok(None) => {}
+            Err(refused) => keep(error, Err(refused)),
+        }
+        QueryTrait::query(&mut select).join(join, via.to_tbl.clone(), on);
     }
     let to = <E as Related<R>>::to();
     let table = to.to_tbl.clone();
@@ -44,31 +54,35 @@ where
 }
 
 /// The builder methods shared by every scoped select: each adds to the statement, none
-/// can remove the tenant condition.
+/// can remove the tenant condition. Conditions and expressions are audited first
+/// ([`audit`]): a raw fragment or a plain subquery fails the select when it runs.
 macro_rules! query_methods {
     () => {
         /// Adds a condition, ANDed with the tenant condition and any earlier filter, as
-        /// SeaORM's `filter` does.
+        /// SeaORM's `filter` does. A raw SQL fragment in it ([`Error::RawFragment`]) or a
+        /// plain subquery ([`Error::UnscopedSubquery`]) fails the select when it runs.
         pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+            let condition = condition.into_condition();
+            keep(&mut self.error, audit::check_condition(&condition));
             self.select = QueryFilter::filter(self.select, condition);
             self
         }
 
         /// Orders by `col` ascending.
-        pub fn order_by_asc(mut self, col: impl IntoSimpleExpr) -> Self {
-            self.select = QueryOrder::order_by_asc(self.select, col);
-            self
+        pub fn order_by_asc(self, col: impl IntoSimpleExpr) -> Self {
+            self.order_by(col, Order::Asc)
         }
 
         /// Orders by `col` descending.
-        pub fn order_by_desc(mut self, col: impl IntoSimpleExpr) -> Self {
-            self.select = QueryOrder::order_by_desc(self.select, col);
-            self
+        pub fn order_by_desc(self, col: impl IntoSimpleExpr) -> Self {
+            self.order_by(col, Order::Desc)
         }
 
         /// Orders by `col` in the given direction.
         pub fn order_by(mut self, col: impl IntoSimpleExpr, order: Order) -> Self {
-            self.select = QueryOrder::order_by(self.select, col, order);
+            let expr = col.into_simple_expr();
+            keep(&mut self.error, audit::check_expr(&expr));
+            self.select = QueryOrder::order_by(self.select, expr, order);
             self
         }
 
@@ -110,6 +124,7 @@ impl<T: TenantKey, R: crate::entity::GlobalEntity> JoinRule<T, R> for GlobalJoin
 pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
     handle: &'h TenantDb<T, C>,
     select: Select<E>,
+    error: Option<Refused>,
     joins: std::marker::PhantomData<fn() -> J>,
 }
 
@@ -125,13 +140,28 @@ where
         ScopedSelect {
             handle,
             select,
+            error: None,
             joins: std::marker::PhantomData,
         }
     }
 
-    /// The SeaORM select, tenant condition included, for the crate's own execution paths.
-    pub(crate) fn into_select(self) -> Select<E> {
-        self.select
+    /// The SeaORM select, tenant condition included, for the crate's own execution paths;
+    /// the first fragment refused, if any.
+    pub(crate) fn into_select(self) -> Result<Select<E>> {
+        audit::ready(&self.error)?;
+        Ok(self.select)
+    }
+
+    /// This select, failing with `refused` when it runs.
+    pub(crate) fn refuse(mut self, refused: Refused) -> Self {
+        keep(&mut self.error, Err(refused));
+        self
+    }
+
+    /// The handle and the select to run, or the first fragment refused.
+    fn parts(self) -> Result<(&'h TenantDb<T, C>, Select<E>)> {
+        let handle = self.handle;
+        Ok((handle, self.into_select()?))
     }
 
     fn span(&self, op: &'static str) -> tracing::Span {
@@ -170,45 +200,81 @@ where
 
     /// Adds a column to the selection.
     pub fn column(mut self, col: impl ColumnTrait) -> Self {
+        keep(
+            &mut self.error,
+            audit::check_expr(&col.select_as(col.into_simple_expr())),
+        );
         self.select = QuerySelect::column(self.select, col);
         self
     }
 
     /// Adds an expression to the selection under `alias`, e.g.
-    /// `.column_as(order::Column::Id.count(), "orders")`.
+    /// `.column_as(order::Column::Id.count(), "orders")`. Audited like a filter.
     pub fn column_as(mut self, expr: impl ColumnAsExpr, alias: &str) -> Self {
+        let expr = expr.into_column_as_expr();
+        keep(&mut self.error, audit::check_expr(&expr));
         self.select = QuerySelect::column_as(self.select, expr, alias);
         self
     }
 
-    /// Groups rows by `expr` (`GROUP BY`).
+    /// Groups rows by `expr` (`GROUP BY`). Audited like a filter.
     pub fn group_by(mut self, expr: impl IntoSimpleExpr) -> Self {
+        let expr = expr.into_simple_expr();
+        keep(&mut self.error, audit::check_expr(&expr));
         self.select = QuerySelect::group_by(self.select, expr);
         self
     }
 
-    /// Keeps the groups matching `condition` (`HAVING`).
+    /// Keeps the groups matching `condition` (`HAVING`). Audited like a filter.
     pub fn having(mut self, condition: impl IntoCondition) -> Self {
+        let condition = condition.into_condition();
+        keep(&mut self.error, audit::check_condition(&condition));
         self.select = QuerySelect::having(self.select, condition);
+        self
+    }
+
+    subquery_filters!(J: JoinRule<T, R>);
+
+    fn filter_trusted(mut self, condition: Expr) -> Self {
+        self.select = QueryFilter::filter(self.select, condition);
+        self
+    }
+
+    /// Adds the value `subquery` selects (one column, at most one row) to the selection
+    /// under `alias`, e.g. each customer's order count.
+    pub fn column_as_subquery<R>(mut self, subquery: ScopedSubquery<'_, T, R, C>, alias: &str) -> Self
+    where
+        R: ScopedEntity<T>,
+        J: JoinRule<T, R>,
+    {
+        match subquery.statement_for(self.handle) {
+            Ok(sub) => {
+                let expr = Expr::SubQuery(None, Box::new(sub.into_sub_query_statement()));
+                self.select = QuerySelect::column_as(self.select, expr, alias);
+            }
+            Err(refused) => keep(&mut self.error, Err(refused)),
+        }
         self
     }
 
     /// Reads each row as a tuple of the selected columns, e.g. `(i64, i64)`.
     pub fn into_tuple<R: TryGetableMany>(self) -> ScopedSelector<'h, T, SelectGetableTuple<R>, C> {
-        ScopedSelector::new(
-            self.handle,
-            E::default().table_name(),
-            self.select.into_tuple(),
-        )
+        ScopedSelector {
+            handle: self.handle,
+            table: E::default().table_name(),
+            selector: self.select.into_tuple(),
+            error: self.error,
+        }
     }
 
     /// Reads each row as `M`, any `FromQueryResult` type (a partial model, an aggregate).
     pub fn into_model<M: FromQueryResult>(self) -> ScopedSelector<'h, T, SelectModel<M>, C> {
-        ScopedSelector::new(
-            self.handle,
-            E::default().table_name(),
-            self.select.into_model(),
-        )
+        ScopedSelector {
+            handle: self.handle,
+            table: E::default().table_name(),
+            selector: self.select.into_model(),
+            error: self.error,
+        }
     }
 
     /// Inner-joins the related entity `R`, filtered by tenant too, to filter on its
@@ -220,39 +286,48 @@ where
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
     {
-        self.select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::InnerJoin);
+        self.select = join_scoped::<T, E, R, C>(
+            self.handle,
+            self.select,
+            JoinType::InnerJoin,
+            &mut self.error,
+        );
         self
     }
 
     /// Selects each row with its related `R` row, if any of this tenant's: SeaORM's
     /// `find_also_related`, with `R`'s tenant condition in the join.
-    pub fn find_also_related<R>(self) -> ScopedSelectTwo<'h, T, E, R, C>
+    pub fn find_also_related<R>(mut self) -> ScopedSelectTwo<'h, T, E, R, C>
     where
         E: Related<R>,
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
     {
-        let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
-            .select_also(R::default());
+        let select =
+            join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin, &mut self.error)
+                .select_also(R::default());
         ScopedSelectTwo {
             handle: self.handle,
             select,
+            error: self.error,
         }
     }
 
     /// Selects each row with all its related `R` rows of this tenant: SeaORM's
     /// `find_with_related`, with `R`'s tenant condition in the join.
-    pub fn find_with_related<R>(self) -> ScopedSelectTwoMany<'h, T, E, R, C>
+    pub fn find_with_related<R>(mut self) -> ScopedSelectTwoMany<'h, T, E, R, C>
     where
         E: Related<R>,
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
     {
-        let select = join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin)
-            .select_with(R::default());
+        let select =
+            join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin, &mut self.error)
+                .select_with(R::default());
         ScopedSelectTwoMany {
             handle: self.handle,
             select,
+            error: self.error,
         }
     }
 
@@ -264,7 +339,7 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        let Self { handle, select, .. } = self;
+        let (handle, select) = self.parts()?;
         async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
             .instrument(span)
             .await
@@ -273,7 +348,7 @@ where
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        let Self { handle, select, .. } = self;
+        let (handle, select) = self.parts()?;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await
@@ -285,7 +360,7 @@ where
         E::Model: Sync,
     {
         let span = self.span("count");
-        let Self { handle, select, .. } = self;
+        let (handle, select) = self.parts()?;
         async { Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?)) }
             .instrument(span)
             .await
@@ -297,6 +372,7 @@ where
         ScopedPaginator {
             handle: self.handle,
             select: self.select,
+            error: self.error,
             page_size,
             page: 0,
         }
@@ -309,7 +385,7 @@ where
     /// reads, so ending it by a rollback loses nothing.
     pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h> {
         let span = self.span("stream");
-        let Self { handle, select, .. } = self;
+        let (handle, select) = self.parts()?;
         let inner: RowStream<'h, E::Model> = match handle.session() {
             None => Box::pin(
                 select
@@ -346,6 +422,7 @@ pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
     handle: &'h TenantDb<T, C>,
     table: &'static str,
     selector: Selector<S>,
+    error: Option<Refused>,
 }
 
 impl<'h, T, S, C> ScopedSelector<'h, T, S, C>
@@ -354,20 +431,16 @@ where
     S: SelectorTrait,
     C: HandleConnection,
 {
-    fn new(handle: &'h TenantDb<T, C>, table: &'static str, selector: Selector<S>) -> Self {
-        ScopedSelector {
-            handle,
-            table,
-            selector,
-        }
-    }
-
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<S::Item>> {
         let span = self.handle.span("select", self.table);
         let Self {
-            handle, selector, ..
+            handle,
+            selector,
+            error,
+            ..
         } = self;
+        audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| selector.one(conn).await?)) }
             .instrument(span)
             .await
@@ -377,8 +450,12 @@ where
     pub async fn all(self) -> Result<Vec<S::Item>> {
         let span = self.handle.span("select", self.table);
         let Self {
-            handle, selector, ..
+            handle,
+            selector,
+            error,
+            ..
         } = self;
+        audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| selector.all(conn).await?)) }
             .instrument(span)
             .await
@@ -427,6 +504,7 @@ impl<M> Stream for ScopedStream<'_, M> {
 pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
     handle: &'h TenantDb<T, C>,
     select: Select<E>,
+    error: Option<Refused>,
     page_size: u64,
     page: u64,
 }
@@ -439,6 +517,7 @@ where
     E::Model: Sync,
 {
     fn page_size(&self) -> Result<u64> {
+        audit::ready(&self.error)?;
         if self.page_size == 0 {
             Err(Error::ZeroPageSize)
         } else {
@@ -508,6 +587,7 @@ where
 pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
     handle: &'h TenantDb<T, C>,
     select: SelectTwo<E, R>,
+    error: Option<Refused>,
 }
 
 impl<T, E, R, C> ScopedSelectTwo<'_, T, E, R, C>
@@ -522,7 +602,12 @@ where
     /// The first row and its related row.
     pub async fn one(self) -> Result<Option<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select, .. } = self;
+        let Self {
+            handle,
+            select,
+            error,
+        } = self;
+        audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
             .instrument(span)
             .await
@@ -531,7 +616,12 @@ where
     /// Every row with its related row.
     pub async fn all(self) -> Result<Vec<(E::Model, Option<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select, .. } = self;
+        let Self {
+            handle,
+            select,
+            error,
+        } = self;
+        audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await
@@ -544,6 +634,7 @@ where
 pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
     handle: &'h TenantDb<T, C>,
     select: SelectTwoMany<E, R>,
+    error: Option<Refused>,
 }
 
 impl<T, E, R, C> ScopedSelectTwoMany<'_, T, E, R, C>
@@ -558,7 +649,12 @@ where
     /// Every row with its related rows, consolidated by `E`'s primary key.
     pub async fn all(self) -> Result<Vec<(E::Model, Vec<R::Model>)>> {
         let span = self.handle.span("select", E::default().table_name());
-        let Self { handle, select, .. } = self;
+        let Self {
+            handle,
+            select,
+            error,
+        } = self;
+        audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
             .instrument(span)
             .await

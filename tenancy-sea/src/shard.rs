@@ -443,6 +443,10 @@ pub(crate) struct Spawned(Spawner);
 pub struct ShardedSelect<E: EntityTrait> {
     targets: Vec<Target>,
     select: Select<E>,
+    /// Whether this is a tenant's select (its fragments are audited), not an unscoped one.
+    scoped: bool,
+    /// The first fragment refused, reported when the select runs.
+    error: Option<crate::audit::Refused>,
     order: Vec<(E::Column, Order)>,
     limit: Option<u64>,
     offset: u64,
@@ -525,12 +529,22 @@ impl<E: EntityTrait> ShardedSelect<E> {
         ShardedSelect {
             targets,
             select,
+            scoped: false,
+            error: None,
             order: Vec::new(),
             limit: None,
             offset: 0,
             timeout,
             spawner,
         }
+    }
+}
+
+impl<E: EntityTrait> ShardedSelect<E> {
+    /// Marks this select as a tenant's: its fragments are audited like a handle's.
+    pub(crate) fn scoped(mut self) -> Self {
+        self.scoped = true;
+        self
     }
 }
 
@@ -543,8 +557,17 @@ where
         self.targets.iter().map(|t| t.shard.clone()).collect()
     }
 
-    /// Adds a condition, run on every shard.
+    /// Adds a condition, run on every shard. On a tenant's select
+    /// ([`TenantDb::across_shards`](crate::TenantDb::across_shards)) it is audited as a
+    /// handle's filter: a raw SQL fragment or a plain subquery fails the select when it
+    /// runs.
     pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+        let condition = condition.into_condition();
+        if self.scoped
+            && let Err(refused) = crate::audit::check_condition(&condition)
+        {
+            crate::audit::Keep::keep(&mut self.error, refused);
+        }
         self.select = self.select.filter(condition);
         self
     }
@@ -596,6 +619,7 @@ where
     }
 
     async fn gather(self) -> Result<Partial<E::Model>> {
+        crate::audit::ready(&self.error)?;
         let mut per_shard = self.select.clone();
         for (col, order) in &self.order {
             per_shard = per_shard.order_by(*col, order.clone());
@@ -697,6 +721,7 @@ where
 
     /// How many rows match, over all shards (limit and offset ignored).
     pub async fn count(self) -> Result<u64> {
+        crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
@@ -772,6 +797,7 @@ where
     where
         R: TryGetableMany + Send + Sync + 'static,
     {
+        crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {

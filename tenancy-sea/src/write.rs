@@ -1,12 +1,14 @@
 //! Scoped multi-row writes and upserts.
 
+use crate::audit::{self, Keep};
 use crate::entity::{TenantKey, TenantScoped};
 use crate::error::{Error, Result, is_rls_violation};
 use crate::handle::{TenantDb, same_column};
+use crate::scope;
 use crate::session::HandleConnection;
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, DbBackend, DeleteMany, DeleteResult, EntityName,
+    ActiveModelTrait, ActiveValue, DbBackend, DeleteMany, DeleteResult, EntityName,
     EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter, UpdateMany, UpdateResult,
 };
 use tracing::Instrument;
@@ -46,7 +48,11 @@ where
     C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
-        let update = E::update_many().filter(E::tenant_column().eq(handle.tenant_value().clone()));
+        let update = E::update_many().filter(scope::equals(
+            E::tenant_column(),
+            handle.tenant_value(),
+            handle.backend(),
+        ));
         ScopedUpdateMany {
             handle,
             update,
@@ -54,14 +60,20 @@ where
         }
     }
 
-    /// Sets `col` to `expr` on every matched row.
+    /// Sets `col` to `expr` on every matched row. A raw SQL fragment in `expr`
+    /// ([`Error::RawFragment`]: it could write another column, the tenant's) or a plain
+    /// subquery ([`Error::UnscopedSubquery`]) fails the update when it runs.
     pub fn col_expr(mut self, col: E::Column, expr: impl Into<SimpleExpr>) -> Self {
+        let expr = expr.into();
+        if let Err(refused) = audit::check_expr(&expr) {
+            Keep::keep(&mut self.error, refused);
+        }
         if same_column(col, E::tenant_column()) {
             self.error.get_or_insert_with(column_write_error::<E>);
         } else if is_shard_key::<E>(col) {
             self.error.get_or_insert_with(|| key_write_error::<E>(col));
         } else {
-            self.update = self.update.col_expr(col, expr.into());
+            self.update = self.update.col_expr(col, expr);
         }
         self
     }
@@ -89,8 +101,19 @@ where
         self
     }
 
-    /// Adds a condition, ANDed with the tenant condition.
+    /// Adds a condition, ANDed with the tenant condition; audited as a select's.
     pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+        let condition = condition.into_condition();
+        if let Err(refused) = audit::check_condition(&condition) {
+            Keep::keep(&mut self.error, refused);
+        }
+        self.update = self.update.filter(condition);
+        self
+    }
+
+    subquery_filters!();
+
+    fn filter_trusted(mut self, condition: Expr) -> Self {
         self.update = self.update.filter(condition);
         self
     }
@@ -114,6 +137,7 @@ where
 pub struct ScopedDeleteMany<'h, T: TenantKey, E: EntityTrait, C> {
     handle: &'h TenantDb<T, C>,
     delete: DeleteMany<E>,
+    error: Option<Error>,
 }
 
 impl<'h, T, E, C> ScopedDeleteMany<'h, T, E, C>
@@ -123,20 +147,42 @@ where
     C: HandleConnection,
 {
     pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
-        let delete = E::delete_many().filter(E::tenant_column().eq(handle.tenant_value().clone()));
-        ScopedDeleteMany { handle, delete }
+        let delete = E::delete_many().filter(scope::equals(
+            E::tenant_column(),
+            handle.tenant_value(),
+            handle.backend(),
+        ));
+        ScopedDeleteMany {
+            handle,
+            delete,
+            error: None,
+        }
     }
 
-    /// Adds a condition, ANDed with the tenant condition.
+    /// Adds a condition, ANDed with the tenant condition; audited as a select's.
     pub fn filter(mut self, condition: impl IntoCondition) -> Self {
+        let condition = condition.into_condition();
+        if let Err(refused) = audit::check_condition(&condition) {
+            Keep::keep(&mut self.error, refused);
+        }
+        self.delete = self.delete.filter(condition);
+        self
+    }
+
+    subquery_filters!();
+
+    fn filter_trusted(mut self, condition: Expr) -> Self {
         self.delete = self.delete.filter(condition);
         self
     }
 
     /// Runs the delete; the result counts the rows deleted.
     pub async fn exec(self) -> Result<DeleteResult> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let span = self.handle.span("delete_many", E::default().table_name());
-        let Self { handle, delete } = self;
+        let Self { handle, delete, .. } = self;
         async { Ok(on_conn!(handle, |conn| delete.exec(conn).await?)) }
             .instrument(span)
             .await
@@ -249,6 +295,7 @@ where
         };
         let mut on_conflict = OnConflict::columns(conflict);
         let tenant = handle.tenant_value().clone();
+        let backend = handle.backend();
         if self.update.is_empty() {
             // MySQL has no DO NOTHING: it becomes `pk = pk`, which changes nothing.
             on_conflict.do_nothing_on(primary_key);
@@ -257,13 +304,14 @@ where
             on_conflict.values(self.update.iter().map(|col| {
                 let new_value = Expr::cust(format!("VALUES({})", mysql_quote(col.as_str())));
                 let kept = Expr::col(*col);
-                let value = Expr::case(tenant_col.eq(tenant.clone()), new_value).finally(kept);
+                let ours = scope::equals(tenant_col, &tenant, backend);
+                let value = Expr::case(ours, new_value).finally(kept);
                 (*col, value.into())
             }));
         } else {
             on_conflict
                 .update_columns(self.update.iter().copied())
-                .action_and_where(tenant_col.eq(tenant));
+                .action_and_where(scope::equals_expr(tenant_col, &tenant, backend));
         }
         let span = handle.span("upsert", Entity::<A>::default().table_name());
         let insert = Entity::<A>::insert(am).on_conflict(on_conflict);
