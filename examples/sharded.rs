@@ -41,11 +41,11 @@ async fn place_orders(db: &TenantDb<i64>) -> tenancy_sea::Result<()> {
 async fn start(
     catalog: &DatabaseConnection,
     dir: &Path,
-) -> tenancy_sea::Result<(Tenancy<i64>, Arc<DirectoryRouter>)> {
+) -> tenancy_sea::Result<(Tenancy<i64>, Arc<DirectoryRouter<i64>>)> {
     let shards = ShardCatalog::new(catalog.clone());
     let router = Arc::new(DirectoryRouter::new(shards.names().await?));
     DirectoryCatalog::new(catalog.clone())
-        .load::<i64>(&router)
+        .load(&router)
         .await?;
     let topology = shards.topology(router.clone(), 2).await?;
     let tenancy = Tenancy::builder(catalog.clone())
@@ -98,7 +98,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("tenant 4 (on {home}) reads {} orders", mine.len());
 
     // Where every row went, read shard by shard past the framework.
-    for (id, conn) in tenancy.topology()?.shards() {
+    for (id, conn) in tenancy.topology()?.unscoped_shards() {
         let rows = order::Entity::find().all(&conn).await?;
         let mut tenants: Vec<i64> = rows.iter().map(|o| o.tenant_id).collect();
         tenants.dedup();
@@ -152,7 +152,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "after a restart: {total} orders over all shards, tenant 4 still on {four:?}, tenant 1 on {one:?}"
     );
 
-    for (_, conn) in tenancy.topology()?.shards() {
+    for (_, conn) in tenancy.topology()?.unscoped_shards() {
         conn.close().await?;
     }
     drop(tenancy);

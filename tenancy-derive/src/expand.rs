@@ -112,6 +112,10 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                         ::core::option::Option::Some(#column::#variant)
                     }
 
+                    fn shard_key_type() -> ::core::option::Option<#krate::KeyType> {
+                        ::core::option::Option::Some(#krate::KeyType::of::<<#entity as #krate::KeySharded>::Key>())
+                    }
+
                     fn write_shard_key(
                         value: #krate::__private::Value,
                         out: &mut ::std::vec::Vec<u8>,

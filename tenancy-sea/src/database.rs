@@ -6,7 +6,7 @@ use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, QueryOrder, Schema, Set, Statement,
 };
 use std::collections::HashMap;
@@ -189,8 +189,9 @@ impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {
 }
 
 /// How a new tenant database is named and where it is created: `prefix` followed by the
-/// tenant id, validated as an identifier (so a hostile id never reaches DDL).
-#[derive(Clone, Debug)]
+/// tenant id, validated as an identifier (so a hostile id never reaches DDL). Its `Debug`
+/// output hides the server URL's password.
+#[derive(Clone)]
 pub enum DatabaseTemplate {
     /// A database on the PostgreSQL or MySQL/MariaDB server at `server_url` (any database
     /// on it; the URL's user must be allowed to create databases). On MariaDB this is also
@@ -210,6 +211,23 @@ pub enum DatabaseTemplate {
     },
 }
 
+impl std::fmt::Debug for DatabaseTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseTemplate::Server { server_url, prefix } => f
+                .debug_struct("Server")
+                .field("server_url", &crate::redact::url(server_url))
+                .field("prefix", prefix)
+                .finish(),
+            DatabaseTemplate::SqliteDir { dir, prefix } => f
+                .debug_struct("SqliteDir")
+                .field("dir", dir)
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
 /// The options of every pool the framework opens (tenant databases, shards): at most
 /// `max_connections`, none kept open when idle, and no test query before each checkout
 /// (`test_before_acquire(false)`): SeaORM's default pings the server before every
@@ -222,6 +240,17 @@ pub(crate) fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
         .min_connections(0)
         .test_before_acquire(false);
     options
+}
+
+/// Opens a pool: SeaORM's `Database::connect`, with the URL's password hidden in the
+/// error (the driver's message can carry the whole URL). Every connection the library
+/// opens goes through here.
+pub(crate) async fn connect(options: impl Into<ConnectOptions>) -> std::result::Result<DatabaseConnection, DbErr> {
+    let options: ConnectOptions = options.into();
+    let url = options.get_url().to_owned();
+    Database::connect(options)
+        .await
+        .map_err(|error| crate::redact::connect_error(&url, error))
 }
 
 /// A tenant database about to be made.
@@ -255,7 +284,7 @@ impl DatabaseTemplate {
     pub(crate) async fn create(&self, db: &PlannedDatabase) -> Result<()> {
         match self {
             DatabaseTemplate::Server { server_url, .. } => {
-                let server = Database::connect(server_url.as_str()).await?;
+                let server = connect(server_url.as_str()).await?;
                 let sql = format!("CREATE DATABASE {}", quoted_for(&server, &db.name));
                 let result = server.execute_unprepared(&sql).await;
                 let _ = server.close().await;
@@ -279,7 +308,7 @@ impl DatabaseTemplate {
     pub(crate) async fn drop_database(&self, db: &PlannedDatabase) -> Result<()> {
         match self {
             DatabaseTemplate::Server { server_url, .. } => {
-                let server = Database::connect(server_url.as_str()).await?;
+                let server = connect(server_url.as_str()).await?;
                 let name = quoted_for(&server, &db.name);
                 let sql = if server.get_database_backend() == DbBackend::Postgres {
                     format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -326,7 +355,12 @@ fn with_path(url: &str, name: &str) -> Result<String> {
     let authority_start = base
         .find("://")
         .map(|i| i + 3)
-        .ok_or_else(|| Error::Config(format!("not a database URL: {url}")))?;
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "not a database URL: {}",
+                crate::redact::url(url)
+            ))
+        })?;
     let path_start = base[authority_start..]
         .find('/')
         .map_or(base.len(), |i| authority_start + i);
@@ -380,7 +414,7 @@ impl<T: TenantKey> PoolCache<T> {
     pub(crate) async fn open(&self, tenant: &T, url: &str) -> Result<DatabaseConnection> {
         let mut options = pool_options(url, self.connections_per_pool);
         options.idle_timeout(self.idle_timeout);
-        let conn = Database::connect(options).await?;
+        let conn = connect(options).await?;
         let mut pools = self.lock();
         if let Some(existing) = pools.get_mut(tenant) {
             // Another task opened it meanwhile: use that one, drop ours.

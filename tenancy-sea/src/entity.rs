@@ -193,6 +193,13 @@ pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     /// rows live together on one shard).
     fn shard_key_column() -> Option<Self::Column>;
 
+    /// The type of the `#[shard_key]` (what a key router must place). Implemented by the
+    /// derive for entities with a `#[shard_key]`.
+    #[doc(hidden)]
+    fn shard_key_type() -> Option<tenancy_core::KeyType> {
+        None
+    }
+
     /// Appends the canonical bytes of a `#[shard_key]` column value (what a router
     /// places). Implemented by the derive for entities with a `#[shard_key]`.
     #[doc(hidden)]

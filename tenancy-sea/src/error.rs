@@ -14,6 +14,15 @@ pub(crate) fn is_rls_violation(err: &DbErr) -> bool {
     }
 }
 
+/// `: a, b` for a non-empty list, for messages that name what they are about.
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", items.join(", "))
+    }
+}
+
 /// The result type of every fallible `tenancy` call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -67,14 +76,17 @@ pub enum Error {
         column: String,
     },
 
-    /// Raw SQL was sent through a handle whose database does not isolate tenants (plain
-    /// row level): it would run without a tenant filter.
+    /// Raw SQL was sent through a handle whose strategy cannot confine it to the tenant
+    /// (everywhere but a PostgreSQL database per tenant): nothing ran.
     #[error(
-        "raw SQL through a tenant handle needs database-side isolation (row-level security, \
-         a schema or a database per tenant); under plain row level use `Tenancy::unscoped()` \
-         and filter by tenant yourself"
+        "raw SQL through a tenant handle is confined only by a PostgreSQL database per \
+         tenant; here {why}. Use `Tenancy::unscoped()` and filter by tenant yourself. \
+         Nothing ran"
     )]
-    RawSqlNotIsolated,
+    RawSqlNotIsolated {
+        /// How a raw statement could reach another tenant's rows under this strategy.
+        why: &'static str,
+    },
 
     /// A fragment given to a tenant handle's builder is written into the statement as it
     /// is (`Expr::cust`, a `Func::cust` name, a custom keyword), so it could escape the
@@ -112,6 +124,17 @@ pub enum Error {
         junction: String,
         /// The table the relation reaches.
         related: &'static str,
+    },
+
+    /// Row-level security does not protect what the strategy relies on: tables of
+    /// tenant-scoped entities without it, or an application role to which no policy
+    /// applies. Found by [`Tenancy::verify`](crate::Tenancy::verify), before any handle.
+    #[error("row-level security is not enforced: {reason}{}", list(tables))]
+    RlsNotEnforced {
+        /// The tables not covered (empty when the role is the problem).
+        tables: Vec<String>,
+        /// What is wrong and how to fix it.
+        reason: String,
     },
 
     /// A schema or database name derived from a tenant id, or a setting name, is unsafe.
@@ -373,4 +396,15 @@ pub enum Error {
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,
+}
+
+/// For the fan-out's per-shard results, which carry the driver's error: a library error
+/// met there (the set-up of a unit of work) keeps its message.
+impl From<Error> for DbErr {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Db(error) => error,
+            other => DbErr::Custom(other.to_string()),
+        }
+    }
 }

@@ -101,7 +101,10 @@ impl<T: TenantKey> Tenancy<T> {
     }
 
     /// Drops tenant `id`'s schema and everything in it. Dropping a tenant that does not
-    /// exist is not an error.
+    /// exist is not an error. The schema is the tenant's own by construction: the prefix is
+    /// not empty and a reserved name (`public`, `pg_*`, `information_schema`) is refused
+    /// ([`Error::InvalidIdentifier`]), so no tenant id names a schema that is not a
+    /// tenant's.
     pub async fn drop_tenant_schema(&self, id: impl Into<T>) -> Result<()> {
         let id = id.into();
         let schema = self.tenant_schema(&id)?;
@@ -218,8 +221,12 @@ impl<T: TenantKey> Tenancy<T> {
         .await
     }
 
-    /// Drops tenant `id`'s database and unregisters it. Safe to run again after a failure:
-    /// the database is dropped first (if it exists), then the registration removed.
+    /// Drops tenant `id`'s database and unregisters it. Only a registered tenant is
+    /// dropped ([`Error::UnknownTenant`] otherwise, and nothing is touched), and only when
+    /// it is registered at the database its template names: a registration that points
+    /// elsewhere (a database made by hand, another tenant's) is refused rather than
+    /// dropped. Safe to run again after a failure: the database is dropped first (if it
+    /// exists), then the registration removed.
     pub async fn drop_tenant_database(&self, id: impl Into<T>) -> Result<()> {
         let id = id.into();
         id.validate()?;
@@ -228,6 +235,21 @@ impl<T: TenantKey> Tenancy<T> {
             Error::Config("dropping tenant databases needs a `database_template`".to_owned())
         })?;
         let planned = template.plan(&id)?;
+        let registered = databases
+            .registry
+            .url(&id)
+            .await?
+            .ok_or_else(|| Error::UnknownTenant {
+                tenant: id.to_string(),
+            })?;
+        if registered != planned.url {
+            return Err(Error::Config(format!(
+                "tenant {id} is registered at {}, not at the database its template names \
+                 ({}); drop it by hand rather than a database it may not own",
+                crate::redact::url(&registered),
+                crate::redact::url(&planned.url),
+            )));
+        }
         databases.pools.evict(&id);
         template.drop_database(&planned).await?;
         databases.registry.unregister(&id).await?;
@@ -306,7 +328,7 @@ where
 
 /// Runs `M`'s pending migrations in the database at `url`.
 async fn migrate_database<M: MigratorTrait>(url: &str) -> Result<()> {
-    let conn = sea_orm::Database::connect(url).await?;
+    let conn = crate::database::connect(url).await?;
     let outcome = M::up(&conn, None).await;
     let _ = conn.close().await;
     Ok(outcome?)

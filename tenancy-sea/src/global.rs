@@ -151,9 +151,11 @@ impl<T: TenantKey> Tenancy<T> {
 }
 
 impl Globals {
-    /// One copy to read from: the first shard (every shard holds the same rows), or the
-    /// main connection.
-    pub fn reader(&self) -> Option<&DatabaseConnection> {
+    /// One copy to read from, with no tenant scoping at all: the first shard (every shard
+    /// holds the same rows), or the main connection. An escape hatch, like
+    /// [`Tenancy::unscoped`]: it reads every table, not only the global ones.
+    pub fn unscoped_reader(&self) -> Option<&DatabaseConnection> {
+        tracing::debug!(target: "tenancy::unscoped", "unscoped global reader handed out");
         self.copies.first().map(|(_, conn)| conn)
     }
 

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::audit::Refused;
 use crate::scope;
 use crate::select::{GlobalJoins, ScopedSelect};
-use crate::session::{HandleConnection, Session};
+use crate::session::{HandleConnection, RawSql, SESSION_RESET, Session};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
@@ -19,7 +19,7 @@ use sea_orm::{
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tenancy_core::ShardId;
+use tenancy_core::{KeyType, ShardId};
 use tracing::Instrument;
 
 /// The handle of one tenant: every statement made through it is scoped to that tenant.
@@ -47,8 +47,8 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
     /// The set-up each unit of work runs first (RLS setting, `search_path`); `None` for
     /// row level, and inside a transaction that already ran it.
     session: Option<Arc<Session>>,
-    /// Whether the database itself isolates this tenant, so raw SQL is safe.
-    database_isolated: bool,
+    /// Whether raw SQL is confined to this tenant under the strategy.
+    raw_sql: RawSql,
     /// The shard the tenant lives on, when sharded.
     shard: Option<ShardId>,
     /// The shards, when sharded: rows of a `#[shard_key]` entity are routed by their key.
@@ -83,7 +83,7 @@ impl<T: TenantKey> TenantDb<T> {
         conn: DatabaseConnection,
         tenant: T,
         session: Option<Session>,
-        database_isolated: bool,
+        raw_sql: RawSql,
     ) -> Self {
         let value = tenant.clone().into();
         TenantDb {
@@ -91,7 +91,7 @@ impl<T: TenantKey> TenantDb<T> {
             tenant,
             value,
             session: session.map(Arc::new),
-            database_isolated,
+            raw_sql,
             shard: None,
             topology: None,
         }
@@ -182,8 +182,10 @@ impl<T: TenantKey> TenantDb<T> {
         };
         let mut groups: Vec<(ShardId, DatabaseConnection, Vec<Value>)> = Vec::new();
         for key in keys {
-            let (shard, conn) =
-                topology.shard_of_key_bytes(&tenancy_core::TenantId::canonical_bytes(&key))?;
+            let (shard, conn) = topology.shard_of_key_bytes(
+                &tenancy_core::TenantId::canonical_bytes(&key),
+                &KeyType::of::<E::Key>(),
+            )?;
             match groups.iter_mut().find(|(s, _, _)| *s == shard) {
                 Some((_, _, values)) => values.push(key.into()),
                 None => groups.push((shard, conn, vec![key.into()])),
@@ -451,7 +453,13 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         };
         let mut bytes = Vec::with_capacity(16);
         E::write_shard_key(value, &mut bytes)?;
-        Ok(Some(topology.shard_of_key_bytes(&bytes)?))
+        let key_type = E::shard_key_type().ok_or_else(|| {
+            Error::Config(format!(
+                "`{}` has no `#[shard_key]` type",
+                E::default().table_name()
+            ))
+        })?;
+        Ok(Some(topology.shard_of_key_bytes(&bytes, &key_type)?))
     }
 
     /// This tenant's handle on the shard of the row of `E` whose shard key is `value`.
@@ -486,7 +494,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             tenant: self.tenant.clone(),
             value: self.value.clone(),
             session: self.session.clone(),
-            database_isolated: self.database_isolated,
+            raw_sql: self.raw_sql,
             shard: Some(shard),
             topology: self.topology.clone(),
         }))
@@ -913,40 +921,78 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             tenant: self.tenant.clone(),
             value: self.value.clone(),
             session: None,
-            database_isolated: self.database_isolated,
+            raw_sql: self.raw_sql,
             shard: self.shard.clone(),
             topology: self.topology.clone(),
         })
     }
 
-    /// Runs raw SQL that returns rows, in this tenant's scope. Only where the database
-    /// itself isolates tenants (row-level security, a schema or a database per tenant):
-    /// under plain row level a raw statement has no tenant filter, so it is
-    /// [`Error::RawSqlNotIsolated`] and nothing runs.
+    /// Runs raw SQL that returns rows, in this tenant's scope: only where the database
+    /// confines a raw statement to the tenant, which is a PostgreSQL database of the
+    /// tenant's own (database per tenant: a connection cannot reach another database).
+    /// The statement runs in a transaction that ends by resetting every session-level
+    /// change the statement could have made (`SET`, `SET ROLE`, temporary tables, cursors,
+    /// listeners, advisory locks), so none reaches the next borrower of the connection.
+    ///
+    /// Everywhere else a raw statement could reach another tenant's rows, so it is
+    /// [`Error::RawSqlNotIsolated`], naming why, and nothing runs: under row level it has
+    /// no tenant filter; under row-level security it can change the setting the policies
+    /// read (`set_config`); under schema per tenant it can name another tenant's schema;
+    /// a MySQL/MariaDB database per tenant can name or `USE` another tenant's database,
+    /// and a SQLite one can `ATTACH` another tenant's file. Use
+    /// [`Tenancy::unscoped()`](crate::Tenancy::unscoped) there, and filter by tenant
+    /// yourself.
     pub async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>> {
         self.check_raw()?;
         let span = self.span("raw", "");
-        async { Ok(on_conn!(self, |conn| conn.query_all_raw(statement).await?)) }
-            .instrument(span)
-            .await
+        async {
+            self.confined(|conn| Box::pin(conn.query_all_raw(statement)))
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
-    /// Runs raw SQL that changes rows, in this tenant's scope; see
-    /// [`query_all_raw`](Self::query_all_raw).
+    /// Runs raw SQL that changes rows, in this tenant's scope; confined and refused as
+    /// [`query_all_raw`](Self::query_all_raw) is.
     pub async fn execute_raw(&self, statement: Statement) -> Result<ExecResult> {
         self.check_raw()?;
         let span = self.span("raw", "");
-        async { Ok(on_conn!(self, |conn| conn.execute_raw(statement).await?)) }
-            .instrument(span)
-            .await
+        async {
+            self.confined(|conn| Box::pin(conn.execute_raw(statement)))
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     fn check_raw(&self) -> Result<()> {
-        if self.database_isolated {
-            Ok(())
-        } else {
-            Err(Error::RawSqlNotIsolated)
+        match self.raw_sql {
+            RawSql::Confined => Ok(()),
+            RawSql::Refused(why) => Err(Error::RawSqlNotIsolated { why }),
         }
+    }
+
+    /// Runs `statement` on a transaction of this handle, inside a savepoint, and resets the
+    /// session before the transaction ends, whether the statement succeeded or not.
+    async fn confined<'s, R>(
+        &'s self,
+        statement: impl for<'t> FnOnce(
+            &'t DatabaseTransaction,
+        ) -> Pin<Box<dyn Future<Output = std::result::Result<R, DbErr>> + Send + 't>>,
+    ) -> Result<R> {
+        let txn = self.conn.begin().await?;
+        txn.execute_unprepared("SAVEPOINT tenancy_raw").await?;
+        let outcome = statement(&txn).await;
+        let end = if outcome.is_ok() {
+            "RELEASE SAVEPOINT tenancy_raw"
+        } else {
+            "ROLLBACK TO SAVEPOINT tenancy_raw"
+        };
+        txn.execute_unprepared(&format!("{end}; {SESSION_RESET}"))
+            .await?;
+        txn.commit().await?;
+        Ok(outcome?)
     }
 
     /// The backend of this handle's connection, for building raw statements.

@@ -70,12 +70,14 @@ mod fleet;
 mod global;
 mod handle;
 mod moving;
+mod redact;
 mod registry;
 pub mod rls;
 mod scope;
 mod select;
 mod shard;
 mod tenancy;
+mod verify;
 mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
@@ -108,7 +110,8 @@ pub use session::HandleConnection;
 pub use shard::{AcrossShards, GroupedSelect, Partial, ShardedSelect, Spawner, Topology};
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
-    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, RangeRouter,
+    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
+    RangeRouter,
     RoutingError, ShardId, ShardRouter, TenantId,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};

@@ -2,7 +2,7 @@
 //! shard's database, migrate it, register it and put it in service; remove an empty one;
 //! migrate every shard.
 
-use crate::database::{create_table_if_missing, pool_options};
+use crate::database::{connect, create_table_if_missing, pool_options};
 use crate::directory::DirectoryCatalog;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
@@ -10,7 +10,7 @@ use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, Set, Statement,
 };
 use sea_orm_migration::MigratorTrait;
@@ -76,8 +76,8 @@ impl ShardState {
     }
 }
 
-/// One shard of the registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One shard of the registry. Its `Debug` output hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ShardRecord {
     /// Its name.
     pub name: ShardId,
@@ -85,6 +85,16 @@ pub struct ShardRecord {
     pub url: String,
     /// Its state.
     pub state: ShardState,
+}
+
+impl std::fmt::Debug for ShardRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRecord")
+            .field("name", &self.name)
+            .field("url", &crate::redact::url(&self.url))
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 /// The shard registry in a catalog database (any backend): read at start to build the
@@ -207,7 +217,7 @@ impl ShardCatalog {
     ) -> Result<Topology> {
         let mut shards = Vec::new();
         for record in self.list().await? {
-            let conn = Database::connect(pool_options(&record.url, connections_per_shard))
+            let conn = connect(pool_options(&record.url, connections_per_shard))
                 .await
                 .map_err(|source| Error::Shard {
                     shard: record.name.to_string(),
@@ -311,7 +321,7 @@ impl<T: TenantKey> Tenancy<T> {
             template.create(&planned).await?;
             let outcome = async {
                 let conn =
-                    Database::connect(pool_options(&planned.url, self.shard_connections())).await?;
+                    connect(pool_options(&planned.url, self.shard_connections())).await?;
                 M::up(&conn, None).await?;
                 catalog
                     .register(&name, &planned.url, ShardState::Active)
@@ -331,7 +341,7 @@ impl<T: TenantKey> Tenancy<T> {
             topology.add_shard(name.clone(), conn.clone());
             if let Err(error) = topology.add_to_routers(&name) {
                 // Undo: out of the topology and the catalog, and the database dropped.
-                let _ = topology.remove_shard(&name);
+                let _ = topology.take_shard(&name);
                 let _ = conn.close().await;
                 let _ = catalog.unregister(&name).await;
                 if let Err(cleanup) = template.drop_database(&planned).await {
@@ -369,7 +379,7 @@ impl<T: TenantKey> Tenancy<T> {
             return Err(Error::Config(format!(
                 "shard {name} is registered at a URL its template does not make ({}); drop \
                  it by hand rather than a database it may not name",
-                record.url
+                crate::redact::url(&record.url)
             )));
         }
         // A retry after a failure below finds the shard out of the topology already.
@@ -402,7 +412,7 @@ impl<T: TenantKey> Tenancy<T> {
                 topology.add_to_routers(&name)?;
                 return Err(error);
             }
-            topology.remove_shard(&name)?;
+            topology.take_shard(&name)?;
             let _ = conn.close().await;
         } else if record.is_some() {
             catalog.unregister(&name).await?;
@@ -473,7 +483,7 @@ impl<T: TenantKey> Tenancy<T> {
             if present.contains(&record.name) {
                 continue;
             }
-            let conn = Database::connect(pool_options(&record.url, self.shard_connections()))
+            let conn = connect(pool_options(&record.url, self.shard_connections()))
                 .await
                 .map_err(|source| Error::Shard {
                     shard: record.name.to_string(),
@@ -481,7 +491,7 @@ impl<T: TenantKey> Tenancy<T> {
                 })?;
             topology.add_shard(record.name.clone(), conn.clone());
             if let Err(error) = topology.add_to_routers(&record.name) {
-                let _ = topology.remove_shard(&record.name);
+                let _ = topology.take_shard(&record.name);
                 let _ = conn.close().await;
                 return Err(error);
             }
@@ -497,7 +507,7 @@ impl<T: TenantKey> Tenancy<T> {
                 tracing::warn!(%shard, %error, "shard unregistered elsewhere still has keys here");
                 continue;
             }
-            if let Some(conn) = topology.remove_shard(&shard)? {
+            if let Some(conn) = topology.take_shard(&shard)? {
                 let _ = conn.close().await;
             }
             tracing::info!(%shard, "shard unregistered elsewhere taken out of service");

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tenancy_core::{ShardId, ShardRouter};
+use tenancy_core::{KeyType, ShardId, ShardRouter};
 use tracing::Instrument;
 
 /// Runs a future to completion on the application's runtime, e.g.
@@ -138,8 +138,9 @@ impl Topology {
         self
     }
 
-    /// The shard of `key` (a tenant id, or a `#[shard_key]` value) and its connection.
-    pub fn shard_of<K: TenantKey>(&self, key: &K) -> Result<(ShardId, DatabaseConnection)> {
+    /// The shard of tenant `key` and its connection; a tenant being moved is
+    /// [`Error::TenantMoving`].
+    pub(crate) fn shard_of<K: TenantKey>(&self, key: &K) -> Result<(ShardId, DatabaseConnection)> {
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
         if self.moves.load(AtomicOrdering::SeqCst) > 0
@@ -158,10 +159,16 @@ impl Topology {
 
     /// The shard of the tenant whose canonical bytes are `key`, and its connection. Unlike
     /// [`shard_of`](Self::shard_of), it does not refuse a tenant being moved.
-    pub fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
+    pub(crate) fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
-        let conn = self.connection(&shard)?;
+        let conn = self.unscoped_connection(&shard)?;
         Ok((shard.into_owned(), conn))
+    }
+
+    /// The shard the router places tenant (or key) `key` on now. A key of a type the
+    /// router does not place is [`RoutingError::WrongKeyType`](crate::RoutingError::WrongKeyType).
+    pub fn shard_id_of<K: TenantKey>(&self, key: &K) -> Result<ShardId> {
+        Ok(self.router.route(key)?)
     }
 
     /// Routes the values of `#[shard_key]` columns with a router of their own, instead of
@@ -191,11 +198,17 @@ impl Topology {
         Ok(self)
     }
 
-    /// The shard of the `#[shard_key]` value whose canonical bytes are `key`, and its
-    /// connection: by the key router, or by the tenants' router when that places keys by
-    /// their bytes alone (hash, range). A directory of tenants does not place keys: without
-    /// a key router that is a configuration error, not a guess.
-    pub fn shard_of_key_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
+    /// The shard of the `#[shard_key]` value of type `key_type` whose canonical bytes are
+    /// `key`, and its connection: by the key router, or by the tenants' router when that
+    /// places keys by their bytes alone (hash, range). A directory of tenants does not
+    /// place keys: without a key router that is a configuration error, not a guess. A key
+    /// of a type the router does not place is
+    /// [`RoutingError::WrongKeyType`](crate::RoutingError::WrongKeyType).
+    pub(crate) fn shard_of_key_bytes(
+        &self,
+        key: &[u8],
+        key_type: &KeyType,
+    ) -> Result<(ShardId, DatabaseConnection)> {
         let router = match &self.key_router {
             Some(router) => router,
             None if self.router.accepts_new_shards() => {
@@ -208,8 +221,15 @@ impl Topology {
             }
             None => &self.router,
         };
+        if !router.places(key_type) {
+            return Err(tenancy_core::RoutingError::WrongKeyType {
+                expected: router.key_type_name(),
+                found: key_type.name(),
+            }
+            .into());
+        }
         let shard = router.route_bytes(key)?;
-        let conn = self.connection(&shard)?;
+        let conn = self.unscoped_connection(&shard)?;
         Ok((shard.into_owned(), conn))
     }
 
@@ -249,8 +269,15 @@ impl Topology {
         self.key_router.as_deref()
     }
 
-    /// The connection of `shard`.
-    pub fn connection(&self, shard: &ShardId) -> Result<DatabaseConnection> {
+    /// The connection of `shard`, with no tenant scoping at all: an escape hatch for admin
+    /// work, like [`Tenancy::unscoped`](crate::Tenancy::unscoped).
+    pub fn unscoped_connection(&self, shard: &ShardId) -> Result<DatabaseConnection> {
+        tracing::debug!(target: "tenancy::unscoped", %shard, "unscoped shard connection handed out");
+        self.connection(shard)
+    }
+
+    /// The connection of `shard`, for the crate's own scoped paths.
+    pub(crate) fn connection(&self, shard: &ShardId) -> Result<DatabaseConnection> {
         // Looked up under the read lock: no snapshot is taken on this per-request path.
         self.shards
             .read()
@@ -261,8 +288,15 @@ impl Topology {
             .ok_or_else(|| Error::Config(format!("no connection for shard {shard}")))
     }
 
-    /// Every shard, in order, as the set is now.
-    pub fn shards(&self) -> Vec<(ShardId, DatabaseConnection)> {
+    /// Every shard and its connection, in order, as the set is now: unscoped connections,
+    /// an escape hatch for admin work like [`Tenancy::unscoped`](crate::Tenancy::unscoped).
+    pub fn unscoped_shards(&self) -> Vec<(ShardId, DatabaseConnection)> {
+        tracing::debug!(target: "tenancy::unscoped", "unscoped shard connections handed out");
+        self.shards()
+    }
+
+    /// Every shard and its connection, for the crate's own paths.
+    pub(crate) fn shards(&self) -> Vec<(ShardId, DatabaseConnection)> {
         self.snapshot().as_ref().clone()
     }
 
@@ -290,8 +324,15 @@ impl Topology {
         *guard = Arc::new(shards);
     }
 
-    /// Removes a shard the routers no longer place keys on; returns its connection.
-    pub fn remove_shard(&self, shard: &ShardId) -> Result<Option<DatabaseConnection>> {
+    /// Removes a shard the routers no longer place keys on; returns whether it was in the
+    /// topology. Its pool closes when the last handle on it is dropped.
+    pub fn remove_shard(&self, shard: &ShardId) -> Result<bool> {
+        Ok(self.take_shard(shard)?.is_some())
+    }
+
+    /// Removes a shard the routers no longer place keys on; returns its connection, to
+    /// close.
+    pub(crate) fn take_shard(&self, shard: &ShardId) -> Result<Option<DatabaseConnection>> {
         let key_router_uses = self
             .key_router
             .as_ref()

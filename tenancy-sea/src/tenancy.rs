@@ -4,13 +4,13 @@ use crate::database::{DatabaseTemplate, PoolCache, TenantRegistry};
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use crate::session::Session;
+use crate::session::{RawSql, Session};
 use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
-use tenancy_core::Identifier;
+use tenancy_core::{Identifier, KeyType};
 
 /// How tenants are kept apart. Chosen in the [`TenancyBuilder`]; the entities and the
 /// calls on the handles are the same under every strategy.
@@ -40,10 +40,30 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Whether the database itself keeps tenants apart (so raw SQL through a handle is
-    /// scoped).
-    pub fn database_isolated(&self) -> bool {
-        !matches!(self, Strategy::RowLevel)
+    /// Whether raw SQL through a tenant handle is confined to the tenant under this
+    /// strategy on `backend`, or why not (see [`TenantDb::query_all_raw`]).
+    pub(crate) fn raw_sql(&self, backend: DbBackend) -> RawSql {
+        RawSql::Refused(match (self, backend) {
+            (Strategy::DatabasePerTenant, DbBackend::Postgres) => return RawSql::Confined,
+            (Strategy::RowLevel, _) => "under row level a raw statement has no tenant filter",
+            (Strategy::RowLevelSecurity { .. }, _) => {
+                "under row-level security a raw statement can change the setting the \
+                 policies read (`set_config`) and read another tenant's rows"
+            }
+            (Strategy::SchemaPerTenant { .. }, _) => {
+                "under schema per tenant a raw statement can name another tenant's schema \
+                 or change `search_path`"
+            }
+            (Strategy::DatabasePerTenant, DbBackend::MySql) => {
+                "under a MySQL/MariaDB database per tenant a raw statement can name another \
+                 tenant's database or switch to it with `USE`"
+            }
+            (Strategy::DatabasePerTenant, _) => {
+                "under a SQLite database per tenant a raw statement can `ATTACH` another \
+                 tenant's file"
+            }
+            (Strategy::Sharded, _) => "on a shard a raw statement has no tenant filter",
+        })
     }
 }
 
@@ -92,6 +112,8 @@ struct Inner<T> {
     topology: Option<Arc<Topology>>,
     template: Option<DatabaseTemplate>,
     connections_per_pool: u32,
+    /// Set once [`Tenancy::verify`] has passed: the checks run before the first handle.
+    verified: std::sync::OnceLock<()>,
 }
 
 /// What database per tenant needs.
@@ -213,15 +235,28 @@ impl<T: TenantKey> TenancyBuilder<T> {
             }
             Strategy::SchemaPerTenant { prefix } => {
                 require_postgres(backend, "schema per tenant")?;
-                Identifier::new(&format!("{prefix}x"))?;
+                Identifier::for_tenant(prefix, &"x".to_owned())?;
             }
-            Strategy::DatabasePerTenant | Strategy::Sharded => {}
+            Strategy::DatabasePerTenant => {}
+            Strategy::Sharded => {
+                if let Some(topology) = &self.topology {
+                    let tenants = KeyType::of::<T>();
+                    if !topology.router().places(&tenants) {
+                        return Err(Error::Config(format!(
+                            "the topology's router places keys of type {}, but the tenant \
+                             ids are {}",
+                            topology.router().key_type_name(),
+                            tenants.name()
+                        )));
+                    }
+                }
+            }
         }
         if let Some(
             DatabaseTemplate::Server { prefix, .. } | DatabaseTemplate::SqliteDir { prefix, .. },
         ) = &self.template
         {
-            Identifier::new(&format!("{prefix}x"))?;
+            Identifier::for_tenant(prefix, &"x".to_owned())?;
         }
         let databases = match self.registry {
             Some(registry) => Some(Databases {
@@ -245,6 +280,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 topology: self.topology.map(Arc::new),
                 template: self.template,
                 connections_per_pool: self.connections_per_tenant,
+                verified: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -305,17 +341,23 @@ impl<T: TenantKey> Tenancy<T> {
     pub async fn tenant(&self, id: impl Into<T>) -> Result<TenantDb<T>> {
         let tenant = id.into();
         tenant.validate()?;
+        if self.inner.verified.get().is_none() {
+            self.verify().await?;
+        }
+        let strategy = &self.inner.strategy;
         let backend = self.inner.conn.get_database_backend();
-        let session = match &self.inner.strategy {
+        let session = match strategy {
             Strategy::DatabasePerTenant => {
                 let conn = self.tenant_pool(&tenant).await?;
-                return Ok(TenantDb::new(conn, tenant, None, true));
+                let raw_sql = strategy.raw_sql(conn.get_database_backend());
+                return Ok(TenantDb::new(conn, tenant, None, raw_sql));
             }
             Strategy::Sharded => {
                 let topology = self.topology()?;
                 let (shard, conn) = topology.shard_of(&tenant)?;
+                let raw_sql = strategy.raw_sql(conn.get_database_backend());
                 return Ok(
-                    TenantDb::new(conn, tenant, None, false).on_shard(shard, topology.clone())
+                    TenantDb::new(conn, tenant, None, raw_sql).on_shard(shard, topology.clone())
                 );
             }
             Strategy::RowLevel => None,
@@ -325,18 +367,25 @@ impl<T: TenantKey> Tenancy<T> {
             )),
             Strategy::SchemaPerTenant { prefix } => {
                 let schema = Identifier::for_tenant(prefix, &tenant)?;
-                Some(Session::set_config(
-                    backend,
-                    &[("search_path", format!("{}, public", schema.quoted()))],
-                ))
+                Some(Session::schema(&schema, tenant.to_string()))
             }
         };
         Ok(TenantDb::new(
             self.inner.conn.clone(),
             tenant,
             session,
-            self.inner.strategy.database_isolated(),
+            strategy.raw_sql(backend),
         ))
+    }
+
+    /// The main connection (the application's), for the crate's own checks.
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
+        &self.inner.conn
+    }
+
+    /// Records that [`Tenancy::verify`] passed.
+    pub(crate) fn mark_verified(&self) {
+        let _ = self.inner.verified.set(());
     }
 
     /// The open pool of `tenant`'s database, opening it on first use.

@@ -98,7 +98,7 @@ async fn raw_sql_needs_database_isolation() {
         .query_all_raw(select_tenants(DbBackend::Sqlite))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::RawSqlNotIsolated), "{err:?}");
+    assert!(matches!(err, Error::RawSqlNotIsolated { .. }), "{err:?}");
     test.drop_db().await;
 }
 

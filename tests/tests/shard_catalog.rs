@@ -15,7 +15,7 @@ use tenancy_tests::entities::{customer, order, plan};
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator, DatabaseMigratorV1};
 use tenancy_tests::{Backend, Flavor, TestDb};
 
-async fn tenancy_over(catalog: &TestDb, router: Arc<DirectoryRouter>) -> Tenancy<i64> {
+async fn tenancy_over(catalog: &TestDb, router: Arc<DirectoryRouter<i64>>) -> Tenancy<i64> {
     let topology = ShardCatalog::new(catalog.conn.clone())
         .topology(router, 2)
         .await
@@ -93,7 +93,7 @@ async fn provision(backend: Backend) {
     // A restart reads the registry and the directory back: same placement, same rows.
     drop(tenancy);
     let router = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
-    assert_eq!(directory.load::<i64>(&router).await.unwrap(), 8);
+    assert_eq!(directory.load(&router).await.unwrap(), 8);
     let tenancy = tenancy_over(&catalog, router.clone()).await;
     for tenant in 1..=8 {
         let db = tenancy.tenant(tenant).await.unwrap();
@@ -161,7 +161,7 @@ async fn provision(backend: Backend) {
     }
     assert!(router.route(&9i64).is_err(), "not placed in the router");
     assert!(matches!(
-        DirectoryCatalog::named(catalog.conn.clone(), "devices")
+        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices")
             .unwrap()
             .assign_range(&router, 1_000, "s2")
             .await,
@@ -169,7 +169,7 @@ async fn provision(backend: Backend) {
     ));
     directory.assign(&router, &2, "s2").await.unwrap();
     let reloaded = DirectoryRouter::new(shards.names().await.unwrap());
-    assert_eq!(directory.load::<i64>(&reloaded).await.unwrap(), 5);
+    assert_eq!(directory.load(&reloaded).await.unwrap(), 5);
     // New tenants go to the active shard with the fewest keys (s0 holds 3 and 6, s1 none
     // since 1, 4 and 7 left), ties to the first name; placing again changes nothing.
     let mut placed = Vec::new();
@@ -199,7 +199,7 @@ async fn provision(backend: Backend) {
     let s1 = tenancy
         .topology()
         .unwrap()
-        .connection(&ShardId::new("s1"))
+        .unscoped_connection(&ShardId::new("s1"))
         .unwrap();
     assert_eq!(order::Entity::find().count(&s1).await.unwrap(), 3);
     drop(tenancy);
@@ -209,7 +209,7 @@ async fn provision(backend: Backend) {
 /// A catalog with shards `s0` and `s1` made through it, and the tenancy over them.
 async fn two_shards(
     backend: Backend,
-) -> Option<(TestDb, DirectoryCatalog, Arc<DirectoryRouter>, Tenancy<i64>)> {
+) -> Option<(TestDb, DirectoryCatalog<i64>, Arc<DirectoryRouter<i64>>, Tenancy<i64>)> {
     let catalog = TestDb::for_flavor(backend, Flavor::Database).await?;
     let directory = DirectoryCatalog::new(catalog.conn.clone());
     directory.install().await.unwrap();
@@ -237,7 +237,7 @@ async fn orders_on(tenancy: &Tenancy<i64>, shard: &str, tenant: i64) -> u64 {
     let conn = tenancy
         .topology()
         .unwrap()
-        .connection(&ShardId::new(shard))
+        .unscoped_connection(&ShardId::new(shard))
         .unwrap();
     order::Entity::find()
         .filter(order::Column::Tenant.eq(tenant))
@@ -303,7 +303,7 @@ async fn moves(backend: Backend) {
     assert_eq!(next.id, 1_001);
     // The catalog holds the new placement: a restart finds tenant 3 on s1.
     let reloaded = DirectoryRouter::new(["s0", "s1"]);
-    directory.load::<i64>(&reloaded).await.unwrap();
+    directory.load(&reloaded).await.unwrap();
     assert_eq!(reloaded.route(&3i64).unwrap().as_str(), "s1");
 
     // Tenant 1's ids came from s0's sequence and s1 holds the same ids: the copy fails,
@@ -350,7 +350,7 @@ async fn moves(backend: Backend) {
     let s0 = tenancy
         .topology()
         .unwrap()
-        .connection(&ShardId::new("s0"))
+        .unscoped_connection(&ShardId::new("s0"))
         .unwrap();
     order::Entity::insert(order::ActiveModel {
         id: Set(5_000),
@@ -387,7 +387,7 @@ async fn a_write_during_a_move_abandons_it() {
     customer_with_three_orders(&tenancy, 4, Some(2_000)).await;
     let stale = tenancy.tenant(4).await.unwrap();
     let topology = tenancy.topology().unwrap().clone();
-    let s1 = topology.connection(&ShardId::new("s1")).unwrap();
+    let s1 = topology.unscoped_connection(&ShardId::new("s1")).unwrap();
     // An uncommitted row on s1 with the id of tenant 4's customer makes the copy wait at
     // inserting that customer, after it read s0's customers.
     let blocker = sea_orm::TransactionTrait::begin(&s1).await.unwrap();
@@ -401,7 +401,7 @@ async fn a_write_during_a_move_abandons_it() {
         .await
         .unwrap();
     let router_b = Arc::new(DirectoryRouter::new(names));
-    directory.load::<i64>(&router_b).await.unwrap();
+    directory.load(&router_b).await.unwrap();
     let b = tenancy_over(&catalog, router_b.clone()).await;
     fn relocate(tenancy: &Tenancy<i64>) -> tenancy_sea::TenantMove<'_, i64> {
         tenancy
@@ -469,13 +469,13 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
         return;
     };
     let (here, there) = (
-        DirectoryCatalog::new(catalog.conn.clone()),
-        DirectoryCatalog::new(catalog.conn.clone()),
+        DirectoryCatalog::<i64>::new(catalog.conn.clone()),
+        DirectoryCatalog::<i64>::new(catalog.conn.clone()),
     );
     here.install().await.unwrap();
     let router_here = Arc::new(DirectoryRouter::new(["s0", "s1"]));
     let router_there = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-    assert!(!there.refresh::<i64>(&router_there).await.unwrap());
+    assert!(!there.refresh(&router_there).await.unwrap());
 
     here.assign(&router_here, &1, "s0").await.unwrap();
     here.assign(&router_here, &2, "s1").await.unwrap();
@@ -484,9 +484,9 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
         router_there.route(&1i64).is_err(),
         "not seen before a refresh"
     );
-    assert!(there.refresh::<i64>(&router_there).await.unwrap());
+    assert!(there.refresh(&router_there).await.unwrap());
     assert!(
-        !there.refresh::<i64>(&router_there).await.unwrap(),
+        !there.refresh(&router_there).await.unwrap(),
         "nothing new"
     );
     let route = |key: i64| router_there.route(&key).map(|s| s.to_string());
@@ -500,7 +500,7 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     here.remove(&router_here, &2).await.unwrap();
     here.remove_range(&router_here, 100).await.unwrap();
     let placed = here.place(&router_here, &3).await.unwrap();
-    assert!(there.refresh::<i64>(&router_there).await.unwrap());
+    assert!(there.refresh(&router_there).await.unwrap());
     assert_eq!(route(1).unwrap(), "s1");
     assert!(route(2).is_err() && route(150).is_err());
     assert_eq!(route(3).unwrap(), placed.as_str());
@@ -511,7 +511,7 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     let watcher = tokio::spawn(
         there
             .clone()
-            .watch::<i64>(router_there.clone(), std::time::Duration::from_millis(20)),
+            .watch(router_there.clone(), std::time::Duration::from_millis(20)),
     );
     here.assign(&router_here, &4, "s0").await.unwrap();
     let mut seen = false;
@@ -529,7 +529,7 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     router_here.add_shard(&ShardId::new("s2")).unwrap();
     here.assign(&router_here, &5, "s2").await.unwrap();
     assert!(matches!(
-        there.refresh::<i64>(&router_there).await,
+        there.refresh(&router_there).await,
         Err(Error::Routing(RoutingError::UnknownShard(shard))) if shard == "s2"
     ));
     assert_eq!(route(1).unwrap(), "s1");
@@ -538,8 +538,8 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     // A directory's first changes, made at once by two processes, both count: the
     // version row is made by whichever comes first, and neither fails.
     let (dev_a, dev_b) = (
-        DirectoryCatalog::named(catalog.conn.clone(), "devices").unwrap(),
-        DirectoryCatalog::named(catalog.conn.clone(), "devices").unwrap(),
+        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices").unwrap(),
+        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices").unwrap(),
     );
     let (devices_a, devices_b) = (
         DirectoryRouter::new(["s0", "s1"]),
@@ -575,7 +575,7 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
         .await
         .unwrap();
     let router_b = Arc::new(DirectoryRouter::new(names));
-    directory.load::<i64>(&router_b).await.unwrap();
+    directory.load(&router_b).await.unwrap();
     let b = tenancy_over(&catalog, router_b.clone()).await;
     let nothing = b.refresh_catalog(&directory, &router_b).await.unwrap();
     assert_eq!(nothing, tenancy_sea::CatalogRefresh::default());
@@ -637,7 +637,7 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
     let s0 = tenancy
         .topology()
         .unwrap()
-        .connection(&ShardId::new("s0"))
+        .unscoped_connection(&ShardId::new("s0"))
         .unwrap();
     // Holding s0's orders table stops the move at removing the old rows, after its check.
     let blocker = sea_orm::TransactionTrait::begin(&s0).await.unwrap();
@@ -711,7 +711,7 @@ async fn an_unfinished_move_is_finished_by_running_it_again() {
     let s0 = tenancy
         .topology()
         .unwrap()
-        .connection(&ShardId::new("s0"))
+        .unscoped_connection(&ShardId::new("s0"))
         .unwrap();
     s0.execute_unprepared(
         "CREATE FUNCTION refuse() RETURNS trigger AS $$ \

@@ -635,7 +635,7 @@ async fn directory_in_a_catalog() {
     let catalog = DirectoryCatalog::new(catalog_db.conn.clone());
     catalog.install().await.unwrap();
     let router = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    let topology = |router: Arc<DirectoryRouter>| {
+    let topology = |router: Arc<DirectoryRouter<i64>>| {
         Topology::new(
             router,
             [
@@ -674,13 +674,13 @@ async fn directory_in_a_catalog() {
 
     // After a restart, a fresh router loads the same placements from the catalog.
     let fresh = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load::<i64>(&fresh).await.unwrap(), 2);
+    assert_eq!(catalog.load(&fresh).await.unwrap(), 2);
     assert_eq!(fresh.route(&1i64).unwrap().as_str(), "shard_0");
     assert_eq!(fresh.route(&2i64).unwrap().as_str(), "shard_0");
     catalog.remove(&fresh, &2i64).await.unwrap();
     assert!(fresh.route(&2i64).is_err());
     let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load::<i64>(&again).await.unwrap(), 1);
+    assert_eq!(catalog.load(&again).await.unwrap(), 1);
 
     // A directory of tenants does not place `#[shard_key]` values: without a key router
     // a key-sharded write is a configuration error, not a guess.
@@ -700,7 +700,7 @@ async fn directory_in_a_catalog() {
     // Key ranges in a directory of their own (`devices`), for the key router: rows of a
     // `#[shard_key]` entity placed by ranges of their key, kept in the catalog and read
     // back at start. Tenant 2's entry (on shard_0) and device 2 are independent.
-    let devices = DirectoryCatalog::named(catalog_db.conn.clone(), "devices").unwrap();
+    let devices = DirectoryCatalog::<i64>::named(catalog_db.conn.clone(), "devices").unwrap();
     let keys = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
     devices.assign_range(&keys, 0, "shard_0").await.unwrap();
     devices.assign_range(&keys, 1_000, "shard_1").await.unwrap();
@@ -755,12 +755,12 @@ async fn directory_in_a_catalog() {
     catalog.assign(&router, &2i64, "shard_1").await.unwrap();
     assert_eq!(keys.route(&2i64).unwrap().as_str(), "shard_0");
     let restarted = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(devices.load::<i64>(&restarted).await.unwrap(), 2);
+    assert_eq!(devices.load(&restarted).await.unwrap(), 2);
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_1");
     devices.remove_range(&restarted, 1_000).await.unwrap();
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_0");
     let tenants_again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load::<i64>(&tenants_again).await.unwrap(), 2);
+    assert_eq!(catalog.load(&tenants_again).await.unwrap(), 2);
     assert!(
         tenants_again.route(&70_000i64).is_err(),
         "device ranges stay out of tenants'"
