@@ -44,9 +44,7 @@ async fn start(
 ) -> tenancy_sea::Result<(Tenancy<i64>, Arc<DirectoryRouter<i64>>)> {
     let shards = ShardCatalog::new(catalog.clone());
     let router = Arc::new(DirectoryRouter::new(shards.names().await?));
-    DirectoryCatalog::new(catalog.clone())
-        .load(&router)
-        .await?;
+    DirectoryCatalog::new(catalog.clone()).load(&router).await?;
     let topology = shards.topology(router.clone(), 2).await?;
     let tenancy = Tenancy::builder(catalog.clone())
         .sharded(topology)

@@ -191,7 +191,13 @@ mod tests {
         assert!(Identifier::for_tenant("t_", &-1i64).is_err());
         assert!(Identifier::for_tenant("t_", &"acme".to_owned()).is_ok());
         assert!(Identifier::for_tenant("t_", &"x\"; DROP".to_owned()).is_err());
-        for (prefix, id) in [("", "public"), ("", "x"), ("pub", "lic"), ("my", "sql"), ("pg_", "x")] {
+        for (prefix, id) in [
+            ("", "public"),
+            ("", "x"),
+            ("pub", "lic"),
+            ("my", "sql"),
+            ("pg_", "x"),
+        ] {
             assert!(
                 Identifier::for_tenant(prefix, &id.to_owned()).is_err(),
                 "{prefix}{id}"

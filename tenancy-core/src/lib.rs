@@ -22,7 +22,7 @@ mod tenant_id;
 pub use error::InvalidTenantId;
 pub use identifier::{Identifier, InvalidIdentifier, MAX_IDENTIFIER_LEN};
 pub use shard::{
-    DIRECTORY_SPARE_SHARDS, DirectoryRouter, HashRouter, KeyType, RangeRouter, RoutingError, ShardId,
-    ShardRouter, jump_consistent_hash,
+    DIRECTORY_SPARE_SHARDS, DirectoryRouter, HashRouter, KeyType, RangeRouter, RoutingError,
+    ShardId, ShardRouter, jump_consistent_hash,
 };
 pub use tenant_id::{MAX_STRING_TENANT_ID_LEN, TenantId};

@@ -132,10 +132,9 @@ impl fmt::Display for RoutingError {
             RoutingError::TooManyShards(n) => {
                 write!(f, "the directory holds {n} shard names already, its limit")
             }
-            RoutingError::WrongKeyType { expected, found } => write!(
-                f,
-                "this router places keys of type {expected}, not {found}"
-            ),
+            RoutingError::WrongKeyType { expected, found } => {
+                write!(f, "this router places keys of type {expected}, not {found}")
+            }
             RoutingError::ShardInUse { shard, keys } => {
                 write!(
                     f,
@@ -651,8 +650,9 @@ impl<K: TenantId> DirectoryRouter<K> {
 }
 
 /// What a directory of keys that are not integers answers to a range.
-const RANGES_NEED_INTEGERS: RoutingError =
-    RoutingError::UnsupportedKey("ranges place integer keys; this directory's keys are not integers");
+const RANGES_NEED_INTEGERS: RoutingError = RoutingError::UnsupportedKey(
+    "ranges place integer keys; this directory's keys are not integers",
+);
 
 impl<K: TenantId> ShardRouter for DirectoryRouter<K> {
     fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
@@ -870,17 +870,27 @@ mod tests {
     fn ids_of_the_wrong_type() {
         let strings = DirectoryRouter::<String>::new(["a", "b"]);
         assert!(strings.assign_range(0, "a").is_err());
-        assert!(strings.replace(Vec::<(String, &str)>::new(), [(0, "a")], 1, 0).is_err());
+        assert!(
+            strings
+                .replace(Vec::<(String, &str)>::new(), [(0, "a")], 1, 0)
+                .is_err()
+        );
         // Unplaced: an eight-byte string, whose bytes would read as an integer, and the
         // raw bytes of one.
         let key = "abcdefgh".to_owned();
         assert_eq!(strings.route(&key), Err(RoutingError::Unassigned));
-        assert_eq!(strings.route_bytes(b"abcdefgh"), Err(RoutingError::Unassigned));
+        assert_eq!(
+            strings.route_bytes(b"abcdefgh"),
+            Err(RoutingError::Unassigned)
+        );
         strings.assign(&key, "b").unwrap();
         assert_eq!(strings.route(&key).unwrap().as_str(), "b");
         assert!(matches!(
             strings.route(&42i64),
-            Err(RoutingError::WrongKeyType { expected: "String", found: "i64" })
+            Err(RoutingError::WrongKeyType {
+                expected: "String",
+                found: "i64"
+            })
         ));
         // Integers of either width are the same keys; other types are not.
         let ints = DirectoryRouter::<i64>::new(["a"]);

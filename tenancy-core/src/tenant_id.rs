@@ -183,10 +183,14 @@ fn invisible(c: char) -> Option<&'static str> {
         ('\u{FFA0}', '\u{FFA0}'),
         ('\u{E0100}', '\u{E01EF}'),
     ];
-    if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}') {
+    if matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    {
         return Some("contains a bidirectional control character");
     }
-    if IGNORABLE.iter().any(|(low, high)| (*low..=*high).contains(&c)) {
+    if IGNORABLE
+        .iter()
+        .any(|(low, high)| (*low..=*high).contains(&c))
+    {
         return Some("contains an invisible character");
     }
     match c.general_category() {
@@ -264,7 +268,10 @@ mod tests {
         for (bad, reason) in [
             ("acme\u{200B}", "contains an invisible format character"),
             ("\u{FEFF}acme", "contains an invisible format character"),
-            ("\u{202E}gnp.exe", "contains a bidirectional control character"),
+            (
+                "\u{202E}gnp.exe",
+                "contains a bidirectional control character",
+            ),
             ("ac\u{2066}me", "contains a bidirectional control character"),
             ("acme\u{00AD}", "contains an invisible format character"),
             ("a\u{034F}cme", "contains an invisible character"),
@@ -276,13 +283,25 @@ mod tests {
             ("acme\u{0378}", "contains an unassigned code point"),
             ("acme\u{E0041}", "contains an invisible format character"),
             ("a\u{200D}b", "contains an invisible format character"),
-            ("ca\u{0301}fe", "is not in Unicode normalization form C (NFC)"),
+            (
+                "ca\u{0301}fe",
+                "is not in Unicode normalization form C (NFC)",
+            ),
         ] {
             let err = String::parse_tenant_id(bad).unwrap_err();
             assert_eq!(err.reason(), reason, "{bad:?}");
         }
         // Visible text in any script, case and accents are valid (and distinct) ids.
-        for good in ["ACME", "ácmé", "MÜNCHEN", "münchen", "acme corp", "東京", "café", "👍"] {
+        for good in [
+            "ACME",
+            "ácmé",
+            "MÜNCHEN",
+            "münchen",
+            "acme corp",
+            "東京",
+            "café",
+            "👍",
+        ] {
             assert!(String::parse_tenant_id(good).is_ok(), "{good:?}");
         }
         let long = "x".repeat(MAX_STRING_TENANT_ID_LEN + 1);

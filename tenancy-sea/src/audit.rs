@@ -19,9 +19,9 @@
 
 use crate::error::Error;
 use sea_orm::sea_query::{
-    BinOper, Condition, Expr, Func, Keyword, OperLeftAssocDecider, PrecedenceDecider,
-    QueryBuilder, QuotedBuilder, SelectInto, SelectStatement, SqlWriter, SubQueryStatement,
-    TableRefBuilder, Value, EscapeBuilder, Oper, Quote, ExplainStatement, Query,
+    BinOper, Condition, EscapeBuilder, ExplainStatement, Expr, Func, Keyword, Oper,
+    OperLeftAssocDecider, PrecedenceDecider, Query, QueryBuilder, Quote, QuotedBuilder, SelectInto,
+    SelectStatement, SqlWriter, SubQueryStatement, TableRefBuilder, Value,
 };
 use std::cell::Cell;
 use std::fmt;
@@ -275,14 +275,24 @@ mod tests {
     fn plain_conditions_pass() {
         let condition = Condition::any()
             .add(col().gt(5))
-            .add(Condition::all().add(col().is_in([1, 2, 3])).add(col().like("x%")))
+            .add(
+                Condition::all()
+                    .add(col().is_in([1, 2, 3]))
+                    .add(col().like("x%")),
+            )
             .add(Func::lower(col()).eq("x"))
             .add(Expr::case(col().eq(1), 2).finally(3).eq(2))
             .add(Func::cast_as(col(), Alias::new("text")).eq("7"))
             .add(col().is_null());
         assert!(check_condition(&condition).is_ok());
         assert!(check_expr(&Func::coalesce([col(), Expr::val(0)]).into()).is_ok());
-        for name in ["text", "varchar(200)", "double precision", "numeric(10, 2)", "bigint[]"] {
+        for name in [
+            "text",
+            "varchar(200)",
+            "double precision",
+            "numeric(10, 2)",
+            "bigint[]",
+        ] {
             let cast = Func::cast_as(col(), Alias::new(name));
             assert!(check_expr(&cast.into()).is_ok(), "{name}");
         }
@@ -297,7 +307,9 @@ mod tests {
         let raw = Expr::cust("1=1) OR (1=1");
         let hidden = [
             Condition::all().add(raw.clone()),
-            Condition::all().add(col().gt(1)).add(Condition::any().add(raw.clone())),
+            Condition::all()
+                .add(col().gt(1))
+                .add(Condition::any().add(raw.clone())),
             Condition::all().add(Func::lower(raw.clone()).eq("x")),
             Condition::all().add(Expr::case(raw.clone(), 1).finally(2).eq(1)),
             Condition::all().add(Expr::cust_with_values("? = ?", [1, 1])),
@@ -305,7 +317,10 @@ mod tests {
         ];
         for condition in hidden {
             assert!(
-                matches!(check_condition(&condition), Err(Refused::RawSql | Refused::CustomFunction | Refused::CustomKeyword)),
+                matches!(
+                    check_condition(&condition),
+                    Err(Refused::RawSql | Refused::CustomFunction | Refused::CustomKeyword)
+                ),
                 "{condition:?}"
             );
         }
@@ -333,7 +348,9 @@ mod tests {
         for condition in [
             Condition::all().add(col().in_subquery(sub.clone())),
             Condition::all().add(Expr::exists(sub.clone())),
-            Condition::any().add(col().gt(1)).add(Expr::exists(sub.clone()).not()),
+            Condition::any()
+                .add(col().gt(1))
+                .add(Expr::exists(sub.clone()).not()),
         ] {
             assert!(matches!(
                 check_condition(&condition),
@@ -341,7 +358,10 @@ mod tests {
             ));
         }
         assert!(matches!(
-            check_expr(&Expr::SubQuery(None, Box::new(sub.into_sub_query_statement()))),
+            check_expr(&Expr::SubQuery(
+                None,
+                Box::new(sub.into_sub_query_statement())
+            )),
             Err(Refused::Subquery)
         ));
     }

@@ -6,8 +6,8 @@ use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use futures_util::future::BoxFuture;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, QueryOrder, Schema, Set, Statement,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryOrder, Schema, Set, Statement,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -117,7 +117,11 @@ pub(crate) async fn create_table_if_missing<E: EntityTrait>(
             "ALTER TABLE `{table}` CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}"
         ))
         .await?;
-        tracing::info!(table, collation, "catalog table converted to an exact collation");
+        tracing::info!(
+            table,
+            collation,
+            "catalog table converted to an exact collation"
+        );
     }
     Ok(())
 }
@@ -245,7 +249,9 @@ pub(crate) fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
 /// Opens a pool: SeaORM's `Database::connect`, with the URL's password hidden in the
 /// error (the driver's message can carry the whole URL). Every connection the library
 /// opens goes through here.
-pub(crate) async fn connect(options: impl Into<ConnectOptions>) -> std::result::Result<DatabaseConnection, DbErr> {
+pub(crate) async fn connect(
+    options: impl Into<ConnectOptions>,
+) -> std::result::Result<DatabaseConnection, DbErr> {
     let options: ConnectOptions = options.into();
     let url = options.get_url().to_owned();
     Database::connect(options)
@@ -355,12 +361,7 @@ fn with_path(url: &str, name: &str) -> Result<String> {
     let authority_start = base
         .find("://")
         .map(|i| i + 3)
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "not a database URL: {}",
-                crate::redact::url(url)
-            ))
-        })?;
+        .ok_or_else(|| Error::Config(format!("not a database URL: {}", crate::redact::url(url))))?;
     let path_start = base[authority_start..]
         .find('/')
         .map_or(base.len(), |i| authority_start + i);

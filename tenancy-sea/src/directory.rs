@@ -567,11 +567,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     /// assert_eq!(directory.place(&router, &42).await?, home); // placed once
     /// # Ok(()) }
     /// ```
-    pub async fn place(
-        &self,
-        router: &DirectoryRouter<K>,
-        tenant: &K,
-    ) -> Result<ShardId> {
+    pub async fn place(&self, router: &DirectoryRouter<K>, tenant: &K) -> Result<ShardId> {
         tenant.validate()?;
         let key = tenant.to_string();
         if let Some(row) = entry::Entity::find_by_id((self.name.clone(), key.clone()))
@@ -638,12 +634,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     }
 
     /// Puts the catalog's placement of `tenant` in `router` and returns its shard.
-    fn settle(
-        &self,
-        router: &DirectoryRouter<K>,
-        tenant: &K,
-        shard: String,
-    ) -> Result<ShardId> {
+    fn settle(&self, router: &DirectoryRouter<K>, tenant: &K, shard: String) -> Result<ShardId> {
         let shard = ShardId::new(shard);
         router.assign(tenant, shard.clone())?;
         Ok(shard)

@@ -235,13 +235,14 @@ impl<T: TenantKey> Tenancy<T> {
             Error::Config("dropping tenant databases needs a `database_template`".to_owned())
         })?;
         let planned = template.plan(&id)?;
-        let registered = databases
-            .registry
-            .url(&id)
-            .await?
-            .ok_or_else(|| Error::UnknownTenant {
-                tenant: id.to_string(),
-            })?;
+        let registered =
+            databases
+                .registry
+                .url(&id)
+                .await?
+                .ok_or_else(|| Error::UnknownTenant {
+                    tenant: id.to_string(),
+                })?;
         if registered != planned.url {
             return Err(Error::Config(format!(
                 "tenant {id} is registered at {}, not at the database its template names \

@@ -1,8 +1,8 @@
 //! [`TenantDb`]: the scoped handle of one tenant, and its transaction [`TenantTxn`].
 
+use crate::audit::Refused;
 use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
-use crate::audit::Refused;
 use crate::scope;
 use crate::select::{GlobalJoins, ScopedSelect};
 use crate::session::{HandleConnection, RawSql, SESSION_RESET, Session};
@@ -201,7 +201,9 @@ impl<T: TenantKey> TenantDb<T> {
                 tenant: Some(self.tenant.to_string()),
             })
             .collect();
-        Ok(AcrossShards::over(targets, topology).select(select).scoped())
+        Ok(AcrossShards::over(targets, topology)
+            .select(select)
+            .scoped())
     }
 }
 
@@ -979,7 +981,9 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         &'s self,
         statement: impl for<'t> FnOnce(
             &'t DatabaseTransaction,
-        ) -> Pin<Box<dyn Future<Output = std::result::Result<R, DbErr>> + Send + 't>>,
+        ) -> Pin<
+            Box<dyn Future<Output = std::result::Result<R, DbErr>> + Send + 't>,
+        >,
     ) -> Result<R> {
         let txn = self.conn.begin().await?;
         txn.execute_unprepared("SAVEPOINT tenancy_raw").await?;
@@ -1092,8 +1096,11 @@ where
 
     fn condition(&self) -> Condition {
         let backend = self.handle.backend();
-        scope::equals(E::tenant_column(), &self.handle.value, backend)
-            .add(scope::equals(self.column, &self.key, backend))
+        scope::equals(E::tenant_column(), &self.handle.value, backend).add(scope::equals(
+            self.column,
+            &self.key,
+            backend,
+        ))
     }
 
     /// Selects this tenant's rows of `E` with this key. It runs on the key's shard, so it

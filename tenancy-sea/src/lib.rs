@@ -105,14 +105,13 @@ pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,
     ScopedSelector, TenantJoins,
 };
-pub use subquery::ScopedSubquery;
 pub use session::HandleConnection;
 pub use shard::{AcrossShards, GroupedSelect, Partial, ShardedSelect, Spawner, Topology};
+pub use subquery::ScopedSubquery;
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
-    RangeRouter,
-    RoutingError, ShardId, ShardRouter, TenantId,
+    RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
 pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};

@@ -110,6 +110,9 @@ mod tests {
             "The connection string 'postgres://u:p%40ss@h/x' has no supporting driver; p@ss",
             "postgres://u:p%40ss@h/x",
         );
-        assert!(!shown.contains("p%40ss") && !shown.contains("p@ss"), "{shown}");
+        assert!(
+            !shown.contains("p%40ss") && !shown.contains("p@ss"),
+            "{shown}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, QueryOrder, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, Set, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 use std::future::Future;
@@ -320,8 +320,7 @@ impl<T: TenantKey> Tenancy<T> {
         async {
             template.create(&planned).await?;
             let outcome = async {
-                let conn =
-                    connect(pool_options(&planned.url, self.shard_connections())).await?;
+                let conn = connect(pool_options(&planned.url, self.shard_connections())).await?;
                 M::up(&conn, None).await?;
                 catalog
                     .register(&name, &planned.url, ShardState::Active)

@@ -34,7 +34,12 @@ pub(crate) fn equals<C: ColumnTrait>(col: C, value: &Value, backend: DbBackend) 
 
 /// `column = value`, compared exactly, for a column known by its table and name only (the
 /// junction of a many-to-many relation).
-pub(crate) fn equals_at(table: &TableRef, column: &str, value: &Value, backend: DbBackend) -> Condition {
+pub(crate) fn equals_at(
+    table: &TableRef,
+    column: &str,
+    value: &Value,
+    backend: DbBackend,
+) -> Condition {
     let column = Alias::new(column.to_owned());
     let at = || match table {
         TableRef::Table(_, Some(alias)) => Expr::col((alias.clone(), column.clone())),
@@ -129,7 +134,11 @@ mod tests {
         let statement = note::Entity::find()
             .filter(equals(col, &acme, DbBackend::Postgres))
             .build(DbBackend::Postgres);
-        assert!(statement.sql.ends_with(r#"= $1 AND "notes"."owner" = ($2 COLLATE "C")"#));
+        assert!(
+            statement
+                .sql
+                .ends_with(r#"= $1 AND "notes"."owner" = ($2 COLLATE "C")"#)
+        );
         assert_eq!(statement.values.map(|v| v.0.len()), Some(2));
     }
 

@@ -4,8 +4,8 @@ use crate::audit::{self, Refused, keep};
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use crate::subquery::ScopedSubquery;
 use crate::session::HandleConnection;
+use crate::subquery::ScopedSubquery;
 use futures_util::Stream;
 use sea_orm::sea_query::{Condition, Expr, IntoCondition, JoinType, QueryStatementBuilder};
 use sea_orm::{
@@ -242,7 +242,11 @@ where
 
     /// Adds the value `subquery` selects (one column, at most one row) to the selection
     /// under `alias`, e.g. each customer's order count.
-    pub fn column_as_subquery<R>(mut self, subquery: ScopedSubquery<'_, T, R, C>, alias: &str) -> Self
+    pub fn column_as_subquery<R>(
+        mut self,
+        subquery: ScopedSubquery<'_, T, R, C>,
+        alias: &str,
+    ) -> Self
     where
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
@@ -303,9 +307,13 @@ where
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
     {
-        let select =
-            join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin, &mut self.error)
-                .select_also(R::default());
+        let select = join_scoped::<T, E, R, C>(
+            self.handle,
+            self.select,
+            JoinType::LeftJoin,
+            &mut self.error,
+        )
+        .select_also(R::default());
         ScopedSelectTwo {
             handle: self.handle,
             select,
@@ -321,9 +329,13 @@ where
         R: ScopedEntity<T>,
         J: JoinRule<T, R>,
     {
-        let select =
-            join_scoped::<T, E, R, C>(self.handle, self.select, JoinType::LeftJoin, &mut self.error)
-                .select_with(R::default());
+        let select = join_scoped::<T, E, R, C>(
+            self.handle,
+            self.select,
+            JoinType::LeftJoin,
+            &mut self.error,
+        )
+        .select_with(R::default());
         ScopedSelectTwoMany {
             handle: self.handle,
             select,

@@ -2,14 +2,14 @@
 //! [`TenantDb::subquery`](crate::TenantDb::subquery).
 
 use crate::audit::{self, Refused, keep};
-use sea_orm::sea_query::{Expr, ExprTrait};
 use crate::entity::TenantKey;
 use crate::handle::TenantDb;
 use crate::session::HandleConnection;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sea_query::{IntoCondition, SelectStatement};
 use sea_orm::{
-    ColumnAsExpr, ColumnTrait, EntityTrait, IntoSimpleExpr, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Select,
+    ColumnAsExpr, ColumnTrait, EntityTrait, IntoSimpleExpr, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select,
 };
 
 /// How a builder uses a scoped subquery in a condition.

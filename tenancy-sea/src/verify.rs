@@ -80,11 +80,7 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
             Some(schema) => format!("{}.{}", quote(schema), quote(&entity.table)),
             None => quote(&entity.table),
         };
-        rows.push(format!(
-            "(${}, ${})",
-            values.len() + 1,
-            values.len() + 2
-        ));
+        rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
         values.push(Value::from(name));
         values.push(Value::from((*column).to_owned()));
     }
@@ -100,7 +96,11 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
     );
     let mut uncovered = Vec::new();
     for row in conn
-        .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
         .await?
     {
         let present: bool = row.try_get("", "present")?;
@@ -139,7 +139,11 @@ async fn check_public(conn: &DatabaseConnection) -> Result<()> {
         placeholders.join(", ")
     );
     let rows = conn
-        .query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, names))
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            names,
+        ))
         .await?;
     let mut shared = Vec::with_capacity(rows.len());
     for row in rows {

@@ -8,8 +8,8 @@ use crate::scope;
 use crate::session::HandleConnection;
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, DbBackend, DeleteMany, DeleteResult, EntityName,
-    EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter, UpdateMany, UpdateResult,
+    ActiveModelTrait, ActiveValue, DbBackend, DeleteMany, DeleteResult, EntityName, EntityTrait,
+    IdenStatic, Iterable, PrimaryKeyToColumn, QueryFilter, UpdateMany, UpdateResult,
 };
 use tracing::Instrument;
 

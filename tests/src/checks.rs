@@ -1,21 +1,22 @@
-//! Isolation checks shared by the strategy tests: they read with raw SQL, so that only
-//! the database's own isolation (row-level security, a schema, a database) filters.
+//! Isolation checks shared by the strategy tests. Reads go through the handle, which the
+//! database filters as well under row-level security, a schema or a database per tenant:
+//! a tenant setting or search path that leaked from another unit of work shows up as
+//! missing rows (the two filters disagree) or as foreign rows.
 
-use sea_orm::Statement;
 use std::sync::Arc;
 use tenancy_sea::{Tenancy, TenantDb};
 
-/// The `tenant_id` of every row of `orders` the handle's raw SQL can see.
+use crate::entities::order;
+
+/// The `tenant_id` of every row of `orders` the handle can see.
 pub async fn tenants_seen(db: &TenantDb<i64>) -> Vec<i64> {
-    db.query_all_raw(Statement::from_string(
-        db.backend(),
-        "SELECT tenant_id FROM orders",
-    ))
-    .await
-    .unwrap()
-    .iter()
-    .map(|row| row.try_get::<i64>("", "tenant_id").unwrap())
-    .collect()
+    db.find::<order::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.tenant_id)
+        .collect()
 }
 
 /// Alternates between `handles` `times` times, each time reading every visible order;

@@ -14,7 +14,8 @@ pub mod migration;
 use entities::*;
 use futures_util::FutureExt;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
+    Statement, TransactionTrait,
 };
 use sea_orm::{EntityTrait, FromQueryResult};
 use std::io::Write;
@@ -23,7 +24,9 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 use tenancy_sea::rls::{RlsTable, enable_row_level_security};
-use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Strategy, Tenancy, TenantDb, TenantKey};
+use tenancy_sea::{
+    CatalogRegistry, DatabaseTemplate, Strategy, Tenancy, TenantDb, TenantKey, TenantRegistry,
+};
 
 /// A backend the suite runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,6 +419,10 @@ pub trait Provisioned<T: TenantKey> {
     /// Runs `sql` wherever global tables live: once in the shared database, or in each of
     /// `tenants`' own databases.
     async fn run_globally(&self, tenants: &[&TenantDb<T>], sql: &str);
+
+    /// Runs `sql` directly in `tenant`'s storage, past the framework (its schema, its own
+    /// database, or the shared database): how a test plants rows the handle would refuse.
+    async fn raw_in_storage(&self, tenant: &T, sql: &str) -> Result<Vec<QueryResult>, DbErr>;
 }
 
 impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
@@ -450,12 +457,8 @@ impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
         let table = E::default().table_name();
         let mut rows = Vec::new();
         for tenant in tenants {
-            let db = self.tenant(tenant).await.unwrap();
-            let raw = db
-                .query_all_raw(Statement::from_string(
-                    db.backend(),
-                    format!("SELECT * FROM {table}"),
-                ))
+            let raw = self
+                .raw_in_storage(&tenant, &format!("SELECT * FROM {table}"))
                 .await
                 .unwrap();
             for row in raw {
@@ -468,12 +471,45 @@ impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
     async fn run_globally(&self, tenants: &[&TenantDb<T>], sql: &str) {
         if let Strategy::DatabasePerTenant = self.strategy() {
             for db in tenants {
-                db.execute_raw(Statement::from_string(db.backend(), sql))
-                    .await
-                    .unwrap();
+                self.raw_in_storage(db.tenant_id(), sql).await.unwrap();
             }
         } else {
             raw(self.unscoped(), sql).await;
+        }
+    }
+
+    async fn raw_in_storage(&self, tenant: &T, sql: &str) -> Result<Vec<QueryResult>, DbErr> {
+        let backend = self.unscoped().get_database_backend();
+        match self.strategy() {
+            Strategy::SchemaPerTenant { .. } => {
+                let schema = self.tenant_schema(tenant).unwrap();
+                let txn = self.unscoped().begin().await?;
+                txn.execute_unprepared(&format!("SET LOCAL search_path TO {}", schema.quoted()))
+                    .await?;
+                let rows = txn
+                    .query_all_raw(Statement::from_string(backend, sql))
+                    .await?;
+                txn.commit().await?;
+                Ok(rows)
+            }
+            Strategy::DatabasePerTenant => {
+                let registry = CatalogRegistry::new(self.unscoped().clone());
+                let url = TenantRegistry::<T>::url(&registry, tenant)
+                    .await
+                    .unwrap()
+                    .expect("a registered tenant");
+                let conn = Database::connect(url).await?;
+                let rows = conn
+                    .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+                    .await;
+                conn.close().await?;
+                rows
+            }
+            _ => {
+                self.unscoped()
+                    .query_all_raw(Statement::from_string(backend, sql))
+                    .await
+            }
         }
     }
 }

@@ -177,12 +177,12 @@ async fn schema_per_tenant_end_to_end() {
     .await;
     assert_eq!(a.find::<plan::Entity>().all().await.unwrap().len(), 1);
 
-    // Dropping a tenant drops its schema; its handle then fails with a typed error.
+    // Dropping a tenant drops its schema; its handle then fails closed, with a typed error.
     tenancy.drop_tenant_schema(2).await.unwrap();
     assert_eq!(tenancy.tenant_schemas().await.unwrap(), [1]);
     assert!(matches!(
         b.find::<order::Entity>().all().await,
-        Err(Error::Db(_))
+        Err(Error::UnknownTenant { tenant }) if tenant == "2"
     ));
     tenancy.drop_tenant_schema(2).await.unwrap();
     test.drop_db().await;

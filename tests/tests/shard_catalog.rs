@@ -209,7 +209,12 @@ async fn provision(backend: Backend) {
 /// A catalog with shards `s0` and `s1` made through it, and the tenancy over them.
 async fn two_shards(
     backend: Backend,
-) -> Option<(TestDb, DirectoryCatalog<i64>, Arc<DirectoryRouter<i64>>, Tenancy<i64>)> {
+) -> Option<(
+    TestDb,
+    DirectoryCatalog<i64>,
+    Arc<DirectoryRouter<i64>>,
+    Tenancy<i64>,
+)> {
     let catalog = TestDb::for_flavor(backend, Flavor::Database).await?;
     let directory = DirectoryCatalog::new(catalog.conn.clone());
     directory.install().await.unwrap();
@@ -485,10 +490,7 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
         "not seen before a refresh"
     );
     assert!(there.refresh(&router_there).await.unwrap());
-    assert!(
-        !there.refresh(&router_there).await.unwrap(),
-        "nothing new"
-    );
+    assert!(!there.refresh(&router_there).await.unwrap(), "nothing new");
     let route = |key: i64| router_there.route(&key).map(|s| s.to_string());
     assert_eq!(
         (route(1).unwrap(), route(2).unwrap(), route(150).unwrap()),
