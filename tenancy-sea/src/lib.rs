@@ -69,6 +69,7 @@ mod error;
 mod fleet;
 mod global;
 mod handle;
+pub mod integrity;
 mod moving;
 mod redact;
 mod registry;

@@ -76,22 +76,27 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
     ];
     let mut rows = Vec::with_capacity(tables.len());
     for (entity, column) in &tables {
-        let name = match &entity.schema {
-            Some(schema) => format!("{}.{}", quote(schema), quote(&entity.table)),
-            None => quote(&entity.table),
+        let (name, shown) = match &entity.schema {
+            Some(schema) => (
+                format!("{}.{}", quote(schema), quote(&entity.table)),
+                format!("{schema}.{}", entity.table),
+            ),
+            None => (quote(&entity.table), entity.table.clone()),
         };
-        rows.push(format!("(${}, ${})", values.len() + 1, values.len() + 2));
+        let at = values.len();
+        rows.push(format!("(${}, ${}, ${})", at + 1, at + 2, at + 3));
         values.push(Value::from(name));
         values.push(Value::from((*column).to_owned()));
+        values.push(Value::from(shown));
     }
     let sql = format!(
-        "SELECT t.name, c.oid IS NOT NULL AS present, \
+        "SELECT t.shown, c.oid IS NOT NULL AS present, \
          COALESCE(c.relrowsecurity AND c.relforcerowsecurity, false) AS forced, \
          EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $1 \
            AND strpos(pg_get_expr(p.polqual, p.polrelid), $2) > 0 \
            AND strpos(pg_get_expr(p.polwithcheck, p.polrelid), $2) > 0 \
            AND strpos(pg_get_expr(p.polqual, p.polrelid), t.col) > 0) AS policy \
-         FROM (VALUES {}) AS t(name, col) LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)",
+         FROM (VALUES {}) AS t(name, col, shown) LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)",
         rows.join(", ")
     );
     let mut uncovered = Vec::new();
@@ -106,7 +111,7 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
         let present: bool = row.try_get("", "present")?;
         let covered = row.try_get::<bool>("", "forced")? && row.try_get::<bool>("", "policy")?;
         if present && !covered {
-            uncovered.push(row.try_get::<String>("", "name")?);
+            uncovered.push(row.try_get::<String>("", "shown")?);
         }
     }
     if uncovered.is_empty() {

@@ -49,7 +49,7 @@ impl Backend {
     }
 
     /// The server URL, or `None` when this backend is to be skipped (never under CI).
-    fn server_url(self) -> Option<String> {
+    pub fn server_url(self) -> Option<String> {
         let var = self.url_var()?;
         match std::env::var(var) {
             Ok(url) if !url.is_empty() => Some(url),

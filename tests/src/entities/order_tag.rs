@@ -1,4 +1,6 @@
-//! The junction of orders and tags, tenant-scoped with a composite key.
+//! The junction of orders and tags, tenant-scoped, with the tenant in its primary key: one
+//! tenant's link never blocks another's (a key without the tenant column would let tenant
+//! B's row occupy the key of tenant A's identical link).
 use sea_orm::entity::prelude::*;
 use tenancy_sea::prelude::*;
 
@@ -10,6 +12,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tag_id: i64,
     #[tenant_id]
+    #[sea_orm(primary_key, auto_increment = false)]
     pub tenant_id: i64,
 }
 
