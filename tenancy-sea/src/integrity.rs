@@ -47,6 +47,7 @@
 //! #     }
 //! #     impl ActiveModelBehavior for ActiveModel {}
 //! # }
+//! # fn main() {
 //! let schema = Schema::new(DbBackend::Postgres);
 //! let mut posts = schema.create_table_from_entity(post::Entity);
 //! let mut comments = schema.create_table_from_entity(comment::Entity);
@@ -54,6 +55,7 @@
 //! TenantIntegrity::of::<comment::Entity>().add_to(&mut comments);
 //! let sql = comments.to_string(PostgresQueryBuilder);
 //! assert!(sql.contains(r#"FOREIGN KEY ("tenant_id", "post_id") REFERENCES "posts" ("tenant_id", "id")"#));
+//! # }
 //! ```
 //!
 //! On a table that exists already, [`TenantIntegrity::apply`] adds the same constraints

@@ -180,7 +180,7 @@ impl Topology {
     /// # use std::sync::Arc;
     /// # use tenancy_sea::{DirectoryRouter, HashRouter, ShardId, Topology};
     /// # fn demo(s0: sea_orm::DatabaseConnection, s1: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-    /// let tenants = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    /// let tenants = Arc::new(DirectoryRouter::<i64>::new(["s0", "s1"]));
     /// let topology = Topology::new(tenants, [(ShardId::new("s0"), s0), (ShardId::new("s1"), s1)])?
     ///     .with_key_router(HashRouter::new(["s0", "s1"]))?;
     /// # Ok(()) }

@@ -21,7 +21,13 @@ use tenancy_tests::{Backend, TestDb, create_schema};
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm};
+use fixture::{
+    Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm, string_pk_scoped,
+    string_pk_seaorm,
+};
+use sea_orm::{DatabaseConnection, DbBackend, Statement};
+use tenancy_sea::{CatalogRegistry, Tenancy, TenantDb, TenantRegistry};
+use tenancy_tests::{Flavor, Provisioned};
 
 const ROUNDS: usize = 101;
 const BATCH: usize = 100;
@@ -43,21 +49,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn measure(label: &str, f: &Fixture, query: &str) {
+    measure_with(label, query, |scoped| run(f, query, scoped)).await
+}
+
+async fn measure_with<R, Fut>(label: &str, query: &str, run: R)
+where
+    R: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
     let mut ratios = Vec::with_capacity(ROUNDS);
     let mut base_us = Vec::with_capacity(ROUNDS);
     let mut scoped_us = Vec::with_capacity(ROUNDS);
     // Warm up both paths.
     for _ in 0..2 {
-        run(f, query, false).await;
-        run(f, query, true).await;
+        run(false).await;
+        run(true).await;
     }
     for round in 0..ROUNDS {
         let (base, scoped) = if round % 2 == 0 {
-            let b = run(f, query, false).await;
-            (b, run(f, query, true).await)
+            let b = run(false).await;
+            (b, run(true).await)
         } else {
-            let s = run(f, query, true).await;
-            (run(f, query, false).await, s)
+            let s = run(true).await;
+            (run(false).await, s)
         };
         ratios.push(scoped.as_secs_f64() / base.as_secs_f64());
         base_us.push(base.as_secs_f64() * 1e6 / BATCH as f64);
@@ -80,6 +94,8 @@ async fn run(f: &Fixture, query: &str, scoped: bool) -> Duration {
     match (query, scoped) {
         ("pk_lookup", false) => time_batch(|| pk_seaorm(f)).await,
         ("pk_lookup", true) => time_batch(|| pk_scoped(f)).await,
+        ("string_pk_lookup", false) => time_batch(|| string_pk_seaorm(f)).await,
+        ("string_pk_lookup", true) => time_batch(|| string_pk_scoped(f)).await,
         (_, false) => time_batch(|| select_seaorm(f)).await,
         (_, true) => time_batch(|| select_scoped(f)).await,
     }
@@ -109,14 +125,58 @@ fn main() {
                 "| query | backend | SeaORM by hand (µs, median) | scoped handle (µs, median) | ratio (median of {ROUNDS} rounds) | ratio, 10th–90th pct |"
             );
             println!("|---|---|---:|---:|---:|---:|");
-            for query in ["pk_lookup", "select_100"] {
+            for query in ["pk_lookup", "select_100", "string_pk_lookup"] {
                 measure("sqlite", &sqlite, query).await;
                 measure("postgres", &pg, query).await;
             }
         } else {
             pk_scoped(&sqlite).await;
             select_scoped(&pg).await;
+            string_pk_scoped(&pg).await;
         }
         pg_db.drop_db().await;
+
+        // Raw SQL under a PostgreSQL database per tenant: the same statement on the
+        // tenant database's own pool, and through the handle, which runs it in a
+        // transaction under a savepoint and resets the session after.
+        let fleet = TestDb::for_flavor(Backend::Postgres, Flavor::Database)
+            .await
+            .unwrap();
+        let tenancy = fleet.tenancy::<i64>();
+        let handle = tenancy.provisioned(1).await.unwrap();
+        let url = TenantRegistry::<i64>::url(&CatalogRegistry::new(fleet.conn.clone()), &1)
+            .await
+            .unwrap()
+            .unwrap();
+        let direct = Database::connect(url).await.unwrap();
+        if measuring {
+            measure_with("postgres", "raw_select_1", |scoped| {
+                let (direct, handle) = (&direct, &handle);
+                async move { time_batch(|| raw_select(direct, handle, scoped)).await }
+            })
+            .await;
+        } else {
+            raw_select(&direct, &handle, true).await;
+        }
+        direct.close().await.unwrap();
+        drop(handle);
+        drop_fleet(tenancy).await;
+        fleet.drop_db().await;
     });
+}
+
+async fn raw_select(direct: &DatabaseConnection, handle: &TenantDb<i64>, scoped: bool) {
+    let statement = Statement::from_string(DbBackend::Postgres, "SELECT 1 AS one");
+    let rows = if scoped {
+        handle.query_all_raw(statement).await.unwrap()
+    } else {
+        direct.query_all_raw(statement).await.unwrap()
+    };
+    assert_eq!(rows.len(), 1);
+}
+
+async fn drop_fleet(tenancy: Tenancy<i64>) {
+    for tenant in tenancy.tenant_databases().await.unwrap() {
+        tenancy.drop_tenant_database(tenant).await.unwrap();
+    }
 }

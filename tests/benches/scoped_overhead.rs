@@ -16,7 +16,10 @@ use tenancy_tests::{Backend, TestDb, create_schema};
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm};
+use fixture::{
+    Fixture, fixture, pk_scoped, pk_seaorm, select_scoped, select_seaorm, string_pk_scoped,
+    string_pk_seaorm,
+};
 
 fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, f: &Fixture) {
     let mut group = c.benchmark_group(format!("pk_lookup/{name}"));
@@ -34,6 +37,15 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, f:
     });
     group.bench_function(BenchmarkId::from_parameter("scoped"), |b| {
         b.to_async(rt).iter(|| select_scoped(f))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("string_pk_lookup/{name}"));
+    group.bench_function(BenchmarkId::from_parameter("seaorm"), |b| {
+        b.to_async(rt).iter(|| string_pk_seaorm(f))
+    });
+    group.bench_function(BenchmarkId::from_parameter("scoped"), |b| {
+        b.to_async(rt).iter(|| string_pk_scoped(f))
     });
     group.finish();
 }

@@ -918,27 +918,24 @@ async fn unregistered_databases_are_never_dropped(db: &TestDb) {
         }
     };
     let name = format!("{prefix}7");
-    let exists = |name: String| {
-        let db = db;
-        async move {
-            match db.template.as_ref().unwrap() {
-                DatabaseTemplate::SqliteDir { dir, .. } => dir.join(format!("{name}.db")).exists(),
-                DatabaseTemplate::Server { .. } => {
-                    let sql = if db.backend == Backend::Postgres {
-                        format!("SELECT count(*) AS n FROM pg_database WHERE datname = '{name}'")
-                    } else {
-                        format!(
-                            "SELECT count(*) AS n FROM information_schema.schemata WHERE schema_name = '{name}'"
-                        )
-                    };
-                    let row = db
-                        .conn
-                        .query_one_raw(Statement::from_string(db.conn.get_database_backend(), sql))
-                        .await
-                        .unwrap()
-                        .unwrap();
-                    row.try_get::<i64>("", "n").unwrap() == 1
-                }
+    let exists = |name: String| async move {
+        match db.template.as_ref().unwrap() {
+            DatabaseTemplate::SqliteDir { dir, .. } => dir.join(format!("{name}.db")).exists(),
+            DatabaseTemplate::Server { .. } => {
+                let sql = if db.backend == Backend::Postgres {
+                    format!("SELECT count(*) AS n FROM pg_database WHERE datname = '{name}'")
+                } else {
+                    format!(
+                        "SELECT count(*) AS n FROM information_schema.schemata WHERE schema_name = '{name}'"
+                    )
+                };
+                let row = db
+                    .conn
+                    .query_one_raw(Statement::from_string(db.conn.get_database_backend(), sql))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get::<i64>("", "n").unwrap() == 1
             }
         }
     };
