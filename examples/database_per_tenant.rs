@@ -11,7 +11,7 @@
 #[path = "shared/shop.rs"]
 mod shop;
 
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::Database;
 use shop::{migrate_with_progress, migration::Migrator, order, place_orders, progress_bar};
 use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy};
 
@@ -39,9 +39,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "catalog: {:?}; tenant databases: {template:?}",
         catalog.get_database_backend()
     );
-    catalog
-        .execute_unprepared(&format!("DROP TABLE IF EXISTS {}", CatalogRegistry::TABLE))
-        .await?;
     let registry = CatalogRegistry::new(catalog.clone());
     registry.install().await?;
     let tenancy: Tenancy<i64> = Tenancy::builder(catalog)
@@ -50,10 +47,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .max_open_pools(5)
         .build()?;
 
+    // Leftovers of an earlier run that did not finish: only registered tenants are dropped.
+    for tenant in tenancy.tenant_databases().await? {
+        tenancy.drop_tenant_database(tenant).await?;
+    }
+
     // Provision 20 tenants: CREATE DATABASE (or a file), migrate, register.
     let bar = progress_bar(20, "provisioning");
     for tenant in 1..=20 {
-        tenancy.drop_tenant_database(tenant).await?; // leftovers of an earlier run
         tenancy.create_tenant_database::<Migrator>(tenant).await?;
         bar.inc(1);
     }
@@ -63,16 +64,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for tenant in 1..=20 {
         let db = tenancy.tenant(tenant).await?;
         place_orders(&db).await?;
-        let rows = db
-            .query_all_raw(Statement::from_string(
-                db.backend(),
-                "SELECT tenant_id FROM orders",
-            ))
-            .await?;
-        assert!(
-            rows.iter()
-                .all(|r| r.try_get::<i64>("", "tenant_id").ok() == Some(tenant))
-        );
+        let rows = db.find::<order::Entity>().all().await?;
+        assert!(rows.iter().all(|r| r.tenant_id == tenant));
     }
     println!(
         "20 tenants served, {} pools open (cap 5)",

@@ -45,18 +45,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "tenant 3's orders: {:?}",
         acme.find::<order::Entity>().all().await?
     );
-    // Raw SQL through the handle resolves to the tenant's schema.
-    let rows = acme
+    // Raw SQL through the handle is refused: it could name another tenant's schema.
+    match acme
         .query_all_raw(Statement::from_string(
             acme.backend(),
-            "SELECT item FROM orders",
+            "SELECT item FROM tenant_4.orders",
         ))
-        .await?;
-    let items: Vec<String> = rows
-        .iter()
-        .filter_map(|r| r.try_get("", "item").ok())
-        .collect();
-    println!("raw SQL as tenant 3 sees: {items:?}");
+        .await
+    {
+        Ok(_) => return Err("raw SQL ran under schema per tenant".into()),
+        Err(err) => println!("raw SQL through a handle refused: {err}"),
+    }
+    // A tenant without a schema fails closed instead of reading `public`.
+    match tenancy
+        .tenant(99)
+        .await?
+        .find::<order::Entity>()
+        .all()
+        .await
+    {
+        Ok(_) => return Err("a tenant without a schema was served".into()),
+        Err(err) => println!("tenant 99 has no schema: {err}"),
+    }
 
     // A hostile id never becomes a schema name.
     let strings: Tenancy<String> = Tenancy::builder(Database::connect(&url).await?)

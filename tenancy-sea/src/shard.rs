@@ -13,8 +13,8 @@ use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
 use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
 use sea_orm::{
-    DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select, TryGetable, TryGetableMany, Value,
+    ColumnTrait, ColumnType, DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order,
+    PaginatorTrait, QueryFilter, QuerySelect, Select, TryGetable, TryGetableMany, Value,
 };
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -396,6 +396,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
     /// The span a target's statement runs in: the shard, and the tenant when scoped.
     fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
         match &self.tenant {
@@ -661,13 +665,17 @@ where
 
     async fn gather(self) -> Result<Partial<E::Model>> {
         crate::audit::ready(&self.error)?;
-        let mut per_shard = self.select.clone();
-        for (col, order) in &self.order {
-            per_shard = per_shard.order_by(*col, order.clone());
+        for (col, _) in &self.order {
+            mergeable(*col)?;
         }
+        let mut per_shard = self.select.clone();
         if let Some(limit) = self.limit {
             per_shard = per_shard.limit(self.offset.saturating_add(limit));
         }
+        let order = self.order.clone();
+        let for_target = move |select: &Select<E>, target: &Target| {
+            ordered(for_target(select, target), &order, target.backend())
+        };
         let timeout = self.timeout;
         let table = E::default().table_name();
         let targets = &self.targets;
@@ -747,7 +755,9 @@ where
         });
         if let Some(column) = failure {
             return Err(Error::Config(format!(
-                "cannot merge shards ordered by {column}: its values do not compare"
+                "cannot merge shards ordered by {column}: its values do not compare (a date, \
+                 time or decimal type needs tenancy-sea's feature of the same name as \
+                 SeaORM's: `with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`)"
             )));
         }
         let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
@@ -760,7 +770,11 @@ where
         })
     }
 
-    /// How many rows match, over all shards (limit and offset ignored).
+    /// How many rows [`all`](Self::all) would return: the rows that match over all
+    /// shards, after `offset` and at most `limit`, as SeaORM's `count` and a tenant's
+    /// `db.find::<E>().limit(..).count()` mean it (`SELECT COUNT(*)` of the limited
+    /// select). Each shard counts its matching rows; the offset and limit apply to the
+    /// total.
     pub async fn count(self) -> Result<u64> {
         crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
@@ -778,11 +792,14 @@ where
             }
             .instrument(target.span("scatter_count", table))
         });
-        let mut total = 0;
+        let mut total: u64 = 0;
         for result in under_deadline(&self.targets, timeout, fan_out).await {
-            total += result?;
+            total = total.saturating_add(result?);
         }
-        Ok(total)
+        let after_offset = total.saturating_sub(self.offset);
+        Ok(self
+            .limit
+            .map_or(after_offset, |limit| Ord::min(after_offset, limit)))
     }
 
     /// Groups the rows by `col` for aggregates per group over every shard (`GROUP BY`
@@ -1130,8 +1147,70 @@ fn fits_i64(total: i128) -> Result<i64> {
     })
 }
 
-/// Orders two column values of the same type; `None` when they do not compare. NULL sorts
-/// first.
+/// Refuses, before anything runs, an order the merge cannot reproduce: a column whose
+/// values the shards order by a rule of their own (an enum type's declaration order, JSON).
+fn mergeable<C: ColumnTrait>(col: C) -> Result<()> {
+    match col.def().get_column_type() {
+        ColumnType::Enum { .. } | ColumnType::Json | ColumnType::JsonBinary => {
+            Err(Error::Config(format!(
+                "cannot merge shards ordered by {}: the databases order its type by a rule \
+                 of their own; order by another column, or sort the rows after reading them",
+                col.as_str()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether the shards compare `col` as text, under a collation of their own.
+fn is_text<C: ColumnTrait>(col: C) -> bool {
+    matches!(
+        col.def().get_column_type(),
+        ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_)
+    )
+}
+
+/// `select` ordered by `order` on `backend` exactly as the merge orders rows ([`compare`]):
+/// text byte for byte (not by the column's collation, which the merge cannot know), and
+/// NULL before every value in ascending order (PostgreSQL's default puts it last).
+fn ordered<E: EntityTrait>(
+    mut select: Select<E>,
+    order: &[(E::Column, Order)],
+    backend: DbBackend,
+) -> Select<E> {
+    use sea_orm::sea_query::NullOrdering;
+    for (col, direction) in order {
+        let column = Expr::col((col.entity_name(), *col));
+        let expr = if is_text(*col) {
+            match backend {
+                DbBackend::Postgres => Expr::cust_with_expr(r#"$1 COLLATE "C""#, column),
+                DbBackend::MySql => {
+                    Expr::cust_with_expr("CAST(CONVERT(? USING utf8mb4) AS BINARY)", column)
+                }
+                _ => Expr::cust_with_expr("? COLLATE BINARY", column),
+            }
+        } else {
+            column
+        };
+        let query = QuerySelect::query(&mut select);
+        if backend == DbBackend::Postgres {
+            let nulls = match direction {
+                Order::Desc => NullOrdering::Last,
+                _ => NullOrdering::First,
+            };
+            query.order_by_expr_with_nulls(expr, direction.clone(), nulls);
+        } else {
+            query.order_by_expr(expr, direction.clone());
+        }
+    }
+    select
+}
+
+/// Orders two column values of the same type as the shards were made to order them
+/// ([`ordered`]); `None` when they do not compare. NULL sorts first. Text compares byte for
+/// byte, timestamps with a time zone by the instant, decimals by value. The date, time and
+/// decimal types compare when this crate's feature of the same name as SeaORM's is on
+/// (`with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`).
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     use Value::*;
     Some(match (a, b) {
@@ -1141,11 +1220,39 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (TinyInt(a), TinyInt(b)) => a.cmp(b),
         (BigUnsigned(a), BigUnsigned(b)) => a.cmp(b),
         (Unsigned(a), Unsigned(b)) => a.cmp(b),
+        (SmallUnsigned(a), SmallUnsigned(b)) => a.cmp(b),
+        (TinyUnsigned(a), TinyUnsigned(b)) => a.cmp(b),
         (Bool(a), Bool(b)) => a.cmp(b),
         (String(a), String(b)) => a.cmp(b),
+        (Char(a), Char(b)) => a.cmp(b),
+        (Bytes(a), Bytes(b)) => a.cmp(b),
         (Uuid(a), Uuid(b)) => a.cmp(b),
         (Double(a), Double(b)) => a.partial_cmp(b)?,
         (Float(a), Float(b)) => a.partial_cmp(b)?,
+        #[cfg(feature = "with-chrono")]
+        (ChronoDate(a), ChronoDate(b)) => a.cmp(b),
+        #[cfg(feature = "with-chrono")]
+        (ChronoTime(a), ChronoTime(b)) => a.cmp(b),
+        #[cfg(feature = "with-chrono")]
+        (ChronoDateTime(a), ChronoDateTime(b)) => a.cmp(b),
+        #[cfg(feature = "with-chrono")]
+        (ChronoDateTimeUtc(a), ChronoDateTimeUtc(b)) => a.cmp(b),
+        #[cfg(feature = "with-chrono")]
+        (ChronoDateTimeLocal(a), ChronoDateTimeLocal(b)) => a.cmp(b),
+        #[cfg(feature = "with-chrono")]
+        (ChronoDateTimeWithTimeZone(a), ChronoDateTimeWithTimeZone(b)) => a.cmp(b),
+        #[cfg(feature = "with-time")]
+        (TimeDate(a), TimeDate(b)) => a.cmp(b),
+        #[cfg(feature = "with-time")]
+        (TimeTime(a), TimeTime(b)) => a.cmp(b),
+        #[cfg(feature = "with-time")]
+        (TimeDateTime(a), TimeDateTime(b)) => a.cmp(b),
+        #[cfg(feature = "with-time")]
+        (TimeDateTimeWithTimeZone(a), TimeDateTimeWithTimeZone(b)) => a.cmp(b),
+        #[cfg(feature = "with-rust_decimal")]
+        (Decimal(a), Decimal(b)) => a.cmp(b),
+        #[cfg(feature = "with-bigdecimal")]
+        (BigDecimal(a), BigDecimal(b)) => a.cmp(b),
         _ => return None,
     })
 }

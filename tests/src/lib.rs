@@ -39,6 +39,16 @@ pub enum Backend {
     MySql,
 }
 
+impl From<Backend> for DbBackend {
+    fn from(backend: Backend) -> DbBackend {
+        match backend {
+            Backend::Sqlite => DbBackend::Sqlite,
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::MySql => DbBackend::MySql,
+        }
+    }
+}
+
 impl Backend {
     fn url_var(self) -> Option<&'static str> {
         match self {
@@ -91,7 +101,7 @@ pub struct TestDb {
     pub url: Option<String>,
     /// Where tenant databases go ([`Flavor::Database`]).
     pub template: Option<DatabaseTemplate>,
-    cleanup: Cleanup,
+    cleanup: Leftovers,
 }
 
 /// Which strategy a test runs under.
@@ -122,14 +132,93 @@ pub const SCHEMA_PREFIX: &str = "tenant_";
 /// The setting the row-level security tests use.
 pub const RLS_SETTING: &str = "tenancy.tenant_id";
 
-enum Cleanup {
-    File(PathBuf),
-    Server {
-        admin: DatabaseConnection,
-        name: String,
-        /// Roles made for the test, dropped after the database.
-        roles: Vec<String>,
-    },
+/// What a test made outside its process: removed by [`TestDb::drop_db`], or, when the test
+/// panics before it gets there, by this guard's `Drop` (on a thread of its own, with a
+/// runtime and connections of its own, since the test's may be gone), so that no run
+/// leaves a database, role, file or directory behind.
+#[derive(Default)]
+pub struct Leftovers {
+    /// The server's URL (no database), where `databases`, `prefixes` and `roles` live.
+    server: Option<String>,
+    databases: Vec<String>,
+    /// Every database whose name starts with one of these (tenant databases).
+    prefixes: Vec<String>,
+    roles: Vec<String>,
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Leftovers {
+    fn on_server(server: &str, database: String) -> Self {
+        let mut leftovers = Leftovers::default();
+        leftovers.server = Some(server.to_owned());
+        leftovers.databases.push(database);
+        leftovers
+    }
+
+    /// Removes everything listed, and forgets it (so the guard's `Drop` finds nothing).
+    async fn remove(&mut self) {
+        for dir in std::mem::take(&mut self.dirs) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        for file in std::mem::take(&mut self.files) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = file.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        let mut options = ConnectOptions::new(server);
+        options
+            .max_connections(1)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5));
+        let admin = Database::connect(options)
+            .await
+            .expect("connect to drop the test's databases");
+        for prefix in std::mem::take(&mut self.prefixes) {
+            drop_databases_named(&admin, &prefix).await;
+        }
+        for name in std::mem::take(&mut self.databases) {
+            let sql = match admin.get_database_backend() {
+                DbBackend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            admin
+                .execute_unprepared(&sql)
+                .await
+                .expect("drop test database");
+        }
+        for role in std::mem::take(&mut self.roles) {
+            admin
+                .execute_unprepared(&format!("DROP ROLE IF EXISTS {role}"))
+                .await
+                .expect("drop test role");
+        }
+        let _ = admin.close().await;
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        if self.server.is_none() && self.files.is_empty() && self.dirs.is_empty() {
+            return;
+        }
+        let mut rest = std::mem::take(self);
+        let cleaner = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to clean up with");
+            runtime.block_on(rest.remove());
+        });
+        if cleaner.join().is_err() {
+            eprintln!("tenancy tests: cleaning up after a failed test failed too");
+        }
+    }
 }
 
 impl TestDb {
@@ -149,16 +238,17 @@ impl TestDb {
             app: None,
             url: None,
             template: None,
-            cleanup: Cleanup::File(path),
+            cleanup: {
+                let mut leftovers = Leftovers::default();
+                leftovers.files.push(path);
+                leftovers
+            },
         })
     }
 
     /// The file of a SQLite test database.
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
-        match &self.cleanup {
-            Cleanup::File(path) => Some(path),
-            Cleanup::Server { .. } => None,
-        }
+        self.cleanup.files.first().map(PathBuf::as_path)
     }
 
     /// Creates an empty database on the PostgreSQL or MariaDB server at `url`.
@@ -175,6 +265,8 @@ impl TestDb {
             .execute_unprepared(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
+        let _ = admin.close().await;
+        let cleanup = Leftovers::on_server(url, name.clone());
         let mut db_url = url::Url::parse(url).expect("database URL");
         db_url.set_path(&name);
         let conn = Database::connect(db_url.as_str())
@@ -187,11 +279,7 @@ impl TestDb {
             app: None,
             url: Some(db_url.to_string()),
             template: None,
-            cleanup: Cleanup::Server {
-                admin,
-                name,
-                roles: Vec::new(),
-            },
+            cleanup,
         }
     }
 
@@ -235,12 +323,16 @@ impl TestDb {
                     Backend::Sqlite => {
                         let dir = std::env::temp_dir().join(prefix.trim_end_matches('_'));
                         std::fs::create_dir_all(&dir).unwrap();
+                        db.cleanup.dirs.push(dir.clone());
                         DatabaseTemplate::SqliteDir { dir, prefix }
                     }
-                    _ => DatabaseTemplate::Server {
-                        server_url: db.url.clone().unwrap(),
-                        prefix,
-                    },
+                    _ => {
+                        db.cleanup.prefixes.push(prefix.clone());
+                        DatabaseTemplate::Server {
+                            server_url: db.url.clone().unwrap(),
+                            prefix,
+                        }
+                    }
                 });
                 db.flavor = Flavor::Database;
                 Some(db)
@@ -288,9 +380,7 @@ impl TestDb {
         ] {
             self.conn.execute_unprepared(&sql).await.unwrap();
         }
-        if let Cleanup::Server { roles, .. } = &mut self.cleanup {
-            roles.push(role.clone());
-        }
+        self.cleanup.roles.push(role.clone());
         role
     }
 
@@ -327,54 +417,31 @@ impl TestDb {
         }
     }
 
-    /// Drops the database.
+    /// Also removes, at the end of the test (or when it fails), every database on this
+    /// test's server whose name starts with `prefix`.
+    pub fn also_remove_databases(&mut self, prefix: &str) {
+        self.cleanup.prefixes.push(prefix.to_owned());
+    }
+
+    /// Also removes `dir` at the end of the test (or when it fails).
+    pub fn also_remove_dir(&mut self, dir: PathBuf) {
+        self.cleanup.dirs.push(dir);
+    }
+
+    /// Drops the database and everything else the test made. A test that panics before
+    /// calling this has the same done when its `TestDb` is dropped.
     pub async fn drop_db(self) {
         let TestDb {
             conn,
             app,
-            cleanup,
-            template,
+            mut cleanup,
             ..
         } = self;
-        match &template {
-            Some(DatabaseTemplate::SqliteDir { dir, .. }) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Some(DatabaseTemplate::Server { prefix, .. }) => {
-                drop_databases_named(&conn, prefix).await;
-            }
-            None => {}
-        }
         let _ = conn.close().await;
         if let Some(app) = app {
             let _ = app.close().await;
         }
-        match cleanup {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let mut p = path.clone().into_os_string();
-                    p.push(suffix);
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            Cleanup::Server { admin, name, roles } => {
-                let sql = match admin.get_database_backend() {
-                    DbBackend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                    _ => format!("DROP DATABASE IF EXISTS {name}"),
-                };
-                admin
-                    .execute_unprepared(&sql)
-                    .await
-                    .expect("drop test database");
-                for role in roles {
-                    admin
-                        .execute_unprepared(&format!("DROP ROLE IF EXISTS {role}"))
-                        .await
-                        .expect("drop test role");
-                }
-                let _ = admin.close().await;
-            }
-        }
+        cleanup.remove().await;
     }
 }
 

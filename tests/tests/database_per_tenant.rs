@@ -22,13 +22,14 @@ struct Fleet {
 
 impl Fleet {
     async fn new(backend: Backend) -> Option<Fleet> {
-        let catalog = TestDb::create(backend).await?;
+        let mut catalog = TestDb::create(backend).await?;
         // Unique per run, so runs never collide on a shared server.
         let prefix = format!("tdb_{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let (template, dir) = match backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(prefix.trim_end_matches('_'));
                 std::fs::create_dir_all(&dir).unwrap();
+                catalog.also_remove_dir(dir.clone());
                 (
                     DatabaseTemplate::SqliteDir {
                         dir: dir.clone(),
@@ -37,13 +38,16 @@ impl Fleet {
                     Some(dir),
                 )
             }
-            _ => (
-                DatabaseTemplate::Server {
-                    server_url: catalog.url.clone().unwrap(),
-                    prefix,
-                },
-                None,
-            ),
+            _ => {
+                catalog.also_remove_databases(&prefix);
+                (
+                    DatabaseTemplate::Server {
+                        server_url: catalog.url.clone().unwrap(),
+                        prefix,
+                    },
+                    None,
+                )
+            }
         };
         Some(Fleet {
             catalog,
