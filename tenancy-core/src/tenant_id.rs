@@ -179,6 +179,9 @@ fn invisible(c: char) -> Option<&'static str> {
         ('\u{17B4}', '\u{17B5}'),
         ('\u{180B}', '\u{180F}'),
         ('\u{3164}', '\u{3164}'),
+        // Braille pattern blank and the Hangul fillers render as nothing but are letters
+        // or symbols, not format characters.
+        ('\u{2800}', '\u{2800}'),
         ('\u{FE00}', '\u{FE0F}'),
         ('\u{FFA0}', '\u{FFA0}'),
         ('\u{E0100}', '\u{E01EF}'),

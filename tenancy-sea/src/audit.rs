@@ -19,9 +19,10 @@
 
 use crate::error::Error;
 use sea_orm::sea_query::{
-    BinOper, Condition, EscapeBuilder, ExplainStatement, Expr, Func, Keyword, Oper,
-    OperLeftAssocDecider, PrecedenceDecider, Query, QueryBuilder, Quote, QuotedBuilder, SelectInto,
-    SelectStatement, SqlWriter, SubQueryStatement, TableRefBuilder, Value,
+    ArrayType, BinOper, Condition, DynIden, EscapeBuilder, ExplainStatement, Expr, Func, Keyword,
+    Oper, OperLeftAssocDecider, OptionEnum, PrecedenceDecider, Query, QueryBuilder, Quote,
+    QuotedBuilder, SelectInto, SelectStatement, SqlWriter, SubQueryStatement, TableRefBuilder,
+    Value,
 };
 use std::cell::Cell;
 use std::fmt;
@@ -42,6 +43,11 @@ pub(crate) enum Refused {
     CustomFunction,
     /// A `Keyword::Custom` (written as it is).
     CustomKeyword,
+    /// A `BinOper::Custom` operator (written as it is).
+    CustomOperator,
+    /// An enum type name (`Value::Enum`, `Expr::as_enum`) or an identifier that is not a
+    /// plain name: the backends write them between quotes without escaping.
+    UnsafeName,
     /// A subquery not made by the handle.
     Subquery,
     /// A many-to-many relation through a junction table that derives neither
@@ -74,6 +80,13 @@ impl Refused {
             },
             Refused::CustomKeyword => Error::RawFragment {
                 fragment: "a custom keyword (`Keyword::Custom`)",
+            },
+            Refused::CustomOperator => Error::RawFragment {
+                fragment: "a custom operator (`BinOper::Custom`)",
+            },
+            Refused::UnsafeName => Error::RawFragment {
+                fragment: "an enum type name or identifier that is not a plain name \
+                           (letters, digits and `_`)",
             },
         }
     }
@@ -196,6 +209,17 @@ impl SqlWriter for Discard {
     }
 }
 
+/// Whether `name` is a plain SQL name (`[A-Za-z_][A-Za-z0-9_]*`), optionally an array of
+/// it (`name[]`): what an enum type name must be, since backends write it between quotes
+/// without escaping.
+fn is_plain_name(name: &str) -> bool {
+    let base = name.trim_end_matches("[]");
+    base.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 impl QueryBuilder for Auditor {
     fn prepare_expr(&self, expr: &Expr, sql: &mut impl SqlWriter) {
         match expr {
@@ -211,16 +235,30 @@ impl QueryBuilder for Auditor {
             Expr::Custom(_) | Expr::CustomWithExpr(..) => self.refuse(Refused::RawSql),
             // Not walked: refused whatever it holds.
             Expr::SubQuery(..) => return self.refuse(Refused::Subquery),
+            Expr::AsEnum(name, inner) => {
+                if !is_plain_name(&name.inner()) {
+                    self.refuse(Refused::UnsafeName);
+                }
+                return self.prepare_expr(inner, sql);
+            }
             _ => {}
         }
         self.prepare_expr_common(expr, sql);
     }
 
-    fn prepare_function_name(&self, function: &Func, sql: &mut impl SqlWriter) {
+    // Every operator and function is accepted by name except the raw ones; the common
+    // writers of sea-query are not called, since they do not know the PostgreSQL and
+    // SQLite ones (and the audit writes nothing).
+    fn prepare_bin_oper(&self, oper: &BinOper, _: &mut impl SqlWriter) {
+        if let BinOper::Custom(_) = oper {
+            self.refuse(Refused::CustomOperator);
+        }
+    }
+
+    fn prepare_function_name(&self, function: &Func, _: &mut impl SqlWriter) {
         if let Func::Custom(_) = function {
             self.refuse(Refused::CustomFunction);
         }
-        self.prepare_function_name_common(function, sql);
     }
 
     fn prepare_keyword(&self, keyword: &Keyword, _: &mut impl SqlWriter) {
@@ -237,12 +275,30 @@ impl QueryBuilder for Auditor {
 
     fn prepare_explain_statement(&self, _: &ExplainStatement, _: &mut impl SqlWriter) {}
 
-    fn prepare_value(&self, _: Value, _: &mut impl SqlWriter) {}
+    fn prepare_value(&self, value: Value, _: &mut impl SqlWriter) {
+        let type_name = match &value {
+            Value::Enum(OptionEnum::Some(value)) => Some(value.type_name.clone()),
+            Value::Enum(OptionEnum::None(name)) => Some(name.clone()),
+            Value::Array(ArrayType::Enum(name), _) => Some((**name).clone()),
+            _ => None,
+        };
+        if type_name.is_some_and(|name| !is_plain_name(&name)) {
+            self.refuse(Refused::UnsafeName);
+        }
+    }
 }
 
 impl QuotedBuilder for Auditor {
     fn quote(&self) -> Quote {
         Quote::new(b'"')
+    }
+
+    /// A name a hand-written `Iden` gives as a borrowed string is written unescaped by
+    /// the backends: one holding a quote character is refused.
+    fn prepare_iden(&self, iden: &DynIden, _: &mut impl SqlWriter) {
+        if matches!(iden.inner(), std::borrow::Cow::Borrowed(name) if name.contains(['"', '`'])) {
+            self.refuse(Refused::UnsafeName);
+        }
     }
 }
 
@@ -300,6 +356,37 @@ mod tests {
             let cast = Func::cast_as(col(), Alias::new(name));
             assert!(check_expr(&cast.into()).is_err(), "{name}");
         }
+    }
+
+    #[test]
+    fn postgres_and_sqlite_operators_pass_without_panicking() {
+        use sea_orm::sea_query::extension::postgres::{PgExpr, PgFunc};
+        let condition = Condition::all()
+            .add(col().ilike("%a%"))
+            .add(col().eq(PgFunc::any(Expr::val(vec![1, 2]))))
+            .add(col().matches(Expr::val("x")));
+        assert!(check_condition(&condition).is_ok());
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        use sea_orm::sea_query::{Enum, OptionEnum};
+        let hostile = Value::Enum(OptionEnum::Some(Box::new(Enum {
+            type_name: r#"text" OR TRUE OR TRUE::"bool"#.into(),
+            value: "x".into(),
+        })));
+        let refused = check_condition(&Condition::all().add(col().eq(hostile)));
+        assert_eq!(refused, Err(Refused::UnsafeName));
+        let plain = Value::Enum(OptionEnum::Some(Box::new(Enum {
+            type_name: "tea_kind".into(),
+            value: "x".into(),
+        })));
+        assert!(check_condition(&Condition::all().add(col().eq(plain))).is_ok());
+        let cast = Expr::val("x").as_enum(Alias::new(r#"text") OR (TRUE"#));
+        assert_eq!(check_expr(&cast), Err(Refused::UnsafeName));
+        assert!(check_expr(&Expr::val("x").as_enum(Alias::new("tea_kind[]"))).is_ok());
+        let custom = Expr::col(Alias::new("a")).binary(BinOper::Custom("= 1 OR 1 ="), 2);
+        assert_eq!(check_expr(&custom), Err(Refused::CustomOperator));
     }
 
     #[test]

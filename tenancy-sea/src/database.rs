@@ -36,7 +36,7 @@ pub mod catalog {
     use sea_orm::entity::prelude::*;
 
     /// A registered tenant: its id (as text) and its database URL.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tenancy_tenants")]
     pub struct Model {
         /// The tenant id, in its text form.
@@ -51,6 +51,16 @@ pub mod catalog {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The URL's password is hidden.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Model")
+                .field("tenant_id", &self.tenant_id)
+                .field("url", &crate::redact::url(&self.url))
+                .finish()
+        }
+    }
 }
 
 /// A [`TenantRegistry`] in a catalog database (any backend), in the framework's own table

@@ -22,6 +22,13 @@ use std::sync::Arc;
 use tenancy_core::{KeyType, ShardId};
 use tracing::Instrument;
 
+/// Whether the session's role can reach past its database: a superuser, or a member of
+/// one or of the roles that read and write server files or run server programs.
+const UNCONFINED_ROLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE (r.rolsuper \
+     OR r.rolname IN ('pg_read_server_files', 'pg_write_server_files', \
+     'pg_execute_server_program')) AND pg_has_role(session_user, r.oid, 'MEMBER')) \
+     AS unconfined";
+
 /// The handle of one tenant: every statement made through it is scoped to that tenant.
 ///
 /// It reads like SeaORM without the connection argument: `db.find::<orders::Entity>()`
@@ -976,7 +983,8 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     }
 
     /// Runs `statement` on a transaction of this handle, inside a savepoint, and resets the
-    /// session before the transaction ends, whether the statement succeeded or not.
+    /// session before the transaction ends, whether the statement succeeded or not; refused
+    /// when the connection's role can reach past its database ([`UNCONFINED_ROLE`]).
     async fn confined<'s, R>(
         &'s self,
         statement: impl for<'t> FnOnce(
@@ -986,6 +994,23 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         >,
     ) -> Result<R> {
         let txn = self.conn.begin().await?;
+        // A database is a boundary only for a role that cannot step over it: a superuser
+        // (or a member of one, or of the roles that read server files or run programs)
+        // reaches other databases through `COPY .. PROGRAM`, `pg_read_binary_file` or
+        // extensions. Checked on every raw unit, so a grant made later counts too.
+        let unconfined = txn
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, UNCONFINED_ROLE))
+            .await?
+            .map(|row| row.try_get::<bool>("", "unconfined"))
+            .transpose()?
+            .unwrap_or(true);
+        if unconfined {
+            return Err(Error::RawSqlNotIsolated {
+                why: "the tenant database's role is a superuser, or may read server files or \
+                      run programs, which reach other databases: connect tenant databases as \
+                      a role without those rights",
+            });
+        }
         txn.execute_unprepared("SAVEPOINT tenancy_raw").await?;
         let outcome = statement(&txn).await;
         let end = if outcome.is_ok() {

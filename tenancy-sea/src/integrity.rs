@@ -58,6 +58,10 @@
 //! # }
 //! ```
 //!
+//! On MariaDB/MySQL a foreign key compares under the columns' collation: give a text
+//! tenant column a binary collation (`utf8mb4_bin`), or tenant `ACME`'s rows could point at
+//! `acme`'s ([`TenantIntegrity::apply`] checks it).
+//!
 //! On a table that exists already, [`TenantIntegrity::apply`] adds the same constraints
 //! with `ALTER TABLE` (PostgreSQL and MariaDB/MySQL; SQLite cannot add a constraint to an
 //! existing table, so there they go into `CREATE TABLE` with [`TenantIntegrity::add_to`]).
@@ -77,6 +81,7 @@ use sea_orm::{
 #[derive(Debug, Clone)]
 pub struct TenantIntegrity {
     table: String,
+    tenant: String,
     unique: IndexCreateStatement,
     foreign_keys: Vec<ForeignKeyCreateStatement>,
 }
@@ -142,6 +147,7 @@ impl TenantIntegrity {
         }
         TenantIntegrity {
             table,
+            tenant,
             unique,
             foreign_keys,
         }
@@ -175,7 +181,39 @@ impl TenantIntegrity {
                 txn.commit().await?;
                 Ok(())
             }
-            _ => self.execute(conn).await,
+            _ => {
+                self.exact_on_mysql(conn).await?;
+                self.execute(conn).await
+            }
+        }
+    }
+
+    /// A foreign key on MariaDB/MySQL compares under the columns' collation: under a
+    /// case- or accent-insensitive one, tenant `ACME`'s row could point at `acme`'s. A
+    /// text tenant column must compare exactly (a `_bin` collation).
+    async fn exact_on_mysql(&self, conn: &DatabaseConnection) -> Result<()> {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "SELECT COLLATION_NAME AS collation FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+                [self.table.clone().into(), self.tenant.clone().into()],
+            ))
+            .await?;
+        let collation = match row {
+            Some(row) => row.try_get::<Option<String>>("", "collation")?,
+            None => None,
+        };
+        match collation {
+            Some(collation) if !collation.ends_with("_bin") => Err(Error::Config(format!(
+                "the tenant column `{}` of `{}` compares under `{collation}`, which is not \
+                 exact, so a foreign key would let one tenant's row point at another's whose \
+                 id differs only by case or accent: give it a binary collation first \
+                 (`ALTER TABLE {} MODIFY {} VARCHAR(n) CHARACTER SET utf8mb4 COLLATE \
+                 utf8mb4_bin NOT NULL`)",
+                self.tenant, self.table, self.table, self.tenant
+            ))),
+            _ => Ok(()),
         }
     }
 

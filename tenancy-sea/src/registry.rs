@@ -25,7 +25,7 @@ pub mod shard_entry {
     use sea_orm::entity::prelude::*;
 
     /// A shard: its name, where its database is, and its state.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tenancy_shards")]
     pub struct Model {
         /// The shard's name.
@@ -42,6 +42,17 @@ pub mod shard_entry {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+
+    /// The URL's password is hidden.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Model")
+                .field("name", &self.name)
+                .field("url", &crate::redact::url(&self.url))
+                .field("state", &self.state)
+                .finish()
+        }
+    }
 }
 
 /// The state of a registered shard.

@@ -100,11 +100,19 @@ pub fn policy_statements(setting: &str, tables: &[RlsTable]) -> Result<Vec<Strin
     for table in tables {
         let name = table.qualified();
         // The setting is a validated `prefix.name`, so it needs no escaping as a literal.
-        let check = format!(
-            "{} = NULLIF(current_setting('{setting}', true), '')::{}",
-            quote(&table.column),
+        let value = format!(
+            "NULLIF(current_setting('{setting}', true), '')::{}",
             table.sql_type
         );
+        let column = quote(&table.column);
+        // Text compares exactly, as the handle's own condition does (a nondeterministic
+        // collation on the column would make `ACME` see `acme`'s rows), beside the plain
+        // equality an index on the column serves.
+        let check = if table.sql_type == "text" {
+            format!("{column} = {value} AND {column} = ({value} COLLATE \"C\")")
+        } else {
+            format!("{column} = {value}")
+        };
         statements.push(format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY"));
         statements.push(format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY"));
         statements.push(format!("DROP POLICY IF EXISTS {POLICY_NAME} ON {name}"));

@@ -95,7 +95,9 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
          EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = $1 \
            AND strpos(pg_get_expr(p.polqual, p.polrelid), $2) > 0 \
            AND strpos(pg_get_expr(p.polwithcheck, p.polrelid), $2) > 0 \
-           AND strpos(pg_get_expr(p.polqual, p.polrelid), t.col) > 0) AS policy \
+           AND strpos(pg_get_expr(p.polqual, p.polrelid), t.col) > 0) \
+         AND NOT EXISTS (SELECT 1 FROM pg_policy q WHERE q.polrelid = c.oid \
+           AND q.polname <> $1 AND q.polpermissive) AS policy \
          FROM (VALUES {}) AS t(name, col, shown) LEFT JOIN pg_class c ON c.oid = to_regclass(t.name)",
         rows.join(", ")
     );
@@ -121,8 +123,10 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
     Err(Error::RlsNotEnforced {
         reason: format!(
             "these tenant-scoped tables lack row-level security enabled and forced with the \
-             `{}` policy on `{setting}`: run `tenancy_sea::rls::enable_row_level_security` \
-             for them as their owner",
+             `{}` policy on `{setting}` as their only permissive policy (another permissive \
+             policy is ORed with it and widens it): run \
+             `tenancy_sea::rls::enable_row_level_security` for them as their owner, and make \
+             other policies restrictive",
             crate::rls::POLICY_NAME
         ),
         tables: uncovered,

@@ -142,7 +142,13 @@ fn main() {
         let fleet = TestDb::for_flavor(Backend::Postgres, Flavor::Database)
             .await
             .unwrap();
-        let tenancy = fleet.tenancy::<i64>();
+        // Raw SQL is confined only for a role that cannot step past its database.
+        let role = fleet.create_dba_role().await;
+        let tenancy = Tenancy::<i64>::builder(fleet.conn.clone())
+            .database_per_tenant(CatalogRegistry::new(fleet.conn.clone()))
+            .database_template(fleet.template_as(&role))
+            .build()
+            .unwrap();
         let handle = tenancy.provisioned(1).await.unwrap();
         let url = TenantRegistry::<i64>::url(&CatalogRegistry::new(fleet.conn.clone()), &1)
             .await

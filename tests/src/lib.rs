@@ -143,7 +143,8 @@ pub struct Leftovers {
     databases: Vec<String>,
     /// Every database whose name starts with one of these (tenant databases).
     prefixes: Vec<String>,
-    roles: Vec<String>,
+    /// Behind a lock, so a test holding only `&TestDb` can add a role.
+    roles: std::sync::Mutex<Vec<String>>,
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
 }
@@ -192,7 +193,8 @@ impl Leftovers {
                 .await
                 .expect("drop test database");
         }
-        for role in std::mem::take(&mut self.roles) {
+        let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|p| p.into_inner()));
+        for role in roles {
             admin
                 .execute_unprepared(&format!("DROP ROLE IF EXISTS {role}"))
                 .await
@@ -380,8 +382,39 @@ impl TestDb {
         ] {
             self.conn.execute_unprepared(&sql).await.unwrap();
         }
-        self.cleanup.roles.push(role.clone());
+        self.cleanup.roles.lock().unwrap().push(role.clone());
         role
+    }
+
+    /// Creates a login role that may create databases and is no superuser (PostgreSQL),
+    /// removed with the test: the role a database-per-tenant deployment connects its
+    /// tenant databases as, so that raw SQL cannot reach past a tenant's database.
+    pub async fn create_dba_role(&self) -> String {
+        let role = format!("tenancy_dba_{}", uuid::Uuid::new_v4().simple());
+        self.conn
+            .execute_unprepared(&format!(
+                "CREATE ROLE {role} LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS"
+            ))
+            .await
+            .unwrap();
+        self.cleanup.roles.lock().unwrap().push(role.clone());
+        role
+    }
+
+    /// This test's tenant-database template (a [`Flavor::Database`] test on a server),
+    /// connecting as `role`.
+    pub fn template_as(&self, role: &str) -> DatabaseTemplate {
+        match self.template.clone().expect("a template") {
+            DatabaseTemplate::Server { server_url, prefix } => {
+                let mut url = url::Url::parse(&server_url).unwrap();
+                url.set_username(role).unwrap();
+                DatabaseTemplate::Server {
+                    server_url: url.to_string(),
+                    prefix,
+                }
+            }
+            sqlite => sqlite,
+        }
     }
 
     /// A pool of at most `max_connections` to this database as `role`.

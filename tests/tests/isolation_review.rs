@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, Database, DbBackend, Schema, Set, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, Database, DbBackend, EntityTrait, Schema, Set, Statement,
+};
 use std::sync::{Arc, Mutex};
 use tenancy_sea::integrity::TenantIntegrity;
 use tenancy_sea::{
@@ -90,6 +92,56 @@ async fn case_and_accent_differences_are_different_tenants(db: &TestDb) {
             1,
             "the collation is not insensitive"
         );
+    }
+    if db.flavor == Flavor::Rls {
+        // The policy, generated anew over a nondeterministic collation, compares exactly
+        // too: what raw SQL, a hook or any statement of the application role meets.
+        raw(
+            &db.conn,
+            "CREATE COLLATION IF NOT EXISTS tenancy_ci \
+             (provider = icu, locale = 'und-u-ks-level1', deterministic = false)",
+        )
+        .await;
+        raw(&db.conn, "DROP POLICY tenancy_isolation ON notes_string").await;
+        raw(
+            &db.conn,
+            "ALTER TABLE notes_string ALTER COLUMN owner TYPE text COLLATE tenancy_ci",
+        )
+        .await;
+        tenancy_sea::rls::enable_row_level_security(
+            &db.conn,
+            RLS_SETTING,
+            &[tenancy_sea::rls::RlsTable::of::<note_string::Entity>().unwrap()],
+        )
+        .await
+        .unwrap();
+        let tenancy = db.tenancy::<String>();
+        tenancy
+            .tenant("acme".to_owned())
+            .await
+            .unwrap()
+            .insert(note("policy"))
+            .await
+            .unwrap();
+        let app = db.app.clone().unwrap();
+        let txn = sea_orm::TransactionTrait::begin(&app).await.unwrap();
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config($1, 'ACME', true)",
+            [RLS_SETTING.into()],
+        ))
+        .await
+        .unwrap();
+        let seen = txn
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT owner FROM notes_string",
+            ))
+            .await
+            .unwrap();
+        assert!(seen.is_empty(), "the policy let ACME see acme's rows");
+        txn.rollback().await.unwrap();
+        raw(&db.conn, "DELETE FROM notes_string").await;
     }
     let tenancy = db.tenancy::<String>();
     for (owner, look_alikes) in [
@@ -240,6 +292,8 @@ async fn look_alike_ids_are_refused() {
         "acme\u{00A0}x",   // no-break space
         "a\u{0301}cme",    // not in normalization form C (a + combining acute)
         "ac\u{E000}me",    // private use
+        "acme\u{2800}",    // Braille pattern blank
+        "ac\u{3164}me",    // Hangul filler
     ] {
         let err = tenancy.tenant(look_alike.to_owned()).await.unwrap_err();
         assert!(
@@ -434,6 +488,18 @@ async fn tenant_integrity_refuses_cross_tenant_links(db: &TestDb) {
         link_keys.apply(&db.conn).await.unwrap();
     } else {
         raw(&db.conn, "PRAGMA foreign_keys = ON").await;
+    }
+    if backend == DbBackend::MySql {
+        // A text tenant column under the server's case-insensitive default collation
+        // would let a foreign key match `ACME` to `acme`: refused, with the fix.
+        let err = TenantIntegrity::of::<note_string::Entity>()
+            .apply(&db.conn)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("utf8mb4_bin")),
+            "{err:?}"
+        );
     }
     let tenancy = db.tenancy::<i64>();
     let a = tenancy.tenant(1).await.unwrap();
@@ -971,38 +1037,40 @@ async fn unregistered_databases_are_never_dropped(db: &TestDb) {
 on_every_strategy!(raw_sql_is_refused_unless_confined);
 
 /// Raw SQL through a handle runs only where the database confines it (a PostgreSQL
-/// database of the tenant's own); everywhere else it is `RawSqlNotIsolated`, before
-/// anything is sent.
+/// database of the tenant's own, reached as a role that cannot step past it); everywhere
+/// else it is `RawSqlNotIsolated`, before anything is sent. The suite's tenant databases
+/// are reached as the server's superuser, so here it is refused on every strategy.
 async fn raw_sql_is_refused_unless_confined(db: &TestDb) {
     let tenancy = db.tenancy::<i64>();
     let a = tenancy.provisioned(1).await.unwrap();
     let probe = Statement::from_string(a.backend(), "SELECT 1 AS one");
-    let confined = db.backend == Backend::Postgres && db.flavor == Flavor::Database;
     let read = a.query_all_raw(probe.clone()).await;
     let write = a.execute_raw(probe).await;
-    if confined {
-        assert_eq!(read.unwrap().len(), 1);
-        write.unwrap();
-    } else {
-        for err in [read.unwrap_err(), write.unwrap_err()] {
-            assert!(matches!(err, Error::RawSqlNotIsolated { .. }), "{err:?}");
+    for err in [read.unwrap_err(), write.unwrap_err()] {
+        assert!(matches!(err, Error::RawSqlNotIsolated { .. }), "{err:?}");
+        if db.backend == Backend::Postgres && db.flavor == Flavor::Database {
+            assert!(err.to_string().contains("superuser"), "{err}");
         }
     }
 }
 
 on!(confined_raw_sql_leaves_no_session_state: (postgres_database, Postgres, Database));
 
-/// Under a PostgreSQL database per tenant, on a pool of one connection, session state a
-/// raw statement changes (settings, `search_path`, role, temporary tables) does not reach
-/// the next borrower of the connection.
+/// Under a PostgreSQL database per tenant reached as a role with no rights past its
+/// database, raw SQL runs; on a pool of one connection, session state a raw statement
+/// changes (settings, `search_path`, temporary tables) does not reach the next borrower
+/// of the connection.
 async fn confined_raw_sql_leaves_no_session_state(db: &TestDb) {
-    let base = db.tenancy::<i64>();
-    base.provisioned(1).await.unwrap();
+    let role = db.create_dba_role().await;
     let tenancy = Tenancy::<i64>::builder(db.conn.clone())
         .database_per_tenant(CatalogRegistry::new(db.conn.clone()))
-        .database_template(db.template.clone().unwrap())
+        .database_template(db.template_as(&role))
         .connections_per_tenant(1)
         .build()
+        .unwrap();
+    tenancy
+        .create_tenant_database::<tenancy_tests::migration::DatabaseMigrator>(1)
+        .await
         .unwrap();
     let a = tenancy.tenant(1).await.unwrap();
     let run = |sql: &'static str| {
@@ -1042,6 +1110,18 @@ async fn confined_raw_sql_leaves_no_session_state(db: &TestDb) {
             .is_err()
     );
     assert_eq!(a.find::<order::Entity>().all().await.unwrap(), []);
+    // A right granted later that reaches past the database stops raw SQL at once.
+    db.conn
+        .execute_unprepared(&format!("GRANT pg_read_server_files TO {role}"))
+        .await
+        .unwrap();
+    let err = a
+        .query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RawSqlNotIsolated { .. }), "{err:?}");
+    drop(a);
+    tenancy.drop_tenant_database(1).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1071,6 +1151,21 @@ async fn rls_coverage_is_checked(db: &TestDb) {
         assert!(err.to_string().contains("tags"), "{err}");
         raw(&db.conn, undo).await;
     }
+    // Another permissive policy is ORed with the library's and widens it.
+    raw(&db.conn, "CREATE POLICY reporting ON tags USING (true)").await;
+    let err = db.tenancy::<i64>().tenant(1).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::RlsNotEnforced { tables, .. } if tables.iter().any(|t| t == "tags")),
+        "{err:?}"
+    );
+    raw(&db.conn, "DROP POLICY reporting ON tags").await;
+    // A restrictive one narrows it, and is fine.
+    raw(
+        &db.conn,
+        "CREATE POLICY reporting ON tags AS RESTRICTIVE USING (true)",
+    )
+    .await;
+    db.tenancy::<i64>().tenant(1).await.unwrap();
     // A role that bypasses the policies is refused too.
     let err = Tenancy::<i64>::builder(db.conn.clone())
         .row_level_security(RLS_SETTING)
@@ -1287,6 +1382,12 @@ async fn passwords_never_appear_in_errors_or_logs() {
         .unwrap();
     let err = tenancy.tenant(3).await.unwrap_err();
     no_password("a malformed URL's error", &format!("{err} {err:?}"));
+    let rows = tenancy_sea::catalog::Entity::find()
+        .all(&catalog)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    no_password("the catalog's rows' Debug", &format!("{rows:?}"));
 
     // A shard registered in the catalog that cannot be reached: the registry's records,
     // the topology's error, and the catalog watcher's log line.
