@@ -337,8 +337,8 @@ pub enum Error {
     #[error(
         "tenant {tenant} now lives on shard {to}, but shard {from} held {found} rows of \
          `{table}` where {copied} were copied: its rows there changed during the move. \
-         Nothing was removed from {from}; reconcile {to} with it, then run the same move \
-         again to remove the old rows"
+         Nothing was removed from {from}; reconcile {to} with it, then run \
+         `Tenancy::remove_leftovers` to remove the old rows {to} holds too"
     )]
     MoveLateWrites {
         /// The tenant.
@@ -357,10 +357,11 @@ pub enum Error {
 
     /// The tenant was moved (its rows copied and its placement switched) but its rows
     /// could not be removed from the shard it left. It is served from its new shard;
-    /// running the same move again removes what was left.
+    /// [`Tenancy::remove_leftovers`](crate::Tenancy::remove_leftovers) removes what was
+    /// left (the rows its new shard holds too).
     #[error(
         "tenant {tenant} now lives on shard {to}, but its rows on shard {from} were not \
-         removed ({source}); run the same move again to remove them"
+         removed ({source}); run `Tenancy::remove_leftovers` to remove them"
     )]
     MoveUnfinished {
         /// The tenant.

@@ -100,7 +100,7 @@ pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
-pub use moving::{MoveReport, TenantMove};
+pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
 pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,

@@ -11,9 +11,9 @@ use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend,
-    EntityTrait, IdenStatic, IntoActiveModel, Iterable, PaginatorTrait, PrimaryKeyToColumn,
-    PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait,
+    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
 use std::marker::PhantomData;
 use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
@@ -47,6 +47,16 @@ trait MoveStep<T>: Send + Sync {
         txn: &'a DatabaseTransaction,
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Deletes in `other` each of the tenant's rows that `home` holds too, with the same
+    /// primary key and the same value in every column; returns how many were removed and
+    /// how many kept (rows `home` does not hold, or holds otherwise).
+    fn remove_verified<'a>(
+        &'a self,
+        home: &'a DatabaseConnection,
+        other: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<(u64, u64)>>;
 
     /// On PostgreSQL, moves the sequence of an auto-increment key past the copied ids, so
     /// the shard's next insert does not collide with them (MySQL and SQLite do this on
@@ -129,6 +139,61 @@ where
                 .exec(txn)
                 .await?
                 .rows_affected)
+        })
+    }
+
+    fn remove_verified<'a>(
+        &'a self,
+        home: &'a DatabaseConnection,
+        other: &'a DatabaseTransaction,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<(u64, u64)>> {
+        Box::pin(async move {
+            let value: sea_orm::Value = tenant.clone().into();
+            let rows = E::find()
+                .filter(scope::equals(
+                    E::tenant_column(),
+                    &value,
+                    other.get_database_backend(),
+                ))
+                .all(other)
+                .await?;
+            let (mut removed, mut kept) = (0, 0);
+            for row in rows {
+                let by_key = || {
+                    E::PrimaryKey::iter().fold(sea_orm::Condition::all(), |condition, key| {
+                        let column = key.into_column();
+                        condition.add(column.into_expr().eq(row.get(column)))
+                    })
+                };
+                let held = E::find()
+                    .filter(scope::equals(
+                        E::tenant_column(),
+                        &value,
+                        home.get_database_backend(),
+                    ))
+                    .filter(by_key())
+                    .one(home)
+                    .await?;
+                let same = held.is_some_and(|held| {
+                    E::Column::iter().all(|column| held.get(column) == row.get(column))
+                });
+                if !same {
+                    kept += 1;
+                    continue;
+                }
+                removed += E::delete_many()
+                    .filter(scope::equals(
+                        E::tenant_column(),
+                        &value,
+                        other.get_database_backend(),
+                    ))
+                    .filter(by_key())
+                    .exec(other)
+                    .await?
+                    .rows_affected;
+            }
+            Ok((removed, kept))
         })
     }
 
@@ -305,9 +370,9 @@ impl<T: TenantKey> Tenancy<T> {
     /// with a `#[shard_key]` of its own does not compile here, its rows being placed by
     /// key, not by tenant. The destination must be in the topology and the router and
     /// not [draining](crate::ShardState::Draining). If removing the old rows fails, the
-    /// tenant already lives on `to` and the error is [`Error::MoveUnfinished`]; running
-    /// the same move again (the tenant being on `to` already) removes the tenant's rows
-    /// of the named entities from every other shard.
+    /// tenant already lives on `to` and the error is [`Error::MoveUnfinished`];
+    /// [`Tenancy::remove_leftovers`] then removes the old rows that `to` holds too. A move
+    /// to the shard the tenant lives on does nothing and removes nothing.
     pub fn move_tenant(&self, tenant: impl Into<T>, to: impl Into<ShardId>) -> TenantMove<'_, T> {
         TenantMove {
             tenancy: self,
@@ -399,12 +464,13 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             )));
         }
         if from == to {
-            let removed = remove_leftovers(tenancy, &steps, &tenant, &to).await?;
+            // Nothing to move, and nothing is removed anywhere: rows of the tenant on
+            // other shards are not known to be copies (`remove_leftovers` checks that).
             return Ok(MoveReport {
                 from,
                 to,
                 copied: Vec::new(),
-                removed,
+                removed: 0,
             });
         }
         directory.refuse_draining(&to).await?;
@@ -575,26 +641,126 @@ async fn delete_rows<T: TenantKey>(
     Ok(removed)
 }
 
-/// Removes the tenant's rows of every step from every shard but `home`.
-async fn remove_leftovers<T: TenantKey>(
-    tenancy: &Tenancy<T>,
-    steps: &[Box<dyn MoveStep<T> + '_>],
-    tenant: &T,
-    home: &ShardId,
-) -> Result<u64> {
-    let mut removed = 0;
-    for (shard, conn) in tenancy.topology()?.shards() {
-        if shard != *home {
-            removed += delete_rows(&conn, steps, tenant)
-                .await
-                .map_err(|error| match error {
-                    Error::Db(source) => Error::Shard {
-                        shard: shard.to_string(),
-                        source,
-                    },
-                    other => other,
-                })?;
+/// What [`Tenancy::remove_leftovers`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftoverReport {
+    /// The shard the catalog places the tenant on, whose rows are the reference.
+    pub home: ShardId,
+    /// Rows removed from other shards, per shard and table: each held on `home` too, with
+    /// the same primary key and the same values.
+    pub removed: Vec<(ShardId, &'static str, u64)>,
+    /// Rows kept on other shards, per shard and table: `home` does not hold them, or
+    /// holds them with other values (a write that reached the old shard after a move, for
+    /// one). Reconcile them by hand; nothing of them was changed.
+    pub kept: Vec<(ShardId, &'static str, u64)>,
+}
+
+/// The removal of a tenant's leftover rows from the shards it does not live on, built by
+/// [`Tenancy::remove_leftovers`].
+#[must_use = "a removal does nothing until it is run"]
+pub struct LeftoverRemoval<'a, T: TenantKey> {
+    tenancy: &'a Tenancy<T>,
+    tenant: T,
+    steps: Vec<Box<dyn MoveStep<T> + 'a>>,
+}
+
+impl<T: TenantKey> Tenancy<T> {
+    /// Removes `tenant`'s rows from every shard the catalog does not place it on, but only
+    /// rows its home shard holds too, identically (same primary key, same values): copies
+    /// that a move left behind. Anything else stays and is counted in
+    /// [`LeftoverReport::kept`]: a row that exists only on the old shard may be the only
+    /// copy of a write, and is never deleted by the library. Name the tenant's entities
+    /// as for a move; each shard is cleaned in one transaction, children first. The
+    /// tenant's move claim is held meanwhile, so no move of it runs at the same time.
+    pub fn remove_leftovers(&self, tenant: impl Into<T>) -> LeftoverRemoval<'_, T> {
+        LeftoverRemoval {
+            tenancy: self,
+            tenant: tenant.into(),
+            steps: Vec::new(),
         }
     }
-    Ok(removed)
+}
+
+impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
+    /// Adds an entity whose leftover rows of the tenant are removed (parents first).
+    pub fn entity<E>(mut self) -> Self
+    where
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+        E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+        E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    {
+        self.steps.push(Box::new(EntityStep::<E>(PhantomData)));
+        self
+    }
+
+    /// Runs the removal against `directory`, the catalog directory of this tenancy's
+    /// topology.
+    pub async fn run(self, directory: &DirectoryCatalog<T>) -> Result<LeftoverReport> {
+        self.tenant.validate()?;
+        if self.steps.is_empty() {
+            return Err(Error::Config(
+                "a removal names the tenant's entities: `.entity::<E>()` for each, parents first"
+                    .to_owned(),
+            ));
+        }
+        let home =
+            directory
+                .placement(&self.tenant)
+                .await?
+                .ok_or_else(|| Error::UnknownTenant {
+                    tenant: self.tenant.to_string(),
+                })?;
+        directory.claim_move(&self.tenant, &home).await?;
+        let outcome = self.claimed(home).await;
+        if let Err(error) = directory.release_move(&self.tenant).await {
+            tracing::error!(
+                target: "tenancy::move", tenant = %self.tenant, %error,
+                "the claim of a leftover removal was not cleared: moves of the tenant are \
+                 refused until DirectoryCatalog::release_move clears it"
+            );
+        }
+        outcome
+    }
+
+    async fn claimed(&self, home: ShardId) -> Result<LeftoverReport> {
+        let topology = self.tenancy.topology()?;
+        let home_conn = topology.connection(&home)?;
+        let mut report = LeftoverReport {
+            home: home.clone(),
+            removed: Vec::new(),
+            kept: Vec::new(),
+        };
+        for (shard, conn) in topology.shards() {
+            if shard == home {
+                continue;
+            }
+            let on_shard = |source| Error::Shard {
+                shard: shard.to_string(),
+                source,
+            };
+            let txn = conn.begin().await.map_err(on_shard)?;
+            for step in self.steps.iter().rev() {
+                let (removed, kept) = step
+                    .remove_verified(&home_conn, &txn, &self.tenant)
+                    .await
+                    .map_err(|error| match error {
+                        Error::Db(source) => on_shard(source),
+                        other => other,
+                    })?;
+                if removed > 0 {
+                    report.removed.push((shard.clone(), step.table(), removed));
+                }
+                if kept > 0 {
+                    report.kept.push((shard.clone(), step.table(), kept));
+                }
+            }
+            txn.commit().await.map_err(on_shard)?;
+        }
+        tracing::info!(
+            target: "tenancy::move", tenant = %self.tenant, %home,
+            removed = ?report.removed, kept = ?report.kept,
+            "leftovers removed"
+        );
+        Ok(report)
+    }
 }

@@ -71,9 +71,10 @@ impl Fleet {
         for tenant in tenancy.tenant_databases().await.unwrap() {
             tenancy.drop_tenant_database(tenant).await.unwrap();
         }
+        // The catalog's guard removes the tenant directory too.
         self.catalog.drop_db().await;
         if let Some(dir) = self.dir {
-            std::fs::remove_dir_all(dir).unwrap();
+            assert!(!dir.exists(), "{} was left behind", dir.display());
         }
     }
 

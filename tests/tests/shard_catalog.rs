@@ -351,7 +351,8 @@ async fn moves(backend: Backend) {
     ));
     assert_eq!(orders_on(&tenancy, "s1", 2).await, 3);
 
-    // What an unfinished move left on the old shard goes when the move runs again.
+    // A write a stale process made on the old shard after the move is never deleted by
+    // running the move again: it may be the only copy of that write.
     let s0 = tenancy
         .topology()
         .unwrap()
@@ -367,14 +368,26 @@ async fn moves(backend: Backend) {
     .await
     .unwrap();
     let again = relocate(3, "s1").run(&directory, &router).await.unwrap();
-    assert_eq!((again.copied.len(), again.removed), (0, 1));
+    assert_eq!((again.copied.len(), again.removed), (0, 0));
     assert_eq!(
         (
             orders_on(&tenancy, "s0", 3).await,
             orders_on(&tenancy, "s1", 3).await
         ),
-        (0, 3)
+        (1, 3)
     );
+    // Removing leftovers keeps it too, and says so.
+    let leftovers = tenancy
+        .remove_leftovers(3)
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory)
+        .await
+        .unwrap();
+    assert_eq!(leftovers.home, ShardId::new("s1"));
+    assert!(leftovers.removed.is_empty(), "{leftovers:?}");
+    assert_eq!(leftovers.kept, [(ShardId::new("s0"), "orders", 1)]);
+    assert_eq!(orders_on(&tenancy, "s0", 3).await, 1);
     drop(tenancy);
     catalog.drop_db().await;
 }
@@ -691,7 +704,7 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         (3, 3)
     );
     let late = customer::Entity::find()
-        .filter(customer::Column::TenantId.eq(5))
+        .filter(customer::Column::TenantId.eq(5i64))
         .count(&s0)
         .await
         .unwrap();
@@ -702,9 +715,9 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
 
 /// A move whose clean-up fails (a trigger on the old shard refuses deletes) is
 /// `MoveUnfinished`: the tenant lives on its new shard with every row, the old rows stay,
-/// and running the same move again removes them.
+/// and `remove_leftovers` removes them (running the move again removes nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_move_is_finished_by_running_it_again() {
+async fn an_unfinished_move_is_finished_by_removing_leftovers() {
     let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
@@ -756,8 +769,25 @@ async fn an_unfinished_move_is_finished_by_running_it_again() {
     s0.execute_unprepared("DROP TRIGGER no_deletes ON orders")
         .await
         .unwrap();
-    let finished = relocate().await.unwrap();
-    assert_eq!((finished.copied.len(), finished.removed), (0, 4));
+    // Running the move again does nothing; removing the leftovers removes the rows s1
+    // holds too, identically.
+    let again = relocate().await.unwrap();
+    assert_eq!((again.copied.len(), again.removed), (0, 0));
+    let finished = tenancy
+        .remove_leftovers(6)
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory)
+        .await
+        .unwrap();
+    assert_eq!(
+        finished.removed,
+        [
+            (ShardId::new("s0"), "orders", 3),
+            (ShardId::new("s0"), "customers", 1)
+        ]
+    );
+    assert!(finished.kept.is_empty());
     assert_eq!(
         (
             orders_on(&tenancy, "s0", 6).await,
@@ -895,3 +925,45 @@ tenancy_tests::on_every_backend!(
     directory_changes_reach_other_processes,
     catalog_changes_reach_other_processes,
 );
+
+/// After `assign(t, s1)` (a placement changed without moving the rows), a move to s1 does
+/// nothing and removes nothing: the rows on s0 are the tenant's only copy. Removing
+/// leftovers keeps them too, since s1 does not hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_the_named_shard_never_deletes_the_only_copy() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+            continue;
+        };
+        directory.assign(&router, &8, "s0").await.unwrap();
+        customer_with_three_orders(&tenancy, 8, Some(8_000)).await;
+        directory.assign(&router, &8, "s1").await.unwrap();
+        let report = tenancy
+            .move_tenant(8, "s1")
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run(&directory, &router)
+            .await
+            .unwrap();
+        assert_eq!((report.copied.len(), report.removed), (0, 0));
+        assert_eq!(orders_on(&tenancy, "s0", 8).await, 3, "{backend:?}");
+        let leftovers = tenancy
+            .remove_leftovers(8)
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run(&directory)
+            .await
+            .unwrap();
+        assert!(leftovers.removed.is_empty());
+        assert_eq!(
+            leftovers.kept,
+            [
+                (ShardId::new("s0"), "orders", 3),
+                (ShardId::new("s0"), "customers", 1)
+            ]
+        );
+        assert_eq!(orders_on(&tenancy, "s0", 8).await, 3);
+        drop(tenancy);
+        catalog.drop_db().await;
+    }
+}
