@@ -104,9 +104,10 @@ pub mod version_entry {
 pub mod move_entry {
     use sea_orm::entity::prelude::*;
 
-    /// A key of a directory being moved, and where to.
+    /// A key of a directory being moved, and where to: a claim, held by one run of a
+    /// move (its owner) until its lease ends, and renewed while the move runs.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "tenancy_directory_moves")]
+    #[sea_orm(table_name = "tenancy_directory_claims")]
     pub struct Model {
         /// The directory, as in [`entry`](super::entry).
         #[sea_orm(primary_key, auto_increment = false)]
@@ -116,6 +117,10 @@ pub mod move_entry {
         pub key: String,
         /// The shard it is being moved to.
         pub shard: String,
+        /// The run of the move that holds the claim (random, one per run).
+        pub owner: String,
+        /// When the claim lapses unless renewed, in milliseconds since the Unix epoch.
+        pub expires_at: i64,
     }
 
     /// No relations.
@@ -124,6 +129,22 @@ pub mod move_entry {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// A claim on a key for one run of a move (see [`move_entry`]).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    owner: String,
+}
+
+/// Milliseconds since the Unix epoch, by this process's clock.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long a move's claim lasts unless renewed, by default.
+pub const DEFAULT_MOVE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A directory of placements (key to shard) and key ranges in a catalog database (any
 /// backend), for keys of type `K`. The tenants' directory is [`DirectoryCatalog::new`];
@@ -153,6 +174,7 @@ pub mod move_entry {
 pub struct DirectoryCatalog<K> {
     conn: DatabaseConnection,
     name: String,
+    lease: std::time::Duration,
     keys: PhantomData<fn(&K)>,
 }
 
@@ -161,6 +183,7 @@ impl<K> Clone for DirectoryCatalog<K> {
         DirectoryCatalog {
             conn: self.conn.clone(),
             name: self.name.clone(),
+            lease: self.lease,
             keys: PhantomData,
         }
     }
@@ -181,6 +204,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         DirectoryCatalog {
             conn,
             name: "tenants".to_owned(),
+            lease: DEFAULT_MOVE_LEASE,
             keys: PhantomData,
         }
     }
@@ -192,8 +216,19 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(DirectoryCatalog {
             conn,
             name: name.to_owned(),
+            lease: DEFAULT_MOVE_LEASE,
             keys: PhantomData,
         })
+    }
+
+    /// How long a move's claim on a key lasts unless renewed ([`DEFAULT_MOVE_LEASE`], 60
+    /// s, by default). A running move renews it every third of the lease; a move whose
+    /// process died, or whose future was dropped, leaves a claim that lapses after the
+    /// lease, and the next move takes it over. The processes' clocks must agree to well
+    /// within the lease.
+    pub fn with_move_lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease.max(std::time::Duration::from_millis(30));
+        self
     }
 
     /// The directory's name.
@@ -214,35 +249,125 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         self.ensure_version_row(&self.conn).await
     }
 
-    /// Records in the catalog that `tenant` is being moved to `to`; a move of it under way
-    /// in any process is [`Error::TenantMoving`].
-    pub(crate) async fn claim_move(&self, tenant: &K, to: &ShardId) -> Result<()> {
+    fn lease_millis(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Records in the catalog that `tenant` is being moved to `to`, for one run of a move:
+    /// a live claim of another run, in any process, is [`Error::TenantMoving`]; a lapsed
+    /// one (its lease ended: its process died, or its future was dropped) is taken over.
+    pub(crate) async fn claim_move(&self, tenant: &K, to: &ShardId) -> Result<Claim> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let key = tenant.to_string();
         let claimed = move_entry::Entity::insert(move_entry::ActiveModel {
             directory: Set(self.name.clone()),
-            key: Set(tenant.to_string()),
+            key: Set(key.clone()),
             shard: Set(to.to_string()),
+            owner: Set(owner.clone()),
+            expires_at: Set(now_millis().saturating_add(self.lease_millis())),
         })
         .exec_without_returning(&self.conn)
         .await;
         match claimed {
-            Ok(_) => Ok(()),
+            Ok(_) => return Ok(Claim { owner }),
             Err(error)
                 if matches!(
                     error.sql_err(),
                     Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                Err(Error::TenantMoving {
-                    tenant: tenant.to_string(),
-                })
-            }
-            Err(error) => Err(error.into()),
+                ) => {}
+            Err(error) => return Err(error.into()),
+        }
+        // Taken over only if it has lapsed, in one compare-and-set: of two processes
+        // taking over at once, one wins.
+        let now = now_millis();
+        let taken = move_entry::Entity::update_many()
+            .col_expr(move_entry::Column::Owner, Expr::value(owner.clone()))
+            .col_expr(move_entry::Column::Shard, Expr::value(to.to_string()))
+            .col_expr(
+                move_entry::Column::ExpiresAt,
+                Expr::value(now.saturating_add(self.lease_millis())),
+            )
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(key.clone()))
+            .filter(move_entry::Column::ExpiresAt.lt(now))
+            .exec(&self.conn)
+            .await?;
+        if taken.rows_affected == 1 {
+            tracing::warn!(
+                target: "tenancy::move", tenant = %key,
+                "a lapsed move claim was taken over (its move's process died or gave up)"
+            );
+            Ok(Claim { owner })
+        } else {
+            Err(Error::TenantMoving { tenant: key })
         }
     }
 
-    /// Clears the record that `tenant` is being moved. A move clears its own when it ends,
-    /// however it ends; call this only after a process died during a move, which leaves
-    /// the tenant refused by every later move with [`Error::TenantMoving`].
+    /// Extends `claim` by a lease; `false` when it is no longer this run's (it lapsed and
+    /// another run took it over, or an operator released it).
+    pub(crate) async fn renew(&self, tenant: &K, claim: &Claim) -> Result<bool> {
+        let renewed = move_entry::Entity::update_many()
+            .col_expr(
+                move_entry::Column::ExpiresAt,
+                Expr::value(now_millis().saturating_add(self.lease_millis())),
+            )
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .exec(&self.conn)
+            .await?;
+        Ok(renewed.rows_affected == 1)
+    }
+
+    /// Runs `work` while holding `claim`, renewing it every third of the lease. If the
+    /// claim is lost (not renewed for a whole lease and taken over, or released by an
+    /// operator), `work` is dropped, which rolls back its open transactions, and the
+    /// result is [`Error::TenantMoving`].
+    pub(crate) async fn hold<R>(
+        &self,
+        tenant: &K,
+        claim: &Claim,
+        work: impl std::future::Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let renewals = async {
+            loop {
+                futures_timer::Delay::new(self.lease / 3).await;
+                match self.renew(tenant, claim).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Error::TenantMoving {
+                            tenant: tenant.to_string(),
+                        });
+                    }
+                    Err(error) => tracing::warn!(
+                        target: "tenancy::move", tenant = %tenant, %error,
+                        "renewing a move's claim failed; trying again"
+                    ),
+                }
+            }
+        };
+        futures_util::pin_mut!(work, renewals);
+        match futures_util::future::select(work, renewals).await {
+            futures_util::future::Either::Left((outcome, _))
+            | futures_util::future::Either::Right((outcome, _)) => outcome,
+        }
+    }
+
+    /// Clears this run's claim (not a claim another run took over).
+    pub(crate) async fn release_claim(&self, tenant: &K, claim: &Claim) -> Result<()> {
+        move_entry::Entity::delete_many()
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the claim on `tenant`, whoever holds it. A move clears its own when it ends;
+    /// a claim whose move's process died lapses after the lease
+    /// ([`with_move_lease`](Self::with_move_lease)). Call this to clear it sooner, once
+    /// sure that no move of the tenant runs.
     pub async fn release_move(&self, tenant: &K) -> Result<()> {
         move_entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&self.conn)

@@ -347,10 +347,13 @@ impl<T: TenantKey> Tenancy<T> {
     /// (another process moved it), the move is [`Error::StaleDirectory`] before anything
     /// changes, and the switch is a compare-and-set on the catalog.
     ///
-    /// A move records itself in the catalog first: a second move of the tenant, from any
-    /// process, is [`Error::TenantMoving`] until it ends. The record is cleared however
-    /// the move ends; after a process died during one,
-    /// [`DirectoryCatalog::release_move`] clears it.
+    /// A move claims the tenant in the catalog first: a second move of the tenant, from
+    /// any process, is [`Error::TenantMoving`] until it ends. The claim has an owner (this
+    /// run) and a lease ([`DirectoryCatalog::with_move_lease`], 60 s by default), renewed
+    /// while the move runs; it is cleared when the move returns, and when the move's
+    /// future is dropped (a timeout) or its process dies, it lapses after the lease and
+    /// the next move takes it over. A move that loses its claim (not renewed for a whole
+    /// lease) stops, its open transactions rolled back, with [`Error::TenantMoving`].
     ///
     /// While it runs, the tenant is fenced in this process: [`Tenancy::tenant`] refuses
     /// it with [`Error::TenantMoving`]. Handles taken before the move, and other
@@ -414,15 +417,18 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         if !router.shards().contains(&self.to) {
             return Err(tenancy_core::RoutingError::UnknownShard(self.to.to_string()).into());
         }
-        // One move of a tenant at a time, in every process: the claim is in the catalog.
-        directory.claim_move(&self.tenant, &self.to).await?;
+        // One move of a tenant at a time, in every process: the claim is in the catalog,
+        // renewed while the move runs, and lapses after its lease if this run is dropped.
+        let claim = directory.claim_move(&self.tenant, &self.to).await?;
         let tenant = self.tenant.clone();
-        let outcome = self.claimed(directory, router).await;
-        if let Err(error) = directory.release_move(&tenant).await {
+        let outcome = directory
+            .hold(&tenant, &claim, self.claimed(directory, router))
+            .await;
+        if let Err(error) = directory.release_claim(&tenant, &claim).await {
             tracing::error!(
                 target: "tenancy::move", tenant = %tenant, %error,
-                "the record of a finished move was not cleared: later moves of the tenant \
-                 are refused until DirectoryCatalog::release_move clears it"
+                "the claim of a finished move was not cleared: later moves of the tenant \
+                 are refused until its lease ends"
             );
         }
         outcome
@@ -710,13 +716,15 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
                 .ok_or_else(|| Error::UnknownTenant {
                     tenant: self.tenant.to_string(),
                 })?;
-        directory.claim_move(&self.tenant, &home).await?;
-        let outcome = self.claimed(home).await;
-        if let Err(error) = directory.release_move(&self.tenant).await {
+        let claim = directory.claim_move(&self.tenant, &home).await?;
+        let outcome = directory
+            .hold(&self.tenant, &claim, self.claimed(home))
+            .await;
+        if let Err(error) = directory.release_claim(&self.tenant, &claim).await {
             tracing::error!(
                 target: "tenancy::move", tenant = %self.tenant, %error,
                 "the claim of a leftover removal was not cleared: moves of the tenant are \
-                 refused until DirectoryCatalog::release_move clears it"
+                 refused until its lease ends"
             );
         }
         outcome

@@ -967,3 +967,77 @@ async fn a_move_to_the_named_shard_never_deletes_the_only_copy() {
         catalog.drop_db().await;
     }
 }
+
+/// A move whose future is dropped (a timeout, mid-copy) keeps its claim only for its
+/// lease: meanwhile a second move is refused, after it the next move takes the claim over
+/// and runs. A move that runs longer than its lease keeps its claim by renewing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
+    use sea_orm::TransactionTrait;
+    use std::time::Duration;
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    let directory = directory.with_move_lease(Duration::from_millis(900));
+    directory.assign(&router, &7, "s0").await.unwrap();
+    customer_with_three_orders(&tenancy, 7, Some(7_000)).await;
+    let shard = |name: &str| {
+        tenancy
+            .topology()
+            .unwrap()
+            .unscoped_connection(&ShardId::new(name))
+            .unwrap()
+    };
+    let relocate = |to: &'static str| {
+        tenancy
+            .move_tenant(7, to)
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run(&directory, &router)
+    };
+
+    // The copy waits on a lock; the caller gives up after 300 ms.
+    let locker = shard("s0").begin().await.unwrap();
+    locker
+        .execute_unprepared("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), relocate("s1"))
+            .await
+            .is_err()
+    );
+    locker.rollback().await.unwrap();
+    match relocate("s1").await {
+        Err(Error::TenantMoving { tenant }) => assert_eq!(tenant, "7"),
+        other => panic!("expected TenantMoving while the claim is live, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let moved = relocate("s1").await.unwrap();
+    assert_eq!(moved.to, ShardId::new("s1"));
+    assert_eq!(orders_on(&tenancy, "s1", 7).await, 3);
+    assert_eq!(orders_on(&tenancy, "s0", 7).await, 0);
+
+    // A move held for 2.5 s (almost three leases) keeps its claim throughout.
+    let locker = shard("s1").begin().await.unwrap();
+    locker
+        .execute_unprepared("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let held = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let second = relocate("s0").await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        locker.rollback().await.unwrap();
+        second
+    };
+    let (first, second) = tokio::join!(relocate("s0"), held);
+    assert!(
+        matches!(second, Err(Error::TenantMoving { .. })),
+        "the claim lapsed while its move ran: {second:?}"
+    );
+    assert_eq!(first.unwrap().to, ShardId::new("s0"));
+    assert_eq!(orders_on(&tenancy, "s0", 7).await, 3);
+    drop(tenancy);
+    catalog.drop_db().await;
+}
