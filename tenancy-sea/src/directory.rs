@@ -130,6 +130,77 @@ pub mod move_entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Whether the directory tables exist in the catalog `conn`: (entries and ranges, move
+/// claims); a catalog installed by an earlier version may lack the claims.
+pub(crate) async fn installed(conn: &DatabaseConnection) -> Result<(bool, bool)> {
+    let schema = sea_orm_migration::SchemaManager::new(conn);
+    Ok((
+        schema.has_table("tenancy_directory").await?
+            && schema.has_table("tenancy_directory_ranges").await?,
+        schema.has_table("tenancy_directory_claims").await?,
+    ))
+}
+
+/// How many directory entries, ranges and (with `claims`) move claims, of every
+/// directory, name `shard`.
+pub(crate) async fn uses_of(
+    txn: &DatabaseTransaction,
+    shard: &ShardId,
+    claims: bool,
+) -> Result<(u64, u64, u64)> {
+    use sea_orm::PaginatorTrait;
+    let keys = entry::Entity::find()
+        .filter(entry::Column::Shard.eq(shard.as_str()))
+        .count(txn)
+        .await?;
+    let ranges = range_entry::Entity::find()
+        .filter(range_entry::Column::Shard.eq(shard.as_str()))
+        .count(txn)
+        .await?;
+    let moves = if claims {
+        move_entry::Entity::find()
+            .filter(move_entry::Column::Shard.eq(shard.as_str()))
+            .count(txn)
+            .await?
+    } else {
+        0
+    };
+    Ok((keys, ranges, moves))
+}
+
+/// What [`DirectoryCatalog::load`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryLoad {
+    /// How many keys and ranges were loaded.
+    pub loaded: usize,
+    /// The rows that could not be, each with why; their keys are unplaced here.
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// A directory row [`DirectoryCatalog::load`] skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// The key, in its text form, or the range (`range from <bound>`).
+    pub entry: String,
+    /// The shard the row names.
+    pub shard: ShardId,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// Why a directory row was skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The row names a shard the router does not have in service (dropped, or not yet
+    /// connected in this process).
+    UnknownShard,
+    /// The key is not a valid id of the directory's key type.
+    InvalidKey(String),
+    /// A range, in a directory whose keys are not integers.
+    RangeOfNonIntegers,
+}
+
 /// A claim on a key for one run of a move (see [`move_entry`]).
 #[derive(Debug)]
 pub(crate) struct Claim {
@@ -431,8 +502,8 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     /// failed refresh is logged (`tracing`, target `tenancy::directory`) and tried again
     /// at the next tick, the router keeping what it had.
     ///
-    /// A directory that names a shard `router` does not have fails to load, so when other
-    /// processes create shards at run time, use
+    /// An entry that names a shard `router` does not have is skipped (see
+    /// [`load`](Self::load)), so when other processes create shards at run time, use
     /// [`Tenancy::watch_catalog`](crate::Tenancy::watch_catalog) instead: it connects new
     /// shards before it reloads the directory.
     ///
@@ -467,11 +538,12 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     }
 
     /// Loads the directory into `router`, replacing every key and range it held, at once:
-    /// a lookup meanwhile sees the old entries or the new ones. Returns how many were
-    /// loaded. A placement on a shard `router` does not have in service is
-    /// [`RoutingError::UnknownShard`](crate::RoutingError::UnknownShard), and then
-    /// `router` keeps what it had.
-    pub async fn load(&self, router: &DirectoryRouter<K>) -> Result<usize> {
+    /// a lookup meanwhile sees the old entries or the new ones. A row that cannot be
+    /// loaded (a key that is not of this directory's type, a shard `router` does not have
+    /// in service, a range in a directory of non-integer keys) is skipped and reported in
+    /// [`DirectoryLoad::skipped`] (and logged), and the rest is loaded: one bad row does
+    /// not freeze every process's directory. Its key is then unplaced here.
+    pub async fn load(&self, router: &DirectoryRouter<K>) -> Result<DirectoryLoad> {
         // A change made here while the catalog is read would be undone by the older
         // entries: the router refuses them, and they are read again.
         for attempt in 0..LOAD_ATTEMPTS {
@@ -480,6 +552,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
                 futures_timer::Delay::new(Duration::from_millis(5 << attempt)).await;
             }
             let since = router.changes();
+            let in_service = ShardRouter::shards(router);
             // The version first: a change committed while the entries are read makes the
             // next refresh load again rather than be missed.
             let version = self.version().await?;
@@ -487,24 +560,61 @@ impl<K: TenantKey> DirectoryCatalog<K> {
                 .filter(entry::Column::Directory.eq(self.name.as_str()))
                 .all(&self.conn)
                 .await?;
+            let mut skipped = Vec::new();
             let mut keys = Vec::with_capacity(rows.len());
             for row in rows {
-                keys.push((K::parse_tenant_id(&row.key)?, ShardId::new(row.shard)));
+                let shard = ShardId::new(row.shard);
+                match K::parse_tenant_id(&row.key) {
+                    Err(error) => skipped.push(SkippedEntry {
+                        entry: row.key,
+                        shard,
+                        reason: SkipReason::InvalidKey(error.to_string()),
+                    }),
+                    Ok(_) if !in_service.contains(&shard) => skipped.push(SkippedEntry {
+                        entry: row.key,
+                        shard,
+                        reason: SkipReason::UnknownShard,
+                    }),
+                    Ok(key) => keys.push((key, shard)),
+                }
             }
-            let ranges: Vec<(i64, ShardId)> = range_entry::Entity::find()
+            let mut ranges = Vec::new();
+            for range in range_entry::Entity::find()
                 .filter(range_entry::Column::Directory.eq(self.name.as_str()))
                 .all(&self.conn)
                 .await?
-                .into_iter()
-                .map(|range| (range.lower_bound, ShardId::new(range.shard)))
-                .collect();
+            {
+                let shard = ShardId::new(range.shard);
+                let reason = if !K::INTEGER {
+                    Some(SkipReason::RangeOfNonIntegers)
+                } else if !in_service.contains(&shard) {
+                    Some(SkipReason::UnknownShard)
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => skipped.push(SkippedEntry {
+                        entry: format!("range from {}", range.lower_bound),
+                        shard,
+                        reason,
+                    }),
+                    None => ranges.push((range.lower_bound, shard)),
+                }
+            }
             let loaded = keys.len() + ranges.len();
             if router.replace(keys, ranges, version, since)? {
-                return Ok(loaded);
+                for skip in &skipped {
+                    tracing::warn!(
+                        target: "tenancy::directory", directory = %self.name,
+                        entry = %skip.entry, shard = %skip.shard, reason = ?skip.reason,
+                        "a directory entry was skipped: its key is unplaced in this process"
+                    );
+                }
+                return Ok(DirectoryLoad { loaded, skipped });
             }
             if version < router.version() {
                 // Another load put a newer version in already.
-                return Ok(0);
+                return Ok(DirectoryLoad::default());
             }
         }
         Err(Error::DirectoryBusy {
@@ -534,6 +644,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         to: &ShardId,
     ) -> Result<bool> {
         let txn = self.conn.begin().await?;
+        self.guard_shard(&txn, to).await?;
         let switched = entry::Entity::update_many()
             .col_expr(entry::Column::Shard, Expr::value(to.as_str()))
             .filter(entry::Column::Directory.eq(self.name.as_str()))
@@ -575,6 +686,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
             self.refuse_draining(&shard).await?;
         }
         let txn = self.conn.begin().await?;
+        self.guard_shard(&txn, &shard).await?;
         self.put_range(&txn, lower_bound, shard.as_str()).await?;
         self.bump(&txn).await?;
         txn.commit().await?;
@@ -656,6 +768,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
             self.refuse_draining(&shard).await?;
         }
         let txn = self.conn.begin().await?;
+        self.guard_shard(&txn, &shard).await?;
         self.put_entry(&txn, &id.1, shard.as_str()).await?;
         self.bump(&txn).await?;
         txn.commit().await?;
@@ -702,7 +815,10 @@ impl<K: TenantKey> DirectoryCatalog<K> {
             return self.settle(router, tenant, row.shard);
         }
         let draining: Vec<String> = shard_entry::Entity::find()
-            .filter(shard_entry::Column::State.eq(ShardState::Draining.as_str()))
+            .filter(
+                shard_entry::Column::State
+                    .is_in([ShardState::Draining.as_str(), crate::registry::DROPPED]),
+            )
             .select_only()
             .column(shard_entry::Column::Name)
             .into_tuple()
@@ -732,6 +848,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         // The conflict "updates" a key column to its own value: `DO NOTHING` has no
         // MySQL form that sea-query writes.
         let txn = self.conn.begin().await?;
+        self.guard_shard(&txn, &shard).await?;
         entry::Entity::insert(entry::ActiveModel {
             directory: Set(self.name.clone()),
             key: Set(key.clone()),
@@ -767,11 +884,31 @@ impl<K: TenantKey> DirectoryCatalog<K> {
 
     /// [`Error::ShardDraining`] when the registry marks `shard` draining. A shard the
     /// registry does not list (a topology built by hand) takes keys.
+    /// In `txn`, takes `shard`'s registry row shared (a drop of the shard, which takes it
+    /// exclusively, waits for this placement, then sees it) and refuses a shard dropped
+    /// meanwhile: a process whose cache still has a dropped shard cannot place a key on
+    /// it. A shard missing from the registry (a topology not built from it) passes.
+    async fn guard_shard(&self, txn: &DatabaseTransaction, shard: &ShardId) -> Result<()> {
+        let mut row = shard_entry::Entity::find_by_id(shard.as_str());
+        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            row = row.lock_shared();
+        }
+        match row.one(txn).await? {
+            Some(row) if row.state == crate::registry::DROPPED => {
+                Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) async fn refuse_draining(&self, shard: &ShardId) -> Result<()> {
         let row = shard_entry::Entity::find_by_id(shard.as_str())
             .one(&self.conn)
             .await?;
         match row {
+            Some(row) if row.state == crate::registry::DROPPED => {
+                Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into())
+            }
             Some(row) if ShardState::parse(&row.state)? == ShardState::Draining => {
                 Err(Error::ShardDraining {
                     shard: shard.to_string(),

@@ -83,8 +83,8 @@ mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
 pub use directory::{
-    DEFAULT_MOVE_LEASE, DirectoryCatalog, entry as directory_entry,
-    range_entry as directory_range_entry,
+    DEFAULT_MOVE_LEASE, DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry,
+    entry as directory_entry, range_entry as directory_range_entry,
 };
 pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
 

@@ -9,9 +9,10 @@ use crate::error::{Error, Result};
 use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, Set, Statement,
+    QueryFilter, QueryOrder, QuerySelect, Set, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::future::Future;
@@ -19,6 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
 use tracing::Instrument;
+
+/// The state of a dropped shard's tombstone row in the registry.
+pub(crate) const DROPPED: &str = "dropped";
 
 /// The framework's catalog entity of the shard registry: one row per shard.
 pub mod shard_entry {
@@ -142,6 +146,7 @@ impl ShardCatalog {
     /// Every registered shard, by name.
     pub async fn list(&self) -> Result<Vec<ShardRecord>> {
         shard_entry::Entity::find()
+            .filter(shard_entry::Column::State.ne(DROPPED))
             .order_by_asc(shard_entry::Column::Name)
             .all(&self.conn)
             .await?
@@ -176,14 +181,22 @@ impl ShardCatalog {
     /// is refused.
     pub async fn register(&self, name: &ShardId, url: &str, state: ShardState) -> Result<()> {
         Identifier::new(name.as_str())?;
-        if shard_entry::Entity::find_by_id(name.as_str())
+        match shard_entry::Entity::find_by_id(name.as_str())
             .one(&self.conn)
             .await?
-            .is_some()
         {
-            return Err(Error::ShardExists {
-                shard: name.to_string(),
-            });
+            // A dropped shard's name can be used again.
+            Some(row) if row.state == DROPPED => {
+                shard_entry::Entity::delete_by_id(name.as_str())
+                    .exec(&self.conn)
+                    .await?;
+            }
+            Some(_) => {
+                return Err(Error::ShardExists {
+                    shard: name.to_string(),
+                });
+            }
+            None => {}
         }
         shard_entry::ActiveModel {
             name: Set(name.to_string()),
@@ -198,11 +211,9 @@ impl ShardCatalog {
     /// Changes a shard's state.
     pub async fn set_state(&self, name: &ShardId, state: ShardState) -> Result<()> {
         let result = shard_entry::Entity::update_many()
-            .col_expr(
-                shard_entry::Column::State,
-                sea_orm::sea_query::Expr::value(state.as_str()),
-            )
+            .col_expr(shard_entry::Column::State, Expr::value(state.as_str()))
             .filter(shard_entry::Column::Name.eq(name.as_str()))
+            .filter(shard_entry::Column::State.ne(DROPPED))
             .exec(&self.conn)
             .await?;
         if result.rows_affected == 0 {
@@ -211,7 +222,48 @@ impl ShardCatalog {
         Ok(())
     }
 
-    /// Forgets a shard.
+    /// Retires a shard in the catalog, in one transaction that first takes the shard's
+    /// registry row (a placement on it waits for this, and then finds it gone) and
+    /// checks that no directory places a key or a range on it and no move is bound for
+    /// it: otherwise [`Error::ShardNotEmpty`] and nothing changes. The row stays as a
+    /// tombstone (state `dropped`), so that a process whose cache still has the shard
+    /// cannot place a key on it afterwards; [`list`](Self::list) and the topology no
+    /// longer see it, and [`register`](Self::register) can use the name again.
+    pub(crate) async fn retire(&self, name: &ShardId) -> Result<()> {
+        let (directory_installed, claims) = crate::directory::installed(&self.conn).await?;
+        let txn = self.conn.begin().await?;
+        let mut row = shard_entry::Entity::find_by_id(name.as_str());
+        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            row = row.lock_exclusive();
+        }
+        if row.one(&txn).await?.is_none() {
+            txn.commit().await?;
+            return Ok(());
+        }
+        if directory_installed {
+            let (keys, ranges, moves) = crate::directory::uses_of(&txn, name, claims).await?;
+            if keys + ranges + moves > 0 {
+                txn.rollback().await?;
+                return Err(Error::ShardNotEmpty {
+                    shard: name.to_string(),
+                    reason: format!(
+                        "the catalog places {keys} key(s) and {ranges} range(s) on it and \
+                         {moves} move(s) are bound for it"
+                    ),
+                });
+            }
+        }
+        shard_entry::Entity::update_many()
+            .col_expr(shard_entry::Column::State, Expr::value(DROPPED))
+            .filter(shard_entry::Column::Name.eq(name.as_str()))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a shard at once, with no check: an operator's tool. A shard is dropped
+    /// with [`Tenancy::drop_shard`], which checks the catalog first.
     pub async fn unregister(&self, name: &ShardId) -> Result<()> {
         shard_entry::Entity::delete_by_id(name.as_str())
             .exec(&self.conn)
@@ -366,9 +418,11 @@ impl<T: TenantKey> Tenancy<T> {
         .await
     }
 
-    /// Removes an empty shard: the router must place no key on it any more, and no table
-    /// of its database may hold rows except the copies of `global_tables`; otherwise
-    /// [`Error::ShardNotEmpty`] and nothing changes. Then it leaves the catalog (first, so
+    /// Removes an empty shard: the router must place no key on it any more, the catalog
+    /// neither (no directory entry, range or move of any process names it: checked in
+    /// the transaction that retires it, so a placement by another process cannot slip in
+    /// between), and no table of its database may hold rows except the copies of
+    /// `global_tables`; otherwise [`Error::ShardNotEmpty`] and nothing changes. Then it leaves the catalog (first, so
     /// that a process starting now does not load it), the topology and the router, and its
     /// database is dropped. A shard registered at a URL its template would not make is
     /// refused. After a failure, running it again finishes the job. With a hash or range
@@ -415,9 +469,10 @@ impl<T: TenantKey> Tenancy<T> {
                 topology.add_to_routers(&name)?;
                 return Err(error);
             }
-            // The catalog first: a process that starts now no longer loads the shard.
+            // The catalog first: a process that starts now no longer loads the shard, and
+            // no process can place a key on it any more.
             if record.is_some()
-                && let Err(error) = catalog.unregister(&name).await
+                && let Err(error) = catalog.retire(&name).await
             {
                 topology.add_to_routers(&name)?;
                 return Err(error);
@@ -425,7 +480,7 @@ impl<T: TenantKey> Tenancy<T> {
             topology.take_shard(&name)?;
             let _ = conn.close().await;
         } else if record.is_some() {
-            catalog.unregister(&name).await?;
+            catalog.retire(&name).await?;
         }
         // Dropping is idempotent, so a retry finishes what a failure here left.
         template.drop_database(&planned).await?;
@@ -508,7 +563,14 @@ impl<T: TenantKey> Tenancy<T> {
             tracing::info!(shard = %record.name, "shard registered elsewhere put in service");
             refresh.added.push(record.name.clone());
         }
-        refresh.directory_reloaded = directory.refresh(router).await?;
+        // With new shards in service, entries naming them that an earlier load skipped
+        // load now, whether or not the directory's version moved.
+        refresh.directory_reloaded = if refresh.added.is_empty() {
+            directory.refresh(router).await?
+        } else {
+            directory.load(router).await?;
+            true
+        };
         for shard in present {
             if registered.iter().any(|record| record.name == shard) {
                 continue;

@@ -93,7 +93,7 @@ async fn provision(backend: Backend) {
     // A restart reads the registry and the directory back: same placement, same rows.
     drop(tenancy);
     let router = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
-    assert_eq!(directory.load(&router).await.unwrap(), 8);
+    assert_eq!(directory.load(&router).await.unwrap().loaded, 8);
     let tenancy = tenancy_over(&catalog, router.clone()).await;
     for tenant in 1..=8 {
         let db = tenancy.tenant(tenant).await.unwrap();
@@ -169,7 +169,7 @@ async fn provision(backend: Backend) {
     ));
     directory.assign(&router, &2, "s2").await.unwrap();
     let reloaded = DirectoryRouter::new(shards.names().await.unwrap());
-    assert_eq!(directory.load(&reloaded).await.unwrap(), 5);
+    assert_eq!(directory.load(&reloaded).await.unwrap().loaded, 5);
     // New tenants go to the active shard with the fewest keys (s0 holds 3 and 6, s1 none
     // since 1, 4 and 7 left), ties to the first name; placing again changes nothing.
     let mut placed = Vec::new();
@@ -540,15 +540,18 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     watcher.abort();
     assert!(seen, "the watcher did not pick the change up within 2 s");
 
-    // A shard this process does not have yet: the refresh fails and keeps the entries.
+    // A shard this process does not have yet: its entry is skipped (reported by `load`),
+    // the rest loads, and the key stays unplaced here until the shard is in service.
     router_here.add_shard(&ShardId::new("s2")).unwrap();
     here.assign(&router_here, &5, "s2").await.unwrap();
-    assert!(matches!(
-        there.refresh(&router_there).await,
-        Err(Error::Routing(RoutingError::UnknownShard(shard))) if shard == "s2"
-    ));
+    assert!(there.refresh(&router_there).await.unwrap());
     assert_eq!(route(1).unwrap(), "s1");
+    assert_eq!(route(4).unwrap(), "s0");
     assert!(route(5).is_err());
+    router_there.add_shard(&ShardId::new("s2")).unwrap();
+    let load = there.load(&router_there).await.unwrap();
+    assert!(load.skipped.is_empty(), "{load:?}");
+    assert_eq!(route(5).unwrap(), "s2");
 
     // A directory's first changes, made at once by two processes, both count: the
     // version row is made by whichever comes first, and neither fails.
@@ -1040,4 +1043,82 @@ async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
     assert_eq!(orders_on(&tenancy, "s0", 7).await, 3);
     drop(tenancy);
     catalog.drop_db().await;
+}
+
+/// `drop_shard` checks the catalog, not only this process's cache, in the transaction that
+/// retires the shard: a key another process placed on it refuses the drop; after the
+/// drop, a process whose cache still has the shard cannot place a key on it; and a
+/// directory row that names an unknown shard is skipped and reported by `load`, which
+/// loads the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_shard_never_races_a_placement() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+            continue;
+        };
+        // Process B, whose router knows both shards.
+        let shards = ShardCatalog::new(catalog.conn.clone());
+        let router_b = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
+        directory.load(&router_b).await.unwrap();
+        let _b = tenancy_over(&catalog, router_b.clone()).await;
+
+        // B places tenant 9 on s1; A's cache does not know it.
+        directory.assign(&router_b, &9, "s1").await.unwrap();
+        match tenancy.drop_shard("s1", &["plans"]).await {
+            Err(Error::ShardNotEmpty { shard, reason }) => {
+                assert_eq!(shard, "s1");
+                assert!(reason.contains("1 key(s)"), "{reason}");
+            }
+            other => panic!("{backend:?}: expected ShardNotEmpty, got {other:?}"),
+        }
+        assert!(shards.names().await.unwrap().contains(&ShardId::new("s1")));
+        assert!(
+            router.shards().contains(&ShardId::new("s1")),
+            "A put s1 back"
+        );
+
+        // Once no key is on it, the drop goes through; B's stale cache cannot use it.
+        directory.remove(&router_b, &9).await.unwrap();
+        tenancy.drop_shard("s1", &["plans"]).await.unwrap();
+        assert_eq!(shards.names().await.unwrap(), [ShardId::new("s0")]);
+        match directory.assign(&router_b, &10, "s1").await {
+            Err(Error::Routing(RoutingError::UnknownShard(shard))) => assert_eq!(shard, "s1"),
+            other => panic!("{backend:?}: expected UnknownShard, got {other:?}"),
+        }
+        assert_eq!(
+            directory.place(&router_b, &11).await.unwrap(),
+            ShardId::new("s0")
+        );
+        assert_eq!(directory.placement(&10).await.unwrap(), None);
+
+        // A row naming a shard no process has (written by hand, or by an older version)
+        // is skipped and reported; the rest loads.
+        tenancy_sea::directory_entry::Entity::insert(tenancy_sea::directory_entry::ActiveModel {
+            directory: Set("tenants".into()),
+            key: Set("12".into()),
+            shard: Set("s9".into()),
+        })
+        .exec_without_returning(&catalog.conn)
+        .await
+        .unwrap();
+        let fresh = DirectoryRouter::new(shards.names().await.unwrap());
+        let load = directory.load(&fresh).await.unwrap();
+        assert_eq!(load.loaded, 1, "{backend:?}: {load:?}");
+        assert_eq!(
+            load.skipped,
+            [tenancy_sea::SkippedEntry {
+                entry: "12".into(),
+                shard: ShardId::new("s9"),
+                reason: tenancy_sea::SkipReason::UnknownShard,
+            }]
+        );
+        assert_eq!(fresh.route(&11).unwrap(), ShardId::new("s0"));
+        // A shard's name can be used again after its drop.
+        tenancy
+            .create_shard::<DatabaseMigratorV1>("s1")
+            .await
+            .unwrap();
+        drop(tenancy);
+        catalog.drop_db().await;
+    }
 }

@@ -674,13 +674,13 @@ async fn directory_in_a_catalog() {
 
     // After a restart, a fresh router loads the same placements from the catalog.
     let fresh = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&fresh).await.unwrap(), 2);
+    assert_eq!(catalog.load(&fresh).await.unwrap().loaded, 2);
     assert_eq!(fresh.route(&1i64).unwrap().as_str(), "shard_0");
     assert_eq!(fresh.route(&2i64).unwrap().as_str(), "shard_0");
     catalog.remove(&fresh, &2i64).await.unwrap();
     assert!(fresh.route(&2i64).is_err());
     let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&again).await.unwrap(), 1);
+    assert_eq!(catalog.load(&again).await.unwrap().loaded, 1);
 
     // A directory of tenants does not place `#[shard_key]` values: without a key router
     // a key-sharded write is a configuration error, not a guess.
@@ -755,12 +755,12 @@ async fn directory_in_a_catalog() {
     catalog.assign(&router, &2i64, "shard_1").await.unwrap();
     assert_eq!(keys.route(&2i64).unwrap().as_str(), "shard_0");
     let restarted = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(devices.load(&restarted).await.unwrap(), 2);
+    assert_eq!(devices.load(&restarted).await.unwrap().loaded, 2);
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_1");
     devices.remove_range(&restarted, 1_000).await.unwrap();
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_0");
     let tenants_again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&tenants_again).await.unwrap(), 2);
+    assert_eq!(catalog.load(&tenants_again).await.unwrap().loaded, 2);
     assert!(
         tenants_again.route(&70_000i64).is_err(),
         "device ranges stay out of tenants'"
