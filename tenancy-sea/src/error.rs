@@ -355,6 +355,17 @@ pub enum Error {
         found: u64,
     },
 
+    /// The shard's database could not be reached when it was last connected (at start, or
+    /// at a catalog refresh): its tenants are refused at once rather than wait on a
+    /// connection, until a refresh connects it again.
+    #[error("shard {shard} is unavailable ({reason}); retry after the next catalog refresh")]
+    ShardUnavailable {
+        /// The shard.
+        shard: String,
+        /// Why, as the connection attempt failed (passwords hidden).
+        reason: String,
+    },
+
     /// The tenant was moved (its rows copied and its placement switched) but its rows
     /// could not be removed from the shard it left. It is served from its new shard;
     /// [`Tenancy::remove_leftovers`](crate::Tenancy::remove_leftovers) removes what was

@@ -108,7 +108,9 @@ pub use select::{
     ScopedSelector, TenantJoins,
 };
 pub use session::HandleConnection;
-pub use shard::{AcrossShards, GroupedSelect, Partial, ShardedSelect, Spawner, Topology};
+pub use shard::{
+    AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
+};
 pub use subquery::ScopedSubquery;
 pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
 pub use tenancy_core::{

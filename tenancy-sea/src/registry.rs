@@ -130,12 +130,24 @@ impl std::fmt::Debug for ShardRecord {
 #[derive(Clone, Debug)]
 pub struct ShardCatalog {
     conn: DatabaseConnection,
+    connect_timeout: Duration,
 }
 
 impl ShardCatalog {
     /// The registry in the catalog database `conn`.
     pub fn new(conn: DatabaseConnection) -> Self {
-        ShardCatalog { conn }
+        ShardCatalog {
+            conn,
+            connect_timeout: crate::shard::DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// How long connecting to a shard may take before it counts as unavailable
+    /// ([`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT), 5 s, by default);
+    /// the topology keeps it for its refreshes.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Creates the registry table if it does not exist.
@@ -272,24 +284,81 @@ impl ShardCatalog {
     }
 
     /// Connects every registered shard (pools of at most `connections_per_shard`, with the
-    /// framework's pool defaults) and builds the topology routed by `router`.
+    /// framework's pool defaults), all at once, and builds the topology routed by
+    /// `router`. A shard that cannot be reached within the connect timeout
+    /// ([`with_connect_timeout`](Self::with_connect_timeout)) does not stop the start: it
+    /// is marked unavailable (its tenants get [`Error::ShardUnavailable`] at once, the
+    /// others are served) and [`Tenancy::refresh_catalog`] connects it again later. A
+    /// shard whose URL cannot even be parsed is an error.
     pub async fn topology(
         &self,
         router: impl ShardRouter + 'static,
         connections_per_shard: u32,
     ) -> Result<Topology> {
-        let mut shards = Vec::new();
-        for record in self.list().await? {
-            let conn = connect(pool_options(&record.url, connections_per_shard))
-                .await
-                .map_err(|source| Error::Shard {
-                    shard: record.name.to_string(),
-                    source,
-                })?;
+        let records = self.list().await?;
+        let attempts = records
+            .iter()
+            .map(|record| connect_shard(&record.url, connections_per_shard, self.connect_timeout));
+        let outcomes = futures_util::future::join_all(attempts).await;
+        let mut shards = Vec::with_capacity(records.len());
+        let mut down = Vec::new();
+        for (record, outcome) in records.into_iter().zip(outcomes) {
+            let conn = match outcome {
+                Ok(conn) => conn,
+                Err(reason) => {
+                    tracing::warn!(
+                        target: "tenancy::catalog", shard = %record.name, %reason,
+                        "shard unreachable at start: its tenants are refused until a \
+                         catalog refresh reaches it"
+                    );
+                    let conn = lazy_shard(&record.url, connections_per_shard, self.connect_timeout)
+                        .await
+                        .map_err(|source| Error::Shard {
+                            shard: record.name.to_string(),
+                            source,
+                        })?;
+                    down.push((record.name.clone(), reason));
+                    conn
+                }
+            };
             shards.push((record.name, conn));
         }
-        Topology::new(router, shards)
+        let topology = Topology::new(router, shards)?.with_connect_timeout(self.connect_timeout);
+        for (shard, reason) in down {
+            topology.mark_unavailable(&shard, reason);
+        }
+        Ok(topology)
     }
+}
+
+/// Connects a shard within `timeout`: its pool, or why not (passwords hidden).
+async fn connect_shard(
+    url: &str,
+    connections: u32,
+    timeout: Duration,
+) -> std::result::Result<DatabaseConnection, String> {
+    let attempt = connect(pool_options(url, connections));
+    futures_util::pin_mut!(attempt);
+    match futures_util::future::select(attempt, futures_timer::Delay::new(timeout)).await {
+        futures_util::future::Either::Left((Ok(conn), _)) => Ok(conn),
+        futures_util::future::Either::Left((Err(error), _)) => Err(error.to_string()),
+        futures_util::future::Either::Right(_) => {
+            Err(format!("no connection within {} ms", timeout.as_millis()))
+        }
+    }
+}
+
+/// The stand-in pool of a shard that could not be reached: it connects on first use and
+/// gives up after `timeout`, so the shard stays in the topology (its directory entries
+/// load) and its part of a fan-out fails fast.
+async fn lazy_shard(
+    url: &str,
+    connections: u32,
+    timeout: Duration,
+) -> std::result::Result<DatabaseConnection, sea_orm::DbErr> {
+    let mut options = pool_options(url, connections);
+    options.connect_lazy(true).acquire_timeout(timeout);
+    connect(options).await
 }
 
 /// The tables of a shard's database (its migration table left out).
@@ -523,54 +592,100 @@ pub struct CatalogRefresh {
     pub removed: Vec<ShardId>,
     /// Whether the directory was reloaded (it had changed).
     pub directory_reloaded: bool,
+    /// Shards that were unavailable and are reached again.
+    pub reconnected: Vec<ShardId>,
+    /// Shards still (or newly) unavailable: their tenants are refused with
+    /// [`Error::ShardUnavailable`] until a later refresh reaches them.
+    pub unavailable: Vec<ShardId>,
 }
 
 impl<T: TenantKey> Tenancy<T> {
     /// Brings this process's topology and `router` in step with the catalog, after other
-    /// processes changed it: shards registered since are connected and put in service,
-    /// the directory is reloaded if its version moved, then shards no longer registered
-    /// are taken out of service. The order lets a reloaded directory name a new shard and
-    /// stop naming a removed one.
+    /// processes changed it:
     ///
-    /// A shard that cannot be connected is [`Error::Shard`], naming it, and the rest of
-    /// the refresh waits for the next call; a removed shard that the directory here still
-    /// places keys on is kept until it does not.
+    /// 1. the directory is reloaded if its version moved, first and on its own, so that
+    ///    no shard's trouble keeps a directory change from this process;
+    /// 2. shards registered since are connected (each within the topology's connect
+    ///    timeout) and put in service; one that cannot be reached is put in service
+    ///    unavailable, its tenants refused with [`Error::ShardUnavailable`];
+    /// 3. after a shard was added, the directory is loaded in full, so that entries an
+    ///    earlier load skipped for want of it load now;
+    /// 4. unavailable shards are tried again, and those reached are back in service;
+    /// 5. shards no longer registered are taken out of service (one the directory here
+    ///    still places keys on is kept until it does not).
+    ///
+    /// Only a failure to read the catalog itself is an error; shards that cannot be
+    /// reached are reported in [`CatalogRefresh::unavailable`].
     pub async fn refresh_catalog(
         &self,
         directory: &DirectoryCatalog<T>,
         router: &DirectoryRouter<T>,
     ) -> Result<CatalogRefresh> {
         let topology = self.topology()?;
+        let mut refresh = CatalogRefresh {
+            directory_reloaded: directory.refresh(router).await?,
+            ..CatalogRefresh::default()
+        };
         let registered = self.shard_catalog().list().await?;
         let present = topology.shard_ids();
-        let mut refresh = CatalogRefresh::default();
+        let timeout = topology.connect_timeout();
+        let connections = self.shard_connections();
         for record in &registered {
             if present.contains(&record.name) {
                 continue;
             }
-            let conn = connect(pool_options(&record.url, self.shard_connections()))
-                .await
-                .map_err(|source| Error::Shard {
-                    shard: record.name.to_string(),
-                    source,
-                })?;
+            let conn = match connect_shard(&record.url, connections, timeout).await {
+                Ok(conn) => conn,
+                Err(reason) => {
+                    tracing::warn!(
+                        target: "tenancy::catalog", shard = %record.name, %reason,
+                        "shard registered elsewhere is unreachable: in service unavailable"
+                    );
+                    let conn = lazy_shard(&record.url, connections, timeout)
+                        .await
+                        .map_err(|source| Error::Shard {
+                            shard: record.name.to_string(),
+                            source,
+                        })?;
+                    topology.mark_unavailable(&record.name, reason);
+                    refresh.unavailable.push(record.name.clone());
+                    conn
+                }
+            };
             topology.add_shard(record.name.clone(), conn.clone());
             if let Err(error) = topology.add_to_routers(&record.name) {
                 let _ = topology.take_shard(&record.name);
+                topology.mark_available(&record.name);
                 let _ = conn.close().await;
                 return Err(error);
             }
             tracing::info!(shard = %record.name, "shard registered elsewhere put in service");
             refresh.added.push(record.name.clone());
         }
-        // With new shards in service, entries naming them that an earlier load skipped
-        // load now, whether or not the directory's version moved.
-        refresh.directory_reloaded = if refresh.added.is_empty() {
-            directory.refresh(router).await?
-        } else {
+        if !refresh.added.is_empty() {
             directory.load(router).await?;
-            true
-        };
+            refresh.directory_reloaded = true;
+        }
+        for (shard, _) in topology.unavailable_shards() {
+            if refresh.unavailable.contains(&shard) {
+                continue;
+            }
+            let Some(record) = registered.iter().find(|record| record.name == shard) else {
+                continue;
+            };
+            match connect_shard(&record.url, connections, timeout).await {
+                Ok(conn) => {
+                    topology.add_shard(shard.clone(), conn);
+                    topology.mark_available(&shard);
+                    tracing::info!(target: "tenancy::catalog", %shard, "shard reached again");
+                    refresh.reconnected.push(shard);
+                }
+                Err(reason) => {
+                    topology.mark_unavailable(&shard, reason);
+                    refresh.unavailable.push(shard);
+                }
+            }
+        }
         for shard in present {
             if registered.iter().any(|record| record.name == shard) {
                 continue;
@@ -582,6 +697,7 @@ impl<T: TenantKey> Tenancy<T> {
             if let Some(conn) = topology.take_shard(&shard)? {
                 let _ = conn.close().await;
             }
+            topology.mark_available(&shard);
             tracing::info!(%shard, "shard unregistered elsewhere taken out of service");
             refresh.removed.push(shard);
         }

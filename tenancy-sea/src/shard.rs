@@ -32,6 +32,9 @@ pub type Spawner = Arc<dyn Fn(Pin<Box<dyn Future<Output = ()> + Send>>) + Send +
 
 type Shards = Arc<Vec<(ShardId, DatabaseConnection)>>;
 
+/// How long connecting to a shard may take before it counts as unavailable, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The shards and the router that places keys on them.
 ///
 /// The set of shards can change while the application runs
@@ -50,6 +53,14 @@ pub struct Topology {
     /// nothing moves.
     moving: Mutex<HashSet<Vec<u8>>>,
     moves: AtomicUsize,
+    /// Shards in the topology whose database could not be reached, with why: their
+    /// tenants get [`Error::ShardUnavailable`] at once, and fan-outs report them missing.
+    /// `unavailable_count` lets routing read one atomic when every shard is up.
+    unavailable: RwLock<BTreeMap<ShardId, String>>,
+    unavailable_count: AtomicUsize,
+    /// How long a connection attempt to a shard may take before the shard counts as
+    /// unavailable.
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Topology {
@@ -89,7 +100,68 @@ impl Topology {
             spawner: None,
             moving: Mutex::new(HashSet::new()),
             moves: AtomicUsize::new(0),
+            unavailable: RwLock::new(BTreeMap::new()),
+            unavailable_count: AtomicUsize::new(0),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         })
+    }
+
+    /// Marks `shard` unavailable (its database could not be reached, for `reason`): its
+    /// tenants get [`Error::ShardUnavailable`] at once instead of waiting on a connection,
+    /// until [`mark_available`](Self::mark_available).
+    pub fn mark_unavailable(&self, shard: &ShardId, reason: impl Into<String>) {
+        let mut unavailable = self.unavailable.write().unwrap_or_else(|p| p.into_inner());
+        unavailable.insert(shard.clone(), reason.into());
+        self.unavailable_count
+            .store(unavailable.len(), AtomicOrdering::SeqCst);
+    }
+
+    /// Puts `shard` back in service after [`mark_unavailable`](Self::mark_unavailable).
+    pub fn mark_available(&self, shard: &ShardId) {
+        let mut unavailable = self.unavailable.write().unwrap_or_else(|p| p.into_inner());
+        unavailable.remove(shard);
+        self.unavailable_count
+            .store(unavailable.len(), AtomicOrdering::SeqCst);
+    }
+
+    /// The shards marked unavailable, with why.
+    pub fn unavailable_shards(&self) -> Vec<(ShardId, String)> {
+        self.unavailable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(shard, why)| (shard.clone(), why.clone()))
+            .collect()
+    }
+
+    /// `Err(ShardUnavailable)` when `shard` is marked unavailable.
+    fn available(&self, shard: &ShardId) -> Result<()> {
+        if self.unavailable_count.load(AtomicOrdering::SeqCst) == 0 {
+            return Ok(());
+        }
+        match self
+            .unavailable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(shard)
+        {
+            Some(reason) => Err(Error::ShardUnavailable {
+                shard: shard.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// How long connecting to a shard may take before it counts as unavailable
+    /// ([`DEFAULT_CONNECT_TIMEOUT`], 5 s, by default).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// Fences `tenant` for a move: until the guard drops, [`shard_of`](Self::shard_of)
@@ -161,6 +233,7 @@ impl Topology {
     /// [`shard_of`](Self::shard_of), it does not refuse a tenant being moved.
     pub(crate) fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
+        self.available(&shard)?;
         let conn = self.unscoped_connection(&shard)?;
         Ok((shard.into_owned(), conn))
     }

@@ -1122,3 +1122,103 @@ async fn drop_shard_never_races_a_placement() {
         catalog.drop_db().await;
     }
 }
+
+/// One registered shard that cannot be reached (a role that may not log in; an address
+/// that does not answer) stops nothing: a process starts with the healthy shards, tenants
+/// of the bad one are refused at once with `ShardUnavailable`, directory changes still
+/// reach the process, and a later refresh puts the shard back once it can be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreachable_shard_does_not_stop_the_fleet() {
+    use std::time::{Duration, Instant};
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    let role = catalog.create_dba_role().await;
+    catalog
+        .conn
+        .execute_unprepared(&format!("ALTER ROLE {role} NOLOGIN"))
+        .await
+        .unwrap();
+    let mut locked_out = url::Url::parse(catalog.url.as_deref().unwrap()).unwrap();
+    locked_out.set_username(&role).unwrap();
+    let shards =
+        ShardCatalog::new(catalog.conn.clone()).with_connect_timeout(Duration::from_secs(1));
+    shards
+        .register(&ShardId::new("s2"), locked_out.as_str(), ShardState::Active)
+        .await
+        .unwrap();
+    shards
+        .register(
+            &ShardId::new("s3"),
+            "postgres://postgres@10.255.255.1:5432/nowhere",
+            ShardState::Active,
+        )
+        .await
+        .unwrap();
+
+    // Process B starts while s2 and s3 cannot be reached.
+    let started = Instant::now();
+    let router_b = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
+    let topology = shards.topology(router_b.clone(), 2).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let down: Vec<ShardId> = topology
+        .unavailable_shards()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(down, [ShardId::new("s2"), ShardId::new("s3")]);
+    let b = Tenancy::<i64>::builder(catalog.conn.clone())
+        .sharded(topology)
+        .build()
+        .unwrap();
+    directory.assign(&router_b, &20, "s0").await.unwrap();
+    directory.assign(&router_b, &21, "s2").await.unwrap();
+    customer_with_three_orders(&b, 20, Some(20_000)).await;
+    let refused = Instant::now();
+    match b.tenant(21).await {
+        Err(Error::ShardUnavailable { shard, .. }) => assert_eq!(shard, "s2"),
+        other => panic!("expected ShardUnavailable, got {other:?}"),
+    }
+    assert!(refused.elapsed() < Duration::from_millis(200));
+    let partial = b
+        .unscoped_across_shards()
+        .unwrap()
+        .find::<order::Entity>()
+        .all_or_partial()
+        .await
+        .unwrap();
+    assert_eq!(partial.rows.len(), 3);
+    assert!(
+        partial
+            .missing
+            .iter()
+            .any(|(shard, _)| shard.as_str() == "s3")
+    );
+
+    // A directory change made by process A reaches B although s2 and s3 are down.
+    directory.assign(&router, &22, "s1").await.unwrap();
+    let refresh = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    assert!(refresh.directory_reloaded);
+    assert_eq!(
+        refresh.unavailable,
+        [ShardId::new("s2"), ShardId::new("s3")]
+    );
+    assert_eq!(router_b.route(&22).unwrap(), ShardId::new("s1"));
+
+    // s2 can be reached again: the next refresh puts it back.
+    catalog
+        .conn
+        .execute_unprepared(&format!("ALTER ROLE {role} LOGIN"))
+        .await
+        .unwrap();
+    let refresh = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    assert_eq!(refresh.reconnected, [ShardId::new("s2")]);
+    assert_eq!(refresh.unavailable, [ShardId::new("s3")]);
+    b.tenant(21).await.unwrap();
+    drop((b, tenancy));
+    catalog.drop_db().await;
+}
