@@ -18,11 +18,12 @@
 //! would: inside functions, `CASE`, `IN` lists and nested conditions.
 
 use crate::error::Error;
+#[cfg(feature = "postgres")]
+use sea_orm::sea_query::ArrayType;
 use sea_orm::sea_query::{
-    ArrayType, BinOper, Condition, DynIden, EscapeBuilder, ExplainStatement, Expr, Func, Keyword,
-    Oper, OperLeftAssocDecider, OptionEnum, PrecedenceDecider, Query, QueryBuilder, Quote,
-    QuotedBuilder, SelectInto, SelectStatement, SqlWriter, SubQueryStatement, TableRefBuilder,
-    Value,
+    BinOper, Condition, DynIden, EscapeBuilder, ExplainStatement, Expr, Func, Keyword, Oper,
+    OperLeftAssocDecider, OptionEnum, PrecedenceDecider, Query, QueryBuilder, Quote, QuotedBuilder,
+    SelectInto, SelectStatement, SqlWriter, SubQueryStatement, TableRefBuilder, Value,
 };
 use std::cell::Cell;
 use std::fmt;
@@ -279,6 +280,7 @@ impl QueryBuilder for Auditor {
         let type_name = match &value {
             Value::Enum(OptionEnum::Some(value)) => Some(value.type_name.clone()),
             Value::Enum(OptionEnum::None(name)) => Some(name.clone()),
+            #[cfg(feature = "postgres")]
             Value::Array(ArrayType::Enum(name), _) => Some((**name).clone()),
             _ => None,
         };

@@ -487,10 +487,122 @@ impl Target {
 /// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
 /// the target's set-up first when it has one.
 macro_rules! on_target {
-    ($target:expr, |$conn:ident| $body:expr) => {{
+    ($target:expr, $slot:expr, |$conn:ident| $body:expr) => {{
         let target: &Target = $target;
-        in_unit!(&target.conn, target.session.as_deref(), |$conn| $body)
+        let slot: &Cancel = $slot;
+        let backend = target.conn.get_database_backend();
+        if backend == DbBackend::Sqlite {
+            in_unit!(&target.conn, target.session.as_deref(), |$conn| $body)
+        } else {
+            // A unit of its own, so that the statement runs on a connection whose
+            // server-side id is known: past the deadline it is cancelled on the server
+            // instead of holding the connection (and, with others, the pool).
+            let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
+            slot.record(&txn, backend).await?;
+            if let Some(session) = target.session.as_deref() {
+                session.apply(&txn).await?;
+            }
+            let out = {
+                let $conn = &txn;
+                $body
+            };
+            ::sea_orm::TransactionSession::commit(txn).await?;
+            slot.finish();
+            out
+        }
     }};
+}
+
+/// The server-side id of the connection a fan-out part runs on (PostgreSQL's backend
+/// pid, MariaDB/MySQL's connection id), kept so that the part can be cancelled on the
+/// server when the fan-out's deadline passes.
+#[derive(Debug, Default)]
+pub(crate) struct Cancel {
+    id: Mutex<Option<i64>>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Cancel {
+    async fn record(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        backend: DbBackend,
+    ) -> std::result::Result<(), DbErr> {
+        let sql = match backend {
+            DbBackend::Postgres => "SELECT CAST(pg_backend_pid() AS BIGINT) AS id",
+            _ => "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
+        };
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            txn,
+            sea_orm::Statement::from_string(backend, sql),
+        )
+        .await?;
+        if let Some(row) = row {
+            let id: i64 = row.try_get("", "id")?;
+            *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        }
+        Ok(())
+    }
+
+    fn finish(&self) {
+        self.finished.store(true, AtomicOrdering::SeqCst);
+    }
+
+    /// The id of a part still running, to cancel.
+    fn running(&self) -> Option<i64> {
+        if self.finished.load(AtomicOrdering::SeqCst) {
+            return None;
+        }
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long cancelling a timed-out part on its server may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Cancels the statement of the part running on connection `id` of `target`'s server,
+/// from a connection of its own (the pool may be exhausted by the waiting statements).
+async fn cancel_on_server(target: &Target, id: i64) {
+    let outcome = async {
+        match target.conn.get_database_backend() {
+            #[cfg(feature = "postgres")]
+            DbBackend::Postgres => {
+                use sea_orm::sqlx::Connection;
+                let options = target.conn.get_postgres_connection_pool().connect_options();
+                let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options).await?;
+                sea_orm::sqlx::query("SELECT pg_cancel_backend($1)")
+                    .bind(id as i32)
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            }
+            #[cfg(feature = "mysql")]
+            DbBackend::MySql => {
+                use sea_orm::sqlx::Connection;
+                let options = target.conn.get_mysql_connection_pool().connect_options();
+                let mut conn = sea_orm::sqlx::MySqlConnection::connect_with(&options).await?;
+                // The id is an integer the server gave: nothing of the caller's is in it.
+                sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("KILL QUERY {id}")))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            }
+            _ => Ok::<(), sea_orm::sqlx::Error>(()),
+        }
+    };
+    futures_util::pin_mut!(outcome);
+    match select(outcome, futures_timer::Delay::new(CANCEL_TIMEOUT)).await {
+        Either::Left((Ok(()), _)) => {
+            tracing::info!(shard = %target.shard, id, "timed-out statement cancelled on the server");
+        }
+        Either::Left((Err(error), _)) => {
+            // The driver's own error: it does not carry the pool's URL or password.
+            tracing::warn!(shard = %target.shard, id, %error, "cancelling a timed-out statement failed");
+        }
+        Either::Right(_) => {
+            tracing::warn!(shard = %target.shard, id, "cancelling a timed-out statement timed out");
+        }
+    }
 }
 
 /// Reads across every shard, with no tenant filter: the sharded form of
@@ -596,6 +708,7 @@ impl<M> Partial<M> {
 /// future is dropped, which cancels it).
 async fn under_deadline<R, F>(
     targets: &[Target],
+    slots: &[Arc<Cancel>],
     timeout: Duration,
     shards: impl IntoIterator<Item = F>,
 ) -> Vec<Result<R>>
@@ -615,6 +728,15 @@ where
             }));
         }
     }
+    // The parts still running are dropped here; their statements are cancelled on their
+    // servers, so that they do not go on holding connections.
+    drop(pending);
+    let cancels = results
+        .iter()
+        .zip(targets.iter().zip(slots))
+        .filter(|(result, _)| result.is_none())
+        .filter_map(|(_, (target, slot))| slot.running().map(|id| cancel_on_server(target, id)));
+    futures_util::future::join_all(cancels).await;
     results
         .into_iter()
         .zip(targets)
@@ -627,6 +749,11 @@ where
             })
         })
         .collect()
+}
+
+/// One cancel slot per target of a fan-out.
+fn slots(targets: &[Target]) -> Vec<Arc<Cancel>> {
+    targets.iter().map(|_| Arc::default()).collect()
 }
 
 /// A target's query: the shared select plus the target's own condition.
@@ -752,45 +879,60 @@ where
         let timeout = self.timeout;
         let table = E::default().table_name();
         let targets = &self.targets;
+        let slots = slots(targets);
         let results: Vec<Result<Vec<E::Model>>> = match &self.spawner {
             None => {
-                let fan_out = targets.iter().enumerate().map(|(index, target)| {
-                    let select = for_target(&per_shard, target);
-                    async move {
-                        let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
-                        (index, rows.await)
-                    }
-                    .instrument(target.span("scatter", table))
-                });
-                under_deadline(targets, timeout, fan_out).await
+                let fan_out =
+                    targets
+                        .iter()
+                        .zip(&slots)
+                        .enumerate()
+                        .map(|(index, (target, slot))| {
+                            let select = for_target(&per_shard, target);
+                            async move {
+                                let rows = async {
+                                    Ok(on_target!(target, slot, |conn| select.all(conn).await?))
+                                };
+                                (index, rows.await)
+                            }
+                            .instrument(target.span("scatter", table))
+                        });
+                under_deadline(targets, &slots, timeout, fan_out).await
             }
             Some(Spawned(spawn)) => {
-                let handles = targets.iter().enumerate().map(|(index, target)| {
-                    let (select, target) = (for_target(&per_shard, target), target.clone());
-                    let span = target.span("scatter", table);
-                    let (sender, receiver) = futures_channel::oneshot::channel();
-                    let task = async move {
-                        let rows =
-                            async { Ok(on_target!(&target, |conn| select.all(conn).await?)) };
-                        // The receiver is gone when the fan-out has given up on this shard.
-                        let _ = sender.send(rows.await);
-                    }
-                    .instrument(span);
-                    spawn(Box::pin(task));
-                    // A task the runtime drops unfinished (shutting down, say) is this
-                    // shard's error, not a panic.
-                    receiver.map(move |outcome| {
-                        (
-                            index,
-                            outcome.unwrap_or_else(|_| {
-                                Err(DbErr::Custom(
-                                    "the runtime dropped this shard's task".to_owned(),
-                                ))
-                            }),
-                        )
-                    })
-                });
-                under_deadline(targets, timeout, handles).await
+                let handles =
+                    targets
+                        .iter()
+                        .zip(&slots)
+                        .enumerate()
+                        .map(|(index, (target, slot))| {
+                            let (select, target) = (for_target(&per_shard, target), target.clone());
+                            let slot = slot.clone();
+                            let span = target.span("scatter", table);
+                            let (sender, receiver) = futures_channel::oneshot::channel();
+                            let task = async move {
+                                let rows = async {
+                                    Ok(on_target!(&target, &slot, |conn| select.all(conn).await?))
+                                };
+                                // The receiver is gone when the fan-out has given up on this shard.
+                                let _ = sender.send(rows.await);
+                            }
+                            .instrument(span);
+                            spawn(Box::pin(task));
+                            // A task the runtime drops unfinished (shutting down, say) is this
+                            // shard's error, not a panic.
+                            receiver.map(move |outcome| {
+                                (
+                                    index,
+                                    outcome.unwrap_or_else(|_| {
+                                        Err(DbErr::Custom(
+                                            "the runtime dropped this shard's task".to_owned(),
+                                        ))
+                                    }),
+                                )
+                            })
+                        });
+                under_deadline(targets, &slots, timeout, handles).await
             }
         };
         let mut rows = Vec::new();
@@ -852,21 +994,27 @@ where
         crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
-            let select = for_target(&self.select, target);
-            async move {
-                let count = async {
-                    Ok(on_target!(target, |conn| PaginatorTrait::count(
-                        select, conn
-                    )
-                    .await?))
-                };
-                (index, count.await)
-            }
-            .instrument(target.span("scatter_count", table))
-        });
+        let slots = slots(&self.targets);
+        let fan_out = self
+            .targets
+            .iter()
+            .zip(&slots)
+            .enumerate()
+            .map(|(index, (target, slot))| {
+                let select = for_target(&self.select, target);
+                async move {
+                    let count = async {
+                        Ok(on_target!(target, slot, |conn| PaginatorTrait::count(
+                            select, conn
+                        )
+                        .await?))
+                    };
+                    (index, count.await)
+                }
+                .instrument(target.span("scatter_count", table))
+            });
         let mut total: u64 = 0;
-        for result in under_deadline(&self.targets, timeout, fan_out).await {
+        for result in under_deadline(&self.targets, &slots, timeout, fan_out).await {
             total = total.saturating_add(result?);
         }
         let after_offset = total.saturating_sub(self.offset);
@@ -931,27 +1079,34 @@ where
         crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
-            let mut select = for_target(&self.select, target).select_only();
-            if let Some(group) = group {
-                select = select
-                    .column_as(Expr::col(group), "group_key")
-                    .group_by(group);
-            }
-            for (n, expr) in exprs(target.conn.get_database_backend())
-                .into_iter()
-                .enumerate()
-            {
-                select = select.column_as(expr, format!("value_{n}"));
-            }
-            let select = select.into_tuple::<R>();
-            async move {
-                let rows = async { Ok(on_target!(target, |conn| select.all(conn).await?)) };
-                (index, rows.await)
-            }
-            .instrument(target.span("scatter_aggregate", table))
-        });
-        under_deadline(&self.targets, timeout, fan_out)
+        let slots = slots(&self.targets);
+        let fan_out = self
+            .targets
+            .iter()
+            .zip(&slots)
+            .enumerate()
+            .map(|(index, (target, slot))| {
+                let mut select = for_target(&self.select, target).select_only();
+                if let Some(group) = group {
+                    select = select
+                        .column_as(Expr::col(group), "group_key")
+                        .group_by(group);
+                }
+                for (n, expr) in exprs(target.conn.get_database_backend())
+                    .into_iter()
+                    .enumerate()
+                {
+                    select = select.column_as(expr, format!("value_{n}"));
+                }
+                let select = select.into_tuple::<R>();
+                async move {
+                    let rows =
+                        async { Ok(on_target!(target, slot, |conn| select.all(conn).await?)) };
+                    (index, rows.await)
+                }
+                .instrument(target.span("scatter_aggregate", table))
+            });
+        under_deadline(&self.targets, &slots, timeout, fan_out)
             .await
             .into_iter()
             .collect()

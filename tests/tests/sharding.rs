@@ -806,3 +806,134 @@ async fn sums_wider_than_i64_are_errors() {
         db.drop_db().await;
     }
 }
+
+/// When a shard's part of a fan-out passes its deadline, its statement is cancelled on the
+/// server (PostgreSQL's cancel request, MariaDB's `KILL QUERY`): no connection stays
+/// waiting on the slow shard, so its pool (two connections here) serves the next
+/// statement at once, even after three timed-out fan-outs and with the lock still held.
+async fn a_shard_timeout_cancels_the_statement_on_the_server(backend: Backend) {
+    use sea_orm::{ConnectOptions, Database, Statement};
+    use std::time::{Duration, Instant};
+    let Some(dbs) = shard_dbs(&[backend, backend]).await else {
+        return;
+    };
+    let ids = [ShardId::new("shard_0"), ShardId::new("shard_1")];
+    let router = HashRouter::new(ids.clone());
+    let mut options = ConnectOptions::new(dbs[1].url.clone().unwrap());
+    options.max_connections(2);
+    let small = Database::connect(options).await.unwrap();
+    let topology = Topology::new(
+        router,
+        [
+            (ids[0].clone(), dbs[0].conn.clone()),
+            (ids[1].clone(), small.clone()),
+        ],
+    )
+    .unwrap();
+    let tenancy = Tenancy::<i64>::builder(dbs[0].conn.clone())
+        .sharded(topology)
+        .build()
+        .unwrap();
+    place(&tenancy, 6, 1).await;
+
+    // shard_1's table is held by another session.
+    let holder = Database::connect(dbs[1].url.clone().unwrap())
+        .await
+        .unwrap();
+    let lock = match backend {
+        Backend::Postgres => "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE",
+        _ => "LOCK TABLES orders WRITE",
+    };
+    holder.execute_unprepared(lock).await.unwrap();
+    let across = tenancy.unscoped_across_shards().unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = across
+            .find::<order::Entity>()
+            .timeout(Duration::from_millis(300))
+            .all()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ShardTimeout { shard, .. } if shard == "shard_1"),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // Nothing of ours waits on the lock any more, and the pool answers at once.
+    let name = url::Url::parse(dbs[1].url.as_deref().unwrap())
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let waiting = match backend {
+        Backend::Postgres => format!(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{name}' \
+             AND wait_event_type = 'Lock'"
+        ),
+        _ => format!(
+            "SELECT count(*) AS n FROM information_schema.PROCESSLIST WHERE DB = '{name}' \
+             AND STATE LIKE '%lock%'"
+        ),
+    };
+    let mut n = 1;
+    for _ in 0..20 {
+        let row = dbs[0]
+            .conn
+            .query_one_raw(Statement::from_string(
+                dbs[0].conn.get_database_backend(),
+                waiting.clone(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        n = row.try_get::<i64>("", "n").unwrap();
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(n, 0, "statements still wait on the lock");
+    let started = Instant::now();
+    small
+        .query_one_raw(Statement::from_string(
+            small.get_database_backend(),
+            "SELECT 1",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let unlock = match backend {
+        Backend::Postgres => "ROLLBACK",
+        _ => "UNLOCK TABLES",
+    };
+    holder.execute_unprepared(unlock).await.unwrap();
+    holder.close().await.unwrap();
+    small.close().await.unwrap();
+    drop(tenancy);
+    for db in dbs {
+        db.drop_db().await;
+    }
+}
+
+mod cancel {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_shard_timeout_cancels_the_statement_on_the_server(tenancy_tests::Backend::Postgres)
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql() {
+        super::a_shard_timeout_cancels_the_statement_on_the_server(tenancy_tests::Backend::MySql)
+            .await
+    }
+}
