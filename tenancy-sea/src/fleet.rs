@@ -95,7 +95,7 @@ impl<T: TenantKey> Tenancy<T> {
             DbBackend::Postgres,
             &[("search_path", format!("{}, public", schema.quoted()))],
         )
-        .apply(txn)
+        .apply(txn, txn)
         .await?;
         Ok(())
     }

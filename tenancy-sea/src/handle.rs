@@ -5,7 +5,7 @@ use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
 use crate::select::{GlobalJoins, ScopedSelect};
-use crate::session::{HandleConnection, RawSql, SESSION_RESET, Session};
+use crate::session::{HandleConnection, RawSql, SESSION_RESET, Session, Tag};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
@@ -60,6 +60,9 @@ pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
     shard: Option<ShardId>,
     /// The shards, when sharded: rows of a `#[shard_key]` entity are routed by their key.
     topology: Option<Arc<Topology>>,
+    /// The tag statements carry inside a transaction whose set-up read one (the schema's
+    /// shape, schema per tenant).
+    tag: Tag,
 }
 
 /// A handle, or the same tenant's handle on the shard a key routed to.
@@ -101,6 +104,7 @@ impl<T: TenantKey> TenantDb<T> {
             raw_sql,
             shard: None,
             topology: None,
+            tag: Tag::default(),
         }
     }
 
@@ -264,6 +268,10 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
 
     pub(crate) fn session(&self) -> Option<&Session> {
         self.session.as_deref()
+    }
+
+    pub(crate) fn tag(&self) -> &Tag {
+        &self.tag
     }
 
     pub(crate) fn tenant_value(&self) -> &Value {
@@ -506,6 +514,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             raw_sql: self.raw_sql,
             shard: Some(shard),
             topology: self.topology.clone(),
+            tag: self.tag.clone(),
         }))
     }
 
@@ -922,10 +931,12 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// transaction (a savepoint).
     pub async fn begin(&self) -> Result<TenantTxn<T>> {
         let txn = self.conn.begin().await?;
-        if let Some(session) = &self.session {
-            session.apply(&txn).await?;
-        }
+        let tag = match &self.session {
+            Some(session) => session.apply(&txn, &self.conn).await?,
+            None => self.tag.clone(),
+        };
         Ok(TenantDb {
+            tag,
             conn: txn,
             tenant: self.tenant.clone(),
             value: self.value.clone(),

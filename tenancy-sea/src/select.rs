@@ -398,22 +398,25 @@ where
     pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h> {
         let span = self.span("stream");
         let (handle, select) = self.parts()?;
+        let statement = sea_orm::QueryTrait::build(&select, handle.backend());
         let inner: RowStream<'h, E::Model> = match handle.session() {
-            None => Box::pin(
-                select
-                    .stream(handle.unit_connection())
+            None => {
+                let statement = handle.tag().on(statement);
+                let rows = sea_orm::StreamTrait::stream_raw(handle.unit_connection(), statement)
                     .instrument(span.clone())
-                    .await?,
-            ),
+                    .await?;
+                Box::pin(models::<E, _>(rows))
+            }
             Some(session) => {
                 let txn = handle.unit_connection().begin().await?;
-                session.apply(&txn).await?;
+                let tag = session.apply(&txn, handle.unit_connection()).await?;
+                let statement = tag.on(statement);
                 let rows = TxnRowsAsyncSendTryBuilder {
                     txn,
                     rows_builder: |txn: &DatabaseTransaction| {
                         Box::pin(async move {
-                            let rows = select.stream(txn).await?;
-                            Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(rows))
+                            let rows = sea_orm::StreamTrait::stream_raw(txn, statement).await?;
+                            Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(models::<E, _>(rows)))
                         })
                     },
                 }
@@ -475,6 +478,16 @@ where
 }
 
 type RowStream<'a, M> = Pin<Box<dyn Stream<Item = std::result::Result<M, DbErr>> + Send + 'a>>;
+
+/// The models of a stream of rows, read as SeaORM's own `stream` reads them.
+fn models<E, S>(rows: S) -> impl Stream<Item = std::result::Result<E::Model, DbErr>> + Send
+where
+    E: EntityTrait,
+    S: Stream<Item = std::result::Result<sea_orm::QueryResult, DbErr>> + Send,
+{
+    use futures_util::StreamExt;
+    rows.map(|row| row.and_then(|row| E::Model::from_query_result(&row, "")))
+}
 
 /// A stream of rows together with the transaction it reads in.
 #[ouroboros::self_referencing]

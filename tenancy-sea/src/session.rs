@@ -53,6 +53,10 @@ pub(crate) struct Session {
     /// The tenant whose schema the set-up requires, for [`Error::UnknownTenant`] when it
     /// does not exist.
     schema_of: Option<String>,
+    /// Whether the (last) statement also reads the schema's shape, a hash of its latest
+    /// migration (`shape` column): statements of the unit carry it in a comment, so that
+    /// schemas of different shapes never share a prepared statement.
+    shaped: bool,
 }
 
 impl Session {
@@ -71,6 +75,7 @@ impl Session {
         Session {
             statements,
             schema_of: None,
+            shaped: false,
         }
     }
 
@@ -78,34 +83,177 @@ impl Session {
     /// `public` for the global tables, in one statement that also fails when the schema
     /// does not exist (`$2::regnamespace`), so a tenant without a schema never resolves its
     /// tables in `public` ([`Error::UnknownTenant`]).
-    pub(crate) fn schema(schema: &Identifier, tenant: String) -> Self {
+    ///
+    /// With `version_table` (the migrations table in each tenant schema), the same
+    /// statement reads a hash of the schema's latest migration, its *shape*. PostgreSQL
+    /// ties a prepared statement to the row type it was first planned for; with one pool
+    /// and a `search_path` per unit, tenants whose schemas differ (halfway through a fleet
+    /// migration) would share the driver's prepared statements and fail with "cached plan
+    /// must not change result type". The unit's statements carry the shape in a comment,
+    /// so each shape gets statements of its own, and tenants of one shape share them.
+    pub(crate) fn schema(
+        schema: &Identifier,
+        tenant: String,
+        version_table: Option<&Identifier>,
+    ) -> Self {
+        // The names are validated identifiers, quoted: the statement is the same for
+        // every unit of the tenant, so the driver prepares it once.
+        let sql = match version_table {
+            Some(table) => format!(
+                "SELECT set_config('search_path', $1, true), $2::regnamespace, \
+                 (SELECT hashtext(coalesce(max(version), '')) FROM {}.{}) AS shape",
+                schema.quoted(),
+                table.quoted()
+            ),
+            None => "SELECT set_config('search_path', $1, true), $2::regnamespace".to_owned(),
+        };
         Session {
             statements: vec![Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "SELECT set_config('search_path', $1, true), $2::regnamespace",
+                sql,
                 [
                     Value::from(format!("{}, public", schema.quoted())),
                     Value::from(schema.as_str()),
                 ],
             )],
             schema_of: Some(tenant),
+            shaped: version_table.is_some(),
         }
     }
 
-    pub(crate) async fn apply<C: ConnectionTrait>(&self, conn: &C) -> Result<(), Error> {
-        for statement in &self.statements {
-            if let Err(error) = conn.execute_raw(statement.clone()).await {
+    /// Runs the set-up on `conn`; returns the tag the unit's statements carry (the
+    /// schema's shape), if any.
+    /// `pool` is where the unit's transaction was begun: when the set-up fails because a
+    /// relation is missing, it tells a tenant without a schema from a schema without its
+    /// migrations table (the unit's own transaction is aborted by then).
+    pub(crate) async fn apply<C, P>(&self, conn: &C, pool: &P) -> Result<Tag, Error>
+    where
+        C: ConnectionTrait,
+        P: ConnectionTrait,
+    {
+        let mut tag = Tag::default();
+        for (n, statement) in self.statements.iter().enumerate() {
+            let last = n + 1 == self.statements.len();
+            let outcome = if self.shaped && last {
+                conn.query_one_raw(statement.clone())
+                    .await
+                    .and_then(|row| match row {
+                        Some(row) => row.try_get::<i32>("", "shape").map(Some),
+                        None => Ok(None),
+                    })
+                    .map(|shape| {
+                        tag = Tag::shape(shape.unwrap_or_default());
+                    })
+            } else {
+                conn.execute_raw(statement.clone()).await.map(|_| ())
+            };
+            if let Err(error) = outcome {
+                let state = sql_state(&error);
+                let missing_schema = match (&self.schema_of, state.as_deref()) {
+                    (Some(_), Some("3F000")) => true,
+                    (Some(_), Some("42P01")) => !self.schema_exists(pool).await?,
+                    _ => false,
+                };
                 return Err(match &self.schema_of {
-                    Some(tenant) if sql_state(&error).as_deref() == Some("3F000") => {
-                        Error::UnknownTenant {
-                            tenant: tenant.clone(),
-                        }
-                    }
+                    Some(tenant) if missing_schema => Error::UnknownTenant {
+                        tenant: tenant.clone(),
+                    },
+                    Some(tenant) if state.as_deref() == Some("42P01") => Error::Config(format!(
+                        "tenant {tenant}'s schema has no migrations table to read its shape \
+                         from: provision tenant schemas with `create_tenant_schema`, or name \
+                         the table with `TenancyBuilder::schema_version_table` (`None` when \
+                         tenant schemas never differ)"
+                    )),
                     _ => error.into(),
                 });
             }
         }
-        Ok(())
+        Ok(tag)
+    }
+
+    /// Whether the schema the set-up names exists, asked on `pool`.
+    async fn schema_exists<P: ConnectionTrait>(&self, pool: &P) -> Result<bool, Error> {
+        let Some(statement) = self.statements.last() else {
+            return Ok(true);
+        };
+        let Some(schema) = statement.values.as_ref().and_then(|v| v.0.get(1)).cloned() else {
+            return Ok(true);
+        };
+        let row = pool
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT to_regnamespace($1) IS NOT NULL AS present",
+                [schema],
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get::<bool>("", "present")?,
+            None => true,
+        })
+    }
+}
+
+/// The comment a unit's statements carry (see [`Session::schema`]): empty, or
+/// `/* tenancy shape <n> */ `, made only of digits and fixed text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tag(Option<std::sync::Arc<str>>);
+
+impl Tag {
+    fn shape(hash: i32) -> Self {
+        Tag(Some(format!("/* tenancy shape {hash} */ ").into()))
+    }
+
+    fn apply(&self, mut statement: Statement) -> Statement {
+        if let Some(tag) = &self.0 {
+            statement.sql = format!("{tag}{}", statement.sql);
+        }
+        statement
+    }
+}
+
+/// A connection whose statements carry a unit's [`Tag`]: the driver caches prepared
+/// statements by their text, so tagged statements of different schema shapes never share
+/// one. Everything else passes through.
+pub(crate) struct Tagged<'a, C> {
+    pub(crate) inner: &'a C,
+    pub(crate) tag: &'a Tag,
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        self.inner.execute_raw(self.tag.apply(stmt)).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.inner.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        self.inner.query_one_raw(self.tag.apply(stmt)).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        self.inner.query_all_raw(self.tag.apply(stmt)).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.inner.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.inner.is_mock_connection()
+    }
+}
+
+impl Tag {
+    /// `statement` as a tagged unit sends it (for streams, which take a statement).
+    pub(crate) fn on(&self, statement: Statement) -> Statement {
+        self.apply(statement)
     }
 }
 
@@ -146,18 +294,26 @@ pub(crate) const SESSION_RESET: &str = "RESET ALL; RESET ROLE; RESET SESSION AUT
 /// transaction whose set-up ran first and which commits after `$body`. `?` in `$body`
 /// drops the transaction, which rolls back.
 macro_rules! in_unit {
-    ($pool:expr, $session:expr, |$conn:ident| $body:expr) => {{
+    ($pool:expr, $session:expr, $tag:expr, |$conn:ident| $body:expr) => {{
         let pool = $pool;
         match $session {
             None => {
-                let $conn = pool;
+                let tagged = $crate::session::Tagged {
+                    inner: pool,
+                    tag: $tag,
+                };
+                let $conn = &tagged;
                 $body
             }
             Some(session) => {
                 let txn = ::sea_orm::TransactionTrait::begin(pool).await?;
-                session.apply(&txn).await?;
+                let tag = session.apply(&txn, pool).await?;
                 let out = {
-                    let $conn = &txn;
+                    let tagged = $crate::session::Tagged {
+                        inner: &txn,
+                        tag: &tag,
+                    };
+                    let $conn = &tagged;
                     $body
                 };
                 ::sea_orm::TransactionSession::commit(txn).await?;
@@ -172,6 +328,11 @@ macro_rules! in_unit {
 macro_rules! on_conn {
     ($handle:expr, |$conn:ident| $body:expr) => {{
         let handle = $handle;
-        in_unit!(handle.unit_connection(), handle.session(), |$conn| $body)
+        in_unit!(
+            handle.unit_connection(),
+            handle.session(),
+            handle.tag(),
+            |$conn| $body
+        )
     }};
 }

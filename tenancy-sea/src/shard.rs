@@ -492,18 +492,28 @@ macro_rules! on_target {
         let slot: &Cancel = $slot;
         let backend = target.conn.get_database_backend();
         if backend == DbBackend::Sqlite {
-            in_unit!(&target.conn, target.session.as_deref(), |$conn| $body)
+            in_unit!(
+                &target.conn,
+                target.session.as_deref(),
+                &$crate::session::Tag::default(),
+                |$conn| $body
+            )
         } else {
             // A unit of its own, so that the statement runs on a connection whose
             // server-side id is known: past the deadline it is cancelled on the server
             // instead of holding the connection (and, with others, the pool).
             let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
             slot.record(&txn, backend).await?;
-            if let Some(session) = target.session.as_deref() {
-                session.apply(&txn).await?;
-            }
+            let tag = match target.session.as_deref() {
+                Some(session) => session.apply(&txn, &target.conn).await?,
+                None => $crate::session::Tag::default(),
+            };
             let out = {
-                let $conn = &txn;
+                let tagged = $crate::session::Tagged {
+                    inner: &txn,
+                    tag: &tag,
+                };
+                let $conn = &tagged;
                 $body
             };
             ::sea_orm::TransactionSession::commit(txn).await?;

@@ -112,6 +112,9 @@ struct Inner<T> {
     topology: Option<Arc<Topology>>,
     template: Option<DatabaseTemplate>,
     connections_per_pool: u32,
+    /// The migrations table of each tenant schema, whose latest migration is the schema's
+    /// shape (see [`TenancyBuilder::schema_version_table`]).
+    version_table: Option<Identifier>,
     /// Set once [`Tenancy::verify`] has passed: the checks run before the first handle.
     verified: std::sync::OnceLock<()>,
 }
@@ -135,6 +138,7 @@ pub struct TenancyBuilder<T> {
     max_open_pools: usize,
     pool_idle_timeout: Duration,
     connections_per_tenant: u32,
+    version_table: Option<String>,
     id_type: PhantomData<fn() -> T>,
 }
 
@@ -169,6 +173,17 @@ impl<T: TenantKey> TenancyBuilder<T> {
         self.strategy = Strategy::SchemaPerTenant {
             prefix: prefix.into(),
         };
+        self
+    }
+
+    /// The migrations table in each tenant schema (schema per tenant), `seaql_migrations`
+    /// by default: each unit reads its latest migration, in the statement that sets
+    /// `search_path`, so that tenants whose schemas differ (halfway through
+    /// [`migrate_all`](crate::Tenancy::migrate_all)) never share a prepared statement,
+    /// which PostgreSQL refuses with "cached plan must not change result type". `None`
+    /// when tenant schemas are always alike (and changed only while no tenant is served).
+    pub fn schema_version_table(mut self, table: Option<&str>) -> Self {
+        self.version_table = table.map(str::to_owned);
         self
     }
 
@@ -271,6 +286,11 @@ impl<T: TenantKey> TenancyBuilder<T> {
             None => None,
         };
         let admin = self.admin.unwrap_or_else(|| self.conn.clone());
+        let version_table = self
+            .version_table
+            .as_deref()
+            .map(Identifier::new)
+            .transpose()?;
         Ok(Tenancy {
             inner: Arc::new(Inner {
                 conn: self.conn,
@@ -280,6 +300,7 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 topology: self.topology.map(Arc::new),
                 template: self.template,
                 connections_per_pool: self.connections_per_tenant,
+                version_table,
                 verified: std::sync::OnceLock::new(),
             }),
         })
@@ -324,6 +345,7 @@ impl<T: TenantKey> Tenancy<T> {
             max_open_pools: 50,
             pool_idle_timeout: Duration::from_secs(300),
             connections_per_tenant: 4,
+            version_table: Some("seaql_migrations".to_owned()),
             id_type: PhantomData,
         }
     }
@@ -367,7 +389,11 @@ impl<T: TenantKey> Tenancy<T> {
             )),
             Strategy::SchemaPerTenant { prefix } => {
                 let schema = Identifier::for_tenant(prefix, &tenant)?;
-                Some(Session::schema(&schema, tenant.to_string()))
+                Some(Session::schema(
+                    &schema,
+                    tenant.to_string(),
+                    self.inner.version_table.as_ref(),
+                ))
             }
         };
         Ok(TenantDb::new(

@@ -143,3 +143,33 @@ impl MigrationTrait for OrderTotalIndex {
             .await
     }
 }
+
+/// [`Migrator`] plus a migration that changes the type of a column read by every select
+/// of customers (`name` becomes `varchar(200)`): schemas before and after it return rows
+/// of different types.
+pub struct WideNamesMigrator;
+
+impl MigratorTrait for WideNamesMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(TenantTables), Box::new(WideCustomerNames)]
+    }
+}
+
+struct WideCustomerNames;
+
+impl MigrationName for WideCustomerNames {
+    fn name(&self) -> &str {
+        "m0003_wide_customer_names"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WideCustomerNames {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("ALTER TABLE customers ALTER COLUMN name TYPE varchar(200)")
+            .await
+            .map(|_| ())
+    }
+}

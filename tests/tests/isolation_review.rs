@@ -1390,7 +1390,8 @@ async fn passwords_never_appear_in_errors_or_logs() {
     no_password("the catalog's rows' Debug", &format!("{rows:?}"));
 
     // A shard registered in the catalog that cannot be reached: the registry's records,
-    // the topology's error, and the catalog watcher's log line.
+    // the reason the topology keeps, the error its tenants get, a refresh's report and
+    // the log lines of the start and of the catalog watcher.
     let shards = ShardCatalog::new(catalog.clone());
     shards.install().await.unwrap();
     shards
@@ -1399,35 +1400,31 @@ async fn passwords_never_appear_in_errors_or_logs() {
         .unwrap();
     let records = shards.list().await.unwrap();
     no_password("ShardRecord's Debug", &format!("{records:?}"));
-    let router = Arc::new(DirectoryRouter::<i64>::new(Vec::<ShardId>::new()));
-    let err = shards.topology(router.clone(), 1).await.unwrap_err();
-    no_password("a topology error", &format!("{err} {err:?}"));
-
-    shards.unregister(&ShardId::from("s9")).await.unwrap();
+    let router = Arc::new(DirectoryRouter::<i64>::new(shards.names().await.unwrap()));
     let topology = shards.topology(router.clone(), 1).await.unwrap();
+    let reasons = topology.unavailable_shards();
+    assert_eq!(reasons.len(), 1);
+    no_password("an unavailable shard's reason", &format!("{reasons:?}"));
     let sharded = Tenancy::<i64>::builder(catalog.clone())
         .sharded(topology)
         .build()
         .unwrap();
-    shards
-        .register(&ShardId::from("s9"), &unreachable, ShardState::Active)
-        .await
-        .unwrap();
     let directory = DirectoryCatalog::<i64>::new(catalog.clone());
     directory.install().await.unwrap();
-    let err = sharded
-        .refresh_catalog(&directory, &router)
-        .await
-        .unwrap_err();
-    no_password("a refresh error", &format!("{err} {err:?}"));
+    directory.assign(&router, &5, "s9").await.unwrap();
+    let err = sharded.tenant(5).await.unwrap_err();
+    assert!(matches!(err, Error::ShardUnavailable { .. }), "{err:?}");
+    no_password("ShardUnavailable", &format!("{err} {err:?}"));
+    let refresh = sharded.refresh_catalog(&directory, &router).await.unwrap();
+    assert_eq!(refresh.unavailable, [ShardId::from("s9")]);
     let watch =
         sharded
             .clone()
             .watch_catalog(directory, router, std::time::Duration::from_millis(10));
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), watch).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), watch).await;
     let log = captured.0.lock().unwrap().clone();
     assert!(
-        log.contains("refreshing the catalog failed"),
+        log.contains("shard unreachable at start"),
         "no warning logged: {log}"
     );
     no_password("the tracing output", &log);

@@ -10,7 +10,7 @@ use tenancy_sea::{Error, HandleConnection, Tenancy, TenantDb};
 use tenancy_tests::checks::{self, tenants_seen};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{Migrator, MigratorV2};
-use tenancy_tests::{Backend, TestDb, raw};
+use tenancy_tests::{Backend, Flavor, TestDb, raw};
 
 const PREFIX: &str = "tenant_";
 
@@ -342,5 +342,98 @@ async fn schema_operations_need_the_schema_strategy() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(row_level.tenant_schemas().await.is_err());
+    test.drop_db().await;
+}
+
+/// Tenants at two migration versions under load, on one shared pool: half the tenants'
+/// `customers.name` is `varchar(200)`, the other half's is not. Every read and write of
+/// every tenant works, because statements of schemas of different shapes are never
+/// prepared as one; without the shape (`schema_version_table(None)`) the same load fails
+/// with PostgreSQL's "cached plan must not change result type".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_at_two_migration_versions_under_load() {
+    use tenancy_tests::migration::WideNamesMigrator;
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    // A pool of two connections, so that every connection serves every tenant.
+    let mut options = sea_orm::ConnectOptions::new(test.url.clone().unwrap());
+    options.max_connections(2);
+    let pool = sea_orm::Database::connect(options).await.unwrap();
+    let tenancy = std::sync::Arc::new(
+        Tenancy::<i64>::builder(pool.clone())
+            .schema_per_tenant(tenancy_tests::SCHEMA_PREFIX)
+            .build()
+            .unwrap(),
+    );
+    for tenant in 1..=6 {
+        tenancy
+            .create_tenant_schema::<Migrator>(tenant)
+            .await
+            .unwrap();
+    }
+    // Halfway through a fleet migration: the even tenants are at the next version.
+    for tenant in [2, 4, 6] {
+        tenancy
+            .migrate_tenant::<WideNamesMigrator>(&tenant)
+            .await
+            .unwrap();
+    }
+    let load = |tenancy: std::sync::Arc<Tenancy<i64>>| async move {
+        let tasks: Vec<_> = (0..12)
+            .map(|task| {
+                let tenancy = tenancy.clone();
+                tokio::spawn(async move {
+                    for round in 0..30 {
+                        let tenant = (task + round) % 6 + 1;
+                        let db = tenancy.tenant(tenant).await?;
+                        db.insert(customer::ActiveModel {
+                            name: Set(format!("c{tenant}")),
+                            ..Default::default()
+                        })
+                        .await?;
+                        let mine = db.find::<customer::Entity>().all().await?;
+                        assert!(mine.iter().all(|c| c.tenant_id == tenant));
+                        let txn = db.begin().await?;
+                        txn.find::<customer::Entity>().one().await?;
+                        txn.commit().await?;
+                    }
+                    Ok::<(), Error>(())
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for task in tasks {
+            if let Err(error) = task.await.unwrap() {
+                failures.push(error.to_string());
+            }
+        }
+        failures
+    };
+    let failures = load(tenancy.clone()).await;
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+
+    // The finding, shown: without the shape the shared statements break.
+    let unshaped = std::sync::Arc::new(
+        Tenancy::<i64>::builder(pool.clone())
+            .schema_per_tenant(tenancy_tests::SCHEMA_PREFIX)
+            .schema_version_table(None)
+            .build()
+            .unwrap(),
+    );
+    let failures = load(unshaped).await;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("cached plan must not change result type")),
+        "{failures:?}"
+    );
+    pool.close().await.unwrap();
+    drop(tenancy);
     test.drop_db().await;
 }
