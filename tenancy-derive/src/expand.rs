@@ -125,11 +125,13 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                 },
                 quote! {
                     #[automatically_derived]
+                    #[diagnostic::do_not_recommend]
                     impl #krate::KeySharded for #entity {
                         type Key = #key_ty;
                     }
 
                     #[automatically_derived]
+                    #[diagnostic::do_not_recommend]
                     impl #krate::__private::sealed::KeyShardedSeal for #entity {}
                 },
             )
@@ -143,6 +145,7 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
             },
             quote! {
                 #[automatically_derived]
+                #[diagnostic::do_not_recommend]
                 impl #krate::ScopedEntity<<#entity as #krate::TenantScoped>::TenantId> for #entity {
                     #[inline]
                     fn scope_column() -> ::core::option::Option<#column> {
@@ -151,6 +154,7 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                 }
 
                 #[automatically_derived]
+                #[diagnostic::do_not_recommend]
                 impl #krate::__private::sealed::ScopedEntitySeal<
                     <#entity as #krate::TenantScoped>::TenantId,
                 > for #entity
@@ -161,6 +165,7 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
     };
     quote! {
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl #krate::TenantScoped for #entity {
             type TenantId = #ty;
 
@@ -173,6 +178,7 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
         }
 
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl #krate::__private::sealed::TenantScopedSeal for #entity {}
 
         #by_tenant
@@ -193,12 +199,15 @@ fn global(names: &Names) -> TokenStream {
     } = names;
     quote! {
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl #krate::GlobalEntity for #entity {}
 
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl #krate::__private::sealed::GlobalEntitySeal for #entity {}
 
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
             #[inline]
             fn scope_column() -> ::core::option::Option<#column> {
@@ -207,6 +216,7 @@ fn global(names: &Names) -> TokenStream {
         }
 
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
             for #entity
         {

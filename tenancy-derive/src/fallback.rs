@@ -15,6 +15,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
     } = names;
     let mut out = quote! {
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::unreachable!("placeholder emitted beside a compile error")
@@ -22,6 +23,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
         }
 
         #[automatically_derived]
+        #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
             for #entity
         {
@@ -31,6 +33,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
         let ty = valid::option_inner(field.ty).unwrap_or(field.ty);
         out.extend(quote! {
             #[automatically_derived]
+            #[diagnostic::do_not_recommend]
             impl #krate::TenantScoped for #entity {
                 type TenantId = #ty;
                 fn tenant_column() -> #column {
@@ -42,6 +45,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
             }
 
             #[automatically_derived]
+            #[diagnostic::do_not_recommend]
             impl #krate::__private::sealed::TenantScopedSeal for #entity {}
         });
     }

@@ -84,6 +84,28 @@ impl CatalogRegistry {
     pub async fn install(&self) -> Result<()> {
         create_table_if_missing(&self.conn, catalog::Entity).await
     }
+
+    /// The database URL of `tenant`, if registered: [`TenantRegistry::url`], callable as
+    /// `registry.url(&tenant)` (the id's type picks the registry).
+    pub async fn url<T: TenantKey>(&self, tenant: &T) -> Result<Option<String>> {
+        TenantRegistry::<T>::url(self, tenant).await
+    }
+
+    /// Registers `tenant` at `url` ([`TenantRegistry::register`]).
+    pub async fn register<T: TenantKey>(&self, tenant: &T, url: &str) -> Result<()> {
+        TenantRegistry::<T>::register(self, tenant, url).await
+    }
+
+    /// Forgets `tenant` ([`TenantRegistry::unregister`]).
+    pub async fn unregister<T: TenantKey>(&self, tenant: &T) -> Result<()> {
+        TenantRegistry::<T>::unregister(self, tenant).await
+    }
+
+    /// Every registered tenant, as ids of type `T` ([`TenantRegistry::tenants`]):
+    /// `registry.tenants::<i64>()`.
+    pub async fn tenants<T: TenantKey>(&self) -> Result<Vec<T>> {
+        TenantRegistry::<T>::tenants(self).await
+    }
 }
 
 /// Creates `entity`'s table on `conn` unless it exists: how every framework table of a

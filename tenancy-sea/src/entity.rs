@@ -176,11 +176,12 @@ impl<T: TenantId + Into<Value> + ValueType> TenantKey for T {}
 /// assert_eq!(<Entity as TenantScoped>::tenant_column().as_str(), "tenant_id");
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not tenant-scoped, so it cannot be written through a tenant handle",
+    message = "`{Self}` is not tenant-scoped: a tenant handle cannot filter or stamp its rows \
+               by tenant",
     label = "not a tenant-scoped entity",
     note = "derive `TenantScoped` on its Model and mark the tenant column `#[tenant_id]`; a \
-            `GlobalEntity` is read-only through tenant handles (write it through \
-            `Tenancy::unscoped()`)"
+            `GlobalEntity` is read with `db.find::<E>()` and written through \
+            `Tenancy::globals()` (every shard) or `Tenancy::unscoped()`"
 )]
 pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     /// The Rust type of the tenant column.
@@ -267,4 +268,11 @@ pub trait GlobalEntity: EntityTrait + sealed::GlobalEntitySeal {}
 pub trait ScopedEntity<T: TenantKey>: EntityTrait + sealed::ScopedEntitySeal<T> {
     /// The column a tenant's reads are filtered on; `None` for a global entity.
     fn scope_column() -> Option<Self::Column>;
+}
+
+/// The seal of [`FansOut`](crate::handle::FansOut): no type implements it.
+#[doc(hidden)]
+pub mod __private_sealed {
+    /// Implemented by no type.
+    pub trait FansOutSeal {}
 }

@@ -22,6 +22,49 @@ use std::sync::Arc;
 use tenancy_core::{KeyType, ShardId};
 use tracing::Instrument;
 
+/// What [`TenantDb::query_all_raw`] and [`TenantDb::execute_raw`] take: a SeaORM
+/// [`Statement`], SQL text, or SQL text with its bound values, built for the handle's
+/// backend.
+///
+/// ```
+/// # async fn demo(db: tenancy_sea::TenantDb<i64>) -> tenancy_sea::Result<()> {
+/// db.query_all_raw("SELECT 1").await?;
+/// db.query_all_raw(("SELECT * FROM orders WHERE total_cents > $1", [1000.into()])).await?;
+/// # Ok(()) }
+/// ```
+pub trait IntoRawStatement: Send {
+    /// The statement, for `backend`.
+    fn into_statement(self, backend: DbBackend) -> Statement;
+}
+
+impl IntoRawStatement for Statement {
+    fn into_statement(self, _: DbBackend) -> Statement {
+        self
+    }
+}
+
+impl IntoRawStatement for &str {
+    fn into_statement(self, backend: DbBackend) -> Statement {
+        Statement::from_string(backend, self)
+    }
+}
+
+impl IntoRawStatement for String {
+    fn into_statement(self, backend: DbBackend) -> Statement {
+        Statement::from_string(backend, self)
+    }
+}
+
+impl<S, I> IntoRawStatement for (S, I)
+where
+    S: Into<String> + Send,
+    I: IntoIterator<Item = Value> + Send,
+{
+    fn into_statement(self, backend: DbBackend) -> Statement {
+        Statement::from_sql_and_values(backend, self.0, self.1)
+    }
+}
+
 /// Whether the session's role can reach past its database: a superuser, or a member of
 /// one or of the roles that read and write server files or run server programs.
 const UNCONFINED_ROLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE (r.rolsuper \
@@ -962,8 +1005,12 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// and a SQLite one can `ATTACH` another tenant's file. Use
     /// [`Tenancy::unscoped()`](crate::Tenancy::unscoped) there, and filter by tenant
     /// yourself.
-    pub async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>> {
+    pub async fn query_all_raw(
+        &self,
+        statement: impl IntoRawStatement,
+    ) -> Result<Vec<QueryResult>> {
         self.check_raw()?;
+        let statement = statement.into_statement(self.backend());
         let span = self.span("raw", "");
         async {
             self.confined(|conn| Box::pin(conn.query_all_raw(statement)))
@@ -975,8 +1022,9 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
 
     /// Runs raw SQL that changes rows, in this tenant's scope; confined and refused as
     /// [`query_all_raw`](Self::query_all_raw) is.
-    pub async fn execute_raw(&self, statement: Statement) -> Result<ExecResult> {
+    pub async fn execute_raw(&self, statement: impl IntoRawStatement) -> Result<ExecResult> {
         self.check_raw()?;
+        let statement = statement.into_statement(self.backend());
         let span = self.span("raw", "");
         async {
             self.confined(|conn| Box::pin(conn.execute_raw(statement)))
@@ -1041,29 +1089,33 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     }
 
     /// Runs `work` in a transaction of this tenant: committed when it returns `Ok`,
-    /// rolled back when it returns `Err` (or panics).
+    /// rolled back when it returns `Err` (or panics). `work` is an async closure; `?` on
+    /// the library's errors works inside it as it does outside.
     ///
     /// ```
     /// # use tenancy_sea::prelude::*;
     /// # async fn demo(db: TenantDb<i64>) -> tenancy_sea::Result<()> {
-    /// let rows = db
-    ///     .transaction(|txn| {
-    ///         Box::pin(async move {
-    ///             // ... writes through `txn` ...
-    ///             Ok::<_, tenancy_sea::Error>(txn.tenant_id().to_string())
-    ///         })
+    /// let tenant = db
+    ///     .transaction(async |txn| {
+    ///         // ... writes through `txn`, with `?` ...
+    ///         Ok(txn.tenant_id().to_string())
     ///     })
     ///     .await?;
+    /// # let _ = tenant;
     /// # Ok(()) }
     /// ```
-    pub async fn transaction<F, R, E>(&self, work: F) -> std::result::Result<R, E>
+    pub async fn transaction<F, R>(&self, work: F) -> Result<R>
     where
-        F: for<'t> FnOnce(
-                &'t TenantTxn<T>,
-            )
-                -> Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 't>>
-            + Send,
-        R: Send,
+        F: AsyncFnOnce(&TenantTxn<T>) -> Result<R>,
+    {
+        self.transaction_with(work).await
+    }
+
+    /// [`transaction`](Self::transaction) for work whose error is the application's own
+    /// (any `E: From<tenancy_sea::Error>`).
+    pub async fn transaction_with<F, R, E>(&self, work: F) -> std::result::Result<R, E>
+    where
+        F: AsyncFnOnce(&TenantTxn<T>) -> std::result::Result<R, E>,
         E: From<Error>,
     {
         let txn = self.begin().await?;
@@ -1092,6 +1144,47 @@ impl<T: TenantKey> TenantTxn<T> {
     pub async fn rollback(self) -> Result<()> {
         Ok(self.conn.rollback().await?)
     }
+
+    /// Not in a transaction: a transaction runs on one shard, and a fan-out reads every
+    /// shard, so this does not compile, with a message that says so. Fan out with the
+    /// tenant's handle ([`TenantDb::across_shards`]), outside the transaction.
+    pub fn across_shards(&self) -> TenantAcrossShards<'_, T>
+    where
+        Self: FansOut<T>,
+    {
+        FansOut::fan_out(self)
+    }
+
+    /// Not in a transaction, like [`across_shards`](Self::across_shards): the keys may
+    /// live on other shards. Read them with the tenant's handle ([`TenantDb::by_keys`]),
+    /// or one key of this shard with [`by_key`](TenantDb::by_key).
+    pub fn by_keys<E>(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<E::Key>>,
+    ) -> Result<ShardedSelect<E>>
+    where
+        E: KeySharded<TenantId = T>,
+        Self: FansOut<T>,
+    {
+        let _ = keys;
+        Err(FansOut::refused(self))
+    }
+}
+
+/// What only a handle outside a transaction does: fan out over shards. Implemented for no
+/// type; it exists to give calling [`TenantTxn::across_shards`] or
+/// [`TenantTxn::by_keys`] a clear compile error.
+#[diagnostic::on_unimplemented(
+    message = "a transaction runs on one shard, so it does not fan out over shards",
+    label = "called on a transaction",
+    note = "call `across_shards()` or `by_keys(..)` on the tenant's handle (`TenantDb`), \
+            outside the transaction; inside it, read one key of this shard with `by_key(..)`"
+)]
+pub trait FansOut<T: TenantKey>: crate::entity::__private_sealed::FansOutSeal {
+    #[doc(hidden)]
+    fn fan_out(&self) -> TenantAcrossShards<'_, T>;
+    #[doc(hidden)]
+    fn refused(&self) -> Error;
 }
 
 /// Column name equality, for comparing columns of one entity (SeaORM columns are not

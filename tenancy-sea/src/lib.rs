@@ -100,12 +100,12 @@ pub mod __private {
 pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
-pub use handle::{KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
 pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use select::{
-    GlobalJoins, JoinRule, ScopedPaginator, ScopedSelect, ScopedSelectTwo, ScopedSelectTwoMany,
-    ScopedSelector, TenantJoins,
+    GlobalJoins, JoinRule, ScopedPaginator, ScopedQuery, ScopedSelect, ScopedSelectTwo,
+    ScopedSelectTwoMany, ScopedSelector, TenantJoins,
 };
 pub use session::HandleConnection;
 pub use shard::{

@@ -100,6 +100,82 @@ macro_rules! query_methods {
     };
 }
 
+/// The filters, orderings and bounds every tenant select takes, as a trait, for reusable
+/// query functions: one type parameter, whatever the tenant id type, the connection (a
+/// pool or a transaction) or the joins allowed.
+///
+/// ```
+/// # mod order {
+/// #     use sea_orm::entity::prelude::*;
+/// #     use tenancy_sea::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+/// #     #[sea_orm(table_name = "orders")]
+/// #     pub struct Model {
+/// #         #[sea_orm(primary_key)]
+/// #         pub id: i64,
+/// #         #[tenant_id]
+/// #         pub tenant_id: i64,
+/// #         pub total_cents: i64,
+/// #     }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// #     impl ActiveModelBehavior for ActiveModel {}
+/// # }
+/// use sea_orm::ColumnTrait;
+/// use tenancy_sea::ScopedQuery;
+///
+/// fn large<Q: ScopedQuery<order::Entity>>(query: Q) -> Q {
+///     query
+///         .filter(order::Column::TotalCents.gt(10_000))
+///         .order_by_desc(order::Column::TotalCents)
+/// }
+/// # async fn demo(db: tenancy_sea::TenantDb<i64>) -> tenancy_sea::Result<()> {
+/// let orders = large(db.find::<order::Entity>()).all().await?; // on the pool
+/// let txn = db.begin().await?;
+/// let inside = large(txn.find::<order::Entity>()).all().await?; // in a transaction
+/// # let _ = (orders, inside);
+/// # Ok(()) }
+/// ```
+pub trait ScopedQuery<E: EntityTrait>: Sized {
+    /// See [`ScopedSelect::filter`].
+    fn filter(self, condition: impl IntoCondition) -> Self;
+    /// See [`ScopedSelect::order_by_asc`].
+    fn order_by_asc(self, col: impl IntoSimpleExpr) -> Self;
+    /// See [`ScopedSelect::order_by_desc`].
+    fn order_by_desc(self, col: impl IntoSimpleExpr) -> Self;
+    /// See [`ScopedSelect::limit`].
+    fn limit(self, limit: u64) -> Self;
+    /// See [`ScopedSelect::offset`].
+    fn offset(self, offset: u64) -> Self;
+}
+
+impl<T, E, C, J> ScopedQuery<E> for ScopedSelect<'_, T, E, C, J>
+where
+    T: TenantKey,
+    E: EntityTrait,
+    C: HandleConnection,
+{
+    fn filter(self, condition: impl IntoCondition) -> Self {
+        ScopedSelect::filter(self, condition)
+    }
+
+    fn order_by_asc(self, col: impl IntoSimpleExpr) -> Self {
+        ScopedSelect::order_by_asc(self, col)
+    }
+
+    fn order_by_desc(self, col: impl IntoSimpleExpr) -> Self {
+        ScopedSelect::order_by_desc(self, col)
+    }
+
+    fn limit(self, limit: u64) -> Self {
+        ScopedSelect::limit(self, limit)
+    }
+
+    fn offset(self, offset: u64) -> Self {
+        ScopedSelect::offset(self, offset)
+    }
+}
+
 /// Which entities a [`ScopedSelect`] may join: [`TenantJoins`] (the default) for a
 /// select on the tenant's own shard, [`GlobalJoins`] for a select by `#[shard_key]`, which
 /// runs on the key's shard, where the tenant's co-located rows are not.

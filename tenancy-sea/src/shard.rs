@@ -839,6 +839,15 @@ where
         self
     }
 
+    /// Orders by `col` in the given direction. The merge compares the rows' own values
+    /// of `col`, so a fan-out orders by columns of `E`, not by expressions (an expression's
+    /// value is not in the rows the shards return); select the value as a column of a
+    /// view or of the model to order by it.
+    pub fn order_by(mut self, col: E::Column, order: Order) -> Self {
+        self.order.push((col, order));
+        self
+    }
+
     /// At most `limit` rows, over all shards.
     pub fn limit(mut self, limit: u64) -> Self {
         self.limit = Some(limit);

@@ -168,12 +168,9 @@ async fn merged_ids(
     limit: u64,
 ) -> Vec<i64> {
     let across = tenancy.unscoped_across_shards().unwrap();
-    let select = across.find::<measure::Entity>();
-    let select = match order {
-        Order::Desc => select.order_by_desc(col),
-        _ => select.order_by_asc(col),
-    };
-    select
+    across
+        .find::<measure::Entity>()
+        .order_by(col, order)
         .order_by_asc(measure::Column::Id)
         .offset(offset)
         .limit(limit)

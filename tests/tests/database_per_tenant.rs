@@ -6,9 +6,7 @@
 
 use sea_orm::{ConnectionTrait, Set, Statement};
 use std::path::PathBuf;
-use tenancy_sea::{
-    CatalogRegistry, DatabaseTemplate, Error, Tenancy, TenantDb, TenantKey, TenantRegistry,
-};
+use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Error, Tenancy, TenantDb, TenantKey};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator};
 use tenancy_tests::{Backend, TestDb};
@@ -121,7 +119,8 @@ impl Fleet {
 /// boundary, so the test looks from outside, as an operator would).
 async fn tenants_seen(fleet: &Fleet, id: i64) -> Vec<i64> {
     let registry = CatalogRegistry::new(fleet.catalog.conn.clone());
-    let url = TenantRegistry::<i64>::url(&registry, &id)
+    let url = registry
+        .url(&id)
         .await
         .unwrap()
         .expect("the tenant is registered");

@@ -650,41 +650,37 @@ async fn transactions_commit_and_roll_back(db: &TestDb) {
     );
 
     // The closure form: an error rolls back everything written in it.
-    let result: Result<(), Error> = a
-        .transaction(|txn| {
-            Box::pin(async move {
-                txn.insert(customer::ActiveModel {
-                    name: Set("inside".into()),
-                    ..Default::default()
-                })
-                .await?;
-                // A mismatch part-way through aborts the whole unit.
-                txn.insert(customer::ActiveModel {
-                    tenant_id: Set(2),
-                    name: Set("smuggled".into()),
-                    ..Default::default()
-                })
-                .await?;
-                Ok(())
+    let result = a
+        .transaction(async |txn| {
+            txn.insert(customer::ActiveModel {
+                name: Set("inside".into()),
+                ..Default::default()
             })
+            .await?;
+            // A mismatch part-way through aborts the whole unit.
+            txn.insert(customer::ActiveModel {
+                tenant_id: Set(2),
+                name: Set("smuggled".into()),
+                ..Default::default()
+            })
+            .await?;
+            Ok(())
         })
         .await;
     assert!(matches!(result, Err(Error::TenantMismatch { .. })));
     assert_eq!(tenancy.everyone::<customer::Entity>().await, vec![kept]);
 
     let name = a
-        .transaction(|txn| {
-            Box::pin(async move {
-                let nested = txn.begin().await?;
-                nested
-                    .insert(customer::ActiveModel {
-                        name: Set("nested".into()),
-                        ..Default::default()
-                    })
-                    .await?;
-                nested.commit().await?;
-                txn.find::<customer::Entity>().count().await
-            })
+        .transaction(async |txn| {
+            let nested = txn.begin().await?;
+            nested
+                .insert(customer::ActiveModel {
+                    name: Set("nested".into()),
+                    ..Default::default()
+                })
+                .await?;
+            nested.commit().await?;
+            txn.find::<customer::Entity>().count().await
         })
         .await
         .unwrap();
