@@ -1,6 +1,6 @@
 //! Row level enforced by PostgreSQL row-level security: policies generated from the
-//! entities, an application role that owns nothing, and raw SQL that still cannot cross
-//! tenants.
+//! entities, an application role that owns nothing and sees nothing without a tenant, and
+//! raw SQL through a handle refused.
 //!
 //! PostgreSQL only; the URL's user must be able to create databases and roles:
 //!
