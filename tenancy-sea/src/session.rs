@@ -199,6 +199,25 @@ impl Session {
 pub(crate) struct Tag(Option<std::sync::Arc<str>>);
 
 impl Tag {
+    /// A tag of the given text (made by the crate: fixed text and numbers only).
+    pub(crate) fn text_of(text: String) -> Self {
+        Tag(Some(text.into()))
+    }
+
+    /// The tag's text, if any.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// This tag, with `other`'s text before it.
+    pub(crate) fn then(self, other: &Tag) -> Self {
+        match (self.0, &other.0) {
+            (None, _) => other.clone(),
+            (Some(mine), None) => Tag(Some(mine)),
+            (Some(mine), Some(theirs)) => Tag(Some(format!("{theirs}{mine}").into())),
+        }
+    }
+
     fn shape(hash: i32) -> Self {
         Tag(Some(format!("/* tenancy shape {hash} */ ").into()))
     }

@@ -487,92 +487,64 @@ impl Target {
 /// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
 /// the target's set-up first when it has one.
 macro_rules! on_target {
-    ($target:expr, $slot:expr, |$conn:ident| $body:expr) => {{
+    ($target:expr, $tag:expr, |$conn:ident| $body:expr) => {{
         let target: &Target = $target;
-        let slot: &Cancel = $slot;
-        let backend = target.conn.get_database_backend();
-        if backend == DbBackend::Sqlite {
-            in_unit!(
-                &target.conn,
-                target.session.as_deref(),
-                &$crate::session::Tag::default(),
-                |$conn| $body
-            )
-        } else {
-            // A unit of its own, so that the statement runs on a connection whose
-            // server-side id is known: past the deadline it is cancelled on the server
-            // instead of holding the connection (and, with others, the pool).
-            let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
-            slot.record(&txn, backend).await?;
-            let tag = match target.session.as_deref() {
-                Some(session) => session.apply(&txn, &target.conn).await?,
-                None => $crate::session::Tag::default(),
-            };
-            let out = {
+        let fan_out: &$crate::session::Tag = $tag;
+        match target.session.as_deref() {
+            None => {
                 let tagged = $crate::session::Tagged {
-                    inner: &txn,
-                    tag: &tag,
+                    inner: &target.conn,
+                    tag: fan_out,
                 };
                 let $conn = &tagged;
                 $body
-            };
-            ::sea_orm::TransactionSession::commit(txn).await?;
-            slot.finish();
-            out
+            }
+            Some(session) => {
+                let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
+                let tag = session.apply(&txn, &target.conn).await?.then(fan_out);
+                let out = {
+                    let tagged = $crate::session::Tagged {
+                        inner: &txn,
+                        tag: &tag,
+                    };
+                    let $conn = &tagged;
+                    $body
+                };
+                ::sea_orm::TransactionSession::commit(txn).await?;
+                out
+            }
         }
     }};
 }
 
-/// The server-side id of the connection a fan-out part runs on (PostgreSQL's backend
-/// pid, MariaDB/MySQL's connection id), kept so that the part can be cancelled on the
-/// server when the fan-out's deadline passes.
-#[derive(Debug, Default)]
-pub(crate) struct Cancel {
-    id: Mutex<Option<i64>>,
-    finished: std::sync::atomic::AtomicBool,
-}
-
-impl Cancel {
-    async fn record(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        backend: DbBackend,
-    ) -> std::result::Result<(), DbErr> {
-        let sql = match backend {
-            DbBackend::Postgres => "SELECT CAST(pg_backend_pid() AS BIGINT) AS id",
-            _ => "SELECT CAST(CONNECTION_ID() AS SIGNED) AS id",
-        };
-        let row = sea_orm::ConnectionTrait::query_one_raw(
-            txn,
-            sea_orm::Statement::from_string(backend, sql),
-        )
-        .await?;
-        if let Some(row) = row {
-            let id: i64 = row.try_get("", "id")?;
-            *self.id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
-        }
-        Ok(())
-    }
-
-    fn finish(&self) {
-        self.finished.store(true, AtomicOrdering::SeqCst);
-    }
-
-    /// The id of a part still running, to cancel.
-    fn running(&self) -> Option<i64> {
-        if self.finished.load(AtomicOrdering::SeqCst) {
-            return None;
-        }
-        *self.id.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// What marks the statements of this process's fan-outs with a given timeout: a comment at
+/// the start of their text, `/* tenancy fan-out <process> <timeout ms> */`. When a part
+/// passes its deadline, the statements that carry it and have run for about the timeout
+/// are cancelled on their server. The text is the same for every fan-out of the process
+/// with that timeout, so the driver's prepared statements are shared; nothing is sent
+/// on the way that a fan-out without the mark would not send.
+fn fan_out_tag(timeout: Duration) -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let process =
+        PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    format!("/* tenancy fan-out {process} {} */ ", timeout.as_millis())
 }
 
 /// How long cancelling a timed-out part on its server may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Cancels the statement of the part running on connection `id` of `target`'s server,
-/// from a connection of its own (the pool may be exhausted by the waiting statements).
-async fn cancel_on_server(target: &Target, id: i64) {
+/// How much younger than the timeout a marked statement may be and still be cancelled:
+/// the parts of a fan-out start a little after the fan-out does. A fan-out of the same
+/// process and timeout begun less than this after the timed-out one can lose up to this
+/// much of its time.
+const CANCEL_SLACK: Duration = Duration::from_millis(100);
+
+/// Cancels, on `target`'s server, the statements carrying `tag` that have run for at
+/// least `timeout` less [`CANCEL_SLACK`]: the timed-out part, and any part of this process
+/// past the same deadline. From a connection of its own: the pool may be exhausted by the
+/// waiting statements.
+async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
+    let age = timeout.saturating_sub(CANCEL_SLACK);
     let outcome = async {
         match target.conn.get_database_backend() {
             #[cfg(feature = "postgres")]
@@ -580,37 +552,75 @@ async fn cancel_on_server(target: &Target, id: i64) {
                 use sea_orm::sqlx::Connection;
                 let options = target.conn.get_postgres_connection_pool().connect_options();
                 let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options).await?;
-                sea_orm::sqlx::query("SELECT pg_cancel_backend($1)")
-                    .bind(id as i32)
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await
+                let cancelled: i64 = sea_orm::sqlx::query_scalar(
+                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND state = 'active' AND starts_with(query, $1) \
+                     AND query_start <= clock_timestamp() - make_interval(secs => $2)",
+                )
+                .bind(tag)
+                .bind(age.as_secs_f64())
+                .fetch_one(&mut conn)
+                .await?;
+                conn.close().await?;
+                Ok::<i64, sea_orm::sqlx::Error>(cancelled)
             }
             #[cfg(feature = "mysql")]
             DbBackend::MySql => {
                 use sea_orm::sqlx::Connection;
                 let options = target.conn.get_mysql_connection_pool().connect_options();
                 let mut conn = sea_orm::sqlx::MySqlConnection::connect_with(&options).await?;
-                // The id is an integer the server gave: nothing of the caller's is in it.
-                sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!("KILL QUERY {id}")))
+                let prefix = i64::try_from(tag.len()).unwrap_or(i64::MAX);
+                let millis = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                // MariaDB keeps each statement's age in milliseconds; MySQL in seconds.
+                let ids: Vec<i64> = match sea_orm::sqlx::query_scalar(
+                    "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+                     WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ? AND TIME_MS >= ?",
+                )
+                .bind(prefix)
+                .bind(tag)
+                .bind(millis)
+                .fetch_all(&mut conn)
+                .await
+                {
+                    Ok(ids) => ids,
+                    Err(_) => {
+                        sea_orm::sqlx::query_scalar(
+                            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
+                             WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ? AND TIME >= ?",
+                        )
+                        .bind(prefix)
+                        .bind(tag)
+                        .bind(millis / 1000)
+                        .fetch_all(&mut conn)
+                        .await?
+                    }
+                };
+                for id in &ids {
+                    // The id is an integer the server gave: nothing of the caller's is in it.
+                    sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!(
+                        "KILL QUERY {id}"
+                    )))
                     .execute(&mut conn)
                     .await?;
-                conn.close().await
+                }
+                conn.close().await?;
+                Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
             }
-            _ => Ok::<(), sea_orm::sqlx::Error>(()),
+            _ => Ok(0),
         }
     };
     futures_util::pin_mut!(outcome);
     match select(outcome, futures_timer::Delay::new(CANCEL_TIMEOUT)).await {
-        Either::Left((Ok(()), _)) => {
-            tracing::info!(shard = %target.shard, id, "timed-out statement cancelled on the server");
+        Either::Left((Ok(cancelled), _)) => {
+            tracing::info!(shard = %target.shard, cancelled, "timed-out statements cancelled on the server");
         }
         Either::Left((Err(error), _)) => {
             // The driver's own error: it does not carry the pool's URL or password.
-            tracing::warn!(shard = %target.shard, id, %error, "cancelling a timed-out statement failed");
+            tracing::warn!(shard = %target.shard, %error, "cancelling a timed-out statement failed");
         }
         Either::Right(_) => {
-            tracing::warn!(shard = %target.shard, id, "cancelling a timed-out statement timed out");
+            tracing::warn!(shard = %target.shard, "cancelling a timed-out statement timed out");
         }
     }
 }
@@ -718,7 +728,7 @@ impl<M> Partial<M> {
 /// future is dropped, which cancels it).
 async fn under_deadline<R, F>(
     targets: &[Target],
-    slots: &[Arc<Cancel>],
+    tag: &crate::session::Tag,
     timeout: Duration,
     shards: impl IntoIterator<Item = F>,
 ) -> Vec<Result<R>>
@@ -741,12 +751,14 @@ where
     // The parts still running are dropped here; their statements are cancelled on their
     // servers, so that they do not go on holding connections.
     drop(pending);
-    let cancels = results
-        .iter()
-        .zip(targets.iter().zip(slots))
-        .filter(|(result, _)| result.is_none())
-        .filter_map(|(_, (target, slot))| slot.running().map(|id| cancel_on_server(target, id)));
-    futures_util::future::join_all(cancels).await;
+    if let Some(text) = tag.text() {
+        let cancels = results
+            .iter()
+            .zip(targets)
+            .filter(|(result, _)| result.is_none())
+            .map(|(_, target)| cancel_on_server(target, text, timeout));
+        futures_util::future::join_all(cancels).await;
+    }
     results
         .into_iter()
         .zip(targets)
@@ -759,11 +771,6 @@ where
             })
         })
         .collect()
-}
-
-/// One cancel slot per target of a fan-out.
-fn slots(targets: &[Target]) -> Vec<Arc<Cancel>> {
-    targets.iter().map(|_| Arc::default()).collect()
 }
 
 /// A target's query: the shared select plus the target's own condition.
@@ -898,60 +905,50 @@ where
         let timeout = self.timeout;
         let table = E::default().table_name();
         let targets = &self.targets;
-        let slots = slots(targets);
+        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
         let results: Vec<Result<Vec<E::Model>>> = match &self.spawner {
             None => {
-                let fan_out =
-                    targets
-                        .iter()
-                        .zip(&slots)
-                        .enumerate()
-                        .map(|(index, (target, slot))| {
-                            let select = for_target(&per_shard, target);
-                            async move {
-                                let rows = async {
-                                    Ok(on_target!(target, slot, |conn| select.all(conn).await?))
-                                };
-                                (index, rows.await)
-                            }
-                            .instrument(target.span("scatter", table))
-                        });
-                under_deadline(targets, &slots, timeout, fan_out).await
+                let fan_out = targets.iter().enumerate().map(|(index, target)| {
+                    let tag = &tag;
+                    let select = for_target(&per_shard, target);
+                    async move {
+                        let rows =
+                            async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) };
+                        (index, rows.await)
+                    }
+                    .instrument(target.span("scatter", table))
+                });
+                under_deadline(targets, &tag, timeout, fan_out).await
             }
             Some(Spawned(spawn)) => {
-                let handles =
-                    targets
-                        .iter()
-                        .zip(&slots)
-                        .enumerate()
-                        .map(|(index, (target, slot))| {
-                            let (select, target) = (for_target(&per_shard, target), target.clone());
-                            let slot = slot.clone();
-                            let span = target.span("scatter", table);
-                            let (sender, receiver) = futures_channel::oneshot::channel();
-                            let task = async move {
-                                let rows = async {
-                                    Ok(on_target!(&target, &slot, |conn| select.all(conn).await?))
-                                };
-                                // The receiver is gone when the fan-out has given up on this shard.
-                                let _ = sender.send(rows.await);
-                            }
-                            .instrument(span);
-                            spawn(Box::pin(task));
-                            // A task the runtime drops unfinished (shutting down, say) is this
-                            // shard's error, not a panic.
-                            receiver.map(move |outcome| {
-                                (
-                                    index,
-                                    outcome.unwrap_or_else(|_| {
-                                        Err(DbErr::Custom(
-                                            "the runtime dropped this shard's task".to_owned(),
-                                        ))
-                                    }),
-                                )
-                            })
-                        });
-                under_deadline(targets, &slots, timeout, handles).await
+                let handles = targets.iter().enumerate().map(|(index, target)| {
+                    let tag = &tag;
+                    let (select, target) = (for_target(&per_shard, target), target.clone());
+                    let tag = tag.clone();
+                    let span = target.span("scatter", table);
+                    let (sender, receiver) = futures_channel::oneshot::channel();
+                    let task = async move {
+                        let rows =
+                            async { Ok(on_target!(&target, &tag, |conn| select.all(conn).await?)) };
+                        // The receiver is gone when the fan-out has given up on this shard.
+                        let _ = sender.send(rows.await);
+                    }
+                    .instrument(span);
+                    spawn(Box::pin(task));
+                    // A task the runtime drops unfinished (shutting down, say) is this
+                    // shard's error, not a panic.
+                    receiver.map(move |outcome| {
+                        (
+                            index,
+                            outcome.unwrap_or_else(|_| {
+                                Err(DbErr::Custom(
+                                    "the runtime dropped this shard's task".to_owned(),
+                                ))
+                            }),
+                        )
+                    })
+                });
+                under_deadline(targets, &tag, timeout, handles).await
             }
         };
         let mut rows = Vec::new();
@@ -1013,27 +1010,23 @@ where
         crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let slots = slots(&self.targets);
-        let fan_out = self
-            .targets
-            .iter()
-            .zip(&slots)
-            .enumerate()
-            .map(|(index, (target, slot))| {
-                let select = for_target(&self.select, target);
-                async move {
-                    let count = async {
-                        Ok(on_target!(target, slot, |conn| PaginatorTrait::count(
-                            select, conn
-                        )
-                        .await?))
-                    };
-                    (index, count.await)
-                }
-                .instrument(target.span("scatter_count", table))
-            });
+        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
+        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
+            let tag = &tag;
+            let select = for_target(&self.select, target);
+            async move {
+                let count = async {
+                    Ok(on_target!(target, tag, |conn| PaginatorTrait::count(
+                        select, conn
+                    )
+                    .await?))
+                };
+                (index, count.await)
+            }
+            .instrument(target.span("scatter_count", table))
+        });
         let mut total: u64 = 0;
-        for result in under_deadline(&self.targets, &slots, timeout, fan_out).await {
+        for result in under_deadline(&self.targets, &tag, timeout, fan_out).await {
             total = total.saturating_add(result?);
         }
         let after_offset = total.saturating_sub(self.offset);
@@ -1098,34 +1091,29 @@ where
         crate::audit::ready(&self.error)?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let slots = slots(&self.targets);
-        let fan_out = self
-            .targets
-            .iter()
-            .zip(&slots)
-            .enumerate()
-            .map(|(index, (target, slot))| {
-                let mut select = for_target(&self.select, target).select_only();
-                if let Some(group) = group {
-                    select = select
-                        .column_as(Expr::col(group), "group_key")
-                        .group_by(group);
-                }
-                for (n, expr) in exprs(target.conn.get_database_backend())
-                    .into_iter()
-                    .enumerate()
-                {
-                    select = select.column_as(expr, format!("value_{n}"));
-                }
-                let select = select.into_tuple::<R>();
-                async move {
-                    let rows =
-                        async { Ok(on_target!(target, slot, |conn| select.all(conn).await?)) };
-                    (index, rows.await)
-                }
-                .instrument(target.span("scatter_aggregate", table))
-            });
-        under_deadline(&self.targets, &slots, timeout, fan_out)
+        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
+        let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
+            let tag = &tag;
+            let mut select = for_target(&self.select, target).select_only();
+            if let Some(group) = group {
+                select = select
+                    .column_as(Expr::col(group), "group_key")
+                    .group_by(group);
+            }
+            for (n, expr) in exprs(target.conn.get_database_backend())
+                .into_iter()
+                .enumerate()
+            {
+                select = select.column_as(expr, format!("value_{n}"));
+            }
+            let select = select.into_tuple::<R>();
+            async move {
+                let rows = async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) };
+                (index, rows.await)
+            }
+            .instrument(target.span("scatter_aggregate", table))
+        });
+        under_deadline(&self.targets, &tag, timeout, fan_out)
             .await
             .into_iter()
             .collect()
@@ -1440,7 +1428,9 @@ fn ordered<E: EntityTrait>(
             column
         };
         let query = QuerySelect::query(&mut select);
-        if backend == DbBackend::Postgres {
+        // Only a nullable column needs its NULLs placed: on a NOT NULL column the clause
+        // would only keep PostgreSQL from reading an index in the order asked.
+        if backend == DbBackend::Postgres && col.def().is_null() {
             let nulls = match direction {
                 Order::Desc => NullOrdering::Last,
                 _ => NullOrdering::First,
