@@ -355,6 +355,38 @@ pub enum Error {
         found: u64,
     },
 
+    /// Rows across shards cannot be merged in the order asked: the databases order the
+    /// column's type by a rule of their own (enums, JSON), or its values do not compare
+    /// in the merge (a date, time or decimal type without this crate's feature of the
+    /// same name as SeaORM's).
+    #[error("cannot merge shards ordered by `{column}`: {reason}")]
+    Unmergeable {
+        /// The order column.
+        column: String,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
+
+    /// A sum over all shards does not fit in `i64` (each shard's sum is added up exactly,
+    /// in 128 bits): an error, never a wrap or a silent cap.
+    #[error("the sum over all shards, {total}, does not fit in i64")]
+    SumOverflow {
+        /// The exact total, or the shard's sum that could not be read.
+        total: String,
+    },
+
+    /// A shard's copy of a global table already holds rows, so copying the table to it
+    /// would duplicate them.
+    #[error("shard {shard}'s copy of `{table}` holds {rows} row(s) already")]
+    GlobalCopyNotEmpty {
+        /// The shard.
+        shard: String,
+        /// The global table.
+        table: &'static str,
+        /// How many rows it holds.
+        rows: u64,
+    },
+
     /// The shard's database could not be reached when it was last connected (at start, or
     /// at a catalog refresh): its tenants are refused at once rather than wait on a
     /// connection, until a refresh connects it again.

@@ -120,9 +120,11 @@ impl<T: TenantKey> Tenancy<T> {
             })?;
         let present = PaginatorTrait::count(E::find(), &target).await?;
         if present > 0 {
-            return Err(Error::Config(format!(
-                "shard {shard}'s copy of `{table}` holds {present} row(s) already"
-            )));
+            return Err(Error::GlobalCopyNotEmpty {
+                shard: shard.to_string(),
+                table,
+                rows: present,
+            });
         }
         let rows = E::find()
             .all(&source.1)

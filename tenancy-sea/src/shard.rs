@@ -985,11 +985,12 @@ where
             Ordering::Equal
         });
         if let Some(column) = failure {
-            return Err(Error::Config(format!(
-                "cannot merge shards ordered by {column}: its values do not compare (a date, \
-                 time or decimal type needs tenancy-sea's feature of the same name as \
-                 SeaORM's: `with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`)"
-            )));
+            return Err(Error::Unmergeable {
+                column,
+                reason: "its values do not compare in the merge (a date, time or decimal \
+                         type needs tenancy-sea's feature of the same name as SeaORM's: \
+                         `with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`)",
+            });
         }
         let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let take = self
@@ -1366,19 +1367,15 @@ fn parse_sum(text: Option<String>) -> Result<i128> {
     let Some(text) = text else {
         return Ok(0);
     };
-    text.trim().parse().map_err(|_| {
-        Error::Config(format!(
-            "a shard's sum {text:?} is not an integer that fits in 128 bits"
-        ))
+    text.trim().parse().map_err(|_| Error::SumOverflow {
+        total: text.clone(),
     })
 }
 
 /// The total of a sum as `i64`: a wider total is an error, not a wrap.
 fn fits_i64(total: i128) -> Result<i64> {
-    i64::try_from(total).map_err(|_| {
-        Error::Config(format!(
-            "the sum over all shards, {total}, does not fit in i64"
-        ))
+    i64::try_from(total).map_err(|_| Error::SumOverflow {
+        total: total.to_string(),
     })
 }
 
@@ -1387,11 +1384,11 @@ fn fits_i64(total: i128) -> Result<i64> {
 fn mergeable<C: ColumnTrait>(col: C) -> Result<()> {
     match col.def().get_column_type() {
         ColumnType::Enum { .. } | ColumnType::Json | ColumnType::JsonBinary => {
-            Err(Error::Config(format!(
-                "cannot merge shards ordered by {}: the databases order its type by a rule \
-                 of their own; order by another column, or sort the rows after reading them",
-                col.as_str()
-            )))
+            Err(Error::Unmergeable {
+                column: col.as_str().to_owned(),
+                reason: "the databases order its type by a rule of their own; order by \
+                         another column, or sort the rows after reading them",
+            })
         }
         _ => Ok(()),
     }

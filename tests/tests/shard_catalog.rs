@@ -73,7 +73,7 @@ async fn provision(backend: Backend) {
     assert_eq!(tenancy.copy_global::<plan::Entity>("s3").await.unwrap(), 3);
     assert!(matches!(
         tenancy.copy_global::<plan::Entity>("s3").await,
-        Err(Error::Config(_))
+        Err(Error::GlobalCopyNotEmpty { rows: 3, .. })
     ));
     let cheaper = plan::Entity::update_many()
         .col_expr(plan::Column::PriceCents, sea_orm::sea_query::Expr::value(1))
