@@ -8,13 +8,10 @@ use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::session::Session;
 use futures_util::FutureExt;
-use futures_util::StreamExt;
-use futures_util::future::{Either, select};
-use futures_util::stream::FuturesUnordered;
-use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Func, IntoCondition, SimpleExpr};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, IntoCondition, SimpleExpr};
 use sea_orm::{
-    ColumnTrait, ColumnType, DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order,
-    PaginatorTrait, QueryFilter, QuerySelect, Select, TryGetable, TryGetableMany, Value,
+    DatabaseConnection, DbBackend, DbErr, EntityTrait, ModelTrait, Order, PaginatorTrait,
+    QueryFilter, QuerySelect, Select, TryGetable, TryGetableMany,
 };
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +22,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tenancy_core::{KeyType, ShardId, ShardRouter};
 use tracing::Instrument;
+
+#[macro_use]
+mod fanout;
+mod merge;
+
+use fanout::{fan_out_tag, for_target, under_deadline};
+use merge::{compare, fits_i64, integer_column, mergeable, ordered, parse_sum, sum_as_text};
 
 /// Runs a future to completion on the application's runtime, e.g.
 /// `|future| { tokio::spawn(future); }`.
@@ -484,147 +488,6 @@ impl Target {
     }
 }
 
-/// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
-/// the target's set-up first when it has one.
-macro_rules! on_target {
-    ($target:expr, $tag:expr, |$conn:ident| $body:expr) => {{
-        let target: &Target = $target;
-        let fan_out: &$crate::session::Tag = $tag;
-        match target.session.as_deref() {
-            None => {
-                let tagged = $crate::session::Tagged {
-                    inner: &target.conn,
-                    tag: fan_out,
-                };
-                let $conn = &tagged;
-                $body
-            }
-            Some(session) => {
-                let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
-                let tag = session.apply(&txn, &target.conn).await?.then(fan_out);
-                let out = {
-                    let tagged = $crate::session::Tagged {
-                        inner: &txn,
-                        tag: &tag,
-                    };
-                    let $conn = &tagged;
-                    $body
-                };
-                ::sea_orm::TransactionSession::commit(txn).await?;
-                out
-            }
-        }
-    }};
-}
-
-/// What marks the statements of this process's fan-outs with a given timeout: a comment at
-/// the start of their text, `/* tenancy fan-out <process> <timeout ms> */`. When a part
-/// passes its deadline, the statements that carry it and have run for about the timeout
-/// are cancelled on their server. The text is the same for every fan-out of the process
-/// with that timeout, so the driver's prepared statements are shared; nothing is sent
-/// on the way that a fan-out without the mark would not send.
-fn fan_out_tag(timeout: Duration) -> String {
-    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let process =
-        PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
-    format!("/* tenancy fan-out {process} {} */ ", timeout.as_millis())
-}
-
-/// How long cancelling a timed-out part on its server may take.
-const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How much younger than the timeout a marked statement may be and still be cancelled:
-/// the parts of a fan-out start a little after the fan-out does. A fan-out of the same
-/// process and timeout begun less than this after the timed-out one can lose up to this
-/// much of its time.
-const CANCEL_SLACK: Duration = Duration::from_millis(100);
-
-/// Cancels, on `target`'s server, the statements carrying `tag` that have run for at
-/// least `timeout` less [`CANCEL_SLACK`]: the timed-out part, and any part of this process
-/// past the same deadline. From a connection of its own: the pool may be exhausted by the
-/// waiting statements.
-async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
-    let age = timeout.saturating_sub(CANCEL_SLACK);
-    let outcome = async {
-        match target.conn.get_database_backend() {
-            #[cfg(feature = "postgres")]
-            DbBackend::Postgres => {
-                use sea_orm::sqlx::Connection;
-                let options = target.conn.get_postgres_connection_pool().connect_options();
-                let mut conn = sea_orm::sqlx::PgConnection::connect_with(&options).await?;
-                let cancelled: i64 = sea_orm::sqlx::query_scalar(
-                    "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                     AND state = 'active' AND starts_with(query, $1) \
-                     AND query_start <= clock_timestamp() - make_interval(secs => $2)",
-                )
-                .bind(tag)
-                .bind(age.as_secs_f64())
-                .fetch_one(&mut conn)
-                .await?;
-                conn.close().await?;
-                Ok::<i64, sea_orm::sqlx::Error>(cancelled)
-            }
-            #[cfg(feature = "mysql")]
-            DbBackend::MySql => {
-                use sea_orm::sqlx::Connection;
-                let options = target.conn.get_mysql_connection_pool().connect_options();
-                let mut conn = sea_orm::sqlx::MySqlConnection::connect_with(&options).await?;
-                let prefix = i64::try_from(tag.len()).unwrap_or(i64::MAX);
-                let millis = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-                // MariaDB keeps each statement's age in milliseconds; MySQL in seconds.
-                let ids: Vec<i64> = match sea_orm::sqlx::query_scalar(
-                    "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
-                     WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ? AND TIME_MS >= ?",
-                )
-                .bind(prefix)
-                .bind(tag)
-                .bind(millis)
-                .fetch_all(&mut conn)
-                .await
-                {
-                    Ok(ids) => ids,
-                    Err(_) => {
-                        sea_orm::sqlx::query_scalar(
-                            "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
-                             WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ? AND TIME >= ?",
-                        )
-                        .bind(prefix)
-                        .bind(tag)
-                        .bind(millis / 1000)
-                        .fetch_all(&mut conn)
-                        .await?
-                    }
-                };
-                for id in &ids {
-                    // The id is an integer the server gave: nothing of the caller's is in it.
-                    sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(format!(
-                        "KILL QUERY {id}"
-                    )))
-                    .execute(&mut conn)
-                    .await?;
-                }
-                conn.close().await?;
-                Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
-            }
-            _ => Ok(0),
-        }
-    };
-    futures_util::pin_mut!(outcome);
-    match select(outcome, futures_timer::Delay::new(CANCEL_TIMEOUT)).await {
-        Either::Left((Ok(cancelled), _)) => {
-            tracing::info!(shard = %target.shard, cancelled, "timed-out statements cancelled on the server");
-        }
-        Either::Left((Err(error), _)) => {
-            // The driver's own error: it does not carry the pool's URL or password.
-            tracing::warn!(shard = %target.shard, %error, "cancelling a timed-out statement failed");
-        }
-        Either::Right(_) => {
-            tracing::warn!(shard = %target.shard, "cancelling a timed-out statement timed out");
-        }
-    }
-}
-
 /// Reads across every shard, with no tenant filter: the sharded form of
 /// [`Tenancy::unscoped`](crate::Tenancy::unscoped), made by
 /// [`Tenancy::unscoped_across_shards`](crate::Tenancy::unscoped_across_shards). A
@@ -718,66 +581,6 @@ impl<M> Partial<M> {
     /// Whether every shard answered.
     pub fn is_complete(&self) -> bool {
         self.missing.is_empty()
-    }
-}
-
-/// Waits for the shards' futures (each yielding its target's index and outcome) under one
-/// deadline for the whole fan-out: one timer, not one per shard, since every shard starts
-/// at once. Returns one result per target, in order: a shard that failed is
-/// [`Error::Shard`], one still running at the deadline [`Error::ShardTimeout`] (its
-/// future is dropped, which cancels it).
-async fn under_deadline<R, F>(
-    targets: &[Target],
-    tag: &crate::session::Tag,
-    timeout: Duration,
-    shards: impl IntoIterator<Item = F>,
-) -> Vec<Result<R>>
-where
-    F: Future<Output = (usize, std::result::Result<R, DbErr>)>,
-{
-    let mut pending: FuturesUnordered<F> = shards.into_iter().collect();
-    let mut results: Vec<Option<Result<R>>> = targets.iter().map(|_| None).collect();
-    let mut deadline = futures_timer::Delay::new(timeout);
-    while let Either::Left((Some((index, outcome)), _)) =
-        select(pending.next(), &mut deadline).await
-    {
-        if let (Some(slot), Some(target)) = (results.get_mut(index), targets.get(index)) {
-            *slot = Some(outcome.map_err(|source| Error::Shard {
-                shard: target.shard.to_string(),
-                source,
-            }));
-        }
-    }
-    // The parts still running are dropped here; their statements are cancelled on their
-    // servers, so that they do not go on holding connections.
-    drop(pending);
-    if let Some(text) = tag.text() {
-        let cancels = results
-            .iter()
-            .zip(targets)
-            .filter(|(result, _)| result.is_none())
-            .map(|(_, target)| cancel_on_server(target, text, timeout));
-        futures_util::future::join_all(cancels).await;
-    }
-    results
-        .into_iter()
-        .zip(targets)
-        .map(|(result, target)| {
-            result.unwrap_or_else(|| {
-                Err(Error::ShardTimeout {
-                    shard: target.shard.to_string(),
-                    timeout,
-                })
-            })
-        })
-        .collect()
-}
-
-/// A target's query: the shared select plus the target's own condition.
-fn for_target<E: EntityTrait>(select: &Select<E>, target: &Target) -> Select<E> {
-    match &target.condition {
-        Some(condition) => select.clone().filter(condition.clone()),
-        None => select.clone(),
     }
 }
 
@@ -1336,159 +1139,6 @@ where
         }
         Ok(groups.into_iter().collect())
     }
-}
-
-/// [`Error::Config`] unless `col` holds integers: their sums are exact, a float's or a
-/// decimal's would be cut to an integer.
-fn integer_column<C: sea_orm::ColumnTrait>(col: C, aggregate: &str) -> Result<()> {
-    use sea_orm::sea_query::ColumnType::*;
-    match col.def().get_column_type() {
-        TinyInteger | SmallInteger | Integer | BigInteger | TinyUnsigned | SmallUnsigned
-        | Unsigned | BigUnsigned => Ok(()),
-        other => Err(Error::Config(format!(
-            "{aggregate} across shards needs an integer column; `{}` is {other:?}",
-            col.as_str()
-        ))),
-    }
-}
-
-/// `SUM(col)` as text: exact at any width (a cast to a 64-bit integer would fail on
-/// PostgreSQL and cap without an error on MySQL when the sum is wider).
-fn sum_as_text<C: sea_orm::ColumnTrait>(backend: DbBackend, col: C) -> SimpleExpr {
-    let cast = match backend {
-        DbBackend::MySql => "CHAR",
-        _ => "TEXT",
-    };
-    Func::cast_as(Expr::col(col).sum(), Alias::new(cast)).into()
-}
-
-/// A shard's integer sum from its text (`None`, no row, is 0).
-fn parse_sum(text: Option<String>) -> Result<i128> {
-    let Some(text) = text else {
-        return Ok(0);
-    };
-    text.trim().parse().map_err(|_| Error::SumOverflow {
-        total: text.clone(),
-    })
-}
-
-/// The total of a sum as `i64`: a wider total is an error, not a wrap.
-fn fits_i64(total: i128) -> Result<i64> {
-    i64::try_from(total).map_err(|_| Error::SumOverflow {
-        total: total.to_string(),
-    })
-}
-
-/// Refuses, before anything runs, an order the merge cannot reproduce: a column whose
-/// values the shards order by a rule of their own (an enum type's declaration order, JSON).
-fn mergeable<C: ColumnTrait>(col: C) -> Result<()> {
-    match col.def().get_column_type() {
-        ColumnType::Enum { .. } | ColumnType::Json | ColumnType::JsonBinary => {
-            Err(Error::Unmergeable {
-                column: col.as_str().to_owned(),
-                reason: "the databases order its type by a rule of their own; order by \
-                         another column, or sort the rows after reading them",
-            })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Whether the shards compare `col` as text, under a collation of their own.
-fn is_text<C: ColumnTrait>(col: C) -> bool {
-    matches!(
-        col.def().get_column_type(),
-        ColumnType::String(_) | ColumnType::Text | ColumnType::Char(_)
-    )
-}
-
-/// `select` ordered by `order` on `backend` exactly as the merge orders rows ([`compare`]):
-/// text byte for byte (not by the column's collation, which the merge cannot know), and
-/// NULL before every value in ascending order (PostgreSQL's default puts it last).
-fn ordered<E: EntityTrait>(
-    mut select: Select<E>,
-    order: &[(E::Column, Order)],
-    backend: DbBackend,
-) -> Select<E> {
-    use sea_orm::sea_query::NullOrdering;
-    for (col, direction) in order {
-        let column = Expr::col((col.entity_name(), *col));
-        let expr = if is_text(*col) {
-            match backend {
-                DbBackend::Postgres => Expr::cust_with_expr(r#"$1 COLLATE "C""#, column),
-                DbBackend::MySql => {
-                    Expr::cust_with_expr("CAST(CONVERT(? USING utf8mb4) AS BINARY)", column)
-                }
-                _ => Expr::cust_with_expr("? COLLATE BINARY", column),
-            }
-        } else {
-            column
-        };
-        let query = QuerySelect::query(&mut select);
-        // Only a nullable column needs its NULLs placed: on a NOT NULL column the clause
-        // would only keep PostgreSQL from reading an index in the order asked.
-        if backend == DbBackend::Postgres && col.def().is_null() {
-            let nulls = match direction {
-                Order::Desc => NullOrdering::Last,
-                _ => NullOrdering::First,
-            };
-            query.order_by_expr_with_nulls(expr, direction.clone(), nulls);
-        } else {
-            query.order_by_expr(expr, direction.clone());
-        }
-    }
-    select
-}
-
-/// Orders two column values of the same type as the shards were made to order them
-/// ([`ordered`]); `None` when they do not compare. NULL sorts first. Text compares byte for
-/// byte, timestamps with a time zone by the instant, decimals by value. The date, time and
-/// decimal types compare when this crate's feature of the same name as SeaORM's is on
-/// (`with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`).
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    use Value::*;
-    Some(match (a, b) {
-        (BigInt(a), BigInt(b)) => a.cmp(b),
-        (Int(a), Int(b)) => a.cmp(b),
-        (SmallInt(a), SmallInt(b)) => a.cmp(b),
-        (TinyInt(a), TinyInt(b)) => a.cmp(b),
-        (BigUnsigned(a), BigUnsigned(b)) => a.cmp(b),
-        (Unsigned(a), Unsigned(b)) => a.cmp(b),
-        (SmallUnsigned(a), SmallUnsigned(b)) => a.cmp(b),
-        (TinyUnsigned(a), TinyUnsigned(b)) => a.cmp(b),
-        (Bool(a), Bool(b)) => a.cmp(b),
-        (String(a), String(b)) => a.cmp(b),
-        (Char(a), Char(b)) => a.cmp(b),
-        (Bytes(a), Bytes(b)) => a.cmp(b),
-        (Uuid(a), Uuid(b)) => a.cmp(b),
-        (Double(a), Double(b)) => a.partial_cmp(b)?,
-        (Float(a), Float(b)) => a.partial_cmp(b)?,
-        #[cfg(feature = "with-chrono")]
-        (ChronoDate(a), ChronoDate(b)) => a.cmp(b),
-        #[cfg(feature = "with-chrono")]
-        (ChronoTime(a), ChronoTime(b)) => a.cmp(b),
-        #[cfg(feature = "with-chrono")]
-        (ChronoDateTime(a), ChronoDateTime(b)) => a.cmp(b),
-        #[cfg(feature = "with-chrono")]
-        (ChronoDateTimeUtc(a), ChronoDateTimeUtc(b)) => a.cmp(b),
-        #[cfg(feature = "with-chrono")]
-        (ChronoDateTimeLocal(a), ChronoDateTimeLocal(b)) => a.cmp(b),
-        #[cfg(feature = "with-chrono")]
-        (ChronoDateTimeWithTimeZone(a), ChronoDateTimeWithTimeZone(b)) => a.cmp(b),
-        #[cfg(feature = "with-time")]
-        (TimeDate(a), TimeDate(b)) => a.cmp(b),
-        #[cfg(feature = "with-time")]
-        (TimeTime(a), TimeTime(b)) => a.cmp(b),
-        #[cfg(feature = "with-time")]
-        (TimeDateTime(a), TimeDateTime(b)) => a.cmp(b),
-        #[cfg(feature = "with-time")]
-        (TimeDateTimeWithTimeZone(a), TimeDateTimeWithTimeZone(b)) => a.cmp(b),
-        #[cfg(feature = "with-rust_decimal")]
-        (Decimal(a), Decimal(b)) => a.cmp(b),
-        #[cfg(feature = "with-bigdecimal")]
-        (BigDecimal(a), BigDecimal(b)) => a.cmp(b),
-        _ => return None,
-    })
 }
 
 /// A tenant fenced for a move (see [`Topology::fence`]); dropping it lifts the fence, also
