@@ -401,10 +401,11 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         work: impl std::future::Future<Output = Result<R>>,
     ) -> Result<R> {
         let renewals = async {
+            let mut renewed = std::time::Instant::now();
             loop {
                 futures_timer::Delay::new(self.lease / 3).await;
                 match self.renew(tenant, claim).await {
-                    Ok(true) => {}
+                    Ok(true) => renewed = std::time::Instant::now(),
                     Ok(false) => {
                         return Err(Error::TenantMoving {
                             tenant: tenant.to_string(),
@@ -414,6 +415,17 @@ impl<K: TenantKey> DirectoryCatalog<K> {
                         target: "tenancy::move", tenant = %tenant, %error,
                         "renewing a move's claim failed; trying again"
                     ),
+                }
+                // Not renewed for half a lease: the claim may lapse before the next try,
+                // and another run may take it over. Stop before that can happen.
+                if renewed.elapsed() >= self.lease / 2 {
+                    tracing::error!(
+                        target: "tenancy::move", tenant = %tenant,
+                        "a move's claim could not be renewed for half its lease: the move stops"
+                    );
+                    return Err(Error::TenantMoving {
+                        tenant: tenant.to_string(),
+                    });
                 }
             }
         };
@@ -642,9 +654,26 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         tenant: &K,
         from: &ShardId,
         to: &ShardId,
+        claim: &Claim,
     ) -> Result<bool> {
         let txn = self.conn.begin().await?;
         self.guard_shard(&txn, to).await?;
+        // Only the run that holds a live claim switches: one whose claim lapsed (and may
+        // have been taken over) stops here, in the switch's own transaction.
+        let mut held = move_entry::Entity::find()
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .filter(move_entry::Column::ExpiresAt.gt(now_millis()));
+        if txn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            held = held.lock_exclusive();
+        }
+        if held.one(&txn).await?.is_none() {
+            txn.rollback().await?;
+            return Err(Error::TenantMoving {
+                tenant: tenant.to_string(),
+            });
+        }
         let switched = entry::Entity::update_many()
             .col_expr(entry::Column::Shard, Expr::value(to.as_str()))
             .filter(entry::Column::Directory.eq(self.name.as_str()))

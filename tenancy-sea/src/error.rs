@@ -355,6 +355,24 @@ pub enum Error {
         found: u64,
     },
 
+    /// A move found rows of the tenant on its destination that the source does not hold
+    /// identically (the only copy of a write, say): nothing was changed, and the operator
+    /// reconciles them before moving the tenant there.
+    #[error(
+        "shard {shard} holds {rows} row(s) of `{table}` of tenant {tenant} that its current \
+         shard does not hold identically: the move stopped, nothing was changed"
+    )]
+    MoveDestinationNotEmpty {
+        /// The tenant.
+        tenant: String,
+        /// The destination shard.
+        shard: String,
+        /// The table.
+        table: &'static str,
+        /// How many such rows.
+        rows: u64,
+    },
+
     /// Rows across shards cannot be merged in the order asked: the databases order the
     /// column's type by a rule of their own (enums, JSON), or its values do not compare
     /// in the merge (a date, time or decimal type without this crate's feature of the

@@ -422,7 +422,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         let claim = directory.claim_move(&self.tenant, &self.to).await?;
         let tenant = self.tenant.clone();
         let outcome = directory
-            .hold(&tenant, &claim, self.claimed(directory, router))
+            .hold(&tenant, &claim, self.claimed(directory, router, &claim))
             .await;
         if let Err(error) = directory.release_claim(&tenant, &claim).await {
             tracing::error!(
@@ -439,6 +439,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         self,
         directory: &DirectoryCatalog<T>,
         router: &DirectoryRouter<T>,
+        claim: &crate::directory::Claim,
     ) -> Result<MoveReport> {
         let TenantMove {
             tenancy,
@@ -484,10 +485,20 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "moving tenant");
 
         let txn = to_conn.begin().await?;
-        // Copies an interrupted move left on `to` go first: the catalog places the tenant
-        // on `from` and no other move of it runs, so nothing of it on `to` is live.
+        // Copies an interrupted move left on `to` go first, but only rows `from` holds
+        // identically: anything else on `to` (the only copy of a write, say) stops the
+        // move, and nothing is changed.
         for step in steps.iter().rev() {
-            step.delete(&txn, &tenant).await?;
+            let (_, kept) = step.remove_verified(&from_conn, &txn, &tenant).await?;
+            if kept > 0 {
+                let _ = txn.rollback().await;
+                return Err(Error::MoveDestinationNotEmpty {
+                    tenant: tenant.to_string(),
+                    shard: to.to_string(),
+                    table: step.table(),
+                    rows: kept,
+                });
+            }
         }
         let mut copied = Vec::with_capacity(steps.len());
         for step in &steps {
@@ -511,7 +522,12 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         }
         txn.commit().await?;
 
-        let switched = directory.switch(router, &tenant, &from, &to).await;
+        let switched = directory.switch(router, &tenant, &from, &to, claim).await;
+        if let Err(lost @ Error::TenantMoving { .. }) = switched {
+            // This run's claim lapsed: another run may hold the tenant now. Nothing more is
+            // touched; the copies on `to` stay for the next move, which verifies them.
+            return Err(lost);
+        }
         if !matches!(switched, Ok(true)) {
             // Whether the switch took is read back from the catalog, not guessed from the
             // error: only a tenant still placed elsewhere has its copies removed.
@@ -544,7 +560,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
                 Err(read) => return Err(switched.err().unwrap_or(read)),
             }
         }
-        let removed = remove_moved(&from_conn, &steps, &tenant, &copied)
+        let removed = remove_moved(&from_conn, &to_conn, &steps, &tenant, &copied)
             .await
             .map_err(|error| match error {
                 Removal::Late {
@@ -606,10 +622,11 @@ impl From<sea_orm::DbErr> for Removal {
 }
 
 /// Deletes the moved rows from the old shard in one transaction, children first, only if
-/// each table holds exactly the rows copied: a row written there during the move stays,
-/// with the rest.
+/// each table holds exactly the rows copied and `to` holds each of them identically: a
+/// row written or changed there during the move keeps every row in place.
 async fn remove_moved<T: TenantKey>(
     conn: &DatabaseConnection,
+    to: &DatabaseConnection,
     steps: &[Box<dyn MoveStep<T> + '_>],
     tenant: &T,
     copied: &[(&'static str, u64)],
@@ -617,16 +634,18 @@ async fn remove_moved<T: TenantKey>(
     let txn = conn.begin().await?;
     let mut removed = 0;
     for (step, (table, rows)) in steps.iter().zip(copied).rev() {
-        let found = step.delete(&txn, tenant).await?;
-        if found != *rows {
+        // By content, not by count: an update, or an insert and a delete that cancel out,
+        // leaves a row `to` does not hold identically, which stops the clean-up.
+        let (gone, kept) = step.remove_verified(to, &txn, tenant).await?;
+        if kept > 0 || gone != *rows {
             let _ = txn.rollback().await;
             return Err(Removal::Late {
                 table,
                 copied: *rows,
-                found,
+                found: gone + kept,
             });
         }
-        removed += found;
+        removed += gone;
     }
     txn.commit().await?;
     Ok(removed)
@@ -717,9 +736,18 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
                     tenant: self.tenant.to_string(),
                 })?;
         let claim = directory.claim_move(&self.tenant, &home).await?;
-        let outcome = directory
-            .hold(&self.tenant, &claim, self.claimed(home))
-            .await;
+        // Read again under the claim: a move may have switched the tenant meanwhile.
+        let outcome = match directory.placement(&self.tenant).await {
+            Ok(Some(now)) if now == home => {
+                directory
+                    .hold(&self.tenant, &claim, self.claimed(home))
+                    .await
+            }
+            Ok(_) => Err(Error::TenantMoving {
+                tenant: self.tenant.to_string(),
+            }),
+            Err(error) => Err(error),
+        };
         if let Err(error) = directory.release_claim(&self.tenant, &claim).await {
             tracing::error!(
                 target: "tenancy::move", tenant = %self.tenant, %error,

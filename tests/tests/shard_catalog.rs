@@ -1222,3 +1222,167 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
     drop((b, tenancy));
     catalog.drop_db().await;
 }
+
+/// A move compares the old shard's rows with the new shard's by content before removing
+/// them: an update made there during the move (by a handle taken before it) keeps every
+/// old row in place, and the move says so, where a count would have seen nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_during_a_move_is_never_lost() {
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &15, "s0").await.unwrap();
+    customer_with_three_orders(&tenancy, 15, Some(15_000)).await;
+    let stale = tenancy.tenant(15).await.unwrap();
+    let s0 = tenancy
+        .topology()
+        .unwrap()
+        .unscoped_connection(&ShardId::new("s0"))
+        .unwrap();
+    let blocker = sea_orm::TransactionTrait::begin(&s0).await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let moving = tenancy
+        .move_tenant(15, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router);
+    let meanwhile = async {
+        wait_for_a_lock_wait(&s0).await;
+        let renamed = stale
+            .update_many::<customer::Entity>()
+            .col_expr(
+                customer::Column::Name,
+                sea_orm::sea_query::Expr::value("renamed late"),
+            )
+            .exec()
+            .await
+            .unwrap();
+        assert_eq!(renamed.rows_affected, 1);
+        blocker.rollback().await.unwrap();
+    };
+    let (moved, ()) = tokio::join!(moving, meanwhile);
+    match moved {
+        Err(Error::MoveLateWrites {
+            table,
+            copied,
+            found,
+            ..
+        }) => {
+            assert_eq!((table, copied, found), ("customers", 1, 1));
+        }
+        other => panic!("expected MoveLateWrites, got {other:?}"),
+    }
+    let kept = customer::Entity::find()
+        .filter(customer::Column::TenantId.eq(15i64))
+        .one(&s0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.name, "renamed late");
+    assert_eq!(orders_on(&tenancy, "s0", 15).await, 3);
+    drop((stale, tenancy));
+    catalog.drop_db().await;
+}
+
+/// A move never deletes rows on its destination that the source does not hold identically
+/// (here a row written there by hand): it stops before changing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_never_deletes_unverified_rows_on_its_destination() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+            continue;
+        };
+        directory.assign(&router, &16, "s0").await.unwrap();
+        customer_with_three_orders(&tenancy, 16, Some(16_000)).await;
+        let s1 = tenancy
+            .topology()
+            .unwrap()
+            .unscoped_connection(&ShardId::new("s1"))
+            .unwrap();
+        customer::Entity::insert(customer::ActiveModel {
+            id: Set(16_900),
+            tenant_id: Set(16),
+            name: Set("only here".into()),
+            ..Default::default()
+        })
+        .exec(&s1)
+        .await
+        .unwrap();
+        match tenancy
+            .move_tenant(16, "s1")
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run(&directory, &router)
+            .await
+        {
+            Err(Error::MoveDestinationNotEmpty { table, rows, .. }) => {
+                assert_eq!((table, rows), ("customers", 1), "{backend:?}");
+            }
+            other => panic!("{backend:?}: expected MoveDestinationNotEmpty, got {other:?}"),
+        }
+        assert_eq!(
+            directory.placement(&16).await.unwrap(),
+            Some(ShardId::new("s0"))
+        );
+        let kept = customer::Entity::find()
+            .filter(customer::Column::TenantId.eq(16i64))
+            .count(&s1)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept, 1,
+            "{backend:?}: the destination's own row was deleted"
+        );
+        assert_eq!(orders_on(&tenancy, "s0", 16).await, 3);
+        drop(tenancy);
+        catalog.drop_db().await;
+    }
+}
+
+/// A move whose claim is gone by the time it switches (an operator released it, or it
+/// lapsed and was taken over) switches nothing and removes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_lost_its_claim_switches_nothing() {
+    use sea_orm::TransactionTrait;
+    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+        return;
+    };
+    directory.assign(&router, &17, "s0").await.unwrap();
+    customer_with_three_orders(&tenancy, 17, Some(17_000)).await;
+    let s0 = tenancy
+        .topology()
+        .unwrap()
+        .unscoped_connection(&ShardId::new("s0"))
+        .unwrap();
+    let blocker = s0.begin().await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let moving = tenancy
+        .move_tenant(17, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run(&directory, &router);
+    let meanwhile = async {
+        wait_for_a_lock_wait(&s0).await;
+        directory.release_move(&17).await.unwrap();
+        blocker.rollback().await.unwrap();
+    };
+    let (moved, ()) = tokio::join!(moving, meanwhile);
+    assert!(
+        matches!(moved, Err(Error::TenantMoving { .. })),
+        "{moved:?}"
+    );
+    assert_eq!(
+        directory.placement(&17).await.unwrap(),
+        Some(ShardId::new("s0"))
+    );
+    assert_eq!(router.route(&17i64).unwrap().as_str(), "s0");
+    assert_eq!(orders_on(&tenancy, "s0", 17).await, 3);
+    drop(tenancy);
+    catalog.drop_db().await;
+}

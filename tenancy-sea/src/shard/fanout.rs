@@ -98,7 +98,8 @@ async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
                 let mut conn = sea_orm::sqlx::MySqlConnection::connect_with(&options).await?;
                 let prefix = i64::try_from(tag.len()).unwrap_or(i64::MAX);
                 let millis = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-                // MariaDB keeps each statement's age in milliseconds; MySQL in seconds.
+                // MariaDB keeps each statement's age in milliseconds; MySQL in whole
+                // seconds, rounded up here so that no younger statement is cancelled.
                 let ids: Vec<i64> = match sea_orm::sqlx::query_scalar(
                     "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST \
                      WHERE ID <> CONNECTION_ID() AND LEFT(INFO, ?) = ? AND TIME_MS >= ?",
@@ -117,7 +118,7 @@ async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
                         )
                         .bind(prefix)
                         .bind(tag)
-                        .bind(millis / 1000)
+                        .bind((millis + 999) / 1000)
                         .fetch_all(&mut conn)
                         .await?
                     }

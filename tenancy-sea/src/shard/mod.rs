@@ -766,6 +766,22 @@ where
                 }
             }
         }
+        // Every value must compare, with itself too (a NaN does not): sorting by an order
+        // that is not total could panic, and the shards' order could not be reproduced.
+        for (col, _) in &self.order {
+            if rows.iter().any(|row| {
+                let value = row.get(*col);
+                compare(&value, &value).is_none()
+            }) {
+                return Err(Error::Unmergeable {
+                    column: format!("{col:?}"),
+                    reason: "a value of it does not compare (a float NaN, or a date, time or \
+                             decimal type without tenancy-sea's feature of the same name as \
+                             SeaORM's: `with-chrono`, `with-time`, `with-rust_decimal`, \
+                             `with-bigdecimal`)",
+                });
+            }
+        }
         let mut failure = None;
         rows.sort_by(|a, b| {
             for (col, order) in &self.order {
