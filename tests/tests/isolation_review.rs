@@ -351,6 +351,33 @@ async fn ids_of_the_wrong_type() {
 // 4. Many-to-many through a junction.
 // ---------------------------------------------------------------------------------------
 
+/// A customer, an order of it and a tag, written through `db`.
+async fn customer_order_and_tag(db: &TenantDb<i64>) -> (customer::Model, order::Model, tag::Model) {
+    let customer = db
+        .insert(customer::ActiveModel {
+            name: Set("a".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order = db
+        .insert(order::ActiveModel {
+            customer_id: Set(customer.id),
+            total_cents: Set(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let tag = db
+        .insert(tag::ActiveModel {
+            label: Set("a's".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (customer, order, tag)
+}
+
 on_every_strategy!(junction_rows_stay_in_their_tenant);
 
 /// Tenant B, through its own handle, links A's order to A's tag. None of A's five relation
@@ -360,28 +387,7 @@ async fn junction_rows_stay_in_their_tenant(db: &TestDb) {
     let tenancy = db.tenancy::<i64>();
     let a = tenancy.provisioned(1).await.unwrap();
     let b = tenancy.provisioned(2).await.unwrap();
-    let customer = a
-        .insert(customer::ActiveModel {
-            name: Set("a".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let order = a
-        .insert(order::ActiveModel {
-            customer_id: Set(customer.id),
-            total_cents: Set(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let tag = a
-        .insert(tag::ActiveModel {
-            label: Set("a's".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (_, order, tag) = customer_order_and_tag(&a).await;
     let link = |tenant: i64| order_tag::ActiveModel {
         order_id: Set(order.id),
         tag_id: Set(tag.id),
@@ -504,28 +510,7 @@ async fn tenant_integrity_refuses_cross_tenant_links(db: &TestDb) {
     let tenancy = db.tenancy::<i64>();
     let a = tenancy.tenant(1).await.unwrap();
     let b = tenancy.tenant(2).await.unwrap();
-    let customer = a
-        .insert(customer::ActiveModel {
-            name: Set("a".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let order = a
-        .insert(order::ActiveModel {
-            customer_id: Set(customer.id),
-            total_cents: Set(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let tag = a
-        .insert(tag::ActiveModel {
-            label: Set("a's".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (customer, order, tag) = customer_order_and_tag(&a).await;
     let planted = b
         .insert(order_tag::ActiveModel {
             order_id: Set(order.id),
