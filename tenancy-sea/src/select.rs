@@ -477,7 +477,7 @@ where
         let statement = sea_orm::QueryTrait::build(&select, handle.backend());
         let inner: RowStream<'h, E::Model> = match handle.session() {
             None => {
-                let statement = handle.tag().on(statement);
+                let statement = handle.tag().apply(statement);
                 let rows = sea_orm::StreamTrait::stream_raw(handle.unit_connection(), statement)
                     .instrument(span.clone())
                     .await?;
@@ -486,7 +486,7 @@ where
             Some(session) => {
                 let txn = handle.unit_connection().begin().await?;
                 let tag = session.apply(&txn, handle.unit_connection()).await?;
-                let statement = tag.on(statement);
+                let statement = tag.apply(statement);
                 let rows = TxnRowsAsyncSendTryBuilder {
                     txn,
                     rows_builder: |txn: &DatabaseTransaction| {

@@ -222,7 +222,8 @@ impl Tag {
         Tag(Some(format!("/* tenancy shape {hash} */ ").into()))
     }
 
-    fn apply(&self, mut statement: Statement) -> Statement {
+    /// `statement` as a tagged unit sends it (streams take a statement, not a connection).
+    pub(crate) fn apply(&self, mut statement: Statement) -> Statement {
         if let Some(tag) = &self.0 {
             statement.sql = format!("{tag}{}", statement.sql);
         }
@@ -266,13 +267,6 @@ impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
 
     fn is_mock_connection(&self) -> bool {
         self.inner.is_mock_connection()
-    }
-}
-
-impl Tag {
-    /// `statement` as a tagged unit sends it (for streams, which take a statement).
-    pub(crate) fn on(&self, statement: Statement) -> Statement {
-        self.apply(statement)
     }
 }
 
@@ -326,7 +320,8 @@ macro_rules! in_unit {
             }
             Some(session) => {
                 let txn = ::sea_orm::TransactionTrait::begin(pool).await?;
-                let tag = session.apply(&txn, pool).await?;
+                // The set-up's tag (a schema's shape) after the caller's (a fan-out's mark).
+                let tag = session.apply(&txn, pool).await?.then($tag);
                 let out = {
                     let tagged = $crate::session::Tagged {
                         inner: &txn,

@@ -15,31 +15,7 @@ use std::time::Duration;
 macro_rules! on_target {
     ($target:expr, $tag:expr, |$conn:ident| $body:expr) => {{
         let target: &Target = $target;
-        let fan_out: &$crate::session::Tag = $tag;
-        match target.session.as_deref() {
-            None => {
-                let tagged = $crate::session::Tagged {
-                    inner: &target.conn,
-                    tag: fan_out,
-                };
-                let $conn = &tagged;
-                $body
-            }
-            Some(session) => {
-                let txn = ::sea_orm::TransactionTrait::begin(&target.conn).await?;
-                let tag = session.apply(&txn, &target.conn).await?.then(fan_out);
-                let out = {
-                    let tagged = $crate::session::Tagged {
-                        inner: &txn,
-                        tag: &tag,
-                    };
-                    let $conn = &tagged;
-                    $body
-                };
-                ::sea_orm::TransactionSession::commit(txn).await?;
-                out
-            }
-        }
+        in_unit!(&target.conn, target.session.as_deref(), $tag, |$conn| $body)
     }};
 }
 

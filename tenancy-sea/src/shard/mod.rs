@@ -782,16 +782,10 @@ where
                 });
             }
         }
-        let mut failure = None;
         rows.sort_by(|a, b| {
             for (col, order) in &self.order {
-                let ordering = match compare(&a.get(*col), &b.get(*col)) {
-                    Some(ordering) => ordering,
-                    None => {
-                        failure.get_or_insert_with(|| format!("{col:?}"));
-                        Ordering::Equal
-                    }
-                };
+                // Every value compares (checked above), so `Equal` is never a stand-in.
+                let ordering = compare(&a.get(*col), &b.get(*col)).unwrap_or(Ordering::Equal);
                 let ordering = if matches!(order, Order::Desc) {
                     ordering.reverse()
                 } else {
@@ -803,14 +797,6 @@ where
             }
             Ordering::Equal
         });
-        if let Some(column) = failure {
-            return Err(Error::Unmergeable {
-                column,
-                reason: "its values do not compare in the merge (a date, time or decimal \
-                         type needs tenancy-sea's feature of the same name as SeaORM's: \
-                         `with-chrono`, `with-time`, `with-rust_decimal`, `with-bigdecimal`)",
-            });
-        }
         let skip = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let take = self
             .limit
