@@ -1,10 +1,10 @@
 //! Provisioning tenants and migrating the whole fleet.
 //!
-//! Under [`Strategy::DatabasePerTenant`](crate::Strategy::DatabasePerTenant) a tenant is a
+//! Under [`Placement::DatabasePerTenant`](crate::Placement::DatabasePerTenant) a tenant is a
 //! database: [`Tenancy::create_tenant_database`] creates, migrates and registers it, and
 //! undoes what it did if a step fails. Under
-//! [`Strategy::SchemaPerTenant`](crate::Strategy::SchemaPerTenant) a tenant is a
-//! PostgreSQL schema. [`Tenancy::create_tenant_schema`] creates it and runs the
+//! [`Isolation::SchemaPerTenant`](crate::Isolation::SchemaPerTenant) a tenant is a
+//! PostgreSQL schema, in the shared database or on the tenant's shard. [`Tenancy::create_tenant_schema`] creates it and runs the
 //! application's sea-orm-migration `Migrator` in it, in one transaction: PostgreSQL DDL is
 //! transactional, so a failed step leaves no schema behind. [`Tenancy::migrate_all`] runs
 //! the migrator for every tenant (schema or database) with bounded parallelism; a failure in one tenant is
@@ -14,9 +14,11 @@
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::session::Session;
-use crate::tenancy::{Strategy, Tenancy};
+use crate::tenancy::{Isolation, Placement, Tenancy};
 use futures_util::StreamExt;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value,
+};
 use sea_orm_migration::MigratorTrait;
 use tenancy_core::Identifier;
 use tracing::Instrument;
@@ -51,14 +53,37 @@ pub struct FleetProgress<'a, T> {
 }
 
 impl<T: TenantKey> Tenancy<T> {
-    /// The schema prefix, or a configuration error when the strategy is not schema per
+    /// The schema prefix, or a configuration error when the isolation is not schema per
     /// tenant.
     fn schema_prefix(&self) -> Result<&str> {
-        match self.strategy() {
-            Strategy::SchemaPerTenant { prefix } => Ok(prefix),
+        match self.isolation() {
+            Isolation::SchemaPerTenant { prefix } => Ok(prefix),
             other => Err(Error::Config(format!(
-                "tenant schemas need the schema-per-tenant strategy, not {other:?}"
+                "tenant schemas need schema per tenant isolation, not {}",
+                other.name()
             ))),
+        }
+    }
+
+    /// Where tenant `id`'s schema lives: the admin connection, or on shards the
+    /// connection of the shard the tenant is placed on.
+    fn schema_home(&self, id: &T) -> Result<DatabaseConnection> {
+        match self.placement() {
+            Placement::Sharded => Ok(self.topology()?.shard_of(id)?.1),
+            _ => Ok(self.unscoped().clone()),
+        }
+    }
+
+    /// The databases tenant schemas are kept in: the admin connection's, or every shard.
+    fn schema_databases(&self) -> Result<Vec<DatabaseConnection>> {
+        match self.placement() {
+            Placement::Sharded => Ok(self
+                .topology()?
+                .shards()
+                .into_iter()
+                .map(|(_, conn)| conn)
+                .collect()),
+            _ => Ok(vec![self.unscoped().clone()]),
         }
     }
 
@@ -69,18 +94,17 @@ impl<T: TenantKey> Tenancy<T> {
     }
 
     /// Creates tenant `id`'s schema and runs `M`'s migrations in it, in one transaction on
-    /// the admin connection: either the tenant exists fully migrated or nothing was made.
-    /// Creating a tenant that exists is an error (nothing changes).
+    /// the admin connection (on shards, on the tenant's shard): either the tenant exists
+    /// fully migrated or nothing was made. Creating a tenant that exists is an error
+    /// (nothing changes).
     pub async fn create_tenant_schema<M: MigratorTrait>(&self, id: impl Into<T>) -> Result<()> {
         let id = id.into();
         let schema = self.tenant_schema(&id)?;
+        let home = self.schema_home(&id)?;
         let span = tracing::info_span!("tenancy.provision", tenant = %id, schema = %schema);
         async {
-            let txn = self.unscoped().begin().await?;
-            txn.execute_unprepared(&format!("CREATE SCHEMA {}", schema.quoted()))
-                .await?;
-            self.enter_schema(&txn, &schema).await?;
-            M::up(&txn, None).await?;
+            let txn = home.begin().await?;
+            create_schema::<M>(&txn, &schema).await?;
             txn.commit().await?;
             tracing::info!("tenant schema created");
             Ok(())
@@ -89,16 +113,6 @@ impl<T: TenantKey> Tenancy<T> {
         .await
     }
 
-    /// Sets the transaction's `search_path` to the tenant schema (then `public`).
-    async fn enter_schema<C: ConnectionTrait>(&self, txn: &C, schema: &Identifier) -> Result<()> {
-        Session::set_config(
-            DbBackend::Postgres,
-            &[("search_path", format!("{}, public", schema.quoted()))],
-        )
-        .apply(txn, txn)
-        .await?;
-        Ok(())
-    }
 
     /// Drops tenant `id`'s schema and everything in it. Dropping a tenant that does not
     /// exist is not an error. The schema is the tenant's own by construction: the prefix is
@@ -108,7 +122,7 @@ impl<T: TenantKey> Tenancy<T> {
     pub async fn drop_tenant_schema(&self, id: impl Into<T>) -> Result<()> {
         let id = id.into();
         let schema = self.tenant_schema(&id)?;
-        self.unscoped()
+        self.schema_home(&id)?
             .execute_unprepared(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
                 schema.quoted()
@@ -118,20 +132,29 @@ impl<T: TenantKey> Tenancy<T> {
         Ok(())
     }
 
-    /// Every tenant that has a schema, in schema-name order.
+    /// Every tenant that has a schema, in schema-name order (on shards, on any shard,
+    /// once each).
     pub async fn tenant_schemas(&self) -> Result<Vec<T>> {
         let prefix = self.schema_prefix()?;
-        let rows = self
-            .unscoped()
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY nspname",
-                [Value::from(prefix)],
-            ))
-            .await?;
-        let mut tenants = Vec::with_capacity(rows.len());
+        let mut rows = Vec::new();
+        for conn in self.schema_databases()? {
+            rows.extend(
+                conn.query_all_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)",
+                    [Value::from(prefix)],
+                ))
+                .await?,
+            );
+        }
+        let mut names = Vec::with_capacity(rows.len());
         for row in rows {
-            let name: String = row.try_get("", "nspname")?;
+            names.push(row.try_get::<String>("", "nspname")?);
+        }
+        names.sort_unstable();
+        names.dedup();
+        let mut tenants = Vec::with_capacity(names.len());
+        for name in names {
             // A schema that merely shares the prefix but names no valid tenant is not ours.
             if let Ok(id) = T::parse_tenant_id(&name[prefix.len()..])
                 && Identifier::for_tenant(prefix, &id).is_ok_and(|s| s.as_str() == name)
@@ -143,9 +166,10 @@ impl<T: TenantKey> Tenancy<T> {
     }
 
     /// Runs `M`'s pending migrations for one tenant: in its schema, in one transaction
-    /// (schema per tenant), or in its database (database per tenant).
+    /// (schema per tenant, on its shard when sharded), or in its database (database per
+    /// tenant).
     pub async fn migrate_tenant<M: MigratorTrait>(&self, id: &T) -> Result<()> {
-        if let Strategy::DatabasePerTenant = self.strategy() {
+        if let Placement::DatabasePerTenant = self.placement() {
             let url =
                 self.databases()?
                     .registry
@@ -157,8 +181,8 @@ impl<T: TenantKey> Tenancy<T> {
             return migrate_database::<M>(&url).await;
         }
         let schema = self.tenant_schema(id)?;
-        let txn = self.unscoped().begin().await?;
-        self.enter_schema(&txn, &schema).await?;
+        let txn = self.schema_home(id)?.begin().await?;
+        enter_schema(&txn, &schema).await?;
         M::up(&txn, None).await?;
         txn.commit().await?;
         Ok(())
@@ -167,9 +191,10 @@ impl<T: TenantKey> Tenancy<T> {
     /// Every tenant the fleet operations cover: the tenant schemas, or the registered
     /// tenant databases.
     pub async fn fleet_tenants(&self) -> Result<Vec<T>> {
-        match self.strategy() {
-            Strategy::DatabasePerTenant => self.tenant_databases().await,
-            Strategy::Sharded => Err(Error::Config(
+        match (self.placement(), self.isolation()) {
+            (Placement::DatabasePerTenant, _) => self.tenant_databases().await,
+            (_, Isolation::SchemaPerTenant { .. }) => self.tenant_schemas().await,
+            (Placement::Sharded, _) => Err(Error::Config(
                 "sharded tenants share their shard's tables: migrate the shards with \
                  `Tenancy::migrate_shards`"
                     .to_owned(),
@@ -325,6 +350,29 @@ where
         }
     }
     report
+}
+
+/// Sets the transaction's `search_path` to the tenant schema (then `public`).
+pub(crate) async fn enter_schema<C: ConnectionTrait>(txn: &C, schema: &Identifier) -> Result<()> {
+    Session::set_config(
+        DbBackend::Postgres,
+        &[("search_path", format!("{}, public", schema.quoted()))],
+    )
+    .apply(txn, txn)
+    .await?;
+    Ok(())
+}
+
+/// Creates `schema` in `txn` and runs `M`'s migrations in it.
+pub(crate) async fn create_schema<M: MigratorTrait>(
+    txn: &sea_orm::DatabaseTransaction,
+    schema: &Identifier,
+) -> Result<()> {
+    txn.execute_unprepared(&format!("CREATE SCHEMA {}", schema.quoted()))
+        .await?;
+    enter_schema(txn, schema).await?;
+    M::up(txn, None).await?;
+    Ok(())
 }
 
 /// Runs `M`'s pending migrations in the database at `url`.

@@ -220,6 +220,7 @@ impl<T: TenantKey> TenantDb<T> {
         E: KeySharded<TenantId = T>,
     {
         let column = Self::key_column::<E>()?;
+        self.may_spread::<E>()?;
         let keys: Vec<E::Key> = keys.into_iter().map(Into::into).collect();
         let select = E::find();
         // Each shard's query carries the tenant and its own keys, compared as its backend
@@ -251,7 +252,7 @@ impl<T: TenantKey> TenantDb<T> {
                 condition: Some(condition(&conn, values)),
                 shard,
                 conn,
-                session: None,
+                session: self.session.clone(),
                 tenant: Some(self.tenant.to_string()),
             })
             .collect();
@@ -279,14 +280,21 @@ impl<T: TenantKey> TenantAcrossShards<'_, T> {
     pub fn find<E: TenantScoped<TenantId = T>>(&self) -> ShardedSelect<E> {
         let handle = self.handle;
         let mut targets = match &handle.topology {
-            Some(topology) if E::shard_key_column().is_some() => topology.targets(None),
+            Some(topology) if E::shard_key_column().is_some() => {
+                if let Err(refused) = handle.may_spread::<E>() {
+                    return ShardedSelect::unmade(refused);
+                }
+                topology.targets(None)
+            }
             _ => vec![handle.own_target(None)],
         };
-        // Each shard's query carries the tenant condition its own backend compares exactly.
+        // Each shard's query carries the tenant condition its own backend compares
+        // exactly, after the tenant's set-up (its setting or its schema) on that shard.
         for target in &mut targets {
             let backend = target.conn.get_database_backend();
             target.condition = Some(scope::equals(E::tenant_column(), &handle.value, backend));
             target.tenant = Some(handle.tenant.to_string());
+            target.session = handle.session.clone();
         }
         let across = match &handle.topology {
             Some(topology) => AcrossShards::over(targets, topology),
@@ -511,6 +519,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
         let Some(topology) = &self.topology else {
             return Ok(None);
         };
+        self.may_spread::<E>()?;
         let mut bytes = Vec::with_capacity(16);
         E::write_shard_key(value, &mut bytes)?;
         let key_type = E::shard_key_type().ok_or_else(|| {
@@ -520,6 +529,20 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             ))
         })?;
         Ok(Some(topology.shard_of_key_bytes(&bytes, &key_type)?))
+    }
+
+    /// Whether rows of `E` may live on shards other than the tenant's own: not under
+    /// schema per tenant, where all of a tenant's tables are in its schema on its shard.
+    fn may_spread<E: TenantScoped>(&self) -> Result<()> {
+        match (&self.topology, &self.session) {
+            (Some(_), Some(session)) if session.is_schema() => Err(Error::Config(format!(
+                "`{}` is sharded by its `#[shard_key]`, which spreads a tenant's rows over \
+                 shards; under schema per tenant a tenant's tables live in its schema on \
+                 its own shard: drop the `#[shard_key]` or use row level isolation",
+                E::default().table_name()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// This tenant's handle on the shard of the row of `E` whose shard key is `value`.

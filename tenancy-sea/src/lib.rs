@@ -112,7 +112,7 @@ pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
 };
 pub use subquery::ScopedSubquery;
-pub use tenancy::{Strategy, Tenancy, TenancyBuilder};
+pub use tenancy::{Isolation, Placement, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
     RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,

@@ -6,7 +6,8 @@ use crate::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
-use crate::tenancy::Tenancy;
+use crate::session::{Session, Tag, Tagged};
+use crate::tenancy::{Isolation, Tenancy};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
@@ -15,53 +16,92 @@ use sea_orm::{
     DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait,
     PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
+use sea_orm::QueryTrait;
+use sea_orm_migration::MigratorTrait;
 use std::marker::PhantomData;
-use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
+use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
 
 /// Bind parameters per copying statement, under every backend's limit (SQLite's is the
 /// lowest, 32,766).
 const PARAMETERS_PER_STATEMENT: usize = 30_000;
+
+/// One unit of a move on one shard: a transaction whose first statement is the tenant's
+/// set-up under the tenancy's isolation (its setting, its schema), and the tag the unit's
+/// statements carry (a tenant schema's shape). Under row level it is a plain transaction.
+pub(crate) struct Unit {
+    txn: DatabaseTransaction,
+    tag: Tag,
+}
+
+impl Unit {
+    /// Begins a unit on `conn`, with `session` run first.
+    async fn begin(conn: &DatabaseConnection, session: Option<&Session>) -> Result<Unit> {
+        let txn = conn.begin().await?;
+        let tag = match session {
+            Some(session) => session.apply(&txn, conn).await?,
+            None => Tag::default(),
+        };
+        Ok(Unit { txn, tag })
+    }
+
+    /// The unit's connection: its statements carry its tag.
+    fn conn(&self) -> Tagged<'_, DatabaseTransaction> {
+        Tagged {
+            inner: &self.txn,
+            tag: &self.tag,
+        }
+    }
+
+    async fn commit(self) -> Result<()> {
+        Ok(self.txn.commit().await?)
+    }
+
+    async fn rollback(self) {
+        let _ = self.txn.rollback().await;
+    }
+}
+
+/// Runs `work` in a unit on `conn` that commits after it: a read of the tenant's rows as
+/// they are now (each such read sees what committed before it, on every backend).
+async fn read<R>(
+    conn: &DatabaseConnection,
+    session: Option<&Session>,
+    work: impl AsyncFnOnce(&Unit) -> Result<R>,
+) -> Result<R> {
+    let unit = Unit::begin(conn, session).await?;
+    let out = work(&unit).await?;
+    unit.commit().await?;
+    Ok(out)
+}
 
 /// One entity's part of a move, with its type erased so that one move spans many.
 trait MoveStep<T>: Send + Sync {
     fn table(&self) -> &'static str;
 
     /// Copies the tenant's rows from `from` into `to`, returning how many.
-    fn copy<'a>(
-        &'a self,
-        from: &'a DatabaseConnection,
-        to: &'a DatabaseTransaction,
-        tenant: &'a T,
-    ) -> BoxFuture<'a, Result<u64>>;
+    fn copy<'a>(&'a self, from: &'a Unit, to: &'a Unit, tenant: &'a T)
+    -> BoxFuture<'a, Result<u64>>;
 
-    /// Counts the tenant's rows on `conn`.
-    fn count<'a>(
-        &'a self,
-        conn: &'a DatabaseConnection,
-        tenant: &'a T,
-    ) -> BoxFuture<'a, Result<u64>>;
+    /// Counts the tenant's rows in `unit`.
+    fn count<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<u64>>;
 
-    /// Deletes the tenant's rows in `txn`, returning how many.
-    fn delete<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        tenant: &'a T,
-    ) -> BoxFuture<'a, Result<u64>>;
+    /// Deletes the tenant's rows in `unit`, returning how many.
+    fn delete<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<u64>>;
 
     /// Deletes in `other` each of the tenant's rows that `home` holds too, with the same
     /// primary key and the same value in every column; returns how many were removed and
     /// how many kept (rows `home` does not hold, or holds otherwise).
     fn remove_verified<'a>(
         &'a self,
-        home: &'a DatabaseConnection,
-        other: &'a DatabaseTransaction,
+        home: &'a Unit,
+        other: &'a Unit,
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<(u64, u64)>>;
 
     /// On PostgreSQL, moves the sequence of an auto-increment key past the copied ids, so
     /// the shard's next insert does not collide with them (MySQL and SQLite do this on
     /// their own).
-    fn advance_sequence<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<()>>;
+    fn advance_sequence<'a>(&'a self, unit: &'a Unit) -> BoxFuture<'a, Result<()>>;
 }
 
 struct EntityStep<E>(PhantomData<fn() -> E>);
@@ -79,21 +119,27 @@ where
 
     fn copy<'a>(
         &'a self,
-        from: &'a DatabaseConnection,
-        to: &'a DatabaseTransaction,
+        from: &'a Unit,
+        to: &'a Unit,
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let per_statement =
                 (PARAMETERS_PER_STATEMENT / E::Column::iter().count().max(1)).max(1);
-            let mut rows = E::find()
+            let backend = from.txn.get_database_backend();
+            // Streamed: a stream takes a statement, so it carries the unit's tag itself.
+            let statement = E::find()
                 .filter(scope::equals(
                     E::tenant_column(),
                     &tenant.clone().into(),
-                    from.get_database_backend(),
+                    backend,
                 ))
-                .stream(from)
+                .build(backend);
+            let mut rows = E::find()
+                .from_raw_sql(from.tag.apply(statement))
+                .stream(&from.txn)
                 .await?;
+            let to = &to.conn();
             let mut batch = Vec::with_capacity(per_statement);
             let mut copied = 0;
             while let Some(model) = rows.try_next().await? {
@@ -107,12 +153,9 @@ where
         })
     }
 
-    fn count<'a>(
-        &'a self,
-        conn: &'a DatabaseConnection,
-        tenant: &'a T,
-    ) -> BoxFuture<'a, Result<u64>> {
+    fn count<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
+            let conn = &unit.conn();
             Ok(E::find()
                 .filter(scope::equals(
                     E::tenant_column(),
@@ -124,12 +167,9 @@ where
         })
     }
 
-    fn delete<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        tenant: &'a T,
-    ) -> BoxFuture<'a, Result<u64>> {
+    fn delete<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
+            let txn = &unit.conn();
             Ok(E::delete_many()
                 .filter(scope::equals(
                     E::tenant_column(),
@@ -144,11 +184,12 @@ where
 
     fn remove_verified<'a>(
         &'a self,
-        home: &'a DatabaseConnection,
-        other: &'a DatabaseTransaction,
+        home: &'a Unit,
+        other: &'a Unit,
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<(u64, u64)>> {
         Box::pin(async move {
+            let (home, other) = (&home.conn(), &other.conn());
             let value: sea_orm::Value = tenant.clone().into();
             let rows = E::find()
                 .filter(scope::equals(
@@ -197,7 +238,7 @@ where
         })
     }
 
-    fn advance_sequence<'a>(&'a self, txn: &'a DatabaseTransaction) -> BoxFuture<'a, Result<()>> {
+    fn advance_sequence<'a>(&'a self, unit: &'a Unit) -> BoxFuture<'a, Result<()>> {
         let key = {
             let mut keys = E::PrimaryKey::iter();
             match (keys.next(), keys.next()) {
@@ -209,6 +250,7 @@ where
             let Some(key) = key else {
                 return Ok(());
             };
+            let txn = &unit.conn();
             if txn.get_database_backend() != DbBackend::Postgres
                 || !<E::PrimaryKey as PrimaryKeyTrait>::auto_increment()
             {
@@ -252,7 +294,7 @@ where
 /// Inserts and empties `batch`, returning how many rows went in.
 async fn insert_batch<E: EntityTrait>(
     batch: &mut Vec<E::ActiveModel>,
-    to: &DatabaseTransaction,
+    to: &Tagged<'_, DatabaseTransaction>,
 ) -> Result<u64>
 where
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
@@ -286,6 +328,8 @@ pub struct TenantMove<'a, T: TenantKey> {
     tenant: T,
     to: ShardId,
     steps: Vec<Box<dyn MoveStep<T> + 'a>>,
+    /// How the tenant's schema is made on the new shard (schema per tenant).
+    make_schema: Option<MakeSchema>,
 }
 
 impl<T: TenantKey> std::fmt::Debug for TenantMove<'_, T> {
@@ -382,11 +426,29 @@ impl<T: TenantKey> Tenancy<T> {
             tenant: tenant.into(),
             to: to.into(),
             steps: Vec::new(),
+            make_schema: None,
         }
     }
 }
 
+/// Makes a tenant schema with `M`'s migrations, for [`TenantMove::migrator`].
+fn make_schema<'t, M: MigratorTrait + 'static>(
+    txn: &'t DatabaseTransaction,
+    schema: &'t Identifier,
+) -> BoxFuture<'t, Result<()>> {
+    Box::pin(crate::fleet::create_schema::<M>(txn, schema))
+}
+
 impl<'a, T: TenantKey> TenantMove<'a, T> {
+    /// The application's migrator, which makes the tenant's schema on the new shard under
+    /// schema per tenant isolation (required there; the schema is made in the copy's
+    /// transaction, so a failed move leaves none). The old schema is dropped with the
+    /// clean-up when none of its tables holds a row any more.
+    pub fn migrator<M: MigratorTrait + 'static>(mut self) -> Self {
+        self.make_schema = Some(make_schema::<M>);
+        self
+    }
+
     /// Adds an entity whose rows of the tenant move. Name parents before children:
     /// rows are copied in this order and removed in the reverse order, so foreign keys
     /// hold throughout.
@@ -411,6 +473,15 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         if self.steps.is_empty() {
             return Err(Error::Config(
                 "a move names the tenant's entities: `.entity::<E>()` for each, parents first"
+                    .to_owned(),
+            ));
+        }
+        if matches!(self.tenancy.isolation(), Isolation::SchemaPerTenant { .. })
+            && self.make_schema.is_none()
+        {
+            return Err(Error::Config(
+                "a move under schema per tenant makes the tenant's schema on the new shard: \
+                 name the application's migrator with `.migrator::<M>()`"
                     .to_owned(),
             ));
         }
@@ -446,7 +517,16 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             tenant,
             to,
             steps,
+            make_schema,
         } = self;
+        let schema = match (tenancy.isolation(), make_schema) {
+            (Isolation::SchemaPerTenant { .. }, Some(make)) => Some(SchemaOf {
+                name: tenancy.tenant_schema(&tenant)?,
+                make,
+                version_table: tenancy.version_table().cloned(),
+            }),
+            _ => None,
+        };
         let topology = tenancy.topology()?;
         let to_conn = topology.connection(&to)?;
         // The catalog decides where the tenant lives; a cache that disagrees (another
@@ -484,14 +564,34 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         let fence = topology.fence(&tenant)?;
         tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "moving tenant");
 
-        let txn = to_conn.begin().await?;
+        // Each side's units run the tenant's set-up first (its setting, its schema).
+        let from_session = tenancy.session_of(&tenant, from_conn.get_database_backend())?;
+        let to_session = tenancy.session_of(&tenant, to_conn.get_database_backend())?;
+        let (from_session, to_session) = (from_session.as_ref(), to_session.as_ref());
+        let txn = match &schema {
+            // Under schema per tenant the tenant's schema is made on `to` first (in the
+            // copy's transaction: if the move fails, no schema is left there).
+            Some(schema) => {
+                let txn = to_conn.begin().await?;
+                if !schema_exists(&txn, &schema.name).await? {
+                    (schema.make)(&txn, &schema.name).await?;
+                }
+                let tag = match to_session {
+                    Some(session) => session.apply(&txn, &to_conn).await?,
+                    None => Tag::default(),
+                };
+                Unit { txn, tag }
+            }
+            None => Unit::begin(&to_conn, to_session).await?,
+        };
         // Copies an interrupted move left on `to` go first, but only rows `from` holds
         // identically: anything else on `to` (the only copy of a write, say) stops the
         // move, and nothing is changed.
+        let home = Unit::begin(&from_conn, from_session).await?;
         for step in steps.iter().rev() {
-            let (_, kept) = step.remove_verified(&from_conn, &txn, &tenant).await?;
+            let (_, kept) = step.remove_verified(&home, &txn, &tenant).await?;
             if kept > 0 {
-                let _ = txn.rollback().await;
+                txn.rollback().await;
                 return Err(Error::MoveDestinationNotEmpty {
                     tenant: tenant.to_string(),
                     shard: to.to_string(),
@@ -502,15 +602,19 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         }
         let mut copied = Vec::with_capacity(steps.len());
         for step in &steps {
-            copied.push((step.table(), step.copy(&from_conn, &txn, &tenant).await?));
+            copied.push((step.table(), step.copy(&home, &txn, &tenant).await?));
         }
+        home.commit().await?;
         for step in &steps {
             step.advance_sequence(&txn).await?;
         }
         for (step, (table, rows)) in steps.iter().zip(&copied) {
-            let now = step.count(&from_conn, &tenant).await?;
+            let now = read(&from_conn, from_session, async |unit| {
+                step.count(unit, &tenant).await
+            })
+            .await?;
             if now != *rows {
-                let _ = txn.rollback().await;
+                txn.rollback().await;
                 return Err(Error::MoveConflict {
                     tenant: tenant.to_string(),
                     table,
@@ -539,7 +643,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
                     }
                 }
                 Ok(placed) => {
-                    if let Err(undo) = delete_rows(&to_conn, &steps, &tenant).await {
+                    if let Err(undo) = delete_rows(&to_conn, to_session, &steps, &tenant).await {
                         tracing::error!(
                             target: "tenancy::move", tenant = %tenant, %to, error = %undo,
                             "the copies of an abandoned move were not removed; the next \
@@ -560,7 +664,11 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
                 Err(read) => return Err(switched.err().unwrap_or(read)),
             }
         }
-        let removed = remove_moved(&from_conn, &to_conn, &steps, &tenant, &copied)
+        let sides = Sides {
+            from: (&from_conn, from_session),
+            to: (&to_conn, to_session),
+        };
+        let removed = remove_moved(&sides, &steps, &tenant, &copied, schema.as_ref())
             .await
             .map_err(|error| match error {
                 Removal::Late {
@@ -621,24 +729,33 @@ impl From<sea_orm::DbErr> for Removal {
     }
 }
 
+/// The two shards of a move: each one's pool and the tenant's set-up there.
+struct Sides<'a> {
+    from: (&'a DatabaseConnection, Option<&'a Session>),
+    to: (&'a DatabaseConnection, Option<&'a Session>),
+}
+
 /// Deletes the moved rows from the old shard in one transaction, children first, only if
 /// each table holds exactly the rows copied and `to` holds each of them identically: a
-/// row written or changed there during the move keeps every row in place.
+/// row written or changed there during the move keeps every row in place. Under schema
+/// per tenant the old schema goes too, in the same transaction, when nothing is left in
+/// any of its tables.
 async fn remove_moved<T: TenantKey>(
-    conn: &DatabaseConnection,
-    to: &DatabaseConnection,
+    sides: &Sides<'_>,
     steps: &[Box<dyn MoveStep<T> + '_>],
     tenant: &T,
     copied: &[(&'static str, u64)],
+    schema: Option<&SchemaOf>,
 ) -> std::result::Result<u64, Removal> {
-    let txn = conn.begin().await?;
+    let unit = Unit::begin(sides.from.0, sides.from.1).await?;
+    let to = Unit::begin(sides.to.0, sides.to.1).await?;
     let mut removed = 0;
     for (step, (table, rows)) in steps.iter().zip(copied).rev() {
         // By content, not by count: an update, or an insert and a delete that cancel out,
         // leaves a row `to` does not hold identically, which stops the clean-up.
-        let (gone, kept) = step.remove_verified(to, &txn, tenant).await?;
+        let (gone, kept) = step.remove_verified(&to, &unit, tenant).await?;
         if kept > 0 || gone != *rows {
-            let _ = txn.rollback().await;
+            unit.rollback().await;
             return Err(Removal::Late {
                 table,
                 copied: *rows,
@@ -647,23 +764,113 @@ async fn remove_moved<T: TenantKey>(
         }
         removed += gone;
     }
-    txn.commit().await?;
+    to.commit().await?;
+    if let Some(schema) = schema {
+        drop_if_empty(&unit.txn, &schema.name, schema.version_table.as_ref()).await?;
+    }
+    unit.commit().await?;
     Ok(removed)
 }
 
 /// Deletes the tenant's rows of every step on `conn` in one transaction, children first.
 async fn delete_rows<T: TenantKey>(
     conn: &DatabaseConnection,
+    session: Option<&Session>,
     steps: &[Box<dyn MoveStep<T> + '_>],
     tenant: &T,
 ) -> Result<u64> {
-    let txn = conn.begin().await?;
+    let unit = Unit::begin(conn, session).await?;
     let mut removed = 0;
     for step in steps.iter().rev() {
-        removed += step.delete(&txn, tenant).await?;
+        removed += step.delete(&unit, tenant).await?;
     }
-    txn.commit().await?;
+    unit.commit().await?;
     Ok(removed)
+}
+
+/// A tenant's schema, for a move under schema per tenant: its name, how to make it on a
+/// shard that lacks it (the application's migrator), and the migrations table in it.
+struct SchemaOf {
+    name: Identifier,
+    make: MakeSchema,
+    version_table: Option<Identifier>,
+}
+
+/// Creates a tenant schema and runs the application's migrations in it.
+type MakeSchema =
+    for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
+
+/// Whether `schema` exists, asked in `txn`.
+async fn schema_exists(txn: &DatabaseTransaction, schema: &Identifier) -> Result<bool> {
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT to_regnamespace($1) IS NOT NULL AS present",
+            [schema.as_str().into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<bool>("", "present")?,
+        None => false,
+    })
+}
+
+/// Drops `schema` in `txn` if none of its tables holds a row (the migrations table
+/// aside): its tables locked first, so no write can land between the check and the drop.
+/// A table the move did not name that still holds rows keeps the schema, and says so.
+async fn drop_if_empty(
+    txn: &DatabaseTransaction,
+    schema: &Identifier,
+    version_table: Option<&Identifier>,
+) -> Result<()> {
+    let tables = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            [schema.as_str().into()],
+        ))
+        .await?;
+    let mut names = Vec::with_capacity(tables.len());
+    for row in tables {
+        // Names from the catalog are quoted as identifiers, never trusted as SQL.
+        let name: String = row.try_get("", "name")?;
+        if version_table.is_some_and(|v| v.as_str() == name) {
+            continue;
+        }
+        names.push(format!(
+            "{}.\"{}\"",
+            schema.quoted(),
+            name.replace('"', "\"\"")
+        ));
+    }
+    if !names.is_empty() {
+        txn.execute_unprepared(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            names.join(", ")
+        ))
+        .await?;
+        for table in &names {
+            let row = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT EXISTS (SELECT 1 FROM {table}) AS held"),
+                ))
+                .await?;
+            if let Some(row) = row
+                && row.try_get::<bool>("", "held")?
+            {
+                tracing::warn!(
+                    target: "tenancy::move", schema = %schema, %table,
+                    "the old tenant schema still holds rows of a table the move did not \
+                     name: it is kept"
+                );
+                return Ok(());
+            }
+        }
+    }
+    txn.execute_unprepared(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))
+        .await?;
+    Ok(())
 }
 
 /// What [`Tenancy::remove_leftovers`] did.
@@ -759,8 +966,10 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
     }
 
     async fn claimed(&self, home: ShardId) -> Result<LeftoverReport> {
-        let topology = self.tenancy.topology()?;
+        let tenancy = self.tenancy;
+        let topology = tenancy.topology()?;
         let home_conn = topology.connection(&home)?;
+        let home_session = tenancy.session_of(&self.tenant, home_conn.get_database_backend())?;
         let mut report = LeftoverReport {
             home: home.clone(),
             removed: Vec::new(),
@@ -770,19 +979,29 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
             if shard == home {
                 continue;
             }
-            let on_shard = |source| Error::Shard {
-                shard: shard.to_string(),
-                source,
+            let on_shard = |error| match error {
+                Error::Db(source) => Error::Shard {
+                    shard: shard.to_string(),
+                    source,
+                },
+                other => other,
             };
-            let txn = conn.begin().await.map_err(on_shard)?;
+            let session = tenancy.session_of(&self.tenant, conn.get_database_backend())?;
+            let unit = match Unit::begin(&conn, session.as_ref()).await {
+                Ok(unit) => unit,
+                // Under schema per tenant, a shard without the tenant's schema holds
+                // nothing of it.
+                Err(Error::UnknownTenant { .. }) if session.as_ref().is_some_and(|s| s.is_schema()) => {
+                    continue;
+                }
+                Err(error) => return Err(on_shard(error)),
+            };
             for step in self.steps.iter().rev() {
-                let (removed, kept) = step
-                    .remove_verified(&home_conn, &txn, &self.tenant)
-                    .await
-                    .map_err(|error| match error {
-                        Error::Db(source) => on_shard(source),
-                        other => other,
-                    })?;
+                let (removed, kept) = read(&home_conn, home_session.as_ref(), async |home| {
+                    step.remove_verified(home, &unit, &self.tenant).await
+                })
+                .await
+                .map_err(on_shard)?;
                 if removed > 0 {
                     report.removed.push((shard.clone(), step.table(), removed));
                 }
@@ -790,7 +1009,7 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
                     report.kept.push((shard.clone(), step.table(), kept));
                 }
             }
-            txn.commit().await.map_err(on_shard)?;
+            unit.commit().await.map_err(on_shard)?;
         }
         tracing::info!(
             target: "tenancy::move", tenant = %self.tenant, %home,

@@ -1,6 +1,6 @@
 //! PostgreSQL row-level security policies, generated from the tenant-scoped entities.
 //!
-//! With [`Strategy::RowLevelSecurity`](crate::Strategy::RowLevelSecurity), every unit of
+//! With [`Isolation::RowLevelSecurity`](crate::Isolation::RowLevelSecurity), every unit of
 //! work runs `SELECT set_config('<setting>', $1, true)` first, with the tenant id bound.
 //! The policies made here compare each row's tenant column with that setting, so even raw
 //! SQL sees, inserts and changes only the current tenant's rows, and a connection that has

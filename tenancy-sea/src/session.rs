@@ -121,6 +121,11 @@ impl Session {
         }
     }
 
+    /// Whether this is a tenant schema's set-up.
+    pub(crate) fn is_schema(&self) -> bool {
+        self.schema_of.is_some()
+    }
+
     /// Runs the set-up on `conn`; returns the tag the unit's statements carry (the
     /// schema's shape), if any.
     /// `pool` is where the unit's transaction was begun: when the set-up fails because a

@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{Identifier, KeyType};
 
-/// How tenants are kept apart. Chosen in the [`TenancyBuilder`]; the entities and the
-/// calls on the handles are the same under every strategy.
+/// How tenants are kept apart inside a database: the first of the two choices a
+/// [`TenancyBuilder`] makes (the other is [`Placement`]). The entities and the calls on the
+/// handles are the same under every isolation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Strategy {
+pub enum Isolation {
     /// Shared tables with a tenant column, filtered and stamped by the framework.
     RowLevel,
-    /// As [`RowLevel`](Strategy::RowLevel), and enforced by PostgreSQL row-level security
+    /// As [`RowLevel`](Isolation::RowLevel), and enforced by PostgreSQL row-level security
     /// on the named setting, set per transaction with `set_config(name, $1, true)`.
     RowLevelSecurity {
         /// The setting the policies read, e.g. `tenancy.tenant_id`.
@@ -27,43 +28,100 @@ pub enum Strategy {
     },
     /// One PostgreSQL schema per tenant, named `prefix` + the tenant id; each transaction
     /// sets `search_path` to it (then `public`, for global tables) with `set_config`.
+    /// MariaDB and MySQL have no schemas inside a database: their stand-in is
+    /// [`Placement::DatabasePerTenant`] with a [`DatabaseTemplate::Server`].
     SchemaPerTenant {
         /// The schema name prefix, e.g. `tenant_`.
         prefix: String,
     },
+}
+
+impl Isolation {
+    /// The name used in messages and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Isolation::RowLevel => "row level",
+            Isolation::RowLevelSecurity { .. } => "row-level security",
+            Isolation::SchemaPerTenant { .. } => "schema per tenant",
+        }
+    }
+}
+
+/// Where tenants' data lives: the second of the two choices a [`TenancyBuilder`] makes (the
+/// first is [`Isolation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Every tenant in the one database of the connection given to [`Tenancy::builder`].
+    Shared,
     /// One database per tenant, found through a [`TenantRegistry`] and reached through a
     /// bounded cache of pools opened on first use.
     DatabasePerTenant,
-    /// Shared tables on several shards: a [`Topology`]'s router places each tenant on one
-    /// shard (the tenant id is the shard key), filtered and stamped as under row level.
+    /// Several shards: a [`Topology`]'s router places each tenant on one shard (the
+    /// tenant id is the shard key); rows of a `#[shard_key]` entity go to their key's shard.
     Sharded,
 }
 
-impl Strategy {
-    /// Whether raw SQL through a tenant handle is confined to the tenant under this
-    /// strategy on `backend`, or why not (see [`TenantDb::query_all_raw`]).
-    pub(crate) fn raw_sql(&self, backend: DbBackend) -> RawSql {
-        RawSql::Refused(match (self, backend) {
-            (Strategy::DatabasePerTenant, DbBackend::Postgres) => return RawSql::Confined,
-            (Strategy::RowLevel, _) => "under row level a raw statement has no tenant filter",
-            (Strategy::RowLevelSecurity { .. }, _) => {
-                "under row-level security a raw statement can change the setting the \
-                 policies read (`set_config`) and read another tenant's rows"
-            }
-            (Strategy::SchemaPerTenant { .. }, _) => {
-                "under schema per tenant a raw statement can name another tenant's schema \
-                 or change `search_path`"
-            }
-            (Strategy::DatabasePerTenant, DbBackend::MySql) => {
-                "under a MySQL/MariaDB database per tenant a raw statement can name another \
-                 tenant's database or switch to it with `USE`"
-            }
-            (Strategy::DatabasePerTenant, _) => {
-                "under a SQLite database per tenant a raw statement can `ATTACH` another \
-                 tenant's file"
-            }
-            (Strategy::Sharded, _) => "on a shard a raw statement has no tenant filter",
-        })
+impl Placement {
+    /// The name used in messages and spans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Shared => "one shared database",
+            Placement::DatabasePerTenant => "a database per tenant",
+            Placement::Sharded => "shards",
+        }
+    }
+}
+
+/// Whether raw SQL through a tenant handle is confined to the tenant under `isolation` and
+/// `placement` on `backend`, or why not (see [`TenantDb::query_all_raw`]).
+pub(crate) fn raw_sql(isolation: &Isolation, placement: Placement, backend: DbBackend) -> RawSql {
+    RawSql::Refused(match (isolation, placement, backend) {
+        (_, Placement::DatabasePerTenant, DbBackend::Postgres) => return RawSql::Confined,
+        (Isolation::RowLevelSecurity { .. }, _, _) => {
+            "under row-level security a raw statement can change the setting the policies \
+             read (`set_config`) and read another tenant's rows"
+        }
+        (Isolation::SchemaPerTenant { .. }, _, _) => {
+            "under schema per tenant a raw statement can name another tenant's schema or \
+             change `search_path`"
+        }
+        (_, Placement::DatabasePerTenant, DbBackend::MySql) => {
+            "under a MySQL/MariaDB database per tenant a raw statement can name another \
+             tenant's database or switch to it with `USE`"
+        }
+        (_, Placement::DatabasePerTenant, _) => {
+            "under a SQLite database per tenant a raw statement can `ATTACH` another \
+             tenant's file"
+        }
+        (_, Placement::Sharded, _) => "on a shard a raw statement has no tenant filter",
+        (_, Placement::Shared, _) => "under row level a raw statement has no tenant filter",
+    })
+}
+
+/// Checks that `isolation` can be kept on a database of `backend` under `placement`.
+fn check_combination(isolation: &Isolation, placement: Placement, backend: DbBackend) -> Result<()> {
+    let refused = |why: &str| {
+        Err(Error::Config(format!(
+            "{} isolation with {} placement: {why}",
+            isolation.name(),
+            placement.name()
+        )))
+    };
+    match (isolation, placement) {
+        (Isolation::RowLevel, _) => Ok(()),
+        (_, Placement::DatabasePerTenant) => refused(
+            "a tenant's own database already keeps it apart; use row level isolation \
+             (its filter stays as a second line)",
+        ),
+        (Isolation::SchemaPerTenant { .. }, _) if backend == DbBackend::MySql => refused(
+            "MariaDB and MySQL have no schemas inside a database; their stand-in is a \
+             database per tenant (`database_per_tenant` with `DatabaseTemplate::Server`)",
+        ),
+        (_, _) if backend != DbBackend::Postgres => {
+            refused(&format!("it needs PostgreSQL, and this database is {backend:?}"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -99,7 +157,8 @@ impl<T> Clone for Tenancy<T> {
 impl<T> std::fmt::Debug for Tenancy<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tenancy")
-            .field("strategy", &self.inner.strategy)
+            .field("isolation", &self.inner.isolation)
+            .field("placement", &self.inner.placement)
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +166,8 @@ impl<T> std::fmt::Debug for Tenancy<T> {
 struct Inner<T> {
     conn: DatabaseConnection,
     admin: DatabaseConnection,
-    strategy: Strategy,
+    isolation: Isolation,
+    placement: Placement,
     databases: Option<Databases<T>>,
     topology: Option<Arc<Topology>>,
     template: Option<DatabaseTemplate>,
@@ -126,12 +186,30 @@ pub(crate) struct Databases<T> {
     pub(crate) pools: PoolCache<T>,
 }
 
-/// Configures a [`Tenancy`]: the strategy (row level by default) and the connections.
+/// Configures a [`Tenancy`]: its [`Isolation`] (row level by default), its [`Placement`]
+/// (one shared database by default) and the connections. The two choices are independent:
+/// shards that each enforce row-level security, or keep a schema per tenant, are one
+/// builder call each.
+///
+/// ```
+/// # use tenancy_sea::prelude::*;
+/// # use tenancy_sea::{Isolation, Placement};
+/// # async fn demo(conn: sea_orm::DatabaseConnection, topology: tenancy_sea::Topology)
+/// # -> tenancy_sea::Result<()> {
+/// let tenancy: Tenancy<i64> = Tenancy::builder(conn)
+///     .row_level_security("tenancy.tenant_id")
+///     .sharded(topology)
+///     .build()?;
+/// assert_eq!(tenancy.placement(), Placement::Sharded);
+/// assert!(matches!(tenancy.isolation(), Isolation::RowLevelSecurity { .. }));
+/// # Ok(()) }
+/// ```
 #[must_use = "call `.build()` to get the `Tenancy`"]
 pub struct TenancyBuilder<T> {
     conn: DatabaseConnection,
     admin: Option<DatabaseConnection>,
-    strategy: Strategy,
+    isolation: Isolation,
+    placement: Placement,
     registry: Option<Box<dyn TenantRegistry<T>>>,
     template: Option<DatabaseTemplate>,
     topology: Option<Topology>,
@@ -145,32 +223,36 @@ pub struct TenancyBuilder<T> {
 impl<T> std::fmt::Debug for TenancyBuilder<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenancyBuilder")
-            .field("strategy", &self.strategy)
+            .field("isolation", &self.isolation)
+            .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
 }
 
 impl<T: TenantKey> TenancyBuilder<T> {
-    /// Row level (the default): shared tables with a tenant column.
+    /// Row level isolation (the default): tables with a tenant column, filtered and
+    /// stamped by the framework.
     pub fn row_level(mut self) -> Self {
-        self.strategy = Strategy::RowLevel;
+        self.isolation = Isolation::RowLevel;
         self
     }
 
-    /// Row level enforced by PostgreSQL row-level security on `setting` (e.g.
-    /// `tenancy.tenant_id`). Create the policies with [`crate::rls`]; connect as a role
-    /// that neither owns the tables nor is a superuser, or the policies do not apply.
+    /// Row level isolation enforced by PostgreSQL row-level security on `setting` (e.g.
+    /// `tenancy.tenant_id`), in the shared database or on every shard. Create the
+    /// policies with [`crate::rls`]; connect as a role that neither owns the tables nor is
+    /// a superuser, or the policies do not apply.
     pub fn row_level_security(mut self, setting: impl Into<String>) -> Self {
-        self.strategy = Strategy::RowLevelSecurity {
+        self.isolation = Isolation::RowLevelSecurity {
             setting: setting.into(),
         };
         self
     }
 
     /// One PostgreSQL schema per tenant, named `prefix` followed by the tenant id
-    /// (`tenant_42`). Provision schemas with [`Tenancy::create_tenant_schema`].
+    /// (`tenant_42`), in the shared database or on the tenant's shard. Provision schemas
+    /// with [`Tenancy::create_tenant_schema`].
     pub fn schema_per_tenant(mut self, prefix: impl Into<String>) -> Self {
-        self.strategy = Strategy::SchemaPerTenant {
+        self.isolation = Isolation::SchemaPerTenant {
             prefix: prefix.into(),
         };
         self
@@ -192,15 +274,16 @@ impl<T: TenantKey> TenancyBuilder<T> {
     /// are opened on first use and cached, at most [`max_open_pools`](Self::max_open_pools).
     /// The connection given to [`Tenancy::builder`] is the catalog/admin connection.
     pub fn database_per_tenant(mut self, registry: impl TenantRegistry<T>) -> Self {
-        self.strategy = Strategy::DatabasePerTenant;
+        self.placement = Placement::DatabasePerTenant;
         self.registry = Some(Box::new(registry));
         self
     }
 
-    /// Shards: each tenant's rows live on the shard `topology`'s router places it on. The
-    /// connection given to [`Tenancy::builder`] is the admin (catalog) connection.
+    /// Shards: each tenant's rows live on the shard `topology`'s router places it on,
+    /// kept apart there by the isolation chosen. The connection given to
+    /// [`Tenancy::builder`] is the admin (catalog) connection.
     pub fn sharded(mut self, topology: Topology) -> Self {
-        self.strategy = Strategy::Sharded;
+        self.placement = Placement::Sharded;
         self.topology = Some(topology);
         self
     }
@@ -241,30 +324,30 @@ impl<T: TenantKey> TenancyBuilder<T> {
 
     /// Checks the configuration and builds the [`Tenancy`].
     pub fn build(self) -> Result<Tenancy<T>> {
-        let backend = self.conn.get_database_backend();
-        match &self.strategy {
-            Strategy::RowLevel => {}
-            Strategy::RowLevelSecurity { setting } => {
-                require_postgres(backend, "row-level security")?;
-                validate_setting(setting)?;
-            }
-            Strategy::SchemaPerTenant { prefix } => {
-                require_postgres(backend, "schema per tenant")?;
+        match &self.isolation {
+            Isolation::RowLevel => {}
+            Isolation::RowLevelSecurity { setting } => validate_setting(setting)?,
+            Isolation::SchemaPerTenant { prefix } => {
                 Identifier::for_tenant(prefix, &"x".to_owned())?;
             }
-            Strategy::DatabasePerTenant => {}
-            Strategy::Sharded => {
-                if let Some(topology) = &self.topology {
-                    let tenants = KeyType::of::<T>();
-                    if !topology.router().places(&tenants) {
-                        return Err(Error::Config(format!(
-                            "the topology's router places keys of type {}, but the tenant \
-                             ids are {}",
-                            topology.router().key_type_name(),
-                            tenants.name()
-                        )));
-                    }
-                }
+        }
+        // The databases the isolation is kept on: the shared one, or every shard (a
+        // tenant database may only use row level isolation, whatever its backend).
+        let backends = match &self.topology {
+            Some(topology) if self.placement == Placement::Sharded => topology.backends(),
+            _ => vec![self.conn.get_database_backend()],
+        };
+        for backend in backends {
+            check_combination(&self.isolation, self.placement, backend)?;
+        }
+        if let Some(topology) = &self.topology {
+            let tenants = KeyType::of::<T>();
+            if !topology.router().places(&tenants) {
+                return Err(Error::Config(format!(
+                    "the topology's router places keys of type {}, but the tenant ids are {}",
+                    topology.router().key_type_name(),
+                    tenants.name()
+                )));
             }
         }
         if let Some(
@@ -295,7 +378,8 @@ impl<T: TenantKey> TenancyBuilder<T> {
             inner: Arc::new(Inner {
                 conn: self.conn,
                 admin,
-                strategy: self.strategy,
+                isolation: self.isolation,
+                placement: self.placement,
                 databases,
                 topology: self.topology.map(Arc::new),
                 template: self.template,
@@ -304,16 +388,6 @@ impl<T: TenantKey> TenancyBuilder<T> {
                 verified: std::sync::OnceLock::new(),
             }),
         })
-    }
-}
-
-fn require_postgres(backend: DbBackend, what: &str) -> Result<()> {
-    if backend == DbBackend::Postgres {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "{what} needs PostgreSQL; this connection is {backend:?}"
-        )))
     }
 }
 
@@ -338,7 +412,8 @@ impl<T: TenantKey> Tenancy<T> {
         TenancyBuilder {
             conn,
             admin: None,
-            strategy: Strategy::RowLevel,
+            isolation: Isolation::RowLevel,
+            placement: Placement::Shared,
             registry: None,
             template: None,
             topology: None,
@@ -350,9 +425,14 @@ impl<T: TenantKey> Tenancy<T> {
         }
     }
 
-    /// The strategy in force.
-    pub fn strategy(&self) -> &Strategy {
-        &self.inner.strategy
+    /// How tenants are kept apart.
+    pub fn isolation(&self) -> &Isolation {
+        &self.inner.isolation
+    }
+
+    /// Where tenants' data lives.
+    pub fn placement(&self) -> Placement {
+        self.inner.placement
     }
 
     /// The handle of one tenant. The id is validated first
@@ -366,42 +446,57 @@ impl<T: TenantKey> Tenancy<T> {
         if self.inner.verified.get().is_none() {
             self.verify().await?;
         }
-        let strategy = &self.inner.strategy;
-        let backend = self.inner.conn.get_database_backend();
-        let session = match strategy {
-            Strategy::DatabasePerTenant => {
-                let conn = self.tenant_pool(&tenant).await?;
-                let raw_sql = strategy.raw_sql(conn.get_database_backend());
-                return Ok(TenantDb::new(conn, tenant, None, raw_sql));
-            }
-            Strategy::Sharded => {
+        // Placement decides the connection; isolation, what each unit runs first there.
+        let (conn, shard) = match self.inner.placement {
+            Placement::Shared => (self.inner.conn.clone(), None),
+            Placement::DatabasePerTenant => (self.tenant_pool(&tenant).await?, None),
+            Placement::Sharded => {
                 let topology = self.topology()?;
                 let (shard, conn) = topology.shard_of(&tenant)?;
-                let raw_sql = strategy.raw_sql(conn.get_database_backend());
-                return Ok(
-                    TenantDb::new(conn, tenant, None, raw_sql).on_shard(shard, topology.clone())
-                );
+                // A shard added after `build` is held to the same rule.
+                check_combination(
+                    &self.inner.isolation,
+                    Placement::Sharded,
+                    conn.get_database_backend(),
+                )?;
+                (conn, Some((shard, topology.clone())))
             }
-            Strategy::RowLevel => None,
-            Strategy::RowLevelSecurity { setting } => Some(Session::set_config(
+        };
+        let backend = conn.get_database_backend();
+        let session = self.session_of(&tenant, backend)?;
+        let raw = raw_sql(&self.inner.isolation, self.inner.placement, backend);
+        let handle = TenantDb::new(conn, tenant, session, raw);
+        Ok(match shard {
+            Some((shard, topology)) => handle.on_shard(shard, topology),
+            None => handle,
+        })
+    }
+
+    /// What each unit of work of `tenant` runs first on a database of `backend` under
+    /// this isolation: nothing (row level), the row-level security setting, or the
+    /// tenant schema's `search_path`. The one place a tenant's set-up is made: handles,
+    /// fleet migrations and moves all take it from here.
+    pub(crate) fn session_of(&self, tenant: &T, backend: DbBackend) -> Result<Option<Session>> {
+        Ok(match &self.inner.isolation {
+            Isolation::RowLevel => None,
+            Isolation::RowLevelSecurity { setting } => Some(Session::set_config(
                 backend,
                 &[(setting.as_str(), tenant.to_string())],
             )),
-            Strategy::SchemaPerTenant { prefix } => {
-                let schema = Identifier::for_tenant(prefix, &tenant)?;
+            Isolation::SchemaPerTenant { prefix } => {
+                let schema = Identifier::for_tenant(prefix, tenant)?;
                 Some(Session::schema(
                     &schema,
                     tenant.to_string(),
                     self.inner.version_table.as_ref(),
                 ))
             }
-        };
-        Ok(TenantDb::new(
-            self.inner.conn.clone(),
-            tenant,
-            session,
-            strategy.raw_sql(backend),
-        ))
+        })
+    }
+
+    /// The migrations table of each tenant schema, if the shape is read from one.
+    pub(crate) fn version_table(&self) -> Option<&Identifier> {
+        self.inner.version_table.as_ref()
     }
 
     /// The main connection (the application's), for the crate's own checks.
@@ -433,8 +528,8 @@ impl<T: TenantKey> Tenancy<T> {
     pub(crate) fn databases(&self) -> Result<&Databases<T>> {
         self.inner.databases.as_ref().ok_or_else(|| {
             Error::Config(format!(
-                "tenant databases need the database-per-tenant strategy, not {:?}",
-                self.inner.strategy
+                "tenant databases need the database-per-tenant placement, not {}",
+                self.inner.placement.name()
             ))
         })
     }
@@ -449,7 +544,7 @@ impl<T: TenantKey> Tenancy<T> {
         self.inner.connections_per_pool
     }
 
-    /// The shard topology (sharded strategy).
+    /// The shard topology (sharded placement).
     pub fn topology(&self) -> Result<&Arc<Topology>> {
         self.inner
             .topology

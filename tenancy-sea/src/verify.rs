@@ -1,13 +1,13 @@
 //! The checks a [`Tenancy`] runs against its database before it hands out the first
-//! handle: that what the strategy relies on the database for is really there.
+//! handle: that what the isolation relies on the database for is really there.
 
 use crate::entity::{Described, TenantKey, registered};
 use crate::error::{Error, Result};
-use crate::tenancy::{Strategy, Tenancy};
+use crate::tenancy::{Isolation, Placement, Tenancy};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 impl<T: TenantKey> Tenancy<T> {
-    /// Checks that the database provides what the strategy relies on, and refuses to go
+    /// Checks that the database provides what the isolation relies on, and refuses to go
     /// on when it does not. [`Tenancy::tenant`] runs it before the first handle (and again
     /// after a failure, until it passes); call it at start to fail early.
     ///
@@ -16,18 +16,30 @@ impl<T: TenantKey> Tenancy<T> {
     ///   that exists in the database has row-level security enabled and forced, with the
     ///   library's policy on the tenant column and the setting
     ///   ([`Error::RlsNotEnforced`], naming the tables). Raw SQL is refused under this
-    ///   strategy all the same; the check makes the policies a real second line.
+    ///   isolation all the same; the check makes the policies a real second line.
     /// * Schema per tenant: no table of a `TenantScoped` entity exists in `public`, where
     ///   a tenant whose schema lacks it would find it ([`Error::Config`], naming it).
     ///
     /// The entities are those the derives registered in this program, whatever crate
     /// defines them.
+    ///
+    /// On shards, every shard is checked.
     pub async fn verify(&self) -> Result<()> {
-        let conn = self.connection();
-        match self.strategy() {
-            Strategy::RowLevelSecurity { setting } => check_rls(conn, setting).await?,
-            Strategy::SchemaPerTenant { .. } => check_public(conn).await?,
-            _ => {}
+        let conns = match self.placement() {
+            Placement::Sharded => self
+                .topology()?
+                .shards()
+                .into_iter()
+                .map(|(_, conn)| conn)
+                .collect(),
+            _ => vec![self.connection().clone()],
+        };
+        for conn in &conns {
+            match self.isolation() {
+                Isolation::RowLevelSecurity { setting } => check_rls(conn, setting).await?,
+                Isolation::SchemaPerTenant { .. } => check_public(conn).await?,
+                Isolation::RowLevel => {}
+            }
         }
         self.mark_verified();
         Ok(())

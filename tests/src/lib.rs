@@ -25,7 +25,8 @@ use std::sync::Once;
 use std::time::Duration;
 use tenancy_sea::rls::{RlsTable, enable_row_level_security};
 use tenancy_sea::{
-    CatalogRegistry, DatabaseTemplate, Strategy, Tenancy, TenantDb, TenantKey, TenantRegistry,
+    CatalogRegistry, DatabaseTemplate, Isolation, Placement, Tenancy, TenantDb, TenantKey,
+    TenantRegistry,
 };
 
 /// A backend the suite runs on.
@@ -101,10 +102,13 @@ pub struct TestDb {
     pub url: Option<String>,
     /// Where tenant databases go ([`Flavor::Database`]).
     pub template: Option<DatabaseTemplate>,
+    /// The other shards of a sharded flavor (this database is the first, `shard_0`), each
+    /// set up like it.
+    pub shards: Vec<TestDb>,
     cleanup: Leftovers,
 }
 
-/// Which strategy a test runs under.
+/// Which isolation and placement a test runs under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     /// Shared tables, filtered by the framework.
@@ -117,14 +121,42 @@ pub enum Flavor {
     /// A database per tenant (a SQLite file, or a database on the server), made on first
     /// use by [`Provisioned::provisioned`], registered in this test's catalog database.
     Database,
+    /// Row level on two shards (two databases of the backend), hash-routed: tenants 1 and
+    /// 2 share `shard_1`, tenants 3 to 7 live on `shard_0`.
+    ShardedRowLevel,
+    /// Row-level security on two PostgreSQL shards, each enforcing its policies.
+    ShardedRls,
+    /// A schema per tenant on two PostgreSQL shards, each tenant's schema on its shard.
+    ShardedSchema,
 }
 
 impl Flavor {
     /// Whether all tenants' rows share tables (so a row can reference another tenant's).
     pub fn shares_tables(self) -> bool {
-        matches!(self, Flavor::RowLevel | Flavor::Rls)
+        matches!(
+            self,
+            Flavor::RowLevel | Flavor::Rls | Flavor::ShardedRowLevel | Flavor::ShardedRls
+        )
+    }
+
+    /// The flavor of each database: the isolation, without the shards.
+    pub fn per_database(self) -> Flavor {
+        match self {
+            Flavor::ShardedRowLevel => Flavor::RowLevel,
+            Flavor::ShardedRls => Flavor::Rls,
+            Flavor::ShardedSchema => Flavor::Schema,
+            other => other,
+        }
+    }
+
+    /// Whether tenants live on shards.
+    pub fn is_sharded(self) -> bool {
+        self.per_database() != self
     }
 }
+
+/// The shards of the sharded flavors.
+pub const SHARDS: usize = 2;
 
 /// The schema prefix of the schema-per-tenant tests.
 pub const SCHEMA_PREFIX: &str = "tenant_";
@@ -240,6 +272,7 @@ impl TestDb {
             app: None,
             url: None,
             template: None,
+            shards: Vec::new(),
             cleanup: {
                 let mut leftovers = Leftovers::default();
                 leftovers.files.push(path);
@@ -281,6 +314,7 @@ impl TestDb {
             app: None,
             url: Some(db_url.to_string()),
             template: None,
+            shards: Vec::new(),
             cleanup,
         }
     }
@@ -294,6 +328,15 @@ impl TestDb {
 
     /// Creates a fresh database with the suite's schema, set up for `flavor`.
     pub async fn for_flavor(backend: Backend, flavor: Flavor) -> Option<TestDb> {
+        if flavor.is_sharded() {
+            let mut first = Box::pin(Self::for_flavor(backend, flavor.per_database())).await?;
+            for _ in 1..SHARDS {
+                let shard = Box::pin(Self::for_flavor(backend, flavor.per_database())).await?;
+                first.shards.push(shard);
+            }
+            first.flavor = flavor;
+            return Some(first);
+        }
         match flavor {
             Flavor::RowLevel => Self::with_schema(backend).await,
             Flavor::Rls => {
@@ -338,6 +381,9 @@ impl TestDb {
                 });
                 db.flavor = Flavor::Database;
                 Some(db)
+            }
+            Flavor::ShardedRowLevel | Flavor::ShardedRls | Flavor::ShardedSchema => {
+                unreachable!("handled above")
             }
         }
     }
@@ -428,25 +474,41 @@ impl TestDb {
             .expect("connect as the application role")
     }
 
-    /// A `Tenancy` over this database with tenant ids of type `T`, in this test's flavor.
-    pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> Tenancy<T> {
-        match self.flavor {
-            Flavor::RowLevel => Tenancy::builder(self.conn.clone()).build().unwrap(),
-            Flavor::Schema => Tenancy::builder(self.conn.clone())
-                .schema_per_tenant(SCHEMA_PREFIX)
-                .build()
-                .unwrap(),
+    /// A `Tenancy` over this database (and its shards) with tenant ids of type `T`, in
+    /// this test's flavor.
+    pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> TestTenancy<T> {
+        let builder = match self.flavor.per_database() {
+            Flavor::RowLevel => Tenancy::builder(self.conn.clone()),
+            Flavor::Schema => Tenancy::builder(self.conn.clone()).schema_per_tenant(SCHEMA_PREFIX),
             Flavor::Database => Tenancy::builder(self.conn.clone())
                 .database_per_tenant(CatalogRegistry::new(self.conn.clone()))
                 .database_template(self.template.clone().expect("a template"))
-                .max_open_pools(8)
-                .build()
-                .unwrap(),
-            Flavor::Rls => Tenancy::builder(self.app.clone().expect("application role"))
+                .max_open_pools(8),
+            _ => Tenancy::builder(self.app.clone().expect("application role"))
                 .row_level_security(RLS_SETTING)
-                .admin_connection(self.conn.clone())
-                .build()
-                .unwrap(),
+                .admin_connection(self.conn.clone()),
+        };
+        let databases: Vec<&TestDb> = std::iter::once(self).chain(&self.shards).collect();
+        let builder = if self.flavor.is_sharded() {
+            let ids: Vec<tenancy_sea::ShardId> = (0..databases.len())
+                .map(|i| tenancy_sea::ShardId::new(format!("shard_{i}")))
+                .collect();
+            // The application's connection on each shard (its own role under RLS).
+            let conns = databases
+                .iter()
+                .map(|db| db.app.clone().unwrap_or_else(|| db.conn.clone()));
+            let topology = tenancy_sea::Topology::new(
+                tenancy_sea::HashRouter::new(ids.clone()),
+                ids.into_iter().zip(conns),
+            )
+            .expect("every shard has a connection");
+            builder.sharded(topology)
+        } else {
+            builder
+        };
+        TestTenancy {
+            tenancy: builder.build().unwrap(),
+            owners: databases.iter().map(|db| db.conn.clone()).collect(),
         }
     }
 
@@ -467,6 +529,7 @@ impl TestDb {
         let TestDb {
             conn,
             app,
+            shards,
             mut cleanup,
             ..
         } = self;
@@ -475,6 +538,9 @@ impl TestDb {
             let _ = app.close().await;
         }
         cleanup.remove().await;
+        for shard in shards {
+            Box::pin(shard.drop_db()).await;
+        }
     }
 }
 
@@ -525,15 +591,46 @@ pub trait Provisioned<T: TenantKey> {
     async fn raw_in_storage(&self, tenant: &T, sql: &str) -> Result<Vec<QueryResult>, DbErr>;
 }
 
-impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
+/// A test's `Tenancy`, with the owner connection of each of its databases (the shared
+/// one, or each shard's), to check what is stored past the framework. Derefs to the
+/// `Tenancy`.
+#[derive(Clone, Debug)]
+pub struct TestTenancy<T: TenantKey> {
+    tenancy: Tenancy<T>,
+    owners: Vec<DatabaseConnection>,
+}
+
+impl<T: TenantKey> std::ops::Deref for TestTenancy<T> {
+    type Target = Tenancy<T>;
+
+    fn deref(&self) -> &Tenancy<T> {
+        &self.tenancy
+    }
+}
+
+impl<T: TenantKey> TestTenancy<T> {
+    /// The `Tenancy` itself.
+    pub fn into_inner(self) -> Tenancy<T> {
+        self.tenancy
+    }
+
+    /// The owner connection of `tenant`'s database (its shard's, when sharded).
+    async fn owner_of(&self, tenant: &T) -> &DatabaseConnection {
+        if self.placement() != Placement::Sharded {
+            return &self.owners[0];
+        }
+        let handle = self.tenancy.tenant(tenant.clone()).await.unwrap();
+        let shard = handle.shard().expect("a sharded handle").as_str();
+        let index: usize = shard.trim_start_matches("shard_").parse().unwrap();
+        &self.owners[index]
+    }
+}
+
+impl<T: TenantKey> Provisioned<T> for TestTenancy<T> {
     async fn provisioned(&self, id: impl Into<T>) -> tenancy_sea::Result<TenantDb<T>> {
         let id = id.into();
-        match self.strategy() {
-            Strategy::SchemaPerTenant { .. } if !self.tenant_schemas().await?.contains(&id) => {
-                self.create_tenant_schema::<migration::Migrator>(id.clone())
-                    .await?;
-            }
-            Strategy::DatabasePerTenant => {
+        match (self.placement(), self.isolation()) {
+            (Placement::DatabasePerTenant, _) => {
                 match self
                     .create_tenant_database::<migration::DatabaseMigrator>(id.clone())
                     .await
@@ -542,18 +639,28 @@ impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
                     Err(err) => return Err(err),
                 }
             }
+            (_, Isolation::SchemaPerTenant { .. })
+                if !self.tenant_schemas().await?.contains(&id) =>
+            {
+                self.create_tenant_schema::<migration::Migrator>(id.clone())
+                    .await?;
+            }
             _ => {}
         }
         self.tenant(id).await
     }
 
     async fn everyone<E: EntityTrait>(&self) -> Vec<E::Model> {
-        let tenants = match self.strategy() {
-            Strategy::SchemaPerTenant { .. } | Strategy::DatabasePerTenant => {
-                self.fleet_tenants().await.unwrap()
+        let separate = self.placement() == Placement::DatabasePerTenant
+            || matches!(self.isolation(), Isolation::SchemaPerTenant { .. });
+        if !separate {
+            let mut rows = Vec::new();
+            for owner in &self.owners {
+                rows.extend(E::find().all(owner).await.unwrap());
             }
-            _ => return E::find().all(self.unscoped()).await.unwrap(),
-        };
+            return rows;
+        }
+        let tenants = self.fleet_tenants().await.unwrap();
         let table = E::default().table_name();
         let mut rows = Vec::new();
         for tenant in tenants {
@@ -569,48 +676,47 @@ impl<T: TenantKey> Provisioned<T> for Tenancy<T> {
     }
 
     async fn run_globally(&self, tenants: &[&TenantDb<T>], sql: &str) {
-        if let Strategy::DatabasePerTenant = self.strategy() {
+        if self.placement() == Placement::DatabasePerTenant {
             for db in tenants {
                 self.raw_in_storage(db.tenant_id(), sql).await.unwrap();
             }
         } else {
-            raw(self.unscoped(), sql).await;
+            for owner in &self.owners {
+                raw(owner, sql).await;
+            }
         }
     }
 
     async fn raw_in_storage(&self, tenant: &T, sql: &str) -> Result<Vec<QueryResult>, DbErr> {
-        let backend = self.unscoped().get_database_backend();
-        match self.strategy() {
-            Strategy::SchemaPerTenant { .. } => {
-                let schema = self.tenant_schema(tenant).unwrap();
-                let txn = self.unscoped().begin().await?;
-                txn.execute_unprepared(&format!("SET LOCAL search_path TO {}", schema.quoted()))
-                    .await?;
-                let rows = txn
-                    .query_all_raw(Statement::from_string(backend, sql))
-                    .await?;
-                txn.commit().await?;
-                Ok(rows)
-            }
-            Strategy::DatabasePerTenant => {
-                let registry = CatalogRegistry::new(self.unscoped().clone());
-                let url = TenantRegistry::<T>::url(&registry, tenant)
-                    .await
-                    .unwrap()
-                    .expect("a registered tenant");
-                let conn = Database::connect(url).await?;
-                let rows = conn
-                    .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
-                    .await;
-                conn.close().await?;
-                rows
-            }
-            _ => {
-                self.unscoped()
-                    .query_all_raw(Statement::from_string(backend, sql))
-                    .await
-            }
+        if self.placement() == Placement::DatabasePerTenant {
+            let registry = CatalogRegistry::new(self.unscoped().clone());
+            let url = TenantRegistry::<T>::url(&registry, tenant)
+                .await
+                .unwrap()
+                .expect("a registered tenant");
+            let conn = Database::connect(url).await?;
+            let rows = conn
+                .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await;
+            conn.close().await?;
+            return rows;
         }
+        let owner = self.owner_of(tenant).await;
+        let backend = owner.get_database_backend();
+        if let Isolation::SchemaPerTenant { .. } = self.isolation() {
+            let schema = self.tenant_schema(tenant).unwrap();
+            let txn = owner.begin().await?;
+            txn.execute_unprepared(&format!("SET LOCAL search_path TO {}", schema.quoted()))
+                .await?;
+            let rows = txn
+                .query_all_raw(Statement::from_string(backend, sql))
+                .await?;
+            txn.commit().await?;
+            return Ok(rows);
+        }
+        owner
+            .query_all_raw(Statement::from_string(backend, sql))
+            .await
     }
 }
 
@@ -644,7 +750,7 @@ pub async fn shard_dbs(backends: &[Backend]) -> Option<Vec<TestDb>> {
 
 /// A tenancy sharded over `dbs` (named `shard_0`, `shard_1`, ...) by a hash router, with
 /// the first as its admin connection; and the router, to check placements.
-pub fn hash_sharded(dbs: &[TestDb]) -> (Tenancy<i64>, tenancy_sea::HashRouter) {
+pub fn hash_sharded(dbs: &[TestDb]) -> (TestTenancy<i64>, tenancy_sea::HashRouter) {
     let ids: Vec<tenancy_sea::ShardId> = (0..dbs.len())
         .map(|i| tenancy_sea::ShardId::new(format!("shard_{i}")))
         .collect();
@@ -658,7 +764,8 @@ pub fn hash_sharded(dbs: &[TestDb]) -> (Tenancy<i64>, tenancy_sea::HashRouter) {
         .sharded(topology)
         .build()
         .expect("a sharded tenancy");
-    (tenancy, router)
+    let owners = dbs.iter().map(|db| db.conn.clone()).collect();
+    (TestTenancy { tenancy, owners }, router)
 }
 
 /// Runs `test` on a fresh database of `backend` with the suite's schema, set up for
@@ -736,10 +843,13 @@ macro_rules! on_every_backend {
     };
 }
 
-/// Declares each listed `async fn name(db: &TestDb)` as one test per backend and strategy:
-/// row level on every backend (`sqlite::name`, `postgres::name`, `mysql::name`),
-/// row-level security (`postgres_rls::name`), schema per tenant (`postgres_schema::name`)
-/// and database per tenant on every backend (`sqlite_database::name`, ...).
+/// Declares each listed `async fn name(db: &TestDb)` as one test per valid combination of
+/// isolation, placement and backend (the matrix in DEVELOPERS.md): in one database, row
+/// level on every backend (`sqlite::name`, `postgres::name`, `mysql::name`), row-level
+/// security (`postgres_rls::name`) and schema per tenant (`postgres_schema::name`); a
+/// database per tenant on every backend (`sqlite_database::name`, ...); on two shards, row
+/// level on every backend (`sqlite_sharded::name`, ...), row-level security
+/// (`postgres_sharded_rls::name`) and schema per tenant (`postgres_sharded_schema::name`).
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -751,6 +861,11 @@ macro_rules! backend_tests {
         $crate::backend_tests!(@module sqlite_database, Sqlite, Database, $($name),*);
         $crate::backend_tests!(@module postgres_database, Postgres, Database, $($name),*);
         $crate::backend_tests!(@module mysql_database, MySql, Database, $($name),*);
+        $crate::backend_tests!(@module sqlite_sharded, Sqlite, ShardedRowLevel, $($name),*);
+        $crate::backend_tests!(@module postgres_sharded, Postgres, ShardedRowLevel, $($name),*);
+        $crate::backend_tests!(@module mysql_sharded, MySql, ShardedRowLevel, $($name),*);
+        $crate::backend_tests!(@module postgres_sharded_rls, Postgres, ShardedRls, $($name),*);
+        $crate::backend_tests!(@module postgres_sharded_schema, Postgres, ShardedSchema, $($name),*);
     };
     (@module $module:ident, $backend:ident, $flavor:ident, $($name:ident),*) => {
         mod $module {

@@ -112,7 +112,7 @@ async fn setup(backend: Backend) -> Option<(Vec<TestDb>, TestDb, Tenancy<i64>)> 
             .await
             .unwrap();
     }
-    Some((dbs, oracle, tenancy))
+    Some((dbs, oracle, tenancy.into_inner()))
 }
 
 /// The oracle's ids ordered by `col` as the library defines the merge's order: text byte

@@ -9,9 +9,9 @@ use proptest::test_runner::{Config, TestRunner};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Set};
 use std::collections::BTreeMap;
-use tenancy_sea::{Error, Tenancy, TenantDb};
+use tenancy_sea::{Error, TenantDb};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Backend, Flavor, Provisioned, TestDb};
+use tenancy_tests::{Backend, Flavor, Provisioned, TestDb, TestTenancy};
 
 const TENANTS: i64 = 3;
 
@@ -61,7 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct World {
-    tenancy: Tenancy<i64>,
+    tenancy: TestTenancy<i64>,
     handles: Vec<TenantDb<i64>>,
     /// Each tenant's customer, which its orders point at.
     customers: Vec<i64>,

@@ -377,6 +377,14 @@ impl Topology {
         self.snapshot().as_ref().clone()
     }
 
+    /// The backend of each shard, in order.
+    pub(crate) fn backends(&self) -> Vec<sea_orm::DbBackend> {
+        self.snapshot()
+            .iter()
+            .map(|(_, conn)| conn.get_database_backend())
+            .collect()
+    }
+
     /// The names of the shards, in order.
     pub fn shard_ids(&self) -> Vec<ShardId> {
         self.snapshot().iter().map(|(id, _)| id.clone()).collect()
@@ -560,6 +568,8 @@ pub struct ShardedSelect<E: EntityTrait> {
     scoped: bool,
     /// The first fragment refused, reported when the select runs.
     error: Option<crate::audit::Refused>,
+    /// A select the handle could not make (its message), reported when it runs.
+    unmade: Option<String>,
     order: Vec<(E::Column, Order)>,
     limit: Option<u64>,
     offset: u64,
@@ -596,6 +606,7 @@ impl<E: EntityTrait> ShardedSelect<E> {
             select,
             scoped: false,
             error: None,
+            unmade: None,
             order: Vec::new(),
             limit: None,
             offset: 0,
@@ -610,6 +621,24 @@ impl<E: EntityTrait> ShardedSelect<E> {
     pub(crate) fn scoped(mut self) -> Self {
         self.scoped = true;
         self
+    }
+
+    /// A select that fails with `error` (a configuration error) when it runs.
+    pub(crate) fn unmade(error: Error) -> Self {
+        let mut select = ShardedSelect::new(Vec::new(), E::find(), Duration::ZERO, None);
+        select.unmade = Some(match error {
+            Error::Config(message) => message,
+            other => other.to_string(),
+        });
+        select
+    }
+
+    /// Whether the select can run: it was made, and no fragment of it was refused.
+    fn ready(&self) -> Result<()> {
+        if let Some(message) = &self.unmade {
+            return Err(Error::Config(message.clone()));
+        }
+        crate::audit::ready(&self.error)
     }
 }
 
@@ -693,7 +722,7 @@ where
     }
 
     async fn gather(self) -> Result<Partial<E::Model>> {
-        crate::audit::ready(&self.error)?;
+        self.ready()?;
         for (col, _) in &self.order {
             mergeable(*col)?;
         }
@@ -813,7 +842,7 @@ where
     /// select). Each shard counts its matching rows; the offset and limit apply to the
     /// total.
     pub async fn count(self) -> Result<u64> {
-        crate::audit::ready(&self.error)?;
+        self.ready()?;
         let timeout = self.timeout;
         let table = E::default().table_name();
         let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
@@ -894,7 +923,7 @@ where
     where
         R: TryGetableMany + Send + Sync + 'static,
     {
-        crate::audit::ready(&self.error)?;
+        self.ready()?;
         let timeout = self.timeout;
         let table = E::default().table_name();
         let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
