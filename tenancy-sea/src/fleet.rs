@@ -16,9 +16,7 @@ use crate::error::{Error, Result};
 use crate::session::Session;
 use crate::tenancy::{Isolation, Placement, Tenancy};
 use futures_util::StreamExt;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use sea_orm_migration::MigratorTrait;
 use tenancy_core::Identifier;
 use tracing::Instrument;
@@ -112,7 +110,6 @@ impl<T: TenantKey> Tenancy<T> {
         .instrument(span)
         .await
     }
-
 
     /// Drops tenant `id`'s schema and everything in it. Dropping a tenant that does not
     /// exist is not an error. The schema is the tenant's own by construction: the prefix is

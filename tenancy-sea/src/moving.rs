@@ -10,13 +10,13 @@ use crate::session::{Session, Tag, Tagged};
 use crate::tenancy::{Isolation, Tenancy};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
+use sea_orm::QueryTrait;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait,
     PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
 };
-use sea_orm::QueryTrait;
 use sea_orm_migration::MigratorTrait;
 use std::marker::PhantomData;
 use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
@@ -79,8 +79,12 @@ trait MoveStep<T>: Send + Sync {
     fn table(&self) -> &'static str;
 
     /// Copies the tenant's rows from `from` into `to`, returning how many.
-    fn copy<'a>(&'a self, from: &'a Unit, to: &'a Unit, tenant: &'a T)
-    -> BoxFuture<'a, Result<u64>>;
+    fn copy<'a>(
+        &'a self,
+        from: &'a Unit,
+        to: &'a Unit,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<u64>>;
 
     /// Counts the tenant's rows in `unit`.
     fn count<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<u64>>;
@@ -407,6 +411,15 @@ impl<T: TenantKey> Tenancy<T> {
     /// [`Error::MoveConflict`], before anything is switched; when the old shard holds
     /// other rows than those copied at the clean-up, nothing is removed from it and the
     /// error is [`Error::MoveLateWrites`].
+    ///
+    /// Every unit of the move runs the tenant's set-up first, as a handle's does: under
+    /// row-level security its setting (so the shards' own role, subject to the policies,
+    /// is enough to move the tenant's rows, and can reach no other's; on PostgreSQL it
+    /// also needs `UPDATE` on the sequences of auto-increment keys, for `setval`), under
+    /// schema per tenant its schema. Under schema per tenant, name the application's
+    /// migrator with [`TenantMove::migrator`]: the tenant's schema is made on `to` in the
+    /// copy's transaction, and the old schema is dropped with the clean-up once none of
+    /// its tables holds a row.
     ///
     /// Rows keep their primary keys, so keys must be unique across shards (UUIDs, or ids
     /// from one sequence); a key the new shard holds already fails the copy, which is
@@ -797,8 +810,7 @@ struct SchemaOf {
 }
 
 /// Creates a tenant schema and runs the application's migrations in it.
-type MakeSchema =
-    for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
+type MakeSchema = for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
 
 /// Whether `schema` exists, asked in `txn`.
 async fn schema_exists(txn: &DatabaseTransaction, schema: &Identifier) -> Result<bool> {
@@ -991,7 +1003,9 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
                 Ok(unit) => unit,
                 // Under schema per tenant, a shard without the tenant's schema holds
                 // nothing of it.
-                Err(Error::UnknownTenant { .. }) if session.as_ref().is_some_and(|s| s.is_schema()) => {
+                Err(Error::UnknownTenant { .. })
+                    if session.as_ref().is_some_and(|s| s.is_schema()) =>
+                {
                     continue;
                 }
                 Err(error) => return Err(on_shard(error)),

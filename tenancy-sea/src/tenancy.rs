@@ -100,7 +100,11 @@ pub(crate) fn raw_sql(isolation: &Isolation, placement: Placement, backend: DbBa
 }
 
 /// Checks that `isolation` can be kept on a database of `backend` under `placement`.
-fn check_combination(isolation: &Isolation, placement: Placement, backend: DbBackend) -> Result<()> {
+fn check_combination(
+    isolation: &Isolation,
+    placement: Placement,
+    backend: DbBackend,
+) -> Result<()> {
     let refused = |why: &str| {
         Err(Error::Config(format!(
             "{} isolation with {} placement: {why}",
@@ -118,9 +122,9 @@ fn check_combination(isolation: &Isolation, placement: Placement, backend: DbBac
             "MariaDB and MySQL have no schemas inside a database; their stand-in is a \
              database per tenant (`database_per_tenant` with `DatabaseTemplate::Server`)",
         ),
-        (_, _) if backend != DbBackend::Postgres => {
-            refused(&format!("it needs PostgreSQL, and this database is {backend:?}"))
-        }
+        (_, _) if backend != DbBackend::Postgres => refused(&format!(
+            "it needs PostgreSQL, and this database is {backend:?}"
+        )),
         _ => Ok(()),
     }
 }

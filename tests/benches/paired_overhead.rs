@@ -27,7 +27,7 @@ use fixture::{
 };
 use sea_orm::{DatabaseConnection, DbBackend, Statement};
 use tenancy_sea::{CatalogRegistry, Tenancy, TenantDb, TenantRegistry};
-use tenancy_tests::{Flavor, Provisioned};
+use tenancy_tests::Flavor;
 
 const ROUNDS: usize = 101;
 const BATCH: usize = 100;
@@ -149,7 +149,11 @@ fn main() {
             .database_template(fleet.template_as(&role))
             .build()
             .unwrap();
-        let handle = tenancy.provisioned(1).await.unwrap();
+        tenancy
+            .create_tenant_database::<tenancy_tests::migration::DatabaseMigrator>(1)
+            .await
+            .unwrap();
+        let handle = tenancy.tenant(1).await.unwrap();
         let url = TenantRegistry::<i64>::url(&CatalogRegistry::new(fleet.conn.clone()), &1)
             .await
             .unwrap()

@@ -8,7 +8,7 @@ use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Set};
 use tenancy_sea::{Error, TenantDb};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Flavor, Provisioned, TestDb, TestTenancy, backend_tests, raw};
+use tenancy_tests::{Flavor, Provisioned, TestDb, TestTenancy, backend_tests};
 
 backend_tests!(
     reads_see_only_their_tenant,

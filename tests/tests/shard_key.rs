@@ -11,9 +11,7 @@ use sea_orm::{
 };
 use tenancy_sea::{Error, ShardRouter};
 use tenancy_tests::entities::{event, plan};
-use tenancy_tests::{
-    Backend, Flavor, Provisioned, TestDb, TestTenancy, hash_sharded, shard_dbs,
-};
+use tenancy_tests::{Backend, Flavor, Provisioned, TestDb, TestTenancy, hash_sharded, shard_dbs};
 
 fn reading(id: i64, device: i64, value: i64) -> event::ActiveModel {
     event::ActiveModel {
