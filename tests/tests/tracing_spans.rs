@@ -5,7 +5,7 @@
 use sea_orm::Set;
 use std::sync::{Arc, Mutex};
 use tenancy_tests::entities::*;
-use tenancy_tests::{Provisioned, TestDb, backend_tests};
+use tenancy_tests::{Flavor, Provisioned, TestDb, backend_tests};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -80,7 +80,11 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
         assert_eq!((op.as_str(), table.as_str()), (want_op, want_table));
     }
 
-    // Reads of a `#[shard_key]` entity, by key and explicitly across shards, too.
+    // Reads of a `#[shard_key]` entity, by key and explicitly across shards, too (not
+    // under schema per tenant on shards, which refuses such entities: see shard_key.rs).
+    if db.flavor == Flavor::ShardedSchema {
+        return;
+    }
     recorded.0.lock().unwrap().clear();
     acme.by_key::<event::Entity>(7)
         .unwrap()
@@ -93,16 +97,20 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
         .count()
         .await
         .unwrap();
-    let spans = recorded.0.lock().unwrap().clone();
-    assert_eq!(
-        spans,
-        [
-            ("4242".to_owned(), "select".to_owned(), "events".to_owned()),
-            (
-                "4242".to_owned(),
-                "scatter_count".to_owned(),
-                "events".to_owned()
-            ),
-        ]
+    // One span per shard the fan-out asks: every shard on shards, the one database else.
+    let shards = if db.flavor.is_sharded() {
+        tenancy_tests::SHARDS
+    } else {
+        1
+    };
+    let mut expected = vec![("4242".to_owned(), "select".to_owned(), "events".to_owned())];
+    expected.extend(
+        std::iter::repeat((
+            "4242".to_owned(),
+            "scatter_count".to_owned(),
+            "events".to_owned(),
+        ))
+        .take(shards),
     );
+    assert_eq!(*recorded.0.lock().unwrap(), expected);
 }
