@@ -1210,12 +1210,6 @@ pub trait FansOut<T: TenantKey>: crate::entity::__private_sealed::FansOutSeal {
     fn refused(&self) -> Error;
 }
 
-/// Column name equality, for comparing columns of one entity (SeaORM columns are not
-/// `PartialEq`).
-pub(crate) fn same_column<C: IdenStatic>(a: C, b: C) -> bool {
-    a.as_str() == b.as_str()
-}
-
 /// The rows of a `#[shard_key]` entity with one key, on the shard that holds them: made by
 /// [`TenantDb::by_key`]. Every statement carries the tenant condition and the key
 /// condition.

@@ -1,9 +1,9 @@
 //! Scoped multi-row writes and upserts.
 
 use crate::audit::{self, Keep};
-use crate::entity::{TenantKey, TenantScoped};
+use crate::entity::{TenantKey, TenantScoped, same_column};
 use crate::error::{Error, Result, is_rls_violation};
-use crate::handle::{TenantDb, same_column};
+use crate::handle::TenantDb;
 use crate::scope;
 use crate::session::HandleConnection;
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
