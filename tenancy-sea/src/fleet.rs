@@ -13,7 +13,7 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::scope::Session;
 use crate::tenancy::{Isolation, Placement, Tenancy};
 use futures_util::StreamExt;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};

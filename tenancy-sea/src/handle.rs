@@ -1,11 +1,11 @@
 //! [`TenantDb`]: the scoped handle of one tenant, and its transaction [`TenantTxn`].
 
-use crate::audit::Refused;
 use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
+use crate::scope::audit::Refused;
+use crate::scope::{HandleConnection, RawSql, SESSION_RESET, Session, Tag};
 use crate::select::{GlobalJoins, ScopedSelect};
-use crate::session::{HandleConnection, RawSql, SESSION_RESET, Session, Tag};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
 use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};

@@ -58,10 +58,9 @@
 //! [`Tenancy::unscoped`].
 
 #[macro_use]
-mod session;
+mod scope;
 #[macro_use]
 mod subquery;
-mod audit;
 mod database;
 mod directory;
 mod entity;
@@ -74,7 +73,6 @@ mod moving;
 mod redact;
 mod registry;
 pub mod rls;
-mod scope;
 mod select;
 mod shard;
 mod tenancy;
@@ -103,11 +101,11 @@ pub use global::Globals;
 pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
 pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
+pub use scope::HandleConnection;
 pub use select::{
     GlobalJoins, JoinRule, ScopedPaginator, ScopedQuery, ScopedSelect, ScopedSelectTwo,
     ScopedSelectTwoMany, ScopedSelector, TenantJoins,
 };
-pub use session::HandleConnection;
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
 };

@@ -6,7 +6,7 @@ use crate::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
-use crate::session::{Session, Tag, Tagged};
+use crate::scope::{Session, Tag, Tagged};
 use crate::tenancy::{Isolation, Tenancy};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;

@@ -1,10 +1,10 @@
 //! Scoped reads: [`ScopedSelect`] and the builders it leads to.
 
-use crate::audit::{self, Refused, keep};
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use crate::session::HandleConnection;
+use crate::scope::HandleConnection;
+use crate::scope::audit::{self, Refused, keep};
 use crate::subquery::ScopedSubquery;
 use futures_util::Stream;
 use sea_orm::sea_query::{Condition, Expr, IntoCondition, JoinType, QueryStatementBuilder};

@@ -1,10 +1,10 @@
 //! Subqueries scoped to the tenant: [`ScopedSubquery`], made by
 //! [`TenantDb::subquery`](crate::TenantDb::subquery).
 
-use crate::audit::{self, Refused, keep};
 use crate::entity::TenantKey;
 use crate::handle::TenantDb;
-use crate::session::HandleConnection;
+use crate::scope::HandleConnection;
+use crate::scope::audit::{self, Refused, keep};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sea_query::{IntoCondition, SelectStatement};
 use sea_orm::{
@@ -91,7 +91,7 @@ macro_rules! subquery_filters {
                 // refuses every subquery).
                 Ok(condition) => self.filter_trusted(condition),
                 Err(refused) => {
-                    $crate::audit::Keep::keep(&mut self.error, refused);
+                    $crate::scope::audit::Keep::keep(&mut self.error, refused);
                     self
                 }
             }

@@ -4,7 +4,7 @@ use crate::database::{DatabaseTemplate, PoolCache, TenantRegistry};
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use crate::session::{RawSql, Session};
+use crate::scope::{RawSql, Session};
 use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;

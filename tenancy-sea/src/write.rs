@@ -1,11 +1,11 @@
 //! Scoped multi-row writes and upserts.
 
-use crate::audit::{self, Keep};
 use crate::entity::{TenantKey, TenantScoped, same_column};
 use crate::error::{Error, Result, is_rls_violation};
 use crate::handle::TenantDb;
 use crate::scope;
-use crate::session::HandleConnection;
+use crate::scope::HandleConnection;
+use crate::scope::audit::{self, Keep};
 use sea_orm::sea_query::{Expr, IntoCondition, OnConflict, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, DbBackend, DeleteMany, DeleteResult, EntityName, EntityTrait,

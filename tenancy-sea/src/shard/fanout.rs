@@ -135,7 +135,7 @@ async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
 /// future is dropped, which cancels it).
 pub(super) async fn under_deadline<R, F>(
     targets: &[Target],
-    tag: &crate::session::Tag,
+    tag: &crate::scope::Tag,
     timeout: Duration,
     shards: impl IntoIterator<Item = F>,
 ) -> Vec<Result<R>>

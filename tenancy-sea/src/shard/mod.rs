@@ -6,7 +6,7 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::scope::Session;
 use futures_util::FutureExt;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, IntoCondition, SimpleExpr};
 use sea_orm::{
@@ -567,7 +567,7 @@ pub struct ShardedSelect<E: EntityTrait> {
     /// Whether this is a tenant's select (its fragments are audited), not an unscoped one.
     scoped: bool,
     /// The first fragment refused, reported when the select runs.
-    error: Option<crate::audit::Refused>,
+    error: Option<crate::scope::audit::Refused>,
     /// A select the handle could not make (its message), reported when it runs.
     unmade: Option<String>,
     order: Vec<(E::Column, Order)>,
@@ -638,7 +638,7 @@ impl<E: EntityTrait> ShardedSelect<E> {
         if let Some(message) = &self.unmade {
             return Err(Error::Config(message.clone()));
         }
-        crate::audit::ready(&self.error)
+        crate::scope::audit::ready(&self.error)
     }
 }
 
@@ -658,9 +658,9 @@ where
     pub fn filter(mut self, condition: impl IntoCondition) -> Self {
         let condition = condition.into_condition();
         if self.scoped
-            && let Err(refused) = crate::audit::check_condition(&condition)
+            && let Err(refused) = crate::scope::audit::check_condition(&condition)
         {
-            crate::audit::Keep::keep(&mut self.error, refused);
+            crate::scope::audit::Keep::keep(&mut self.error, refused);
         }
         self.select = self.select.filter(condition);
         self
@@ -737,7 +737,7 @@ where
         let timeout = self.timeout;
         let table = E::default().table_name();
         let targets = &self.targets;
-        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
+        let tag = crate::scope::Tag::text_of(fan_out_tag(timeout));
         let results: Vec<Result<Vec<E::Model>>> = match &self.spawner {
             None => {
                 let fan_out = targets.iter().enumerate().map(|(index, target)| {
@@ -845,7 +845,7 @@ where
         self.ready()?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
+        let tag = crate::scope::Tag::text_of(fan_out_tag(timeout));
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let tag = &tag;
             let select = for_target(&self.select, target);
@@ -926,7 +926,7 @@ where
         self.ready()?;
         let timeout = self.timeout;
         let table = E::default().table_name();
-        let tag = crate::session::Tag::text_of(fan_out_tag(timeout));
+        let tag = crate::scope::Tag::text_of(fan_out_tag(timeout));
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let tag = &tag;
             let mut select = for_target(&self.select, target).select_only();
