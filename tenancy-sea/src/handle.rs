@@ -2,12 +2,13 @@
 
 use crate::entity::{KeySharded, ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
+use crate::query::{
+    GlobalJoins, ScopedDeleteMany, ScopedSelect, ScopedSubquery, ScopedUpdateMany, ScopedUpsert,
+};
 use crate::scope;
 use crate::scope::audit::Refused;
 use crate::scope::{HandleConnection, RawSql, SESSION_RESET, Session, Tag};
-use crate::select::{GlobalJoins, ScopedSelect};
 use crate::shard::{AcrossShards, ShardedSelect, Target, Topology};
-use crate::write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait,
@@ -373,12 +374,12 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     /// A subquery of this tenant's rows of `E` (every row of a global entity), to add to a
     /// statement of this handle with `filter_in_subquery`, `filter_exists` or
     /// `column_as_subquery`: see [`ScopedSubquery`](crate::ScopedSubquery).
-    pub fn subquery<E: ScopedEntity<T>>(&self) -> crate::ScopedSubquery<'_, T, E, C> {
+    pub fn subquery<E: ScopedEntity<T>>(&self) -> ScopedSubquery<'_, T, E, C> {
         let select = match self.scope::<E>() {
             Some(condition) => E::find().filter(condition),
             None => E::find(),
         };
-        crate::ScopedSubquery::new(self, select)
+        ScopedSubquery::new(self, select)
     }
 
     /// Selects the row of `E` with this primary key, if it belongs to this tenant.

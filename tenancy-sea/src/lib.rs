@@ -59,8 +59,6 @@
 
 #[macro_use]
 mod scope;
-#[macro_use]
-mod subquery;
 mod database;
 mod directory;
 mod entity;
@@ -70,14 +68,13 @@ mod global;
 mod handle;
 pub mod integrity;
 mod moving;
+mod query;
 mod redact;
 mod registry;
 pub mod rls;
-mod select;
 mod shard;
 mod tenancy;
 mod verify;
-mod write;
 
 pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
 pub use directory::{
@@ -100,23 +97,22 @@ pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
+pub use query::{
+    GlobalJoins, JoinRule, ScopedDeleteMany, ScopedPaginator, ScopedQuery, ScopedSelect,
+    ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
+    ScopedUpsert, TenantJoins,
+};
 pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
 pub use scope::HandleConnection;
-pub use select::{
-    GlobalJoins, JoinRule, ScopedPaginator, ScopedQuery, ScopedSelect, ScopedSelectTwo,
-    ScopedSelectTwoMany, ScopedSelector, TenantJoins,
-};
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
 };
-pub use subquery::ScopedSubquery;
 pub use tenancy::{Isolation, Placement, Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
     RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
-pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {

@@ -43,7 +43,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            let membership = $crate::subquery::Membership::In(expr.into_simple_expr());
+            let membership = $crate::query::subquery::Membership::In(expr.into_simple_expr());
             self.filter_subquery(subquery, membership)
         }
 
@@ -58,7 +58,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            let membership = $crate::subquery::Membership::NotIn(expr.into_simple_expr());
+            let membership = $crate::query::subquery::Membership::NotIn(expr.into_simple_expr());
             self.filter_subquery(subquery, membership)
         }
 
@@ -69,7 +69,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            self.filter_subquery(subquery, $crate::subquery::Membership::Exists)
+            self.filter_subquery(subquery, $crate::query::subquery::Membership::Exists)
         }
 
         /// Keeps the rows for which `subquery` finds no row (`NOT EXISTS (SELECT ..)`).
@@ -78,13 +78,13 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            self.filter_subquery(subquery, $crate::subquery::Membership::NotExists)
+            self.filter_subquery(subquery, $crate::query::subquery::Membership::NotExists)
         }
 
         fn filter_subquery<R: sea_orm::EntityTrait>(
             mut self,
             subquery: $crate::ScopedSubquery<'_, T, R, C>,
-            membership: $crate::subquery::Membership,
+            membership: $crate::query::subquery::Membership,
         ) -> Self {
             match subquery.condition_for(self.handle, membership) {
                 // Made here, from audited parts: added without a second audit (which
