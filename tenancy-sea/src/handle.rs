@@ -780,7 +780,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
             inserted += txn.insert_many_here(rows).await?;
             open.push(txn);
         }
-        crate::global::commit_all(open.into_iter().map(|txn| {
+        crate::shard::commit_all(open.into_iter().map(|txn| {
             let shard = txn
                 .shard
                 .as_ref()
