@@ -65,7 +65,7 @@ impl<T: TenantKey> Tenancy<T> {
             },
             Err(_) => Globals {
                 copies: vec![(
-                    ShardId::new(crate::handle::UNSHARDED),
+                    ShardId::new(crate::scope::UNSHARDED),
                     self.unscoped().clone(),
                 )],
                 sharded: false,

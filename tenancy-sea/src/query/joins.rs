@@ -6,9 +6,8 @@
 use super::select::ScopedSelect;
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::Result;
-use crate::handle::TenantDb;
-use crate::scope::HandleConnection;
 use crate::scope::audit::{self, Refused, keep};
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
 use sea_orm::{
     EntityTrait, IntoSimpleExpr, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Related,
@@ -20,7 +19,7 @@ use tracing::Instrument;
 /// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
 /// A many-to-many relation's junction is joined with its own tenant condition too.
 fn join_scoped<T, E, R, C>(
-    handle: &TenantDb<T, C>,
+    handle: &TenantConn<T, C>,
     mut select: Select<E>,
     join: JoinType,
     error: &mut Option<Refused>,
@@ -142,7 +141,7 @@ where
 /// [`ScopedSelect::find_also_related`].
 #[must_use = "a select does nothing until `.all()` or `.one()`"]
 pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     select: SelectTwo<E, R>,
     error: Option<Refused>,
 }
@@ -189,7 +188,7 @@ where
 /// [`ScopedSelect::find_with_related`].
 #[must_use = "a select does nothing until `.all()`"]
 pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     select: SelectTwoMany<E, R>,
     error: Option<Refused>,
 }

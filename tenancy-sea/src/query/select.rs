@@ -5,9 +5,8 @@ use super::selector::{ScopedPaginator, ScopedSelector};
 use super::subquery::ScopedSubquery;
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
-use crate::handle::TenantDb;
-use crate::scope::HandleConnection;
 use crate::scope::audit::{self, Refused, keep};
+use crate::scope::{HandleConnection, TenantConn};
 use futures_util::Stream;
 use sea_orm::sea_query::{Expr, IntoCondition, QueryStatementBuilder};
 use sea_orm::{
@@ -145,10 +144,10 @@ where
 }
 
 /// A select of one tenant's rows of `E` (or of a global entity's rows), made by
-/// [`TenantDb::find`] and its siblings.
+/// [`TenantDb::find`](crate::TenantDb::find) and its siblings.
 #[must_use = "a select does nothing until `.all()`, `.one()`, `.count()`, `.paginate()` or `.stream()`"]
 pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
-    pub(super) handle: &'h TenantDb<T, C>,
+    pub(super) handle: &'h TenantConn<T, C>,
     pub(super) select: Select<E>,
     pub(super) error: Option<Refused>,
     joins: std::marker::PhantomData<fn() -> J>,
@@ -162,7 +161,7 @@ where
     E: EntityTrait,
     C: HandleConnection,
 {
-    pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>, select: Select<E>) -> Self {
         ScopedSelect {
             handle,
             select,
@@ -185,7 +184,7 @@ where
     }
 
     /// The handle and the select to run, or the first fragment refused.
-    fn parts(self) -> Result<(&'h TenantDb<T, C>, Select<E>)> {
+    fn parts(self) -> Result<(&'h TenantConn<T, C>, Select<E>)> {
         let handle = self.handle;
         Ok((handle, self.into_select()?))
     }

@@ -3,9 +3,8 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::handle::TenantDb;
-use crate::scope::HandleConnection;
 use crate::scope::audit::{self, Refused};
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::{EntityTrait, PaginatorTrait, Select, Selector, SelectorTrait};
 use tracing::Instrument;
 
@@ -14,7 +13,7 @@ use tracing::Instrument;
 /// [`ScopedSelect::into_model`](crate::ScopedSelect::into_model).
 #[must_use = "a select does nothing until `.all()` or `.one()`"]
 pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
-    pub(super) handle: &'h TenantDb<T, C>,
+    pub(super) handle: &'h TenantConn<T, C>,
     pub(super) table: &'static str,
     pub(super) selector: Selector<S>,
     pub(super) error: Option<Refused>,
@@ -59,7 +58,7 @@ where
 
 /// Pages through a [`ScopedSelect`](crate::ScopedSelect): SeaORM's `Paginator`, scoped.
 pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
-    pub(super) handle: &'h TenantDb<T, C>,
+    pub(super) handle: &'h TenantConn<T, C>,
     pub(super) select: Select<E>,
     pub(super) error: Option<Refused>,
     pub(super) page_size: u64,

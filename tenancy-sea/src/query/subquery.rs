@@ -2,9 +2,8 @@
 //! [`TenantDb::subquery`](crate::TenantDb::subquery).
 
 use crate::entity::TenantKey;
-use crate::handle::TenantDb;
-use crate::scope::HandleConnection;
 use crate::scope::audit::{self, Refused, keep};
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sea_query::{IntoCondition, SelectStatement};
 use sea_orm::{
@@ -159,7 +158,7 @@ macro_rules! subquery_filters {
 /// ```
 #[must_use = "a subquery does nothing until it is added to a statement"]
 pub struct ScopedSubquery<'h, T: TenantKey, E: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     select: Select<E>,
     error: Option<Refused>,
 }
@@ -174,7 +173,7 @@ impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for ScopedSubquery<'_, T, 
 
 impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T, E, C> {
     /// A subquery over `select`, which carries the tenant condition already.
-    pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>, select: Select<E>) -> Self {
         ScopedSubquery {
             handle,
             select,
@@ -258,7 +257,7 @@ impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T
     /// outer expression audited.
     pub(crate) fn condition_for<C2: HandleConnection>(
         self,
-        handle: &TenantDb<T, C2>,
+        handle: &TenantConn<T, C2>,
         membership: Membership,
     ) -> std::result::Result<Expr, Refused> {
         if let Membership::In(expr) | Membership::NotIn(expr) = &membership {
@@ -277,7 +276,7 @@ impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T
     /// another tenant or on another shard, or holds a refused fragment.
     pub(crate) fn statement_for<C2: HandleConnection>(
         self,
-        handle: &TenantDb<T, C2>,
+        handle: &TenantConn<T, C2>,
     ) -> std::result::Result<SelectStatement, Refused> {
         if let Some(refused) = self.error {
             return Err(refused);

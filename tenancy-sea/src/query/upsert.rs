@@ -4,9 +4,8 @@
 use super::write::{column_write_error, is_shard_key, key_write_error};
 use crate::entity::{TenantKey, TenantScoped, same_column};
 use crate::error::{Error, Result, is_rls_violation};
-use crate::handle::TenantDb;
 use crate::scope;
-use crate::scope::HandleConnection;
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, DbBackend, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn,
@@ -51,9 +50,11 @@ use tracing::Instrument;
 /// .await?;
 /// # Ok(()) }
 /// ```
+///
+/// [`TenantDb::upsert`]: crate::TenantDb::upsert
 #[must_use = "an upsert does nothing until `.exec()`"]
 pub struct ScopedUpsert<'h, T: TenantKey, A: ActiveModelTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     am: A,
     conflict: Vec<<A::Entity as EntityTrait>::Column>,
     update: Vec<<A::Entity as EntityTrait>::Column>,
@@ -66,7 +67,7 @@ where
     A::Entity: TenantScoped<TenantId = T>,
     C: HandleConnection,
 {
-    pub(crate) fn new(handle: &'h TenantDb<T, C>, am: A) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>, am: A) -> Self {
         ScopedUpsert {
             handle,
             am,

@@ -2,10 +2,9 @@
 
 use crate::entity::{TenantKey, TenantScoped, same_column};
 use crate::error::{Error, Result};
-use crate::handle::TenantDb;
 use crate::scope;
-use crate::scope::HandleConnection;
 use crate::scope::audit::{self, Keep};
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, IntoCondition, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, DeleteMany, DeleteResult, EntityTrait, IdenStatic, QueryFilter,
@@ -34,9 +33,11 @@ pub(super) fn column_write_error<E: TenantScoped>() -> Error {
 /// An update of many of one tenant's rows, made by [`TenantDb::update_many`]: SeaORM's
 /// `UpdateMany`, already filtered by tenant. Writing the tenant column is
 /// [`Error::TenantColumnWrite`] and nothing runs.
+///
+/// [`TenantDb::update_many`]: crate::TenantDb::update_many
 #[must_use = "an update does nothing until `.exec()`"]
 pub struct ScopedUpdateMany<'h, T: TenantKey, E: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     update: UpdateMany<E>,
     error: Option<Error>,
 }
@@ -47,7 +48,7 @@ where
     E: TenantScoped<TenantId = T>,
     C: HandleConnection,
 {
-    pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>) -> Self {
         let update = E::update_many().filter(scope::equals(
             E::tenant_column(),
             handle.tenant_value(),
@@ -133,9 +134,11 @@ where
 
 /// A delete of many of one tenant's rows, made by [`TenantDb::delete_many`]: SeaORM's
 /// `DeleteMany`, already filtered by tenant.
+///
+/// [`TenantDb::delete_many`]: crate::TenantDb::delete_many
 #[must_use = "a delete does nothing until `.exec()`"]
 pub struct ScopedDeleteMany<'h, T: TenantKey, E: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     delete: DeleteMany<E>,
     error: Option<Error>,
 }
@@ -146,7 +149,7 @@ where
     E: TenantScoped<TenantId = T>,
     C: HandleConnection,
 {
-    pub(crate) fn new(handle: &'h TenantDb<T, C>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>) -> Self {
         let delete = E::delete_many().filter(scope::equals(
             E::tenant_column(),
             handle.tenant_value(),

@@ -481,3 +481,14 @@ impl Drop for MoveFence<'_> {
         }
     }
 }
+
+/// Routes the rows of a tenant's `#[shard_key]` entities.
+impl crate::scope::KeyPlacement for Topology {
+    fn shard_of_key_bytes(
+        &self,
+        key: &[u8],
+        key_type: &KeyType,
+    ) -> Result<(ShardId, DatabaseConnection)> {
+        Topology::shard_of_key_bytes(self, key, key_type)
+    }
+}
