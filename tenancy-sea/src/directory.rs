@@ -4,7 +4,7 @@
 //! router's cache second; other processes' caches catch up through
 //! [`DirectoryCatalog::refresh`] or [`DirectoryCatalog::watch`].
 
-use crate::database::create_table_if_missing;
+use crate::catalog::create_table_if_missing;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 

@@ -59,24 +59,23 @@
 
 #[macro_use]
 mod scope;
-mod database;
+pub mod catalog;
 mod directory;
 mod entity;
 mod error;
 mod fleet;
 mod global;
 mod handle;
-pub mod integrity;
+mod isolation;
 mod moving;
+mod placement;
 mod query;
 mod redact;
 mod registry;
-pub mod rls;
 mod shard;
 mod tenancy;
-mod verify;
 
-pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
+pub use catalog::registry::CatalogRegistry;
 pub use directory::{
     DEFAULT_MOVE_LEASE, DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry,
     entry as directory_entry, range_entry as directory_range_entry,
@@ -96,7 +95,9 @@ pub use error::{Error, Result};
 pub use fleet::{FleetProgress, FleetReport};
 pub use global::Globals;
 pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use isolation::{Isolation, integrity, rls};
 pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
+pub use placement::{DatabaseTemplate, Placement, TenantRegistry};
 pub use query::{
     GlobalJoins, JoinRule, ScopedDeleteMany, ScopedPaginator, ScopedQuery, ScopedSelect,
     ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
@@ -107,7 +108,7 @@ pub use scope::HandleConnection;
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
 };
-pub use tenancy::{Isolation, Placement, Tenancy, TenancyBuilder};
+pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenancy_core::{
     DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
     RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,

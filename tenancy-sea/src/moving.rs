@@ -5,9 +5,10 @@
 use crate::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
+use crate::isolation::Isolation;
 use crate::scope;
 use crate::scope::{Session, Tag, Tagged};
-use crate::tenancy::{Isolation, Tenancy};
+use crate::tenancy::Tenancy;
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::QueryTrait;

@@ -2,11 +2,12 @@
 //! shard's database, migrate it, register it and put it in service; remove an empty one;
 //! migrate every shard.
 
-use crate::database::{connect, create_table_if_missing, pool_options};
+use crate::catalog::create_table_if_missing;
 use crate::directory::DirectoryCatalog;
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::fleet::{FleetProgress, FleetReport, run_fleet};
+use crate::placement::{connect, pool_options};
 use crate::shard::Topology;
 use crate::tenancy::Tenancy;
 use sea_orm::sea_query::Expr;
