@@ -60,7 +60,6 @@
 #[macro_use]
 mod scope;
 pub mod catalog;
-mod directory;
 mod entity;
 mod error;
 mod fleet;
@@ -75,11 +74,13 @@ mod registry;
 mod shard;
 mod tenancy;
 
-pub use catalog::registry::CatalogRegistry;
-pub use directory::{
-    DEFAULT_MOVE_LEASE, DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry,
-    entry as directory_entry, range_entry as directory_range_entry,
+pub use catalog::claims::DEFAULT_MOVE_LEASE;
+pub use catalog::directory::{DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry};
+pub use catalog::entities::{
+    entry as directory_entry, range_entry as directory_range_entry, shard_entry,
 };
+pub use catalog::registry::CatalogRegistry;
+pub use catalog::shards::{ShardCatalog, ShardRecord, ShardState};
 pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
 
 /// What the derives' generated code names; not part of the API.
@@ -103,7 +104,7 @@ pub use query::{
     ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
     ScopedUpsert, TenantJoins,
 };
-pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
+pub use registry::CatalogRefresh;
 pub use scope::HandleConnection;
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,

@@ -2,7 +2,7 @@
 //! the new shard, its placement switched in the catalog and the router, its old rows
 //! removed, with the tenant fenced meanwhile.
 
-use crate::directory::DirectoryCatalog;
+use crate::catalog::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
@@ -524,7 +524,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         self,
         directory: &DirectoryCatalog<T>,
         router: &DirectoryRouter<T>,
-        claim: &crate::directory::Claim,
+        claim: &crate::catalog::Claim,
     ) -> Result<MoveReport> {
         let TenantMove {
             tenancy,

@@ -1,5 +1,6 @@
-//! The catalog database's tables: the framework's own entities, and how a table of theirs
-//! is installed.
+//! The catalog database's tables: the framework's own entities (tenant databases, shards,
+//! directory entries and ranges, directory versions, move claims), and how a table of
+//! theirs is installed.
 
 use crate::error::Result;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Schema, Statement};
@@ -34,6 +35,147 @@ pub mod tenant_entry {
                 .finish()
         }
     }
+}
+
+/// The framework's catalog entity of the shard registry: one row per shard.
+pub mod shard_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A shard: its name, where its database is, and its state.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_shards")]
+    pub struct Model {
+        /// The shard's name.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        /// The URL of its database.
+        pub url: String,
+        /// `active` or `draining`.
+        pub state: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+
+    /// The URL's password is hidden.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Model")
+                .field("name", &self.name)
+                .field("url", &crate::redact::url(&self.url))
+                .field("state", &self.state)
+                .finish()
+        }
+    }
+}
+
+/// The framework's catalog entity of the directories: one row per placed key.
+pub mod entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A key (a tenant id, or a `#[shard_key]` value, as text) of one directory and the
+    /// shard it lives on.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory")]
+    pub struct Model {
+        /// The directory: `tenants`, or the name given to [`DirectoryCatalog::named`](crate::DirectoryCatalog::named).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The key, in its text form.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        /// The shard's name.
+        pub shard: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The framework's catalog entity of key ranges: integer keys from a lower bound up to
+/// the next range's bound live on one shard.
+pub mod range_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A range's lower bound and the shard its keys live on.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_ranges")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The smallest key of the range.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub lower_bound: i64,
+        /// The shard's name.
+        pub shard: String,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The framework's catalog entity of directory versions: each change to a directory
+/// bumps its version, so a process can tell that its cached copy is stale.
+pub mod version_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A directory and how many changes it has seen.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_versions")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// Bumped by every change.
+        pub version: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The framework's catalog entity of moves in progress: one row per key being moved, so
+/// that two processes cannot move one tenant at once.
+pub mod move_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A key of a directory being moved, and where to: a claim, held by one run of a
+    /// move (its owner) until its lease ends, and renewed while the move runs.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_claims")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The key, in its text form.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        /// The shard it is being moved to.
+        pub shard: String,
+        /// The run of the move that holds the claim (random, one per run).
+        pub owner: String,
+        /// When the claim lapses unless renewed, in milliseconds since the Unix epoch.
+        pub expires_at: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }
 
 /// Creates `entity`'s table on `conn` unless it exists: how every framework table of a
