@@ -57,23 +57,28 @@
 //! that must see every tenant goes through the one named escape hatch,
 //! [`Tenancy::unscoped`].
 
+// The modules in layers, lowest first: error and redact, entity, scope, query, shard,
+// handle, placement, isolation, catalog, tenancy, admin. Each uses only the layers below
+// it (tests/tests/layout.rs in the tenancy-tests package checks it). `scope` is declared
+// first for the macros the others use (`in_unit!`, `on_conn!`).
 #[macro_use]
 mod scope;
+mod admin;
 pub mod catalog;
 mod entity;
 mod error;
-mod fleet;
-mod global;
 mod handle;
 mod isolation;
-mod moving;
 mod placement;
 mod query;
 mod redact;
-mod registry;
 mod shard;
 mod tenancy;
 
+pub use admin::{
+    CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
+    MoveReport, TenantMove,
+};
 pub use catalog::claims::DEFAULT_MOVE_LEASE;
 pub use catalog::directory::{DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry};
 pub use catalog::entities::{
@@ -82,29 +87,15 @@ pub use catalog::entities::{
 pub use catalog::registry::CatalogRegistry;
 pub use catalog::shards::{ShardCatalog, ShardRecord, ShardState};
 pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
-
-/// What the derives' generated code names; not part of the API.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::entity::{
-        Registered, describe_global, describe_scoped, sealed, write_shard_key,
-    };
-    pub use inventory;
-    pub use sea_orm::Value;
-}
 pub use error::{Error, Result};
-pub use fleet::{FleetProgress, FleetReport};
-pub use global::Globals;
 pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use isolation::{Isolation, integrity, rls};
-pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
 pub use placement::{DatabaseTemplate, Placement, TenantRegistry};
 pub use query::{
     GlobalJoins, JoinRule, ScopedDeleteMany, ScopedPaginator, ScopedQuery, ScopedSelect,
     ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
     ScopedUpsert, TenantJoins,
 };
-pub use registry::CatalogRefresh;
 pub use scope::HandleConnection;
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
@@ -115,6 +106,16 @@ pub use tenancy_core::{
     RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
+
+/// What the derives' generated code names; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::entity::{
+        Registered, describe_global, describe_scoped, sealed, write_shard_key,
+    };
+    pub use inventory;
+    pub use sea_orm::Value;
+}
 
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {

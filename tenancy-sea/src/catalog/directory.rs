@@ -188,7 +188,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     /// Creates the directory tables, and the shard registry whose states the directory
     /// obeys ([`ShardCatalog`](crate::ShardCatalog)), if they do not exist.
     pub async fn install(&self) -> Result<()> {
-        crate::ShardCatalog::new(self.conn.clone())
+        super::shards::ShardCatalog::new(self.conn.clone())
             .install()
             .await?;
         create_table_if_missing(&self.conn, entry::Entity).await?;

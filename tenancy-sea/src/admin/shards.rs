@@ -2,11 +2,11 @@
 //! shard's database, migrate it, register it and put it in service; remove an empty one;
 //! migrate every shard.
 
+use super::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::catalog::directory::DirectoryCatalog;
 use crate::catalog::shards::{ShardCatalog, ShardState, connect_shard, lazy_shard};
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::placement::{connect, pool_options};
 use crate::tenancy::Tenancy;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
