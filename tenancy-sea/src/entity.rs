@@ -270,9 +270,15 @@ pub trait ScopedEntity<T: TenantKey>: EntityTrait + sealed::ScopedEntitySeal<T> 
     fn scope_column() -> Option<Self::Column>;
 }
 
-/// The seal of [`FansOut`](crate::handle::FansOut): no type implements it.
+/// The seal of [`FansOut`](crate::FansOut): no type implements it.
 #[doc(hidden)]
 pub mod __private_sealed {
     /// Implemented by no type.
     pub trait FansOutSeal {}
+}
+
+/// Column name equality, for comparing columns of one entity (SeaORM columns are not
+/// `PartialEq`).
+pub(crate) fn same_column<C: sea_orm::IdenStatic>(a: C, b: C) -> bool {
+    a.as_str() == b.as_str()
 }

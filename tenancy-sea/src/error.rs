@@ -1,3 +1,5 @@
+//! The error type of every fallible call: [`Error`], and [`Result`].
+
 use sea_orm::DbErr;
 use tenancy_core::InvalidTenantId;
 

@@ -57,36 +57,55 @@
 //! that must see every tenant goes through the one named escape hatch,
 //! [`Tenancy::unscoped`].
 
+// The modules in layers, lowest first: error and redact, entity, scope, query, shard,
+// handle, placement, isolation, catalog, tenancy, admin. Each uses only the layers below
+// it (tests/tests/layout.rs in the tenancy-tests package checks it). `scope` is declared
+// first for the macros the others use (`in_unit!`, `on_conn!`).
 #[macro_use]
-mod session;
-#[macro_use]
-mod subquery;
-mod audit;
-mod database;
-mod directory;
+mod scope;
+mod admin;
+pub mod catalog;
 mod entity;
 mod error;
-mod fleet;
-mod global;
 mod handle;
-pub mod integrity;
-mod moving;
+mod isolation;
+mod placement;
+mod query;
 mod redact;
-mod registry;
-pub mod rls;
-mod scope;
-mod select;
 mod shard;
 mod tenancy;
-mod verify;
-mod write;
 
-pub use database::{CatalogRegistry, DatabaseTemplate, TenantRegistry, catalog};
-pub use directory::{
-    DEFAULT_MOVE_LEASE, DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry,
-    entry as directory_entry, range_entry as directory_range_entry,
+pub use admin::{
+    CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
+    MoveReport, TenantMove,
 };
+pub use catalog::claims::DEFAULT_MOVE_LEASE;
+pub use catalog::directory::{DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry};
+pub use catalog::entities::{
+    entry as directory_entry, range_entry as directory_range_entry, shard_entry,
+};
+pub use catalog::registry::CatalogRegistry;
+pub use catalog::shards::{ShardCatalog, ShardRecord, ShardState};
 pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
+pub use error::{Error, Result};
+pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use isolation::{Isolation, integrity, rls};
+pub use placement::{DatabaseTemplate, Placement, TenantRegistry};
+pub use query::{
+    GlobalJoins, JoinRule, ScopedDeleteMany, ScopedPaginator, ScopedQuery, ScopedSelect,
+    ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
+    ScopedUpsert, TenantJoins,
+};
+pub use scope::HandleConnection;
+pub use shard::{
+    AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
+};
+pub use tenancy::{Tenancy, TenancyBuilder};
+pub use tenancy_core::{
+    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
+    RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
+};
+pub use tenancy_derive::{GlobalEntity, TenantScoped};
 
 /// What the derives' generated code names; not part of the API.
 #[doc(hidden)]
@@ -97,28 +116,6 @@ pub mod __private {
     pub use inventory;
     pub use sea_orm::Value;
 }
-pub use error::{Error, Result};
-pub use fleet::{FleetProgress, FleetReport};
-pub use global::Globals;
-pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
-pub use moving::{LeftoverRemoval, LeftoverReport, MoveReport, TenantMove};
-pub use registry::{CatalogRefresh, ShardCatalog, ShardRecord, ShardState, shard_entry};
-pub use select::{
-    GlobalJoins, JoinRule, ScopedPaginator, ScopedQuery, ScopedSelect, ScopedSelectTwo,
-    ScopedSelectTwoMany, ScopedSelector, TenantJoins,
-};
-pub use session::HandleConnection;
-pub use shard::{
-    AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
-};
-pub use subquery::ScopedSubquery;
-pub use tenancy::{Isolation, Placement, Tenancy, TenancyBuilder};
-pub use tenancy_core::{
-    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
-    RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
-};
-pub use tenancy_derive::{GlobalEntity, TenantScoped};
-pub use write::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {

@@ -1,133 +1,17 @@
 //! [`Tenancy`]: built once, hands out tenant handles.
 
-use crate::database::{DatabaseTemplate, PoolCache, TenantRegistry};
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
 use crate::handle::TenantDb;
-use crate::session::{RawSql, Session};
+use crate::isolation::{Isolation, check_combination, raw_sql, validate_setting};
+use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
+use crate::scope::Session;
 use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{Identifier, KeyType};
-
-/// How tenants are kept apart inside a database: the first of the two choices a
-/// [`TenancyBuilder`] makes (the other is [`Placement`]). The entities and the calls on the
-/// handles are the same under every isolation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Isolation {
-    /// Shared tables with a tenant column, filtered and stamped by the framework.
-    RowLevel,
-    /// As [`RowLevel`](Isolation::RowLevel), and enforced by PostgreSQL row-level security
-    /// on the named setting, set per transaction with `set_config(name, $1, true)`.
-    RowLevelSecurity {
-        /// The setting the policies read, e.g. `tenancy.tenant_id`.
-        setting: String,
-    },
-    /// One PostgreSQL schema per tenant, named `prefix` + the tenant id; each transaction
-    /// sets `search_path` to it (then `public`, for global tables) with `set_config`.
-    /// MariaDB and MySQL have no schemas inside a database: their stand-in is
-    /// [`Placement::DatabasePerTenant`] with a [`DatabaseTemplate::Server`].
-    SchemaPerTenant {
-        /// The schema name prefix, e.g. `tenant_`.
-        prefix: String,
-    },
-}
-
-impl Isolation {
-    /// The name used in messages and spans.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Isolation::RowLevel => "row level",
-            Isolation::RowLevelSecurity { .. } => "row-level security",
-            Isolation::SchemaPerTenant { .. } => "schema per tenant",
-        }
-    }
-}
-
-/// Where tenants' data lives: the second of the two choices a [`TenancyBuilder`] makes (the
-/// first is [`Isolation`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Placement {
-    /// Every tenant in the one database of the connection given to [`Tenancy::builder`].
-    Shared,
-    /// One database per tenant, found through a [`TenantRegistry`] and reached through a
-    /// bounded cache of pools opened on first use.
-    DatabasePerTenant,
-    /// Several shards: a [`Topology`]'s router places each tenant on one shard (the
-    /// tenant id is the shard key); rows of a `#[shard_key]` entity go to their key's shard.
-    Sharded,
-}
-
-impl Placement {
-    /// The name used in messages and spans.
-    pub fn name(self) -> &'static str {
-        match self {
-            Placement::Shared => "one shared database",
-            Placement::DatabasePerTenant => "a database per tenant",
-            Placement::Sharded => "shards",
-        }
-    }
-}
-
-/// Whether raw SQL through a tenant handle is confined to the tenant under `isolation` and
-/// `placement` on `backend`, or why not (see [`TenantDb::query_all_raw`]).
-pub(crate) fn raw_sql(isolation: &Isolation, placement: Placement, backend: DbBackend) -> RawSql {
-    RawSql::Refused(match (isolation, placement, backend) {
-        (_, Placement::DatabasePerTenant, DbBackend::Postgres) => return RawSql::Confined,
-        (Isolation::RowLevelSecurity { .. }, _, _) => {
-            "under row-level security a raw statement can change the setting the policies \
-             read (`set_config`) and read another tenant's rows"
-        }
-        (Isolation::SchemaPerTenant { .. }, _, _) => {
-            "under schema per tenant a raw statement can name another tenant's schema or \
-             change `search_path`"
-        }
-        (_, Placement::DatabasePerTenant, DbBackend::MySql) => {
-            "under a MySQL/MariaDB database per tenant a raw statement can name another \
-             tenant's database or switch to it with `USE`"
-        }
-        (_, Placement::DatabasePerTenant, _) => {
-            "under a SQLite database per tenant a raw statement can `ATTACH` another \
-             tenant's file"
-        }
-        (_, Placement::Sharded, _) => "on a shard a raw statement has no tenant filter",
-        (_, Placement::Shared, _) => "under row level a raw statement has no tenant filter",
-    })
-}
-
-/// Checks that `isolation` can be kept on a database of `backend` under `placement`.
-fn check_combination(
-    isolation: &Isolation,
-    placement: Placement,
-    backend: DbBackend,
-) -> Result<()> {
-    let refused = |why: &str| {
-        Err(Error::Config(format!(
-            "{} isolation with {} placement: {why}",
-            isolation.name(),
-            placement.name()
-        )))
-    };
-    match (isolation, placement) {
-        (Isolation::RowLevel, _) => Ok(()),
-        (_, Placement::DatabasePerTenant) => refused(
-            "a tenant's own database already keeps it apart; use row level isolation \
-             (its filter stays as a second line)",
-        ),
-        (Isolation::SchemaPerTenant { .. }, _) if backend == DbBackend::MySql => refused(
-            "MariaDB and MySQL have no schemas inside a database; their stand-in is a \
-             database per tenant (`database_per_tenant` with `DatabaseTemplate::Server`)",
-        ),
-        (_, _) if backend != DbBackend::Postgres => refused(&format!(
-            "it needs PostgreSQL, and this database is {backend:?}"
-        )),
-        _ => Ok(()),
-    }
-}
 
 /// The entry point: holds the connection and configuration, and hands out a
 /// [`TenantDb`] per tenant.
@@ -395,21 +279,6 @@ impl<T: TenantKey> TenancyBuilder<T> {
     }
 }
 
-/// A custom PostgreSQL setting is `prefix.name`, each part a plain identifier.
-pub(crate) fn validate_setting(setting: &str) -> Result<()> {
-    let mut parts = setting.split('.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(prefix), Some(name), None) => {
-            Identifier::new(prefix)?;
-            Identifier::new(name)?;
-            Ok(())
-        }
-        _ => Err(Error::Config(format!(
-            "row-level security setting {setting:?} must look like `prefix.name`"
-        ))),
-    }
-}
-
 impl<T: TenantKey> Tenancy<T> {
     /// Starts configuring a `Tenancy` over `conn`, a SeaORM connection (pool).
     pub fn builder(conn: DatabaseConnection) -> TenancyBuilder<T> {
@@ -506,6 +375,38 @@ impl<T: TenantKey> Tenancy<T> {
     /// The main connection (the application's), for the crate's own checks.
     pub(crate) fn connection(&self) -> &DatabaseConnection {
         &self.inner.conn
+    }
+
+    /// Checks that the database provides what the isolation relies on, and refuses to go
+    /// on when it does not. [`Tenancy::tenant`] runs it before the first handle (and again
+    /// after a failure, until it passes); call it at start to fail early.
+    ///
+    /// * Row-level security: the application role is no superuser and does not bypass
+    ///   row-level security, and every table of a `TenantScoped` entity in this program
+    ///   that exists in the database has row-level security enabled and forced, with the
+    ///   library's policy on the tenant column and the setting
+    ///   ([`Error::RlsNotEnforced`], naming the tables). Raw SQL is refused under this
+    ///   isolation all the same; the check makes the policies a real second line.
+    /// * Schema per tenant: no table of a `TenantScoped` entity exists in `public`, where
+    ///   a tenant whose schema lacks it would find it ([`Error::Config`], naming it).
+    ///
+    /// The entities are those the derives registered in this program, whatever crate
+    /// defines them.
+    ///
+    /// On shards, every shard is checked.
+    pub async fn verify(&self) -> Result<()> {
+        let conns = match self.placement() {
+            Placement::Sharded => self
+                .topology()?
+                .shards()
+                .into_iter()
+                .map(|(_, conn)| conn)
+                .collect(),
+            _ => vec![self.connection().clone()],
+        };
+        crate::isolation::verify::check(&conns, self.isolation()).await?;
+        self.mark_verified();
+        Ok(())
     }
 
     /// Records that [`Tenancy::verify`] passed.

@@ -1,14 +1,17 @@
 //! The fan-out's machinery: one target's unit of work, the mark its statements carry, one
 //! deadline for all targets, and the cancellation on the server of what passed it.
 
-use super::Target;
 use crate::error::{Error, Result};
+use crate::scope::Session;
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
-use sea_orm::{DbBackend, DbErr, EntityTrait, QueryFilter, Select};
+use sea_orm::sea_query::Condition;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, Select};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tenancy_core::ShardId;
 
 /// Runs `$body` with `$conn` bound to a target's connection, inside a transaction that ran
 /// the target's set-up first when it has one.
@@ -135,7 +138,7 @@ async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
 /// future is dropped, which cancels it).
 pub(super) async fn under_deadline<R, F>(
     targets: &[Target],
-    tag: &crate::session::Tag,
+    tag: &crate::scope::Tag,
     timeout: Duration,
     shards: impl IntoIterator<Item = F>,
 ) -> Vec<Result<R>>
@@ -185,5 +188,33 @@ pub(super) fn for_target<E: EntityTrait>(select: &Select<E>, target: &Target) ->
     match &target.condition {
         Some(condition) => select.clone().filter(condition.clone()),
         None => select.clone(),
+    }
+}
+
+/// One shard of a fan-out: its connection, the set-up its unit of work runs first (when
+/// the strategy needs one), and the condition only this shard's query carries.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) shard: ShardId,
+    pub(crate) conn: DatabaseConnection,
+    pub(crate) session: Option<Arc<Session>>,
+    pub(crate) condition: Option<Condition>,
+    /// The tenant whose rows this target reads (for the span); `None` when unscoped.
+    pub(crate) tenant: Option<String>,
+}
+
+impl Target {
+    pub(super) fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// The span a target's statement runs in: the shard, and the tenant when scoped.
+    pub(super) fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
+        match &self.tenant {
+            Some(tenant) => {
+                tracing::info_span!("tenancy", tenant = %tenant, table, op, shard = %self.shard)
+            }
+            None => tracing::info_span!("tenancy", table, op, shard = %self.shard),
+        }
     }
 }

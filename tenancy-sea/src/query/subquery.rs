@@ -1,10 +1,9 @@
 //! Subqueries scoped to the tenant: [`ScopedSubquery`], made by
 //! [`TenantDb::subquery`](crate::TenantDb::subquery).
 
-use crate::audit::{self, Refused, keep};
 use crate::entity::TenantKey;
-use crate::handle::TenantDb;
-use crate::session::HandleConnection;
+use crate::scope::audit::{self, Refused, keep};
+use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::sea_query::{IntoCondition, SelectStatement};
 use sea_orm::{
@@ -43,7 +42,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            let membership = $crate::subquery::Membership::In(expr.into_simple_expr());
+            let membership = $crate::query::subquery::Membership::In(expr.into_simple_expr());
             self.filter_subquery(subquery, membership)
         }
 
@@ -58,7 +57,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            let membership = $crate::subquery::Membership::NotIn(expr.into_simple_expr());
+            let membership = $crate::query::subquery::Membership::NotIn(expr.into_simple_expr());
             self.filter_subquery(subquery, membership)
         }
 
@@ -69,7 +68,7 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            self.filter_subquery(subquery, $crate::subquery::Membership::Exists)
+            self.filter_subquery(subquery, $crate::query::subquery::Membership::Exists)
         }
 
         /// Keeps the rows for which `subquery` finds no row (`NOT EXISTS (SELECT ..)`).
@@ -78,20 +77,20 @@ macro_rules! subquery_filters {
             R: $crate::ScopedEntity<T>,
             $($bound)*
         {
-            self.filter_subquery(subquery, $crate::subquery::Membership::NotExists)
+            self.filter_subquery(subquery, $crate::query::subquery::Membership::NotExists)
         }
 
         fn filter_subquery<R: sea_orm::EntityTrait>(
             mut self,
             subquery: $crate::ScopedSubquery<'_, T, R, C>,
-            membership: $crate::subquery::Membership,
+            membership: $crate::query::subquery::Membership,
         ) -> Self {
             match subquery.condition_for(self.handle, membership) {
                 // Made here, from audited parts: added without a second audit (which
                 // refuses every subquery).
                 Ok(condition) => self.filter_trusted(condition),
                 Err(refused) => {
-                    $crate::audit::Keep::keep(&mut self.error, refused);
+                    $crate::scope::audit::Keep::keep(&mut self.error, refused);
                     self
                 }
             }
@@ -159,7 +158,7 @@ macro_rules! subquery_filters {
 /// ```
 #[must_use = "a subquery does nothing until it is added to a statement"]
 pub struct ScopedSubquery<'h, T: TenantKey, E: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
+    handle: &'h TenantConn<T, C>,
     select: Select<E>,
     error: Option<Refused>,
 }
@@ -174,7 +173,7 @@ impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for ScopedSubquery<'_, T, 
 
 impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T, E, C> {
     /// A subquery over `select`, which carries the tenant condition already.
-    pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>, select: Select<E>) -> Self {
         ScopedSubquery {
             handle,
             select,
@@ -258,7 +257,7 @@ impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T
     /// outer expression audited.
     pub(crate) fn condition_for<C2: HandleConnection>(
         self,
-        handle: &TenantDb<T, C2>,
+        handle: &TenantConn<T, C2>,
         membership: Membership,
     ) -> std::result::Result<Expr, Refused> {
         if let Membership::In(expr) | Membership::NotIn(expr) = &membership {
@@ -277,7 +276,7 @@ impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T
     /// another tenant or on another shard, or holds a refused fragment.
     pub(crate) fn statement_for<C2: HandleConnection>(
         self,
-        handle: &TenantDb<T, C2>,
+        handle: &TenantConn<T, C2>,
     ) -> std::result::Result<SelectStatement, Refused> {
         if let Some(refused) = self.error {
             return Err(refused);

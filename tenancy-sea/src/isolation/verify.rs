@@ -1,49 +1,22 @@
-//! The checks a [`Tenancy`] runs against its database before it hands out the first
+//! The checks a [`Tenancy`](crate::Tenancy) runs against its database before it hands out the first
 //! handle: that what the isolation relies on the database for is really there.
 
-use crate::entity::{Described, TenantKey, registered};
+use super::Isolation;
+use crate::entity::{Described, registered};
 use crate::error::{Error, Result};
-use crate::tenancy::{Isolation, Placement, Tenancy};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
-impl<T: TenantKey> Tenancy<T> {
-    /// Checks that the database provides what the isolation relies on, and refuses to go
-    /// on when it does not. [`Tenancy::tenant`] runs it before the first handle (and again
-    /// after a failure, until it passes); call it at start to fail early.
-    ///
-    /// * Row-level security: the application role is no superuser and does not bypass
-    ///   row-level security, and every table of a `TenantScoped` entity in this program
-    ///   that exists in the database has row-level security enabled and forced, with the
-    ///   library's policy on the tenant column and the setting
-    ///   ([`Error::RlsNotEnforced`], naming the tables). Raw SQL is refused under this
-    ///   isolation all the same; the check makes the policies a real second line.
-    /// * Schema per tenant: no table of a `TenantScoped` entity exists in `public`, where
-    ///   a tenant whose schema lacks it would find it ([`Error::Config`], naming it).
-    ///
-    /// The entities are those the derives registered in this program, whatever crate
-    /// defines them.
-    ///
-    /// On shards, every shard is checked.
-    pub async fn verify(&self) -> Result<()> {
-        let conns = match self.placement() {
-            Placement::Sharded => self
-                .topology()?
-                .shards()
-                .into_iter()
-                .map(|(_, conn)| conn)
-                .collect(),
-            _ => vec![self.connection().clone()],
-        };
-        for conn in &conns {
-            match self.isolation() {
-                Isolation::RowLevelSecurity { setting } => check_rls(conn, setting).await?,
-                Isolation::SchemaPerTenant { .. } => check_public(conn).await?,
-                Isolation::RowLevel => {}
-            }
+/// Checks on each of `conns` (the shared database, or every shard) what `isolation`
+/// relies on the database for: see [`Tenancy::verify`](crate::Tenancy::verify).
+pub(crate) async fn check(conns: &[DatabaseConnection], isolation: &Isolation) -> Result<()> {
+    for conn in conns {
+        match isolation {
+            Isolation::RowLevelSecurity { setting } => check_rls(conn, setting).await?,
+            Isolation::SchemaPerTenant { .. } => check_public(conn).await?,
+            Isolation::RowLevel => {}
         }
-        self.mark_verified();
-        Ok(())
     }
+    Ok(())
 }
 
 fn scoped() -> impl Iterator<Item = (&'static Described, &'static str)> {
@@ -83,7 +56,7 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
         return Ok(());
     }
     let mut values = vec![
-        Value::from(crate::rls::POLICY_NAME),
+        Value::from(super::rls::POLICY_NAME),
         Value::from(setting.to_owned()),
     ];
     let mut rows = Vec::with_capacity(tables.len());
@@ -139,7 +112,7 @@ async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
              policy is ORed with it and widens it): run \
              `tenancy_sea::rls::enable_row_level_security` for them as their owner, and make \
              other policies restrictive",
-            crate::rls::POLICY_NAME
+            super::rls::POLICY_NAME
         ),
         tables: uncovered,
     })

@@ -95,7 +95,7 @@ fn quote(name: &str) -> String {
 /// The statements that enable, force and define the tenant policy on each table. They can
 /// be run again: the policy is dropped and created anew.
 pub fn policy_statements(setting: &str, tables: &[RlsTable]) -> Result<Vec<String>> {
-    crate::tenancy::validate_setting(setting)?;
+    super::validate_setting(setting)?;
     let mut statements = Vec::with_capacity(tables.len() * 4);
     for table in tables {
         let name = table.qualified();

@@ -1,57 +1,22 @@
 //! Scoped reads: [`ScopedSelect`] and the builders it leads to.
 
-use crate::audit::{self, Refused, keep};
+use super::joins::{JoinRule, TenantJoins};
+use super::selector::{ScopedPaginator, ScopedSelector};
+use super::subquery::ScopedSubquery;
 use crate::entity::{ScopedEntity, TenantKey};
 use crate::error::{Error, Result};
-use crate::handle::TenantDb;
-use crate::session::HandleConnection;
-use crate::subquery::ScopedSubquery;
+use crate::scope::audit::{self, Refused, keep};
+use crate::scope::{HandleConnection, TenantConn};
 use futures_util::Stream;
-use sea_orm::sea_query::{Condition, Expr, IntoCondition, JoinType, QueryStatementBuilder};
+use sea_orm::sea_query::{Expr, IntoCondition, QueryStatementBuilder};
 use sea_orm::{
     ColumnAsExpr, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
     IntoSimpleExpr, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Related, Select, SelectGetableTuple, SelectModel, SelectTwo, SelectTwoMany, Selector,
-    SelectorTrait, Statement, TryGetableMany,
+    Select, SelectGetableTuple, SelectModel, Statement, TryGetableMany,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tracing::Instrument;
-
-/// Adds `E`'s join to `R` to `select`, with `R`'s tenant condition in the `ON` clause so
-/// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
-/// A many-to-many relation's junction is joined with its own tenant condition too.
-fn join_scoped<T, E, R, C>(
-    handle: &TenantDb<T, C>,
-    mut select: Select<E>,
-    join: JoinType,
-    error: &mut Option<Refused>,
-) -> Select<E>
-where
-    T: TenantKey,
-    C: HandleConnection,
-    E: EntityTrait + Related<R>,
-    R: ScopedEntity<T>,
-{
-    if let Some(via) = <E as Related<R>>::via() {
-        // The junction row is not returned; it and both ends are filtered by tenant.
-        let mut on = Condition::all().add(Condition::from(via.clone()));
-        match handle.junction_scope::<E, R>() {
-            Ok(Some(scope)) => on = on.add(scope),
-            Ok(None) => {}
-            Err(refused) => keep(error, Err(refused)),
-        }
-        QueryTrait::query(&mut select).join(join, via.to_tbl.clone(), on);
-    }
-    let to = <E as Related<R>>::to();
-    let table = to.to_tbl.clone();
-    let mut on = Condition::all().add(Condition::from(to));
-    if let Some(scope) = handle.scope::<R>() {
-        on = on.add(scope);
-    }
-    QueryTrait::query(&mut select).join(join, table, on);
-    select
-}
 
 /// The builder methods shared by every scoped select: each adds to the statement, none
 /// can remove the tenant condition. Conditions and expressions are audited first
@@ -59,8 +24,10 @@ where
 macro_rules! query_methods {
     () => {
         /// Adds a condition, ANDed with the tenant condition and any earlier filter, as
-        /// SeaORM's `filter` does. A raw SQL fragment in it ([`Error::RawFragment`]) or a
-        /// plain subquery ([`Error::UnscopedSubquery`]) fails the select when it runs.
+        /// SeaORM's `filter` does. A raw SQL fragment in it
+        /// ([`Error::RawFragment`](crate::Error::RawFragment)) or a plain subquery
+        /// ([`Error::UnscopedSubquery`](crate::Error::UnscopedSubquery)) fails the select
+        /// when it runs.
         pub fn filter(mut self, condition: impl IntoCondition) -> Self {
             let condition = condition.into_condition();
             keep(&mut self.error, audit::check_condition(&condition));
@@ -176,31 +143,13 @@ where
     }
 }
 
-/// Which entities a [`ScopedSelect`] may join: [`TenantJoins`] (the default) for a
-/// select on the tenant's own shard, [`GlobalJoins`] for a select by `#[shard_key]`, which
-/// runs on the key's shard, where the tenant's co-located rows are not.
-pub trait JoinRule<T: TenantKey, R> {}
-
-/// Joins to any entity readable through the tenant handle, filtered by tenant.
-#[derive(Debug)]
-pub enum TenantJoins {}
-
-/// Joins to global entities only (the copy on the select's shard): the rule of a select
-/// made by [`KeyedDb`](crate::KeyedDb), whose shard holds the key's rows but not the
-/// tenant's other rows.
-#[derive(Debug)]
-pub enum GlobalJoins {}
-
-impl<T: TenantKey, R: ScopedEntity<T>> JoinRule<T, R> for TenantJoins {}
-impl<T: TenantKey, R: crate::entity::GlobalEntity> JoinRule<T, R> for GlobalJoins {}
-
 /// A select of one tenant's rows of `E` (or of a global entity's rows), made by
-/// [`TenantDb::find`] and its siblings.
+/// [`TenantDb::find`](crate::TenantDb::find) and its siblings.
 #[must_use = "a select does nothing until `.all()`, `.one()`, `.count()`, `.paginate()` or `.stream()`"]
 pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
-    handle: &'h TenantDb<T, C>,
-    select: Select<E>,
-    error: Option<Refused>,
+    pub(super) handle: &'h TenantConn<T, C>,
+    pub(super) select: Select<E>,
+    pub(super) error: Option<Refused>,
     joins: std::marker::PhantomData<fn() -> J>,
 }
 
@@ -212,7 +161,7 @@ where
     E: EntityTrait,
     C: HandleConnection,
 {
-    pub(crate) fn new(handle: &'h TenantDb<T, C>, select: Select<E>) -> Self {
+    pub(crate) fn new(handle: &'h TenantConn<T, C>, select: Select<E>) -> Self {
         ScopedSelect {
             handle,
             select,
@@ -235,7 +184,7 @@ where
     }
 
     /// The handle and the select to run, or the first fragment refused.
-    fn parts(self) -> Result<(&'h TenantDb<T, C>, Select<E>)> {
+    fn parts(self) -> Result<(&'h TenantConn<T, C>, Select<E>)> {
         let handle = self.handle;
         Ok((handle, self.into_select()?))
     }
@@ -357,68 +306,6 @@ where
         }
     }
 
-    /// Inner-joins the related entity `R`, filtered by tenant too, to filter on its
-    /// columns: `db.find::<order::Entity>().inner_join::<customer::Entity>()
-    /// .filter(customer::Column::Name.eq("Ada"))`.
-    pub fn inner_join<R>(mut self) -> Self
-    where
-        E: Related<R>,
-        R: ScopedEntity<T>,
-        J: JoinRule<T, R>,
-    {
-        self.select = join_scoped::<T, E, R, C>(
-            self.handle,
-            self.select,
-            JoinType::InnerJoin,
-            &mut self.error,
-        );
-        self
-    }
-
-    /// Selects each row with its related `R` row, if any of this tenant's: SeaORM's
-    /// `find_also_related`, with `R`'s tenant condition in the join.
-    pub fn find_also_related<R>(mut self) -> ScopedSelectTwo<'h, T, E, R, C>
-    where
-        E: Related<R>,
-        R: ScopedEntity<T>,
-        J: JoinRule<T, R>,
-    {
-        let select = join_scoped::<T, E, R, C>(
-            self.handle,
-            self.select,
-            JoinType::LeftJoin,
-            &mut self.error,
-        )
-        .select_also(R::default());
-        ScopedSelectTwo {
-            handle: self.handle,
-            select,
-            error: self.error,
-        }
-    }
-
-    /// Selects each row with all its related `R` rows of this tenant: SeaORM's
-    /// `find_with_related`, with `R`'s tenant condition in the join.
-    pub fn find_with_related<R>(mut self) -> ScopedSelectTwoMany<'h, T, E, R, C>
-    where
-        E: Related<R>,
-        R: ScopedEntity<T>,
-        J: JoinRule<T, R>,
-    {
-        let select = join_scoped::<T, E, R, C>(
-            self.handle,
-            self.select,
-            JoinType::LeftJoin,
-            &mut self.error,
-        )
-        .select_with(R::default());
-        ScopedSelectTwoMany {
-            handle: self.handle,
-            select,
-            error: self.error,
-        }
-    }
-
     /// The statement this select would run, for logging or tests.
     pub fn build(&self) -> Statement {
         self.select.build(self.handle.backend())
@@ -506,53 +393,6 @@ where
     }
 }
 
-/// A scoped select read into another shape: see [`ScopedSelect::into_tuple`] and
-/// [`ScopedSelect::into_model`].
-#[must_use = "a select does nothing until `.all()` or `.one()`"]
-pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
-    handle: &'h TenantDb<T, C>,
-    table: &'static str,
-    selector: Selector<S>,
-    error: Option<Refused>,
-}
-
-impl<'h, T, S, C> ScopedSelector<'h, T, S, C>
-where
-    T: TenantKey,
-    S: SelectorTrait,
-    C: HandleConnection,
-{
-    /// The first row, if any.
-    pub async fn one(self) -> Result<Option<S::Item>> {
-        let span = self.handle.span("select", self.table);
-        let Self {
-            handle,
-            selector,
-            error,
-            ..
-        } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.one(conn).await?)) }
-            .instrument(span)
-            .await
-    }
-
-    /// Every row.
-    pub async fn all(self) -> Result<Vec<S::Item>> {
-        let span = self.handle.span("select", self.table);
-        let Self {
-            handle,
-            selector,
-            error,
-            ..
-        } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.all(conn).await?)) }
-            .instrument(span)
-            .await
-    }
-}
-
 type RowStream<'a, M> = Pin<Box<dyn Stream<Item = std::result::Result<M, DbErr>> + Send + 'a>>;
 
 /// The models of a stream of rows, read as SeaORM's own `stream` reads them.
@@ -598,166 +438,5 @@ impl<M> Stream for ScopedStream<'_, M> {
             .as_mut()
             .poll_next(cx)
             .map(|item| item.map(|row| row.map_err(Error::from)))
-    }
-}
-
-/// Pages through a [`ScopedSelect`]: SeaORM's `Paginator`, scoped.
-pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
-    select: Select<E>,
-    error: Option<Refused>,
-    page_size: u64,
-    page: u64,
-}
-
-impl<T, E, C> ScopedPaginator<'_, T, E, C>
-where
-    T: TenantKey,
-    E: EntityTrait,
-    C: HandleConnection,
-    E::Model: Sync,
-{
-    fn page_size(&self) -> Result<u64> {
-        audit::ready(&self.error)?;
-        if self.page_size == 0 {
-            Err(Error::ZeroPageSize)
-        } else {
-            Ok(self.page_size)
-        }
-    }
-
-    fn span(&self, op: &'static str) -> tracing::Span {
-        self.handle.span(op, E::default().table_name())
-    }
-
-    /// The rows of page `page` (counting from 0).
-    pub async fn fetch_page(&self, page: u64) -> Result<Vec<E::Model>> {
-        let size = self.page_size()?;
-        let select = self.select.clone();
-        async {
-            Ok(on_conn!(self.handle, |conn| select
-                .paginate(conn, size)
-                .fetch_page(page)
-                .await?))
-        }
-        .instrument(self.span("select"))
-        .await
-    }
-
-    /// The rows of the current page.
-    pub async fn fetch(&self) -> Result<Vec<E::Model>> {
-        self.fetch_page(self.page).await
-    }
-
-    /// The current page's rows, then moves to the next page; `None` after the last.
-    pub async fn fetch_and_next(&mut self) -> Result<Option<Vec<E::Model>>> {
-        let rows = self.fetch().await?;
-        self.page += 1;
-        Ok((!rows.is_empty()).then_some(rows))
-    }
-
-    /// The number of rows over all pages.
-    pub async fn num_items(&self) -> Result<u64> {
-        let size = self.page_size()?;
-        let select = self.select.clone();
-        async {
-            Ok(on_conn!(self.handle, |conn| select
-                .paginate(conn, size)
-                .num_items()
-                .await?))
-        }
-        .instrument(self.span("count"))
-        .await
-    }
-
-    /// The number of pages.
-    pub async fn num_pages(&self) -> Result<u64> {
-        let items = self.num_items().await?;
-        Ok(items.div_ceil(self.page_size()?))
-    }
-
-    /// The current page (counting from 0).
-    pub fn cur_page(&self) -> u64 {
-        self.page
-    }
-}
-
-/// Rows of `E` each with its related `R` row, if any: see
-/// [`ScopedSelect::find_also_related`].
-#[must_use = "a select does nothing until `.all()` or `.one()`"]
-pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
-    select: SelectTwo<E, R>,
-    error: Option<Refused>,
-}
-
-impl<T, E, R, C> ScopedSelectTwo<'_, T, E, R, C>
-where
-    T: TenantKey,
-    E: EntityTrait,
-    R: EntityTrait,
-    C: HandleConnection,
-{
-    query_methods!();
-
-    /// The first row and its related row.
-    pub async fn one(self) -> Result<Option<(E::Model, Option<R::Model>)>> {
-        let span = self.handle.span("select", E::default().table_name());
-        let Self {
-            handle,
-            select,
-            error,
-        } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .instrument(span)
-            .await
-    }
-
-    /// Every row with its related row.
-    pub async fn all(self) -> Result<Vec<(E::Model, Option<R::Model>)>> {
-        let span = self.handle.span("select", E::default().table_name());
-        let Self {
-            handle,
-            select,
-            error,
-        } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
-            .await
-    }
-}
-
-/// Rows of `E` each with all its related `R` rows: see
-/// [`ScopedSelect::find_with_related`].
-#[must_use = "a select does nothing until `.all()`"]
-pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
-    handle: &'h TenantDb<T, C>,
-    select: SelectTwoMany<E, R>,
-    error: Option<Refused>,
-}
-
-impl<T, E, R, C> ScopedSelectTwoMany<'_, T, E, R, C>
-where
-    T: TenantKey,
-    E: EntityTrait,
-    R: EntityTrait,
-    C: HandleConnection,
-{
-    query_methods!();
-
-    /// Every row with its related rows, consolidated by `E`'s primary key.
-    pub async fn all(self) -> Result<Vec<(E::Model, Vec<R::Model>)>> {
-        let span = self.handle.span("select", E::default().table_name());
-        let Self {
-            handle,
-            select,
-            error,
-        } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
-            .await
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::entity::{GlobalEntity, TenantKey};
 use crate::error::{Error, Result};
+use crate::shard::commit_all;
 use crate::tenancy::Tenancy;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ConnectionTrait, DatabaseConnection, DeleteMany, EntityName,
@@ -11,28 +12,6 @@ use sea_orm::{
 };
 use tenancy_core::ShardId;
 use tracing::Instrument;
-
-/// Commits each shard's transaction in turn. A commit that fails after others succeeded is
-/// [`Error::PartialCommit`], naming both; the transactions after it roll back.
-pub(crate) async fn commit_all(
-    open: impl IntoIterator<Item = (String, sea_orm::DatabaseTransaction)>,
-) -> Result<()> {
-    let mut committed = Vec::new();
-    for (shard, txn) in open {
-        if let Err(source) = txn.commit().await {
-            if committed.is_empty() {
-                return Err(Error::Shard { shard, source });
-            }
-            return Err(Error::PartialCommit {
-                committed,
-                failed: shard,
-                source,
-            });
-        }
-        committed.push(shard);
-    }
-    Ok(())
-}
 
 /// Writes to [`GlobalEntity`] tables, made by [`Tenancy::globals`]: under sharding the
 /// same statement runs on every shard, each in its own transaction, and all commit only
@@ -86,7 +65,7 @@ impl<T: TenantKey> Tenancy<T> {
             },
             Err(_) => Globals {
                 copies: vec![(
-                    ShardId::new(crate::handle::UNSHARDED),
+                    ShardId::new(crate::scope::UNSHARDED),
                     self.unscoped().clone(),
                 )],
                 sharded: false,

@@ -316,7 +316,7 @@ macro_rules! in_unit {
         let pool = $pool;
         match $session {
             None => {
-                let tagged = $crate::session::Tagged {
+                let tagged = $crate::scope::Tagged {
                     inner: pool,
                     tag: $tag,
                 };
@@ -328,7 +328,7 @@ macro_rules! in_unit {
                 // The set-up's tag (a schema's shape) after the caller's (a fan-out's mark).
                 let tag = session.apply(&txn, pool).await?.then($tag);
                 let out = {
-                    let tagged = $crate::session::Tagged {
+                    let tagged = $crate::scope::Tagged {
                         inner: &txn,
                         tag: &tag,
                     };

@@ -13,8 +13,10 @@
 
 use crate::entity::TenantKey;
 use crate::error::{Error, Result};
-use crate::session::Session;
-use crate::tenancy::{Isolation, Placement, Tenancy};
+use crate::isolation::Isolation;
+use crate::placement::Placement;
+use crate::scope::Session;
+use crate::tenancy::Tenancy;
 use futures_util::StreamExt;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use sea_orm_migration::MigratorTrait;
@@ -374,7 +376,7 @@ pub(crate) async fn create_schema<M: MigratorTrait>(
 
 /// Runs `M`'s pending migrations in the database at `url`.
 async fn migrate_database<M: MigratorTrait>(url: &str) -> Result<()> {
-    let conn = crate::database::connect(url).await?;
+    let conn = crate::placement::connect(url).await?;
     let outcome = M::up(&conn, None).await;
     let _ = conn.close().await;
     Ok(outcome?)

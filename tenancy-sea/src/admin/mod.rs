@@ -1,0 +1,20 @@
+//! Operations on a [`Tenancy`](crate::Tenancy), as `impl Tenancy` blocks over the layers
+//! below: provisioning tenant schemas and databases and migrating the fleet (`fleet`),
+//! creating, dropping and migrating shards and following the catalog (`shards`), writes to
+//! global tables (`globals`), moving a tenant between shards (`moves`, running
+//! `move_steps` and ending with `move_cleanup`) and removing what moves left
+//! (`leftovers`).
+
+mod fleet;
+mod globals;
+mod leftovers;
+mod move_cleanup;
+mod move_steps;
+mod moves;
+mod shards;
+
+pub use fleet::{FleetProgress, FleetReport};
+pub use globals::Globals;
+pub use leftovers::{LeftoverRemoval, LeftoverReport};
+pub use moves::{MoveReport, TenantMove};
+pub use shards::CatalogRefresh;

@@ -1,0 +1,151 @@
+//! The end of a move: the tenant's rows removed from the shard it left, only where the new
+//! shard holds each of them identically, and under schema per tenant its old schema
+//! dropped once empty; and the removal of the copies of a move abandoned after copying.
+
+use super::move_steps::{MoveStep, Unit};
+use super::moves::SchemaOf;
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use crate::scope::Session;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+use tenancy_core::Identifier;
+
+/// Why the moved rows were not removed from the old shard.
+pub(super) enum Removal {
+    /// A table held other rows of the tenant than those copied.
+    Late {
+        table: &'static str,
+        copied: u64,
+        found: u64,
+    },
+    Failed(Error),
+}
+
+impl From<Error> for Removal {
+    fn from(error: Error) -> Self {
+        Removal::Failed(error)
+    }
+}
+
+impl From<sea_orm::DbErr> for Removal {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Removal::Failed(error.into())
+    }
+}
+
+/// The two shards of a move: each one's pool and the tenant's set-up there.
+pub(super) struct Sides<'a> {
+    pub(super) from: (&'a DatabaseConnection, Option<&'a Session>),
+    pub(super) to: (&'a DatabaseConnection, Option<&'a Session>),
+}
+
+/// Deletes the moved rows from the old shard in one transaction, children first, only if
+/// each table holds exactly the rows copied and `to` holds each of them identically: a
+/// row written or changed there during the move keeps every row in place. Under schema
+/// per tenant the old schema goes too, in the same transaction, when nothing is left in
+/// any of its tables.
+pub(super) async fn remove_moved<T: TenantKey>(
+    sides: &Sides<'_>,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+    copied: &[(&'static str, u64)],
+    schema: Option<&SchemaOf>,
+) -> std::result::Result<u64, Removal> {
+    let unit = Unit::begin(sides.from.0, sides.from.1).await?;
+    let to = Unit::begin(sides.to.0, sides.to.1).await?;
+    let mut removed = 0;
+    for (step, (table, rows)) in steps.iter().zip(copied).rev() {
+        // By content, not by count: an update, or an insert and a delete that cancel out,
+        // leaves a row `to` does not hold identically, which stops the clean-up.
+        let (gone, kept) = step.remove_verified(&to, &unit, tenant).await?;
+        if kept > 0 || gone != *rows {
+            unit.rollback().await;
+            return Err(Removal::Late {
+                table,
+                copied: *rows,
+                found: gone + kept,
+            });
+        }
+        removed += gone;
+    }
+    to.commit().await?;
+    if let Some(schema) = schema {
+        drop_if_empty(&unit.txn, &schema.name, schema.version_table.as_ref()).await?;
+    }
+    unit.commit().await?;
+    Ok(removed)
+}
+
+/// Deletes the tenant's rows of every step on `conn` in one transaction, children first.
+pub(super) async fn delete_rows<T: TenantKey>(
+    conn: &DatabaseConnection,
+    session: Option<&Session>,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+) -> Result<u64> {
+    let unit = Unit::begin(conn, session).await?;
+    let mut removed = 0;
+    for step in steps.iter().rev() {
+        removed += step.delete(&unit, tenant).await?;
+    }
+    unit.commit().await?;
+    Ok(removed)
+}
+
+/// Drops `schema` in `txn` if none of its tables holds a row (the migrations table
+/// aside): its tables locked first, so no write can land between the check and the drop.
+/// A table the move did not name that still holds rows keeps the schema, and says so.
+async fn drop_if_empty(
+    txn: &DatabaseTransaction,
+    schema: &Identifier,
+    version_table: Option<&Identifier>,
+) -> Result<()> {
+    let tables = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            [schema.as_str().into()],
+        ))
+        .await?;
+    let mut names = Vec::with_capacity(tables.len());
+    for row in tables {
+        // Names from the catalog are quoted as identifiers, never trusted as SQL.
+        let name: String = row.try_get("", "name")?;
+        if version_table.is_some_and(|v| v.as_str() == name) {
+            continue;
+        }
+        names.push(format!(
+            "{}.\"{}\"",
+            schema.quoted(),
+            name.replace('"', "\"\"")
+        ));
+    }
+    if !names.is_empty() {
+        txn.execute_unprepared(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            names.join(", ")
+        ))
+        .await?;
+        for table in &names {
+            let row = txn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT EXISTS (SELECT 1 FROM {table}) AS held"),
+                ))
+                .await?;
+            if let Some(row) = row
+                && row.try_get::<bool>("", "held")?
+            {
+                tracing::warn!(
+                    target: "tenancy::move", schema = %schema, %table,
+                    "the old tenant schema still holds rows of a table the move did not \
+                     name: it is kept"
+                );
+                return Ok(());
+            }
+        }
+    }
+    txn.execute_unprepared(&format!("DROP SCHEMA {} CASCADE", schema.quoted()))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The claims of moves in the catalog: one run of a move holds a tenant's claim, renewed
+//! while it runs, so that no two moves of a tenant run at once in any process.
+
+use super::directory::DirectoryCatalog;
+use super::entities::move_entry;
+use crate::entity::TenantKey;
+use crate::error::{Error, Result};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
+use tenancy_core::ShardId;
+
+/// A claim on a key for one run of a move (see [`move_entry`](super::entities::move_entry)).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(super) owner: String,
+}
+
+/// Milliseconds since the Unix epoch, by this process's clock.
+pub(super) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long a move's claim lasts unless renewed, by default.
+pub const DEFAULT_MOVE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl<K: TenantKey> DirectoryCatalog<K> {
+    fn lease_millis(&self) -> i64 {
+        i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Records in the catalog that `tenant` is being moved to `to`, for one run of a move:
+    /// a live claim of another run, in any process, is [`Error::TenantMoving`]; a lapsed
+    /// one (its lease ended: its process died, or its future was dropped) is taken over.
+    pub(crate) async fn claim_move(&self, tenant: &K, to: &ShardId) -> Result<Claim> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let key = tenant.to_string();
+        let claimed = move_entry::Entity::insert(move_entry::ActiveModel {
+            directory: Set(self.name.clone()),
+            key: Set(key.clone()),
+            shard: Set(to.to_string()),
+            owner: Set(owner.clone()),
+            expires_at: Set(now_millis().saturating_add(self.lease_millis())),
+        })
+        .exec_without_returning(&self.conn)
+        .await;
+        match claimed {
+            Ok(_) => return Ok(Claim { owner }),
+            Err(error)
+                if matches!(
+                    error.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) => {}
+            Err(error) => return Err(error.into()),
+        }
+        // Taken over only if it has lapsed, in one compare-and-set: of two processes
+        // taking over at once, one wins.
+        let now = now_millis();
+        let taken = move_entry::Entity::update_many()
+            .col_expr(move_entry::Column::Owner, Expr::value(owner.clone()))
+            .col_expr(move_entry::Column::Shard, Expr::value(to.to_string()))
+            .col_expr(
+                move_entry::Column::ExpiresAt,
+                Expr::value(now.saturating_add(self.lease_millis())),
+            )
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(key.clone()))
+            .filter(move_entry::Column::ExpiresAt.lt(now))
+            .exec(&self.conn)
+            .await?;
+        if taken.rows_affected == 1 {
+            tracing::warn!(
+                target: "tenancy::move", tenant = %key,
+                "a lapsed move claim was taken over (its move's process died or gave up)"
+            );
+            Ok(Claim { owner })
+        } else {
+            Err(Error::TenantMoving { tenant: key })
+        }
+    }
+
+    /// Extends `claim` by a lease; `false` when it is no longer this run's (it lapsed and
+    /// another run took it over, or an operator released it).
+    pub(crate) async fn renew(&self, tenant: &K, claim: &Claim) -> Result<bool> {
+        let renewed = move_entry::Entity::update_many()
+            .col_expr(
+                move_entry::Column::ExpiresAt,
+                Expr::value(now_millis().saturating_add(self.lease_millis())),
+            )
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .exec(&self.conn)
+            .await?;
+        Ok(renewed.rows_affected == 1)
+    }
+
+    /// Runs `work` while holding `claim`, renewing it every third of the lease. If the
+    /// claim is lost (not renewed for a whole lease and taken over, or released by an
+    /// operator), `work` is dropped, which rolls back its open transactions, and the
+    /// result is [`Error::TenantMoving`].
+    pub(crate) async fn hold<R>(
+        &self,
+        tenant: &K,
+        claim: &Claim,
+        work: impl std::future::Future<Output = Result<R>>,
+    ) -> Result<R> {
+        let renewals = async {
+            let mut renewed = std::time::Instant::now();
+            loop {
+                futures_timer::Delay::new(self.lease / 3).await;
+                match self.renew(tenant, claim).await {
+                    Ok(true) => renewed = std::time::Instant::now(),
+                    Ok(false) => {
+                        return Err(Error::TenantMoving {
+                            tenant: tenant.to_string(),
+                        });
+                    }
+                    Err(error) => tracing::warn!(
+                        target: "tenancy::move", tenant = %tenant, %error,
+                        "renewing a move's claim failed; trying again"
+                    ),
+                }
+                // Not renewed for half a lease: the claim may lapse before the next try,
+                // and another run may take it over. Stop before that can happen.
+                if renewed.elapsed() >= self.lease / 2 {
+                    tracing::error!(
+                        target: "tenancy::move", tenant = %tenant,
+                        "a move's claim could not be renewed for half its lease: the move stops"
+                    );
+                    return Err(Error::TenantMoving {
+                        tenant: tenant.to_string(),
+                    });
+                }
+            }
+        };
+        futures_util::pin_mut!(work, renewals);
+        match futures_util::future::select(work, renewals).await {
+            futures_util::future::Either::Left((outcome, _))
+            | futures_util::future::Either::Right((outcome, _)) => outcome,
+        }
+    }
+
+    /// Clears this run's claim (not a claim another run took over).
+    pub(crate) async fn release_claim(&self, tenant: &K, claim: &Claim) -> Result<()> {
+        move_entry::Entity::delete_many()
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Clears the claim on `tenant`, whoever holds it. A move clears its own when it ends;
+    /// a claim whose move's process died lapses after the lease
+    /// ([`with_move_lease`](Self::with_move_lease)). Call this to clear it sooner, once
+    /// sure that no move of the tenant runs.
+    pub async fn release_move(&self, tenant: &K) -> Result<()> {
+        move_entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
+            .exec(&self.conn)
+            .await?;
+        Ok(())
+    }
+}

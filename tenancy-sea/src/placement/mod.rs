@@ -1,0 +1,44 @@
+//! Where tenants' data lives: the [`Placement`] choice and, for a database per tenant,
+//! where each tenant's database is and how a new one is made (`database`), and the pools
+//! the framework opens (`pools`).
+
+mod database;
+mod pools;
+
+pub use database::{DatabaseTemplate, TenantRegistry};
+pub(crate) use pools::{PoolCache, connect, pool_options};
+
+/// Where tenants' data lives: the second of the two choices a [`TenancyBuilder`] makes (the
+/// first is [`Isolation`]).
+///
+/// [`TenancyBuilder`]: crate::TenancyBuilder
+/// [`Isolation`]: crate::Isolation
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Every tenant in the one database of the connection given to [`Tenancy::builder`].
+    ///
+    /// [`Tenancy::builder`]: crate::Tenancy::builder
+    Shared,
+    /// One database per tenant, found through a [`TenantRegistry`] and reached through a
+    /// bounded cache of pools opened on first use.
+    ///
+    /// [`TenantRegistry`]: crate::TenantRegistry
+    DatabasePerTenant,
+    /// Several shards: a [`Topology`]'s router places each tenant on one shard (the
+    /// tenant id is the shard key); rows of a `#[shard_key]` entity go to their key's shard.
+    ///
+    /// [`Topology`]: crate::Topology
+    Sharded,
+}
+
+impl Placement {
+    /// The name used in messages and spans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Shared => "one shared database",
+            Placement::DatabasePerTenant => "a database per tenant",
+            Placement::Sharded => "shards",
+        }
+    }
+}
