@@ -104,13 +104,13 @@ async fn statements_run_in_a_span_naming_the_tenant(db: &TestDb) {
         1
     };
     let mut expected = vec![("4242".to_owned(), "select".to_owned(), "events".to_owned())];
-    expected.extend(
-        std::iter::repeat((
+    expected.extend(std::iter::repeat_n(
+        (
             "4242".to_owned(),
             "scatter_count".to_owned(),
             "events".to_owned(),
-        ))
-        .take(shards),
-    );
+        ),
+        shards,
+    ));
     assert_eq!(*recorded.0.lock().unwrap(), expected);
 }

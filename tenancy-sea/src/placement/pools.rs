@@ -4,7 +4,6 @@
 use crate::entity::TenantKey;
 use crate::error::Result;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,78 +34,106 @@ pub(crate) async fn connect(
         .map_err(|error| crate::redact::connect_error(&url, error))
 }
 
-/// Open pools, one per tenant, at most `max_open`, least recently used evicted first, and
-/// any unused for `idle_timeout` dropped.
+/// Open pools, one per tenant, at most `max_open`, least recently used evicted first (an
+/// [`lru::LruCache`]), and any unused for `idle_timeout` dropped: the one asked for when
+/// it is found idle, and the idle ones at the cold end of the cache whenever a pool opens.
 ///
 /// An evicted pool is dropped, not closed: handles still holding it finish their work,
 /// and its connections close when the last handle goes.
 pub(crate) struct PoolCache<T> {
-    max_open: usize,
     idle_timeout: Duration,
     connections_per_pool: u32,
-    pools: Mutex<HashMap<T, (DatabaseConnection, Instant)>>,
+    pools: Mutex<lru::LruCache<T, (DatabaseConnection, Instant)>>,
 }
 
 impl<T: TenantKey> PoolCache<T> {
     pub(crate) fn new(max_open: usize, idle_timeout: Duration, connections_per_pool: u32) -> Self {
+        let cap = std::num::NonZeroUsize::new(max_open).unwrap_or(std::num::NonZeroUsize::MIN);
         PoolCache {
-            max_open: Ord::max(max_open, 1),
             idle_timeout,
             connections_per_pool: Ord::max(connections_per_pool, 1),
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(lru::LruCache::new(cap)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<T, (DatabaseConnection, Instant)>> {
-        // A panic while holding the lock leaves a consistent map (every update is one
-        // insert or remove), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<T, (DatabaseConnection, Instant)>> {
+        // A panic while holding the lock leaves a consistent cache (every update is one
+        // call of the cache), so a poisoned lock is still usable.
         self.pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The open pool of `tenant`, refreshed as most recently used.
+    /// The open pool of `tenant`, refreshed as most recently used; `None` when there is
+    /// none, or it was idle too long (it is dropped then).
     pub(crate) fn get(&self, tenant: &T) -> Option<DatabaseConnection> {
         let mut pools = self.lock();
-        let entry = pools.get_mut(tenant)?;
-        entry.1 = Instant::now();
-        Some(entry.0.clone())
+        let now = Instant::now();
+        let (conn, used) = pools.get_mut(tenant)?;
+        if now.duration_since(*used) < self.idle_timeout {
+            *used = now;
+            return Some(conn.clone());
+        }
+        pools.pop(tenant);
+        None
     }
 
-    /// Opens a pool for `tenant` at `url` and caches it, evicting as needed.
+    /// Opens a pool for `tenant` at `url` and caches it, evicting as needed: the idle
+    /// pools at the cold end of the cache, then the least recently used one when full.
     pub(crate) async fn open(&self, tenant: &T, url: &str) -> Result<DatabaseConnection> {
         let mut options = pool_options(url, self.connections_per_pool);
         options.idle_timeout(self.idle_timeout);
         let conn = connect(options).await?;
         let mut pools = self.lock();
-        if let Some(existing) = pools.get_mut(tenant) {
-            // Another task opened it meanwhile: use that one, drop ours.
-            existing.1 = Instant::now();
-            return Ok(existing.0.clone());
-        }
         let now = Instant::now();
-        pools.retain(|_, (_, used)| now.duration_since(*used) < self.idle_timeout);
-        while pools.len() >= self.max_open {
-            let Some(oldest) = pools
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(id, _)| id.clone())
-            else {
-                break;
-            };
-            pools.remove(&oldest);
+        if let Some((existing, used)) = pools.get_mut(tenant) {
+            // Another task opened it meanwhile: use that one, drop ours.
+            *used = now;
+            return Ok(existing.clone());
         }
-        pools.insert(tenant.clone(), (conn.clone(), now));
+        while pools
+            .peek_lru()
+            .is_some_and(|(_, (_, used))| now.duration_since(*used) >= self.idle_timeout)
+        {
+            pools.pop_lru();
+        }
+        pools.push(tenant.clone(), (conn.clone(), now));
         Ok(conn)
     }
 
     /// Forgets `tenant`'s pool.
     pub(crate) fn evict(&self, tenant: &T) {
-        self.lock().remove(tenant);
+        self.lock().pop(tenant);
     }
 
     /// How many pools are open.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pool_cache_keeps_its_cap_and_drops_idle_pools() {
+        let cache = PoolCache::<i64>::new(2, Duration::from_millis(200), 1);
+        for tenant in [1, 2] {
+            cache.open(&tenant, "sqlite::memory:").await.unwrap();
+        }
+        // 1 is used again, so 2 is the least recently used when 3 comes.
+        assert!(cache.get(&1).is_some());
+        cache.open(&3, "sqlite::memory:").await.unwrap();
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&2).is_none());
+        assert!(cache.get(&1).is_some() && cache.get(&3).is_some());
+        // Idle past the timeout: gone when asked for, and from the cold end on an open.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cache.get(&1).is_none());
+        cache.open(&4, "sqlite::memory:").await.unwrap();
+        assert_eq!(cache.len(), 1);
+        cache.evict(&4);
+        assert_eq!(cache.len(), 0);
     }
 }
