@@ -189,8 +189,8 @@ impl<T: TenantKey> TenancyBuilder<T> {
         self
     }
 
-    /// How long an unused tenant pool (and an idle connection in it) is kept (default
-    /// 5 minutes).
+    /// How long an unused tenant pool is kept (default 5 minutes): past it the pool is
+    /// dropped, and its connections close with the last handle using it.
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = timeout;
         self

@@ -163,23 +163,14 @@ fn quoted_for(conn: &DatabaseConnection, name: &Identifier) -> String {
 
 /// `url` with its path (the database) replaced by `/name`, query string kept.
 fn with_path(url: &str, name: &str) -> Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base
-        .find("://")
-        .map(|i| i + 3)
-        .ok_or_else(|| Error::Config(format!("not a database URL: {}", crate::redact::url(url))))?;
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
+    let not_a_url = || Error::Config(format!("not a database URL: {}", crate::redact::url(url)));
+    let mut parsed = url::Url::parse(url).map_err(|_| not_a_url())?;
+    if parsed.cannot_be_a_base() {
+        return Err(not_a_url());
     }
-    Ok(out)
+    // The name is a validated identifier: nothing in it needs escaping in a path.
+    parsed.set_path(&format!("/{name}"));
+    Ok(parsed.into())
 }
 
 #[cfg(test)]
@@ -196,6 +187,11 @@ mod tests {
             with_path("mysql://root@h", "t_1").unwrap(),
             "mysql://root@h/t_1"
         );
+        assert_eq!(
+            with_path("postgres://u:p%40ss@h/test", "t_1").unwrap(),
+            "postgres://u:p%40ss@h/t_1"
+        );
         assert!(with_path("nonsense", "t_1").is_err());
+        assert!(with_path("mailto:someone", "t_1").is_err());
     }
 }

@@ -8,15 +8,26 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The options of every pool the framework opens (tenant databases, shards): at most
-/// `max_connections`, none kept open when idle, and no test query before each checkout
-/// (`test_before_acquire(false)`): SeaORM's default pings the server before every
-/// statement, a round trip that costs a point read about 40%. A connection the server
-/// closed fails the statement that uses it, with the driver's error, and leaves the pool.
+/// `max_connections`, none opened before they are needed, and no test query before each
+/// checkout (`test_before_acquire(false)`): SeaORM's default pings the server before
+/// every statement, a round trip that costs a point read about 40%. A connection the
+/// server closed fails the statement that uses it, with the driver's error, and leaves the
+/// pool.
+///
+/// No idle timeout and no maximum lifetime inside the pool: either one starts the
+/// driver's reaper task, which in sqlx 0.9.0 can read its count of idle connections while
+/// it has wrapped below zero and then loop without yielding, holding a core and the pool
+/// forever (sqlx issue 3645, seen here as a test process spinning for 18 minutes). The
+/// library drops whole pools instead: a tenant's pool when it was idle for the cache's
+/// idle timeout or is the least recently used, a shard's when the shard leaves the
+/// topology; their connections close with the last handle.
 pub(crate) fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections.max(1))
         .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .test_before_acquire(false);
     options
 }
@@ -81,9 +92,7 @@ impl<T: TenantKey> PoolCache<T> {
     /// Opens a pool for `tenant` at `url` and caches it, evicting as needed: the idle
     /// pools at the cold end of the cache, then the least recently used one when full.
     pub(crate) async fn open(&self, tenant: &T, url: &str) -> Result<DatabaseConnection> {
-        let mut options = pool_options(url, self.connections_per_pool);
-        options.idle_timeout(self.idle_timeout);
-        let conn = connect(options).await?;
+        let conn = connect(pool_options(url, self.connections_per_pool)).await?;
         let mut pools = self.lock();
         let now = Instant::now();
         if let Some((existing, used)) = pools.get_mut(tenant) {
