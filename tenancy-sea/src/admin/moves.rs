@@ -9,13 +9,10 @@ use crate::catalog::directory::DirectoryCatalog;
 use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
-use crate::scope::Tag;
+use crate::scope::{Tag, schema_exists};
 use crate::tenancy::Tenancy;
 use futures_util::future::BoxFuture;
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbBackend, IntoActiveModel, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, DatabaseTransaction, IntoActiveModel, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 use std::marker::PhantomData;
 use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
@@ -296,7 +293,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
             // copy's transaction: if the move fails, no schema is left there).
             Some(schema) => {
                 let txn = to_conn.begin().await?;
-                if !schema_exists(&txn, &schema.name).await? {
+                if !schema_exists(&txn, schema.name.as_str()).await? {
                     (schema.make)(&txn, &schema.name).await?;
                 }
                 let tag = match to_session {
@@ -439,18 +436,3 @@ pub(super) struct SchemaOf {
 
 /// Creates a tenant schema and runs the application's migrations in it.
 type MakeSchema = for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
-
-/// Whether `schema` exists, asked in `txn`.
-async fn schema_exists(txn: &DatabaseTransaction, schema: &Identifier) -> Result<bool> {
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT to_regnamespace($1) IS NOT NULL AS present",
-            [schema.as_str().into()],
-        ))
-        .await?;
-    Ok(match row {
-        Some(row) => row.try_get::<bool>("", "present")?,
-        None => false,
-    })
-}

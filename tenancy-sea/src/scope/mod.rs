@@ -12,4 +12,4 @@ mod conn;
 pub(crate) use condition::{equals, equals_at, equals_expr, is_in};
 pub(crate) use conn::{KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
 pub use session::HandleConnection;
-pub(crate) use session::{RawSql, SESSION_RESET, Session, Tag, Tagged};
+pub(crate) use session::{RawSql, SESSION_RESET, Session, Tag, Tagged, schema_exists};

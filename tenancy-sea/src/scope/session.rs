@@ -184,18 +184,27 @@ impl Session {
         let Some(schema) = statement.values.as_ref().and_then(|v| v.0.get(1)).cloned() else {
             return Ok(true);
         };
-        let row = pool
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT to_regnamespace($1) IS NOT NULL AS present",
-                [schema],
-            ))
-            .await?;
-        Ok(match row {
-            Some(row) => row.try_get::<bool>("", "present")?,
-            None => true,
-        })
+        schema_exists(pool, schema).await
     }
+}
+
+/// Whether the PostgreSQL schema named `schema` exists, asked on `conn` (a server that
+/// answers with no row is taken to hold it: the next statement then says what is missing).
+pub(crate) async fn schema_exists<C: ConnectionTrait>(
+    conn: &C,
+    schema: impl Into<Value>,
+) -> Result<bool, Error> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT to_regnamespace($1) IS NOT NULL AS present",
+            [schema.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<bool>("", "present")?,
+        None => true,
+    })
 }
 
 /// The comment a unit's statements carry (see [`Session::schema`]): empty, or
