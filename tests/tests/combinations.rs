@@ -185,28 +185,31 @@ impl DirectoryShards {
 /// Rows of `table` in `schema` on `conn`, read past the framework; `None` when the schema
 /// does not exist there.
 async fn rows_in_schema(conn: &DatabaseConnection, schema: &str, table: &str) -> Option<i64> {
-    let exists = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            format!("SELECT to_regnamespace('{schema}') IS NOT NULL AS present"),
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<bool>("", "present")
-        .unwrap();
+    let exists: bool = scalar(
+        conn,
+        format!("SELECT to_regnamespace('{schema}') IS NOT NULL AS v"),
+    )
+    .await;
     if !exists {
         return None;
     }
-    let row = conn
-        .query_one_raw(Statement::from_string(
-            conn.get_database_backend(),
-            format!("SELECT count(*) AS n FROM \"{schema}\".\"{table}\""),
-        ))
+    Some(
+        scalar(
+            conn,
+            format!("SELECT count(*) AS v FROM \"{schema}\".\"{table}\""),
+        )
+        .await,
+    )
+}
+
+/// The column `v` of the one row `sql` returns on `conn`.
+async fn scalar<V: sea_orm::TryGetable>(conn: &DatabaseConnection, sql: String) -> V {
+    conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
         .await
         .unwrap()
-        .unwrap();
-    Some(row.try_get::<i64>("", "n").unwrap())
+        .unwrap()
+        .try_get::<V>("", "v")
+        .unwrap()
 }
 
 async fn customer_with_orders(tenancy: &Tenancy<i64>, tenant: i64, first_id: i64) {
