@@ -13,7 +13,7 @@ mod shop;
 
 use sea_orm::Database;
 use shop::{migrate_with_progress, migration::Migrator, order, place_orders, progress_bar};
-use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy};
+use tenancy_sea::{DatabaseTemplate, Tenancy, catalog::TenantDatabases};
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("tenancy-example-{}", std::process::id()));
@@ -39,7 +39,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "catalog: {:?}; tenant databases: {template:?}",
         catalog.get_database_backend()
     );
-    let registry = CatalogRegistry::new(catalog.clone());
+    let registry = TenantDatabases::new(catalog.clone());
     registry.install().await?;
     let tenancy: Tenancy<i64> = Tenancy::builder(catalog)
         .database_per_tenant(registry)

@@ -16,8 +16,8 @@ use shop::{migration::Migrator, order};
 use std::path::Path;
 use std::sync::Arc;
 use tenancy_sea::{
-    DatabaseTemplate, DirectoryCatalog, DirectoryRouter, ShardCatalog, ShardId, ShardState,
-    Tenancy, TenantDb,
+    DatabaseTemplate, DirectoryRouter, ShardId, ShardState, Tenancy, TenantDb, catalog::Directory,
+    catalog::Shards,
 };
 
 /// Places two orders for the handle's tenant, with ids unique across shards (the tenant's
@@ -37,23 +37,23 @@ async fn place_orders(db: &TenantDb<i64>) -> tenancy_sea::Result<()> {
 }
 
 /// The tenancy as an application builds it at start: the shards registered in the
-/// catalog, and the directory of which tenant lives where.
-async fn start(
-    catalog: &DatabaseConnection,
-    dir: &Path,
-) -> tenancy_sea::Result<(Tenancy<i64>, Arc<DirectoryRouter<i64>>)> {
-    let shards = ShardCatalog::new(catalog.clone());
+/// catalog, and the directory of which tenant lives where (its tables made on first start).
+async fn start(catalog: &DatabaseConnection, dir: &Path) -> tenancy_sea::Result<Tenancy<i64>> {
+    let shards = Shards::new(catalog.clone());
+    shards.install().await?;
     let router = Arc::new(DirectoryRouter::new(shards.names().await?));
-    DirectoryCatalog::new(catalog.clone()).load(&router).await?;
-    let topology = shards.topology(router.clone(), 2).await?;
-    let tenancy = Tenancy::builder(catalog.clone())
+    let directory = Directory::new(catalog.clone(), router.clone());
+    directory.install().await?;
+    directory.load().await?;
+    let topology = shards.topology(router, 2).await?;
+    Tenancy::builder(catalog.clone())
         .sharded(topology)
+        .directory(directory)
         .database_template(DatabaseTemplate::SqliteDir {
             dir: dir.to_owned(),
             prefix: "shard_".into(),
         })
-        .build()?;
-    Ok((tenancy, router))
+        .build()
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,16 +61,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display());
     let catalog = Database::connect(url).await?;
-    ShardCatalog::new(catalog.clone()).install().await?;
-    let directory = DirectoryCatalog::new(catalog.clone());
-    directory.install().await?;
 
     // Three shards, each a SQLite file: created, migrated, registered, in service.
-    let (tenancy, router) = start(&catalog, &dir).await?;
+    let tenancy = start(&catalog, &dir).await?;
+    let directory = tenancy.directory().ok_or("built with a directory")?.clone();
     for name in ["s0", "s1", "s2"] {
         tenancy.create_shard::<Migrator>(name).await?;
     }
-    for shard in ShardCatalog::new(catalog.clone()).list().await? {
+    for shard in Shards::new(catalog.clone()).list().await? {
         println!(
             "registered {} ({:?}) at {}",
             shard.name, shard.state, shard.url
@@ -85,7 +83,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             ["s1", "s2"][tenant as usize % 2]
         };
-        directory.assign(&router, &tenant, shard).await?;
+        directory.assign(&tenant, shard).await?;
         place_orders(&tenancy.tenant(tenant).await?).await?;
     }
 
@@ -117,25 +115,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Rebalancing: s0 is to be emptied. Tenant 1 moves to s2 (its rows copied, its
     // placement switched, its old rows removed), and a new tenant goes to the active
     // shard with the fewest tenants.
-    ShardCatalog::new(catalog.clone())
+    Shards::new(catalog.clone())
         .set_state(&ShardId::new("s0"), ShardState::Draining)
         .await?;
     let report = tenancy
         .move_tenant(1, "s2")
         .entity::<order::Entity>()
-        .run(&directory, &router)
+        .run()
         .await?;
     println!(
         "moved tenant 1 from {} to {}: {:?} copied, {} removed from {}",
         report.from, report.to, report.copied, report.removed, report.from
     );
-    let newcomer = directory.place(&router, &8i64).await?;
+    let newcomer = directory.place(&8i64).await?;
     place_orders(&tenancy.tenant(8).await?).await?;
     println!("tenant 8 placed on {newcomer}");
 
     // A restart: the registry and the directory are read back from the catalog.
-    drop((tenancy, router));
-    let (tenancy, _) = start(&catalog, &dir).await?;
+    drop((tenancy, directory));
+    let tenancy = start(&catalog, &dir).await?;
     let total = tenancy
         .unscoped_across_shards()?
         .find::<order::Entity>()

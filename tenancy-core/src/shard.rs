@@ -190,6 +190,13 @@ pub trait ShardRouter: Send + Sync {
         Err(RoutingError::FixedShards(shard.to_string()))
     }
 
+    /// The router as [`Any`](std::any::Any), for code that holds it behind a
+    /// `dyn ShardRouter` and needs its concrete type back (a [`DirectoryRouter`] to
+    /// assign keys to); `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// The shard of `key`; a key of a type the router does not place is
     /// [`RoutingError::WrongKeyType`].
     fn route<K: TenantId>(&self, key: &K) -> Result<ShardId, RoutingError>
@@ -238,6 +245,10 @@ impl<R: ShardRouter + ?Sized> ShardRouter for Arc<R> {
 
     fn remove_shard(&self, shard: &ShardId) -> Result<(), RoutingError> {
         (**self).remove_shard(shard)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
     }
 }
 
@@ -733,6 +744,10 @@ impl<K: TenantId> ShardRouter for DirectoryRouter<K> {
         }
         state.active.retain(|i| *i != index);
         Ok(())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 

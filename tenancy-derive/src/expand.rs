@@ -113,26 +113,26 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                     }
 
                     fn shard_key_type() -> ::core::option::Option<#krate::KeyType> {
-                        ::core::option::Option::Some(#krate::KeyType::of::<<#entity as #krate::KeySharded>::Key>())
+                        ::core::option::Option::Some(#krate::KeyType::of::<<#entity as #krate::ShardKeyed>::Key>())
                     }
 
                     fn write_shard_key(
                         value: #krate::__private::Value,
                         out: &mut ::std::vec::Vec<u8>,
                     ) -> ::core::result::Result<(), #krate::RoutingError> {
-                        #krate::__private::write_shard_key::<<#entity as #krate::KeySharded>::Key>(value, out)
+                        #krate::__private::write_shard_key::<<#entity as #krate::ShardKeyed>::Key>(value, out)
                     }
                 },
                 quote! {
                     #[automatically_derived]
                     #[diagnostic::do_not_recommend]
-                    impl #krate::KeySharded for #entity {
+                    impl #krate::ShardKeyed for #entity {
                         type Key = #key_ty;
                     }
 
                     #[automatically_derived]
                     #[diagnostic::do_not_recommend]
-                    impl #krate::__private::sealed::KeyShardedSeal for #entity {}
+                    impl #krate::__private::sealed::ShardKeyedSeal for #entity {}
                 },
             )
         }
@@ -208,7 +208,7 @@ fn global(names: &Names) -> TokenStream {
 
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
-        impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
+        impl<__TenantId: #krate::SqlTenantId> #krate::ScopedEntity<__TenantId> for #entity {
             #[inline]
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::option::Option::None
@@ -217,7 +217,7 @@ fn global(names: &Names) -> TokenStream {
 
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
-        impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
+        impl<__TenantId: #krate::SqlTenantId> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
             for #entity
         {
         }

@@ -16,7 +16,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
     let mut out = quote! {
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
-        impl<__TenantId: #krate::TenantKey> #krate::ScopedEntity<__TenantId> for #entity {
+        impl<__TenantId: #krate::SqlTenantId> #krate::ScopedEntity<__TenantId> for #entity {
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::unreachable!("placeholder emitted beside a compile error")
             }
@@ -24,7 +24,7 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
 
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
-        impl<__TenantId: #krate::TenantKey> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
+        impl<__TenantId: #krate::SqlTenantId> #krate::__private::sealed::ScopedEntitySeal<__TenantId>
             for #entity
         {
         }

@@ -39,14 +39,14 @@ pub mod sealed {
     )]
     pub trait GlobalEntitySeal {}
 
-    /// The seal of [`KeySharded`](crate::KeySharded).
+    /// The seal of [`ShardKeyed`](crate::ShardKeyed).
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` implements `KeySharded` by hand, which is not allowed",
+        message = "`{Self}` implements `ShardKeyed` by hand, which is not allowed",
         label = "not derived",
         note = "only `#[derive(TenantScoped)]` implements it, for a model with a `#[shard_key]` \
                 field"
     )]
-    pub trait KeyShardedSeal {}
+    pub trait ShardKeyedSeal {}
 }
 
 /// What the derives register of every entity, so that the library can find a table's
@@ -145,9 +145,9 @@ pub(crate) fn table_scope(schema: Option<&str>, table: &str) -> TableScope {
     note = "tenant ids can be i32, i64, uuid::Uuid or String, or a type that implements \
             `tenancy_sea::TenantId`, `Into<sea_orm::Value>` and `sea_orm::sea_query::ValueType`"
 )]
-pub trait TenantKey: TenantId + Into<Value> + ValueType {}
+pub trait SqlTenantId: TenantId + Into<Value> + ValueType {}
 
-impl<T: TenantId + Into<Value> + ValueType> TenantKey for T {}
+impl<T: TenantId + Into<Value> + ValueType> SqlTenantId for T {}
 
 /// An entity whose rows each belong to one tenant.
 ///
@@ -185,7 +185,7 @@ impl<T: TenantId + Into<Value> + ValueType> TenantKey for T {}
 )]
 pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     /// The Rust type of the tenant column.
-    type TenantId: TenantKey;
+    type TenantId: SqlTenantId;
 
     /// The tenant column.
     fn tenant_column() -> Self::Column;
@@ -215,7 +215,10 @@ pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
 /// What the derive's `write_shard_key` calls: the value as the key's Rust type, then its
 /// canonical bytes.
 #[doc(hidden)]
-pub fn write_shard_key<K: TenantKey>(value: Value, out: &mut Vec<u8>) -> Result<(), RoutingError> {
+pub fn write_shard_key<K: SqlTenantId>(
+    value: Value,
+    out: &mut Vec<u8>,
+) -> Result<(), RoutingError> {
     let key = <K as ValueType>::try_from(value)
         .map_err(|_| RoutingError::UnsupportedKey("a value not of the shard key's type"))?;
     key.write_canonical_bytes(out);
@@ -236,9 +239,9 @@ pub fn write_shard_key<K: TenantKey>(value: Value, out: &mut Vec<u8>) -> Result<
     label = "not sharded by a key of its own",
     note = "its rows live on their tenant's shard: read them with `db.find::<E>()`"
 )]
-pub trait KeySharded: TenantScoped + sealed::KeyShardedSeal {
+pub trait ShardKeyed: TenantScoped + sealed::ShardKeyedSeal {
     /// The Rust type of the `#[shard_key]` field.
-    type Key: TenantKey;
+    type Key: SqlTenantId;
 }
 
 /// A table shared by every tenant (plans, currencies): it has no tenant column and tenant
@@ -265,7 +268,7 @@ pub trait GlobalEntity: EntityTrait + sealed::GlobalEntitySeal {}
             `db.by_key::<E>(key)` or `db.by_keys::<E>(keys)`, or on every shard with \
             `db.across_shards().find::<E>()`"
 )]
-pub trait ScopedEntity<T: TenantKey>: EntityTrait + sealed::ScopedEntitySeal<T> {
+pub trait ScopedEntity<T: SqlTenantId>: EntityTrait + sealed::ScopedEntitySeal<T> {
     /// The column a tenant's reads are filtered on; `None` for a global entity.
     fn scope_column() -> Option<Self::Column>;
 }

@@ -291,7 +291,7 @@ pub enum Error {
     /// The tenant is being moved to another shard: no handle is given out for it in the
     /// moving process, and no other move of it starts in any process, until the move
     /// ends. Retry after it. (If a process died during a move, clear its record with
-    /// `DirectoryCatalog::release_move`.)
+    /// `catalog::Directory::release_move`.)
     #[error("tenant {tenant} is being moved to another shard; retry when the move ends")]
     TenantMoving {
         /// The tenant.
@@ -322,7 +322,7 @@ pub enum Error {
     /// tenant lives (another process changed it): nothing was changed.
     #[error(
         "the directory cached here places tenant {tenant} on {cached}, the catalog on \
-         {catalog}; refresh it (DirectoryCatalog::refresh) and retry"
+         {catalog}; refresh it (catalog::Directory::refresh) and retry"
     )]
     StaleDirectory {
         /// The tenant.

@@ -72,6 +72,7 @@ mod isolation;
 mod placement;
 mod query;
 mod redact;
+mod renamed;
 mod shard;
 mod tenancy;
 
@@ -79,16 +80,9 @@ pub use admin::{
     CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
     MoveReport, TenantMove,
 };
-pub use catalog::claims::DEFAULT_MOVE_LEASE;
-pub use catalog::directory::{DirectoryCatalog, DirectoryLoad, SkipReason, SkippedEntry};
-pub use catalog::entities::{
-    entry as directory_entry, range_entry as directory_range_entry, shard_entry,
-};
-pub use catalog::registry::CatalogRegistry;
-pub use catalog::shards::{ShardCatalog, ShardRecord, ShardState};
-pub use entity::{GlobalEntity, KeySharded, ScopedEntity, TenantKey, TenantScoped};
+pub use entity::{GlobalEntity, ScopedEntity, ShardKeyed, SqlTenantId, TenantScoped};
 pub use error::{Error, Result};
-pub use handle::{FansOut, IntoRawStatement, KeyedDb, TenantAcrossShards, TenantDb, TenantTxn};
+pub use handle::{FansOut, IntoRawStatement, ShardKeyDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use isolation::{Isolation, integrity, rls};
 pub use placement::{DatabaseTemplate, Placement, TenantRegistry};
 pub use query::{
@@ -120,10 +114,21 @@ pub mod __private {
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        GlobalEntity, KeySharded, ScopedEntity, Tenancy, TenantDb, TenantId, TenantKey,
+        GlobalEntity, ScopedEntity, ShardKeyed, SqlTenantId, Tenancy, TenantDb, TenantId,
         TenantScoped, TenantTxn,
     };
 }
 
 /// The sea-orm-migration crate this one runs migrators with.
 pub use sea_orm_migration;
+
+// Earlier names, kept so code written against them still builds (with a warning that
+// names the new one). Each thing has one name now: the catalog's keepers live in
+// `catalog`, "key" means a `#[shard_key]` only.
+#[doc(hidden)]
+pub use catalog::{
+    DEFAULT_MOVE_LEASE, DirectoryLoad, ShardRecord, ShardState, SkipReason, SkippedEntry,
+    directory_entry, directory_range_entry, shard_entry,
+};
+#[allow(deprecated)]
+pub use renamed::{CatalogRegistry, KeySharded, KeyedDb, ShardCatalog, TenantKey};

@@ -26,7 +26,7 @@ use fixture::{
     string_pk_seaorm,
 };
 use sea_orm::{DatabaseConnection, DbBackend, Statement};
-use tenancy_sea::{CatalogRegistry, Tenancy, TenantDb, TenantRegistry};
+use tenancy_sea::{Tenancy, TenantDb, TenantRegistry, catalog::TenantDatabases};
 use tenancy_tests::Flavor;
 
 const ROUNDS: usize = 101;
@@ -145,7 +145,7 @@ fn main() {
         // Raw SQL is confined only for a role that cannot step past its database.
         let role = fleet.create_dba_role().await;
         let tenancy = Tenancy::<i64>::builder(fleet.conn.clone())
-            .database_per_tenant(CatalogRegistry::new(fleet.conn.clone()))
+            .database_per_tenant(TenantDatabases::new(fleet.conn.clone()))
             .database_template(fleet.template_as(&role))
             .build()
             .unwrap();
@@ -154,7 +154,7 @@ fn main() {
             .await
             .unwrap();
         let handle = tenancy.tenant(1).await.unwrap();
-        let url = TenantRegistry::<i64>::url(&CatalogRegistry::new(fleet.conn.clone()), &1)
+        let url = TenantRegistry::<i64>::url(&TenantDatabases::new(fleet.conn.clone()), &1)
             .await
             .unwrap()
             .unwrap();

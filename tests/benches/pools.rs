@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use sea_orm_migration::prelude::*;
 use std::time::Instant;
-use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy};
+use tenancy_sea::{DatabaseTemplate, Tenancy, catalog::TenantDatabases};
 use tenancy_tests::entities::note_i32;
 use tenancy_tests::{Backend, TestDb};
 
@@ -74,7 +74,7 @@ fn main() {
         let catalog = TestDb::create(Backend::Postgres)
             .await
             .expect("TENANCY_PG_URL or the local server");
-        let registry = CatalogRegistry::new(catalog.conn.clone());
+        let registry = TenantDatabases::new(catalog.conn.clone());
         registry.install().await.unwrap();
         let prefix = format!("tdb_{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let tenancy: Tenancy<i32> = Tenancy::builder(catalog.conn.clone())

@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Tenancy, TenantDb};
+use tenancy_sea::{DatabaseTemplate, Tenancy, TenantDb, catalog::TenantDatabases};
 use tenancy_tests::entities::{customer, order};
 use tenancy_tests::migration::{DatabaseMigrator, Migrator};
 use tenancy_tests::{Backend, Flavor, RLS_SETTING, TestDb};
@@ -154,7 +154,7 @@ fn main() {
 
         // Database per tenant, with a catalog.
         let catalog = TestDb::create(Backend::Postgres).await.unwrap();
-        let registry = CatalogRegistry::new(catalog.conn.clone());
+        let registry = TenantDatabases::new(catalog.conn.clone());
         registry.install().await.unwrap();
         let prefix = format!("tdb_{}_", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let by_database: Tenancy<i64> = Tenancy::builder(catalog.conn.clone())

@@ -25,8 +25,8 @@ use std::sync::Once;
 use std::time::Duration;
 use tenancy_sea::rls::{RlsTable, enable_row_level_security};
 use tenancy_sea::{
-    CatalogRegistry, DatabaseTemplate, Isolation, Placement, Tenancy, TenantDb, TenantKey,
-    TenantRegistry,
+    DatabaseTemplate, Isolation, Placement, SqlTenantId, Tenancy, TenantDb, TenantRegistry,
+    catalog::TenantDatabases,
 };
 
 /// A backend the suite runs on.
@@ -359,7 +359,7 @@ impl TestDb {
             }
             Flavor::Database => {
                 let mut db = Self::create(backend).await?;
-                CatalogRegistry::new(db.conn.clone())
+                TenantDatabases::new(db.conn.clone())
                     .install()
                     .await
                     .unwrap();
@@ -476,12 +476,12 @@ impl TestDb {
 
     /// A `Tenancy` over this database (and its shards) with tenant ids of type `T`, in
     /// this test's flavor.
-    pub fn tenancy<T: tenancy_sea::TenantKey>(&self) -> TestTenancy<T> {
+    pub fn tenancy<T: tenancy_sea::SqlTenantId>(&self) -> TestTenancy<T> {
         let builder = match self.flavor.per_database() {
             Flavor::RowLevel => Tenancy::builder(self.conn.clone()),
             Flavor::Schema => Tenancy::builder(self.conn.clone()).schema_per_tenant(SCHEMA_PREFIX),
             Flavor::Database => Tenancy::builder(self.conn.clone())
-                .database_per_tenant(CatalogRegistry::new(self.conn.clone()))
+                .database_per_tenant(TenantDatabases::new(self.conn.clone()))
                 .database_template(self.template.clone().expect("a template"))
                 .max_open_pools(8),
             _ => Tenancy::builder(self.app.clone().expect("application role"))
@@ -574,7 +574,7 @@ async fn drop_databases_named(conn: &DatabaseConnection, prefix: &str) {
 /// What the suite needs of a `Tenancy` whatever its strategy: tenants that exist when
 /// first asked for, and a view of every tenant's rows for checking.
 #[allow(async_fn_in_trait)]
-pub trait Provisioned<T: TenantKey> {
+pub trait Provisioned<T: SqlTenantId> {
     /// The handle of `id`, provisioning its schema or database first when the strategy
     /// needs one (errors of provisioning, such as an id that cannot name one, pass through).
     async fn provisioned(&self, id: impl Into<T>) -> tenancy_sea::Result<TenantDb<T>>;
@@ -595,12 +595,12 @@ pub trait Provisioned<T: TenantKey> {
 /// one, or each shard's), to check what is stored past the framework. Derefs to the
 /// `Tenancy`.
 #[derive(Clone, Debug)]
-pub struct TestTenancy<T: TenantKey> {
+pub struct TestTenancy<T: SqlTenantId> {
     tenancy: Tenancy<T>,
     owners: Vec<DatabaseConnection>,
 }
 
-impl<T: TenantKey> std::ops::Deref for TestTenancy<T> {
+impl<T: SqlTenantId> std::ops::Deref for TestTenancy<T> {
     type Target = Tenancy<T>;
 
     fn deref(&self) -> &Tenancy<T> {
@@ -608,7 +608,7 @@ impl<T: TenantKey> std::ops::Deref for TestTenancy<T> {
     }
 }
 
-impl<T: TenantKey> TestTenancy<T> {
+impl<T: SqlTenantId> TestTenancy<T> {
     /// The `Tenancy` itself.
     pub fn into_inner(self) -> Tenancy<T> {
         self.tenancy
@@ -626,7 +626,7 @@ impl<T: TenantKey> TestTenancy<T> {
     }
 }
 
-impl<T: TenantKey> Provisioned<T> for TestTenancy<T> {
+impl<T: SqlTenantId> Provisioned<T> for TestTenancy<T> {
     async fn provisioned(&self, id: impl Into<T>) -> tenancy_sea::Result<TenantDb<T>> {
         let id = id.into();
         match (self.placement(), self.isolation()) {
@@ -689,7 +689,7 @@ impl<T: TenantKey> Provisioned<T> for TestTenancy<T> {
 
     async fn raw_in_storage(&self, tenant: &T, sql: &str) -> Result<Vec<QueryResult>, DbErr> {
         if self.placement() == Placement::DatabasePerTenant {
-            let registry = CatalogRegistry::new(self.unscoped().clone());
+            let registry = TenantDatabases::new(self.unscoped().clone());
             let url = TenantRegistry::<T>::url(&registry, tenant)
                 .await
                 .unwrap()

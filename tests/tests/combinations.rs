@@ -8,8 +8,8 @@
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, Set, Statement};
 use std::sync::Arc;
 use tenancy_sea::{
-    CatalogRegistry, DirectoryCatalog, DirectoryRouter, Error, HashRouter, Isolation, Placement,
-    ShardId, ShardRouter, Tenancy, Topology,
+    DirectoryRouter, Error, HashRouter, Isolation, Placement, ShardId, ShardRouter, Tenancy,
+    Topology, catalog::Directory, catalog::TenantDatabases,
 };
 use tenancy_tests::entities::{customer, order};
 use tenancy_tests::migration::{DatabaseMigrator, Migrator, MigratorV2};
@@ -74,7 +74,7 @@ async fn invalid_pairs_are_refused_at_build_naming_both_choices() {
         &["schema per tenant", "shards"],
     );
     // A tenant's own database already keeps it apart.
-    let registry = CatalogRegistry::new(sqlite.clone());
+    let registry = TenantDatabases::new(sqlite.clone());
     refused(
         Tenancy::builder(sqlite.clone())
             .row_level_security(RLS_SETTING)
@@ -127,25 +127,23 @@ async fn invalid_pairs_are_refused_at_build_naming_both_choices() {
 struct DirectoryShards {
     catalog: TestDb,
     shards: Vec<TestDb>,
-    directory: DirectoryCatalog<i64>,
-    router: Arc<DirectoryRouter<i64>>,
+    directory: Directory<i64>,
 }
 
 impl DirectoryShards {
     async fn new(flavor: Flavor) -> Option<Self> {
         let catalog = TestDb::create(Backend::Postgres).await?;
-        let directory = DirectoryCatalog::new(catalog.conn.clone());
+        let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+        let directory = Directory::new(catalog.conn.clone(), router);
         directory.install().await.unwrap();
         let mut shards = Vec::new();
         for _ in 0..2 {
             shards.push(TestDb::for_flavor(Backend::Postgres, flavor).await?);
         }
-        let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
         Some(DirectoryShards {
             catalog,
             shards,
             directory,
-            router,
         })
     }
 
@@ -159,12 +157,13 @@ impl DirectoryShards {
             .iter()
             .map(|db| db.app.clone().unwrap_or_else(|| db.conn.clone()));
         let topology = Topology::new(
-            self.router.clone(),
+            self.directory.router().clone(),
             ["s0", "s1"].map(ShardId::new).into_iter().zip(conns),
         )
         .unwrap();
         isolation(Tenancy::builder(self.catalog.conn.clone()))
             .sharded(topology)
+            .directory(self.directory.clone())
             .build()
             .unwrap()
     }
@@ -228,11 +227,7 @@ async fn a_tenant_moves_with_its_schema() {
     };
     let tenancy = shards.tenancy(|b| b.schema_per_tenant(SCHEMA_PREFIX));
     for (tenant, shard) in [(1, "s0"), (2, "s0"), (3, "s1")] {
-        shards
-            .directory
-            .assign(&shards.router, &tenant, shard)
-            .await
-            .unwrap();
+        shards.directory.assign(&tenant, shard).await.unwrap();
         tenancy
             .create_tenant_schema::<Migrator>(tenant)
             .await
@@ -264,25 +259,31 @@ async fn a_tenant_moves_with_its_schema() {
         .move_tenant(1, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&shards.directory, &shards.router)
+        .run()
         .await;
     assert!(
         matches!(&refused, Err(Error::Config(m)) if m.contains("migrator")),
         "{refused:?}"
     );
-    assert_eq!(shards.router.route(&1i64).unwrap().as_str(), "s0");
+    assert_eq!(
+        shards.directory.router().route(&1i64).unwrap().as_str(),
+        "s0"
+    );
 
     let report = tenancy
         .move_tenant(1, "s1")
         .migrator::<MigratorV2>()
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&shards.directory, &shards.router)
+        .run()
         .await
         .unwrap();
     assert_eq!(report.copied, [("customers", 1), ("orders", 3)]);
     assert_eq!(report.removed, 4);
-    assert_eq!(shards.router.route(&1i64).unwrap().as_str(), "s1");
+    assert_eq!(
+        shards.directory.router().route(&1i64).unwrap().as_str(),
+        "s1"
+    );
     // The schema left s0 (it was empty after the clean-up) and lives on s1.
     assert_eq!(
         rows_in_schema(shards.owner(0), "tenant_1", "orders").await,
@@ -375,11 +376,7 @@ async fn a_tenant_moves_between_shards_that_enforce_rls() {
     let tenancy = shards.tenancy(|b| b.row_level_security(RLS_SETTING));
     tenancy.verify().await.unwrap();
     for (tenant, shard) in [(1, "s0"), (2, "s0")] {
-        shards
-            .directory
-            .assign(&shards.router, &tenant, shard)
-            .await
-            .unwrap();
+        shards.directory.assign(&tenant, shard).await.unwrap();
         customer_with_orders(&tenancy, tenant, tenant * 1_000).await;
     }
     // The application's role sees nothing on a shard without the tenant's setting.
@@ -390,7 +387,7 @@ async fn a_tenant_moves_between_shards_that_enforce_rls() {
         .move_tenant(1, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&shards.directory, &shards.router)
+        .run()
         .await
         .unwrap();
     assert_eq!(report.copied, [("customers", 1), ("orders", 3)]);
@@ -442,9 +439,9 @@ async fn a_database_per_tenant_on_two_servers() {
     // Each server's template makes its tenant's database; one catalog registers both.
     on_postgres.provisioned(1).await.unwrap();
     on_mariadb.provisioned(2).await.unwrap();
-    let registry = CatalogRegistry::new(postgres.conn.clone());
+    let registry = TenantDatabases::new(postgres.conn.clone());
     let maria_url =
-        tenancy_sea::TenantRegistry::<i64>::url(&CatalogRegistry::new(mariadb.conn.clone()), &2)
+        tenancy_sea::TenantRegistry::<i64>::url(&TenantDatabases::new(mariadb.conn.clone()), &2)
             .await
             .unwrap()
             .unwrap();

@@ -6,7 +6,9 @@
 
 use sea_orm::{ConnectionTrait, Set, Statement};
 use std::path::PathBuf;
-use tenancy_sea::{CatalogRegistry, DatabaseTemplate, Error, Tenancy, TenantDb, TenantKey};
+use tenancy_sea::{
+    DatabaseTemplate, Error, SqlTenantId, Tenancy, TenantDb, catalog::TenantDatabases,
+};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator};
 use tenancy_tests::{Backend, TestDb};
@@ -54,8 +56,8 @@ impl Fleet {
         })
     }
 
-    async fn tenancy<T: TenantKey>(&self, max_open_pools: usize) -> Tenancy<T> {
-        let registry = CatalogRegistry::new(self.catalog.conn.clone());
+    async fn tenancy<T: SqlTenantId>(&self, max_open_pools: usize) -> Tenancy<T> {
+        let registry = TenantDatabases::new(self.catalog.conn.clone());
         registry.install().await.unwrap();
         Tenancy::builder(self.catalog.conn.clone())
             .database_per_tenant(registry)
@@ -65,7 +67,7 @@ impl Fleet {
             .unwrap()
     }
 
-    async fn finish<T: TenantKey>(self, tenancy: &Tenancy<T>) {
+    async fn finish<T: SqlTenantId>(self, tenancy: &Tenancy<T>) {
         for tenant in tenancy.tenant_databases().await.unwrap() {
             tenancy.drop_tenant_database(tenant).await.unwrap();
         }
@@ -118,7 +120,7 @@ impl Fleet {
 /// connection (raw SQL through a handle is refused where a database is not a session
 /// boundary, so the test looks from outside, as an operator would).
 async fn tenants_seen(fleet: &Fleet, id: i64) -> Vec<i64> {
-    let registry = CatalogRegistry::new(fleet.catalog.conn.clone());
+    let registry = TenantDatabases::new(fleet.catalog.conn.clone());
     let url = registry
         .url(&id)
         .await

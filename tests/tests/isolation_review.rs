@@ -12,8 +12,8 @@ use sea_orm::{
 use std::sync::{Arc, Mutex};
 use tenancy_sea::integrity::TenantIntegrity;
 use tenancy_sea::{
-    CatalogRegistry, DatabaseTemplate, DirectoryCatalog, DirectoryRouter, Error, ShardCatalog,
-    ShardId, ShardRouter, ShardState, Tenancy, TenantDb, TenantRegistry,
+    DatabaseTemplate, DirectoryRouter, Error, ShardId, ShardRouter, ShardState, Tenancy, TenantDb,
+    TenantRegistry, catalog::Directory, catalog::Shards, catalog::TenantDatabases,
 };
 use tenancy_tests::entities::*;
 use tenancy_tests::{Backend, Flavor, Provisioned, RLS_SETTING, TestDb, raw, run};
@@ -220,7 +220,7 @@ on!(catalog_keys_are_exact:
 /// `"ACME"` does not get `"acme"`'s database, and assigning `"ACME"` does not move
 /// `"acme"`.
 async fn catalog_keys_are_exact(db: &TestDb) {
-    let registry = CatalogRegistry::new(db.conn.clone());
+    let registry = TenantDatabases::new(db.conn.clone());
     registry.install().await.unwrap();
     TenantRegistry::<String>::register(&registry, &"acme".to_owned(), "sqlite://acme.db")
         .await
@@ -245,23 +245,14 @@ async fn catalog_keys_are_exact(db: &TestDb) {
         Some("sqlite://acme.db")
     );
 
-    let directory = DirectoryCatalog::<String>::new(db.conn.clone());
+    let router = Arc::new(DirectoryRouter::<String>::new(["s0", "s1"]));
+    let directory = Directory::new(db.conn.clone(), router.clone());
     directory.install().await.unwrap();
-    let router = DirectoryRouter::<String>::new(["s0", "s1"]);
-    directory
-        .assign(&router, &"acme".to_owned(), "s0")
-        .await
-        .unwrap();
-    directory
-        .assign(&router, &"ACME".to_owned(), "s1")
-        .await
-        .unwrap();
-    directory
-        .assign(&router, &"ácmé".to_owned(), "s1")
-        .await
-        .unwrap();
-    let reloaded = DirectoryRouter::<String>::new(["s0", "s1"]);
-    directory.load(&reloaded).await.unwrap();
+    directory.assign(&"acme".to_owned(), "s0").await.unwrap();
+    directory.assign(&"ACME".to_owned(), "s1").await.unwrap();
+    directory.assign(&"ácmé".to_owned(), "s1").await.unwrap();
+    let reloaded = Arc::new(DirectoryRouter::<String>::new(["s0", "s1"]));
+    directory.for_router(reloaded.clone()).load().await.unwrap();
     for router in [&router, &reloaded] {
         assert_eq!(
             router.route(&"acme".to_owned()).unwrap(),
@@ -320,11 +311,11 @@ async fn look_alike_ids_are_refused() {
 #[tokio::test]
 async fn ids_of_the_wrong_type() {
     let conn = Database::connect("sqlite::memory:").await.unwrap();
-    let strings = DirectoryCatalog::<String>::new(conn.clone());
+    let router = Arc::new(DirectoryRouter::<String>::new(["s0", "s1"]));
+    let strings = Directory::new(conn.clone(), router.clone());
     strings.install().await.unwrap();
-    let router = DirectoryRouter::<String>::new(["s0", "s1"]);
     assert!(
-        strings.assign_range(&router, 0, "s1").await.is_err(),
+        strings.assign_range(0, "s1").await.is_err(),
         "integer ranges in a String directory"
     );
     let unplaced = router.route(&"abcdefgh".to_owned()).unwrap_err();
@@ -332,10 +323,7 @@ async fn ids_of_the_wrong_type() {
         matches!(unplaced, tenancy_sea::RoutingError::Unassigned),
         "{unplaced:?}"
     );
-    strings
-        .assign(&router, &"abcdefgh".to_owned(), "s0")
-        .await
-        .unwrap();
+    strings.assign(&"abcdefgh".to_owned(), "s0").await.unwrap();
     assert_eq!(
         router.route(&"abcdefgh".to_owned()).unwrap(),
         ShardId::from("s0")
@@ -1051,7 +1039,7 @@ on!(confined_raw_sql_leaves_no_session_state: (postgres_database, Postgres, Data
 async fn confined_raw_sql_leaves_no_session_state(db: &TestDb) {
     let role = db.create_dba_role().await;
     let tenancy = Tenancy::<i64>::builder(db.conn.clone())
-        .database_per_tenant(CatalogRegistry::new(db.conn.clone()))
+        .database_per_tenant(TenantDatabases::new(db.conn.clone()))
         .database_template(db.template_as(&role))
         .connections_per_tenant(1)
         .build()
@@ -1351,7 +1339,7 @@ async fn passwords_never_appear_in_errors_or_logs() {
 
     // Provisioning against an unreachable server.
     let catalog = Database::connect("sqlite::memory:").await.unwrap();
-    let registry = CatalogRegistry::new(catalog.clone());
+    let registry = TenantDatabases::new(catalog.clone());
     registry.install().await.unwrap();
     let tenancy = Tenancy::<i64>::builder(catalog.clone())
         .database_per_tenant(registry.clone())
@@ -1385,7 +1373,7 @@ async fn passwords_never_appear_in_errors_or_logs() {
     // A shard registered in the catalog that cannot be reached: the registry's records,
     // the reason the topology keeps, the error its tenants get, a refresh's report and
     // the log lines of the start and of the catalog watcher.
-    let shards = ShardCatalog::new(catalog.clone());
+    let shards = Shards::new(catalog.clone());
     shards.install().await.unwrap();
     shards
         .register(&ShardId::from("s9"), &unreachable, ShardState::Active)
@@ -1398,22 +1386,22 @@ async fn passwords_never_appear_in_errors_or_logs() {
     let reasons = topology.unavailable_shards();
     assert_eq!(reasons.len(), 1);
     no_password("an unavailable shard's reason", &format!("{reasons:?}"));
+    let directory = Directory::new(catalog.clone(), router);
+    directory.install().await.unwrap();
     let sharded = Tenancy::<i64>::builder(catalog.clone())
         .sharded(topology)
+        .directory(directory)
         .build()
         .unwrap();
-    let directory = DirectoryCatalog::<i64>::new(catalog.clone());
-    directory.install().await.unwrap();
-    directory.assign(&router, &5, "s9").await.unwrap();
+    sharded.directory().unwrap().assign(&5, "s9").await.unwrap();
     let err = sharded.tenant(5).await.unwrap_err();
     assert!(matches!(err, Error::ShardUnavailable { .. }), "{err:?}");
     no_password("ShardUnavailable", &format!("{err} {err:?}"));
-    let refresh = sharded.refresh_catalog(&directory, &router).await.unwrap();
+    let refresh = sharded.refresh_catalog().await.unwrap();
     assert_eq!(refresh.unavailable, [ShardId::from("s9")]);
-    let watch =
-        sharded
-            .clone()
-            .watch_catalog(directory, router, std::time::Duration::from_millis(10));
+    let watch = sharded
+        .clone()
+        .watch_catalog(std::time::Duration::from_millis(10));
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), watch).await;
     let log = captured.0.lock().unwrap().clone();
     assert!(

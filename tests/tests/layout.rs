@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 500;
 
 /// The top-level modules, lowest layer first: each may use only those before it.
-const LAYERS: [&str; 12] = [
+const LAYERS: [&str; 13] = [
     "error",
     "redact",
     "entity",
@@ -29,6 +29,7 @@ const LAYERS: [&str; 12] = [
     "catalog",
     "tenancy",
     "admin",
+    "renamed",
 ];
 
 fn src_dir() -> PathBuf {

@@ -26,7 +26,7 @@ async fn database() -> Option<TestDb> {
     Some(db)
 }
 
-fn schema_tenancy<T: tenancy_sea::TenantKey>(conn: DatabaseConnection) -> Tenancy<T> {
+fn schema_tenancy<T: tenancy_sea::SqlTenantId>(conn: DatabaseConnection) -> Tenancy<T> {
     Tenancy::builder(conn)
         .schema_per_tenant(PREFIX)
         .build()

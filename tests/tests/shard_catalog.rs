@@ -8,20 +8,21 @@
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use std::sync::Arc;
 use tenancy_sea::{
-    DirectoryCatalog, DirectoryRouter, Error, HashRouter, RoutingError, ShardCatalog, ShardId,
-    ShardRouter, ShardState, Tenancy, Topology,
+    DirectoryRouter, Error, HashRouter, RoutingError, ShardId, ShardRouter, ShardState, Tenancy,
+    Topology, catalog::Directory, catalog::Shards,
 };
 use tenancy_tests::entities::{customer, order, plan};
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator, DatabaseMigratorV1};
 use tenancy_tests::{Backend, Flavor, TestDb};
 
-async fn tenancy_over(catalog: &TestDb, router: Arc<DirectoryRouter<i64>>) -> Tenancy<i64> {
-    let topology = ShardCatalog::new(catalog.conn.clone())
-        .topology(router, 2)
+async fn tenancy_over(catalog: &TestDb, directory: &Directory<i64>) -> Tenancy<i64> {
+    let topology = Shards::new(catalog.conn.clone())
+        .topology(directory.router().clone(), 2)
         .await
         .unwrap();
     Tenancy::builder(catalog.conn.clone())
         .sharded(topology)
+        .directory(directory.clone())
         .database_template(catalog.template.clone().unwrap())
         .build()
         .unwrap()
@@ -31,14 +32,13 @@ async fn provision(backend: Backend) {
     let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
         return;
     };
-    let shards = ShardCatalog::new(catalog.conn.clone());
+    let shards = Shards::new(catalog.conn.clone());
     shards.install().await.unwrap();
-    let directory = DirectoryCatalog::new(catalog.conn.clone());
-    directory.install().await.unwrap();
-
     // An empty topology grows shard by shard.
     let router = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
-    let tenancy = tenancy_over(&catalog, router.clone()).await;
+    let directory = Directory::new(catalog.conn.clone(), router.clone());
+    directory.install().await.unwrap();
+    let tenancy = tenancy_over(&catalog, &directory).await;
     for name in ["s0", "s1", "s2"] {
         tenancy
             .create_shard::<DatabaseMigratorV1>(name)
@@ -83,18 +83,16 @@ async fn provision(backend: Backend) {
     // Tenants placed through the directory, rows written through their handles.
     for tenant in 1..=8 {
         let shard = format!("s{}", tenant % 3);
-        directory
-            .assign(&router, &tenant, shard.as_str())
-            .await
-            .unwrap();
+        directory.assign(&tenant, shard.as_str()).await.unwrap();
         tenancy_tests::customer_with_orders(&tenancy, tenant, None, [(None, tenant)]).await;
     }
 
     // A restart reads the registry and the directory back: same placement, same rows.
     drop(tenancy);
     let router = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
-    assert_eq!(directory.load(&router).await.unwrap().loaded, 8);
-    let tenancy = tenancy_over(&catalog, router.clone()).await;
+    let directory = directory.for_router(router.clone());
+    assert_eq!(directory.load().await.unwrap().loaded, 8);
+    let tenancy = tenancy_over(&catalog, &directory).await;
     for tenant in 1..=8 {
         let db = tenancy.tenant(tenant).await.unwrap();
         assert_eq!(db.shard().unwrap().as_str(), format!("s{}", tenant % 3));
@@ -126,7 +124,7 @@ async fn provision(backend: Backend) {
         other => panic!("expected ShardNotEmpty, got {other:?}"),
     }
     for tenant in [1, 4, 7] {
-        directory.remove(&router, &tenant).await.unwrap();
+        directory.remove(&tenant).await.unwrap();
     }
     match tenancy.drop_shard("s1", &["plans"]).await {
         Err(Error::ShardNotEmpty { reason, .. }) => assert!(reason.contains("row"), "{reason}"),
@@ -155,26 +153,34 @@ async fn provision(backend: Backend) {
     );
     // The directory obeys it: no new key, tenant or range, is placed on a draining shard,
     // and the catalog is left as it was; a key already there may be assigned again.
-    match directory.assign(&router, &9, "s2").await {
+    match directory.assign(&9, "s2").await {
         Err(Error::ShardDraining { shard }) => assert_eq!(shard, "s2"),
         other => panic!("expected ShardDraining, got {other:?}"),
     }
     assert!(router.route(&9i64).is_err(), "not placed in the router");
     assert!(matches!(
-        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices")
+        Directory::<i64>::named(catalog.conn.clone(), "devices", router.clone())
             .unwrap()
-            .assign_range(&router, 1_000, "s2")
+            .assign_range(1_000, "s2")
             .await,
         Err(Error::ShardDraining { .. })
     ));
-    directory.assign(&router, &2, "s2").await.unwrap();
-    let reloaded = DirectoryRouter::new(shards.names().await.unwrap());
-    assert_eq!(directory.load(&reloaded).await.unwrap().loaded, 5);
+    directory.assign(&2, "s2").await.unwrap();
+    let reloaded = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
+    assert_eq!(
+        directory
+            .for_router(reloaded.clone())
+            .load()
+            .await
+            .unwrap()
+            .loaded,
+        5
+    );
     // New tenants go to the active shard with the fewest keys (s0 holds 3 and 6, s1 none
     // since 1, 4 and 7 left), ties to the first name; placing again changes nothing.
     let mut placed = Vec::new();
     for tenant in [10, 11, 12, 10] {
-        let shard = directory.place(&router, &tenant).await.unwrap();
+        let shard = directory.place(&tenant).await.unwrap();
         assert_eq!(router.route(&tenant).unwrap(), shard);
         placed.push(shard.to_string());
     }
@@ -185,14 +191,14 @@ async fn provision(backend: Backend) {
             .await
             .unwrap();
     }
-    match directory.place(&router, &13).await {
+    match directory.place(&13).await {
         Err(Error::NoShardAvailable { directory }) => assert_eq!(directory, "tenants"),
         other => panic!("expected NoShardAvailable, got {other:?}"),
     }
     // A tenant placed before its shard began draining keeps it.
-    assert_eq!(directory.place(&router, &12).await.unwrap().as_str(), "s0");
+    assert_eq!(directory.place(&12).await.unwrap().as_str(), "s0");
     for tenant in [10, 11, 12] {
-        directory.remove(&router, &tenant).await.unwrap();
+        directory.remove(&tenant).await.unwrap();
     }
 
     // The s1 rows can be found on s1 still, read past the framework.
@@ -207,26 +213,19 @@ async fn provision(backend: Backend) {
 }
 
 /// A catalog with shards `s0` and `s1` made through it, and the tenancy over them.
-async fn two_shards(
-    backend: Backend,
-) -> Option<(
-    TestDb,
-    DirectoryCatalog<i64>,
-    Arc<DirectoryRouter<i64>>,
-    Tenancy<i64>,
-)> {
+async fn two_shards(backend: Backend) -> Option<(TestDb, Directory<i64>, Tenancy<i64>)> {
     let catalog = TestDb::for_flavor(backend, Flavor::Database).await?;
-    let directory = DirectoryCatalog::new(catalog.conn.clone());
-    directory.install().await.unwrap();
     let router = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
-    let tenancy = tenancy_over(&catalog, router.clone()).await;
+    let directory = Directory::new(catalog.conn.clone(), router.clone());
+    directory.install().await.unwrap();
+    let tenancy = tenancy_over(&catalog, &directory).await;
     for name in ["s0", "s1"] {
         tenancy
             .create_shard::<DatabaseMigratorV1>(name)
             .await
             .unwrap();
     }
-    Some((catalog, directory, router, tenancy))
+    Some((catalog, directory, tenancy))
 }
 
 /// A customer with 3 orders for `tenant` (totals `100 tenant` up), written through its
@@ -256,12 +255,13 @@ async fn orders_on(tenancy: &Tenancy<i64>, shard: &str, tenant: i64) -> u64 {
 /// destination and an empty list of entities change nothing; a second run removes what
 /// an unfinished move left behind.
 async fn moves(backend: Backend) {
-    let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(backend).await else {
         return;
     };
-    directory.assign(&router, &1, "s0").await.unwrap();
-    directory.assign(&router, &2, "s1").await.unwrap();
-    directory.assign(&router, &3, "s0").await.unwrap();
+    let router = directory.router().clone();
+    directory.assign(&1, "s0").await.unwrap();
+    directory.assign(&2, "s1").await.unwrap();
+    directory.assign(&3, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 1, None).await;
     customer_with_three_orders(&tenancy, 2, None).await;
     customer_with_three_orders(&tenancy, 3, Some(1_000)).await;
@@ -273,7 +273,7 @@ async fn moves(backend: Backend) {
     };
 
     // Tenant 3's ids are its own: it moves. Customers go first, orders after them.
-    let report = relocate(3, "s1").run(&directory, &router).await.unwrap();
+    let report = relocate(3, "s1").run().await.unwrap();
     assert_eq!((report.from.as_str(), report.to.as_str()), ("s0", "s1"));
     assert_eq!(report.copied, [("customers", 1), ("orders", 3)]);
     assert_eq!(report.removed, 4);
@@ -307,16 +307,13 @@ async fn moves(backend: Backend) {
         .unwrap();
     assert_eq!(next.id, 1_001);
     // The catalog holds the new placement: a restart finds tenant 3 on s1.
-    let reloaded = DirectoryRouter::new(["s0", "s1"]);
-    directory.load(&reloaded).await.unwrap();
+    let reloaded = Arc::new(DirectoryRouter::new(["s0", "s1"]));
+    directory.for_router(reloaded.clone()).load().await.unwrap();
     assert_eq!(reloaded.route(&3i64).unwrap().as_str(), "s1");
 
     // Tenant 1's ids came from s0's sequence and s1 holds the same ids: the copy fails,
     // is rolled back, and tenant 1 stays on s0 with every row.
-    assert!(matches!(
-        relocate(1, "s1").run(&directory, &router).await,
-        Err(Error::Db(_))
-    ));
+    assert!(matches!(relocate(1, "s1").run().await, Err(Error::Db(_))));
     assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
     assert_eq!(
         (
@@ -328,12 +325,12 @@ async fn moves(backend: Backend) {
     tenancy.tenant(1).await.expect("the fence is lifted");
 
     // A draining or unknown destination, or no entities, is refused before anything.
-    let shards = ShardCatalog::new(catalog.conn.clone());
+    let shards = Shards::new(catalog.conn.clone());
     shards
         .set_state(&ShardId::new("s0"), ShardState::Draining)
         .await
         .unwrap();
-    match relocate(2, "s0").run(&directory, &router).await {
+    match relocate(2, "s0").run().await {
         Err(Error::ShardDraining { shard }) => assert_eq!(shard, "s0"),
         other => panic!("expected ShardDraining, got {other:?}"),
     }
@@ -342,11 +339,11 @@ async fn moves(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        relocate(2, "s9").run(&directory, &router).await,
+        relocate(2, "s9").run().await,
         Err(Error::Routing(RoutingError::UnknownShard(_)))
     ));
     assert!(matches!(
-        tenancy.move_tenant(2, "s0").run(&directory, &router).await,
+        tenancy.move_tenant(2, "s0").run().await,
         Err(Error::Config(_))
     ));
     assert_eq!(orders_on(&tenancy, "s1", 2).await, 3);
@@ -367,7 +364,7 @@ async fn moves(backend: Backend) {
     .exec(&s0)
     .await
     .unwrap();
-    let again = relocate(3, "s1").run(&directory, &router).await.unwrap();
+    let again = relocate(3, "s1").run().await.unwrap();
     assert_eq!((again.copied.len(), again.removed), (0, 0));
     assert_eq!(
         (
@@ -381,7 +378,7 @@ async fn moves(backend: Backend) {
         .remove_leftovers(3)
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory)
+        .run()
         .await
         .unwrap();
     assert_eq!(leftovers.home, ShardId::new("s1"));
@@ -398,10 +395,11 @@ async fn moves(backend: Backend) {
 /// out for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_a_move_abandons_it() {
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &4, "s0").await.unwrap();
+    let router = directory.router().clone();
+    directory.assign(&4, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 4, Some(2_000)).await;
     let stale = tenancy.tenant(4).await.unwrap();
     let topology = tenancy.topology().unwrap().clone();
@@ -414,20 +412,17 @@ async fn a_write_during_a_move_abandons_it() {
         .await
         .unwrap();
     // Another process over the same catalog, which the in-process fence does not reach.
-    let names = ShardCatalog::new(catalog.conn.clone())
-        .names()
-        .await
-        .unwrap();
+    let names = Shards::new(catalog.conn.clone()).names().await.unwrap();
     let router_b = Arc::new(DirectoryRouter::new(names));
-    directory.load(&router_b).await.unwrap();
-    let b = tenancy_over(&catalog, router_b.clone()).await;
+    directory.for_router(router_b.clone()).load().await.unwrap();
+    let b = tenancy_over(&catalog, &directory.for_router(router_b.clone())).await;
     fn relocate(tenancy: &Tenancy<i64>) -> tenancy_sea::TenantMove<'_, i64> {
         tenancy
             .move_tenant(4, "s1")
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
     }
-    let moving = relocate(&tenancy).run(&directory, &router);
+    let moving = relocate(&tenancy).run();
     let meanwhile = async {
         wait_for_a_lock_wait(&s1).await;
         assert!(matches!(
@@ -436,7 +431,7 @@ async fn a_write_during_a_move_abandons_it() {
         ));
         // The catalog's record of the move refuses a second one from the other process.
         assert!(matches!(
-            relocate(&b).run(&directory, &router_b).await,
+            relocate(&b).run().await,
             Err(Error::TenantMoving { .. })
         ));
         stale
@@ -473,7 +468,7 @@ async fn a_write_during_a_move_abandons_it() {
     let db = tenancy.tenant(4).await.expect("the fence is lifted");
     assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 2);
     // The record is cleared with the abandoned move: the other process moves it now.
-    let report = relocate(&b).run(&directory, &router_b).await.unwrap();
+    let report = relocate(&b).run().await.unwrap();
     assert_eq!(report.copied, [("customers", 2), ("orders", 3)]);
     drop((db, tenancy, b));
     catalog.drop_db().await;
@@ -486,24 +481,24 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
         return;
     };
-    let (here, there) = (
-        DirectoryCatalog::<i64>::new(catalog.conn.clone()),
-        DirectoryCatalog::<i64>::new(catalog.conn.clone()),
-    );
-    here.install().await.unwrap();
     let router_here = Arc::new(DirectoryRouter::new(["s0", "s1"]));
     let router_there = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-    assert!(!there.refresh(&router_there).await.unwrap());
+    let (here, there) = (
+        Directory::<i64>::new(catalog.conn.clone(), router_here.clone()),
+        Directory::<i64>::new(catalog.conn.clone(), router_there.clone()),
+    );
+    here.install().await.unwrap();
+    assert!(!there.refresh().await.unwrap());
 
-    here.assign(&router_here, &1, "s0").await.unwrap();
-    here.assign(&router_here, &2, "s1").await.unwrap();
-    here.assign_range(&router_here, 100, "s1").await.unwrap();
+    here.assign(&1, "s0").await.unwrap();
+    here.assign(&2, "s1").await.unwrap();
+    here.assign_range(100, "s1").await.unwrap();
     assert!(
         router_there.route(&1i64).is_err(),
         "not seen before a refresh"
     );
-    assert!(there.refresh(&router_there).await.unwrap());
-    assert!(!there.refresh(&router_there).await.unwrap(), "nothing new");
+    assert!(there.refresh().await.unwrap());
+    assert!(!there.refresh().await.unwrap(), "nothing new");
     let route = |key: i64| router_there.route(&key).map(|s| s.to_string());
     assert_eq!(
         (route(1).unwrap(), route(2).unwrap(), route(150).unwrap()),
@@ -511,11 +506,11 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     );
 
     // Moves and removals reach it too: the reload replaces, it does not add.
-    here.assign(&router_here, &1, "s1").await.unwrap();
-    here.remove(&router_here, &2).await.unwrap();
-    here.remove_range(&router_here, 100).await.unwrap();
-    let placed = here.place(&router_here, &3).await.unwrap();
-    assert!(there.refresh(&router_there).await.unwrap());
+    here.assign(&1, "s1").await.unwrap();
+    here.remove(&2).await.unwrap();
+    here.remove_range(100).await.unwrap();
+    let placed = here.place(&3).await.unwrap();
+    assert!(there.refresh().await.unwrap());
     assert_eq!(route(1).unwrap(), "s1");
     assert!(route(2).is_err() && route(150).is_err());
     assert_eq!(route(3).unwrap(), placed.as_str());
@@ -523,12 +518,8 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     assert_eq!(router_there.version(), 7);
 
     // Watching: a change shows up within a few ticks, without asking.
-    let watcher = tokio::spawn(
-        there
-            .clone()
-            .watch(router_there.clone(), std::time::Duration::from_millis(20)),
-    );
-    here.assign(&router_here, &4, "s0").await.unwrap();
+    let watcher = tokio::spawn(there.clone().watch(std::time::Duration::from_millis(20)));
+    here.assign(&4, "s0").await.unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if route(4).is_ok() {
@@ -543,30 +534,24 @@ async fn directory_changes_reach_other_processes(backend: Backend) {
     // A shard this process does not have yet: its entry is skipped (reported by `load`),
     // the rest loads, and the key stays unplaced here until the shard is in service.
     router_here.add_shard(&ShardId::new("s2")).unwrap();
-    here.assign(&router_here, &5, "s2").await.unwrap();
-    assert!(there.refresh(&router_there).await.unwrap());
+    here.assign(&5, "s2").await.unwrap();
+    assert!(there.refresh().await.unwrap());
     assert_eq!(route(1).unwrap(), "s1");
     assert_eq!(route(4).unwrap(), "s0");
     assert!(route(5).is_err());
     router_there.add_shard(&ShardId::new("s2")).unwrap();
-    let load = there.load(&router_there).await.unwrap();
+    let load = there.load().await.unwrap();
     assert!(load.skipped.is_empty(), "{load:?}");
     assert_eq!(route(5).unwrap(), "s2");
 
     // A directory's first changes, made at once by two processes, both count: the
     // version row is made by whichever comes first, and neither fails.
+    let router = || Arc::new(DirectoryRouter::new(["s0", "s1"]));
     let (dev_a, dev_b) = (
-        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices").unwrap(),
-        DirectoryCatalog::<i64>::named(catalog.conn.clone(), "devices").unwrap(),
+        Directory::<i64>::named(catalog.conn.clone(), "devices", router()).unwrap(),
+        Directory::<i64>::named(catalog.conn.clone(), "devices", router()).unwrap(),
     );
-    let (devices_a, devices_b) = (
-        DirectoryRouter::new(["s0", "s1"]),
-        DirectoryRouter::new(["s0", "s1"]),
-    );
-    let (first, second) = tokio::join!(
-        dev_a.assign(&devices_a, &100i64, "s0"),
-        dev_b.assign(&devices_b, &200i64, "s1"),
-    );
+    let (first, second) = tokio::join!(dev_a.assign(&100i64, "s0"), dev_b.assign(&200i64, "s1"),);
     first.unwrap();
     second.unwrap();
     assert_eq!(dev_a.version().await.unwrap(), 2);
@@ -581,28 +566,25 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
     let Some(catalog) = TestDb::for_flavor(backend, Flavor::Database).await else {
         return;
     };
-    let directory = DirectoryCatalog::new(catalog.conn.clone());
-    directory.install().await.unwrap();
     let router_a = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
-    let a = tenancy_over(&catalog, router_a.clone()).await;
+    let directory = Directory::new(catalog.conn.clone(), router_a.clone());
+    directory.install().await.unwrap();
+    let a = tenancy_over(&catalog, &directory).await;
     a.create_shard::<DatabaseMigratorV1>("s0").await.unwrap();
 
     // Process B starts now, reading the catalog.
-    let names = ShardCatalog::new(catalog.conn.clone())
-        .names()
-        .await
-        .unwrap();
+    let names = Shards::new(catalog.conn.clone()).names().await.unwrap();
     let router_b = Arc::new(DirectoryRouter::new(names));
-    directory.load(&router_b).await.unwrap();
-    let b = tenancy_over(&catalog, router_b.clone()).await;
-    let nothing = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    directory.for_router(router_b.clone()).load().await.unwrap();
+    let b = tenancy_over(&catalog, &directory.for_router(router_b.clone())).await;
+    let nothing = b.refresh_catalog().await.unwrap();
     assert_eq!(nothing, tenancy_sea::CatalogRefresh::default());
 
     a.create_shard::<DatabaseMigratorV1>("s1").await.unwrap();
-    directory.assign(&router_a, &7, "s1").await.unwrap();
+    directory.assign(&7, "s1").await.unwrap();
     customer_with_three_orders(&a, 7, None).await;
     assert!(b.tenant(7).await.is_err(), "B has not seen tenant 7 yet");
-    let seen = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    let seen = b.refresh_catalog().await.unwrap();
     assert_eq!(seen.added, [ShardId::new("s1")]);
     assert!(seen.directory_reloaded && seen.removed.is_empty());
     let db = b.tenant(7).await.unwrap();
@@ -613,7 +595,7 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
     a.move_tenant(7, "s0")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router_a)
+        .run()
         .await
         .unwrap();
     a.drop_shard("s1", &["plans"]).await.unwrap();
@@ -622,7 +604,7 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
         .move_tenant(7, "s0")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router_b)
+        .run()
         .await
     {
         Err(Error::StaleDirectory {
@@ -630,7 +612,7 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
         }) => assert_eq!((catalog.as_str(), cached.as_str()), ("s0", "s1")),
         other => panic!("expected StaleDirectory, got {other:?}"),
     }
-    let followed = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    let followed = b.refresh_catalog().await.unwrap();
     assert_eq!(followed.removed, [ShardId::new("s1")]);
     assert!(followed.directory_reloaded && followed.added.is_empty());
     assert_eq!(b.topology().unwrap().shard_ids(), [ShardId::new("s0")]);
@@ -646,10 +628,11 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
 /// its new shard, and the old shard keeps every row of it for the operator to reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &5, "s0").await.unwrap();
+    let router = directory.router().clone();
+    directory.assign(&5, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 5, Some(3_000)).await;
     let stale = tenancy.tenant(5).await.unwrap();
     let s0 = tenancy
@@ -667,7 +650,7 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         .move_tenant(5, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router);
+        .run();
     let meanwhile = async {
         wait_for_a_lock_wait(&s0).await;
         stale
@@ -721,10 +704,10 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
 /// and `remove_leftovers` removes them (running the move again removes nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_move_is_finished_by_removing_leftovers() {
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &6, "s0").await.unwrap();
+    directory.assign(&6, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 6, Some(4_000)).await;
     let s0 = tenancy
         .topology()
@@ -744,7 +727,7 @@ async fn an_unfinished_move_is_finished_by_removing_leftovers() {
             .move_tenant(6, "s1")
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
-            .run(&directory, &router)
+            .run()
     };
     match relocate().await {
         Err(Error::MoveUnfinished {
@@ -780,7 +763,7 @@ async fn an_unfinished_move_is_finished_by_removing_leftovers() {
         .remove_leftovers(6)
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory)
+        .run()
         .await
         .unwrap();
     assert_eq!(
@@ -807,10 +790,10 @@ async fn an_unfinished_move_is_finished_by_removing_leftovers() {
 /// the error names where the catalog has the tenant, and the old shard keeps every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_changed_during_a_move_stops_it() {
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &7, "s0").await.unwrap();
+    directory.assign(&7, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 7, Some(5_000)).await;
     // Another process holds tenant 7's catalog row, and moves it to s1 by hand (no copy)
     // once the move waits for that row.
@@ -828,7 +811,7 @@ async fn a_placement_changed_during_a_move_stops_it() {
         .move_tenant(7, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router);
+        .run();
     let meanwhile = async {
         wait_for_a_lock_wait(&catalog.conn).await;
         other
@@ -888,10 +871,7 @@ async fn a_hash_router_refuses_new_shards() {
     let Some(catalog) = TestDb::for_flavor(Backend::Sqlite, Flavor::Database).await else {
         return;
     };
-    ShardCatalog::new(catalog.conn.clone())
-        .install()
-        .await
-        .unwrap();
+    Shards::new(catalog.conn.clone()).install().await.unwrap();
     let shard = TestDb::with_schema(Backend::Sqlite).await.unwrap();
     let topology = Topology::new(
         HashRouter::new(["h0"]),
@@ -908,7 +888,7 @@ async fn a_hash_router_refuses_new_shards() {
         other => panic!("expected FixedShards, got {other:?}"),
     }
     assert!(
-        ShardCatalog::new(catalog.conn.clone())
+        Shards::new(catalog.conn.clone())
             .list()
             .await
             .unwrap()
@@ -935,17 +915,17 @@ tenancy_tests::on_every_backend!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_to_the_named_shard_never_deletes_the_only_copy() {
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
-        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+        let Some((catalog, directory, tenancy)) = two_shards(backend).await else {
             continue;
         };
-        directory.assign(&router, &8, "s0").await.unwrap();
+        directory.assign(&8, "s0").await.unwrap();
         customer_with_three_orders(&tenancy, 8, Some(8_000)).await;
-        directory.assign(&router, &8, "s1").await.unwrap();
+        directory.assign(&8, "s1").await.unwrap();
         let report = tenancy
             .move_tenant(8, "s1")
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
-            .run(&directory, &router)
+            .run()
             .await
             .unwrap();
         assert_eq!((report.copied.len(), report.removed), (0, 0));
@@ -954,7 +934,7 @@ async fn a_move_to_the_named_shard_never_deletes_the_only_copy() {
             .remove_leftovers(8)
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
-            .run(&directory)
+            .run()
             .await
             .unwrap();
         assert!(leftovers.removed.is_empty());
@@ -978,11 +958,11 @@ async fn a_move_to_the_named_shard_never_deletes_the_only_copy() {
 async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
     use sea_orm::TransactionTrait;
     use std::time::Duration;
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
     let directory = directory.with_move_lease(Duration::from_millis(900));
-    directory.assign(&router, &7, "s0").await.unwrap();
+    directory.assign(&7, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 7, Some(7_000)).await;
     let shard = |name: &str| {
         tenancy
@@ -996,7 +976,7 @@ async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
             .move_tenant(7, to)
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
-            .run(&directory, &router)
+            .run()
     };
 
     // The copy waits on a lock; the caller gives up after 300 ms.
@@ -1053,17 +1033,22 @@ async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_shard_never_races_a_placement() {
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
-        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+        let Some((catalog, directory, tenancy)) = two_shards(backend).await else {
             continue;
         };
+        let router = directory.router().clone();
         // Process B, whose router knows both shards.
-        let shards = ShardCatalog::new(catalog.conn.clone());
+        let shards = Shards::new(catalog.conn.clone());
         let router_b = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
-        directory.load(&router_b).await.unwrap();
-        let _b = tenancy_over(&catalog, router_b.clone()).await;
+        directory.for_router(router_b.clone()).load().await.unwrap();
+        let _b = tenancy_over(&catalog, &directory.for_router(router_b.clone())).await;
 
         // B places tenant 9 on s1; A's cache does not know it.
-        directory.assign(&router_b, &9, "s1").await.unwrap();
+        directory
+            .for_router(router_b.clone())
+            .assign(&9, "s1")
+            .await
+            .unwrap();
         match tenancy.drop_shard("s1", &["plans"]).await {
             Err(Error::ShardNotEmpty { shard, reason }) => {
                 assert_eq!(shard, "s1");
@@ -1078,15 +1063,27 @@ async fn drop_shard_never_races_a_placement() {
         );
 
         // Once no key is on it, the drop goes through; B's stale cache cannot use it.
-        directory.remove(&router_b, &9).await.unwrap();
+        directory
+            .for_router(router_b.clone())
+            .remove(&9)
+            .await
+            .unwrap();
         tenancy.drop_shard("s1", &["plans"]).await.unwrap();
         assert_eq!(shards.names().await.unwrap(), [ShardId::new("s0")]);
-        match directory.assign(&router_b, &10, "s1").await {
+        match directory
+            .for_router(router_b.clone())
+            .assign(&10, "s1")
+            .await
+        {
             Err(Error::Routing(RoutingError::UnknownShard(shard))) => assert_eq!(shard, "s1"),
             other => panic!("{backend:?}: expected UnknownShard, got {other:?}"),
         }
         assert_eq!(
-            directory.place(&router_b, &11).await.unwrap(),
+            directory
+                .for_router(router_b.clone())
+                .place(&11)
+                .await
+                .unwrap(),
             ShardId::new("s0")
         );
         assert_eq!(directory.placement(&10).await.unwrap(), None);
@@ -1101,8 +1098,8 @@ async fn drop_shard_never_races_a_placement() {
         .exec_without_returning(&catalog.conn)
         .await
         .unwrap();
-        let fresh = DirectoryRouter::new(shards.names().await.unwrap());
-        let load = directory.load(&fresh).await.unwrap();
+        let fresh = Arc::new(DirectoryRouter::new(shards.names().await.unwrap()));
+        let load = directory.for_router(fresh.clone()).load().await.unwrap();
         assert_eq!(load.loaded, 1, "{backend:?}: {load:?}");
         assert_eq!(
             load.skipped,
@@ -1130,7 +1127,7 @@ async fn drop_shard_never_races_a_placement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_unreachable_shard_does_not_stop_the_fleet() {
     use std::time::{Duration, Instant};
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
     let role = catalog.create_dba_role().await;
@@ -1141,8 +1138,7 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
         .unwrap();
     let mut locked_out = url::Url::parse(catalog.url.as_deref().unwrap()).unwrap();
     locked_out.set_username(&role).unwrap();
-    let shards =
-        ShardCatalog::new(catalog.conn.clone()).with_connect_timeout(Duration::from_secs(1));
+    let shards = Shards::new(catalog.conn.clone()).with_connect_timeout(Duration::from_secs(1));
     shards
         .register(&ShardId::new("s2"), locked_out.as_str(), ShardState::Active)
         .await
@@ -1175,8 +1171,16 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
         .sharded(topology)
         .build()
         .unwrap();
-    directory.assign(&router_b, &20, "s0").await.unwrap();
-    directory.assign(&router_b, &21, "s2").await.unwrap();
+    directory
+        .for_router(router_b.clone())
+        .assign(&20, "s0")
+        .await
+        .unwrap();
+    directory
+        .for_router(router_b.clone())
+        .assign(&21, "s2")
+        .await
+        .unwrap();
     customer_with_three_orders(&b, 20, Some(20_000)).await;
     let refused = Instant::now();
     match b.tenant(21).await {
@@ -1200,8 +1204,8 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
     );
 
     // A directory change made by process A reaches B although s2 and s3 are down.
-    directory.assign(&router, &22, "s1").await.unwrap();
-    let refresh = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    directory.assign(&22, "s1").await.unwrap();
+    let refresh = b.refresh_catalog().await.unwrap();
     assert!(refresh.directory_reloaded);
     assert_eq!(
         refresh.unavailable,
@@ -1215,7 +1219,7 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
         .execute_unprepared(&format!("ALTER ROLE {role} LOGIN"))
         .await
         .unwrap();
-    let refresh = b.refresh_catalog(&directory, &router_b).await.unwrap();
+    let refresh = b.refresh_catalog().await.unwrap();
     assert_eq!(refresh.reconnected, [ShardId::new("s2")]);
     assert_eq!(refresh.unavailable, [ShardId::new("s3")]);
     b.tenant(21).await.unwrap();
@@ -1228,10 +1232,10 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
 /// old row in place, and the move says so, where a count would have seen nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_during_a_move_is_never_lost() {
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &15, "s0").await.unwrap();
+    directory.assign(&15, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 15, Some(15_000)).await;
     let stale = tenancy.tenant(15).await.unwrap();
     let s0 = tenancy
@@ -1248,7 +1252,7 @@ async fn an_update_during_a_move_is_never_lost() {
         .move_tenant(15, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router);
+        .run();
     let meanwhile = async {
         wait_for_a_lock_wait(&s0).await;
         let renamed = stale
@@ -1292,10 +1296,10 @@ async fn an_update_during_a_move_is_never_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_never_deletes_unverified_rows_on_its_destination() {
     for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
-        let Some((catalog, directory, router, tenancy)) = two_shards(backend).await else {
+        let Some((catalog, directory, tenancy)) = two_shards(backend).await else {
             continue;
         };
-        directory.assign(&router, &16, "s0").await.unwrap();
+        directory.assign(&16, "s0").await.unwrap();
         customer_with_three_orders(&tenancy, 16, Some(16_000)).await;
         let s1 = tenancy
             .topology()
@@ -1315,7 +1319,7 @@ async fn a_move_never_deletes_unverified_rows_on_its_destination() {
             .move_tenant(16, "s1")
             .entity::<customer::Entity>()
             .entity::<order::Entity>()
-            .run(&directory, &router)
+            .run()
             .await
         {
             Err(Error::MoveDestinationNotEmpty { table, rows, .. }) => {
@@ -1347,10 +1351,11 @@ async fn a_move_never_deletes_unverified_rows_on_its_destination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_that_lost_its_claim_switches_nothing() {
     use sea_orm::TransactionTrait;
-    let Some((catalog, directory, router, tenancy)) = two_shards(Backend::Postgres).await else {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
-    directory.assign(&router, &17, "s0").await.unwrap();
+    let router = directory.router().clone();
+    directory.assign(&17, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 17, Some(17_000)).await;
     let s0 = tenancy
         .topology()
@@ -1366,7 +1371,7 @@ async fn a_move_that_lost_its_claim_switches_nothing() {
         .move_tenant(17, "s1")
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
-        .run(&directory, &router);
+        .run();
     let meanwhile = async {
         wait_for_a_lock_wait(&s0).await;
         directory.release_move(&17).await.unwrap();

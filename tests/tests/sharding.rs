@@ -626,15 +626,15 @@ async fn slow_or_refusing_shards_are_named_within_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_in_a_catalog() {
     use std::sync::Arc;
-    use tenancy_sea::{DirectoryCatalog, DirectoryRouter, RoutingError};
+    use tenancy_sea::{DirectoryRouter, RoutingError, catalog::Directory};
 
     let Some(dbs) = shard_dbs(&[Backend::Sqlite, Backend::Sqlite]).await else {
         return;
     };
     let catalog_db = TestDb::create(Backend::Sqlite).await.unwrap();
-    let catalog = DirectoryCatalog::new(catalog_db.conn.clone());
-    catalog.install().await.unwrap();
     let router = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
+    let catalog = Directory::new(catalog_db.conn.clone(), router.clone());
+    catalog.install().await.unwrap();
     let topology = |router: Arc<DirectoryRouter<i64>>| {
         Topology::new(
             router,
@@ -650,9 +650,9 @@ async fn directory_in_a_catalog() {
         .build()
         .unwrap();
 
-    catalog.assign(&router, &1i64, "shard_1").await.unwrap();
-    catalog.assign(&router, &2i64, "shard_0").await.unwrap();
-    let err = catalog.assign(&router, &3i64, "shard_9").await.unwrap_err();
+    catalog.assign(&1i64, "shard_1").await.unwrap();
+    catalog.assign(&2i64, "shard_0").await.unwrap();
+    let err = catalog.assign(&3i64, "shard_9").await.unwrap_err();
     assert!(
         matches!(err, Error::Routing(RoutingError::UnknownShard(_))),
         "{err:?}"
@@ -668,19 +668,39 @@ async fn directory_in_a_catalog() {
     );
 
     // Move tenant 1: the catalog and the cache change together.
-    catalog.assign(&router, &1i64, "shard_0").await.unwrap();
+    catalog.assign(&1i64, "shard_0").await.unwrap();
     let moved = tenancy.tenant(1).await.unwrap();
     assert_eq!(moved.shard().map(ShardId::as_str), Some("shard_0"));
 
     // After a restart, a fresh router loads the same placements from the catalog.
     let fresh = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&fresh).await.unwrap().loaded, 2);
+    assert_eq!(
+        catalog
+            .for_router(fresh.clone())
+            .load()
+            .await
+            .unwrap()
+            .loaded,
+        2
+    );
     assert_eq!(fresh.route(&1i64).unwrap().as_str(), "shard_0");
     assert_eq!(fresh.route(&2i64).unwrap().as_str(), "shard_0");
-    catalog.remove(&fresh, &2i64).await.unwrap();
+    catalog
+        .for_router(fresh.clone())
+        .remove(&2i64)
+        .await
+        .unwrap();
     assert!(fresh.route(&2i64).is_err());
     let again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&again).await.unwrap().loaded, 1);
+    assert_eq!(
+        catalog
+            .for_router(again.clone())
+            .load()
+            .await
+            .unwrap()
+            .loaded,
+        1
+    );
 
     // A directory of tenants does not place `#[shard_key]` values: without a key router
     // a key-sharded write is a configuration error, not a guess.
@@ -700,10 +720,10 @@ async fn directory_in_a_catalog() {
     // Key ranges in a directory of their own (`devices`), for the key router: rows of a
     // `#[shard_key]` entity placed by ranges of their key, kept in the catalog and read
     // back at start. Tenant 2's entry (on shard_0) and device 2 are independent.
-    let devices = DirectoryCatalog::<i64>::named(catalog_db.conn.clone(), "devices").unwrap();
-    let keys = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    devices.assign_range(&keys, 0, "shard_0").await.unwrap();
-    devices.assign_range(&keys, 1_000, "shard_1").await.unwrap();
+    let keys = Arc::new(DirectoryRouter::<i64>::new(["shard_0", "shard_1"]));
+    let devices = Directory::named(catalog_db.conn.clone(), "devices", keys.clone()).unwrap();
+    devices.assign_range(0, "shard_0").await.unwrap();
+    devices.assign_range(1_000, "shard_1").await.unwrap();
     let tenancy: Tenancy<i64> = Tenancy::builder(catalog_db.conn.clone())
         .sharded(
             topology(router.clone())
@@ -752,15 +772,35 @@ async fn directory_in_a_catalog() {
         Err(Error::Routing(RoutingError::Unassigned))
     ));
     // Moving tenant 2 moves none of its devices.
-    catalog.assign(&router, &2i64, "shard_1").await.unwrap();
+    catalog.assign(&2i64, "shard_1").await.unwrap();
     assert_eq!(keys.route(&2i64).unwrap().as_str(), "shard_0");
     let restarted = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(devices.load(&restarted).await.unwrap().loaded, 2);
+    assert_eq!(
+        devices
+            .for_router(restarted.clone())
+            .load()
+            .await
+            .unwrap()
+            .loaded,
+        2
+    );
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_1");
-    devices.remove_range(&restarted, 1_000).await.unwrap();
+    devices
+        .for_router(restarted.clone())
+        .remove_range(1_000)
+        .await
+        .unwrap();
     assert_eq!(restarted.route(&70_000i64).unwrap().as_str(), "shard_0");
     let tenants_again = Arc::new(DirectoryRouter::new(["shard_0", "shard_1"]));
-    assert_eq!(catalog.load(&tenants_again).await.unwrap().loaded, 2);
+    assert_eq!(
+        catalog
+            .for_router(tenants_again.clone())
+            .load()
+            .await
+            .unwrap()
+            .loaded,
+        2
+    );
     assert!(
         tenants_again.route(&70_000i64).is_err(),
         "device ranges stay out of tenants'"

@@ -11,7 +11,7 @@
 //! reported with its id and does not stop the others, and a re-run resumes where each
 //! tenant stopped (the migrator records what it applied, per schema).
 
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
 use crate::placement::Placement;
@@ -52,7 +52,7 @@ pub struct FleetProgress<'a, T> {
     pub error: Option<&'a Error>,
 }
 
-impl<T: TenantKey> Tenancy<T> {
+impl<T: SqlTenantId> Tenancy<T> {
     /// The schema prefix, or a configuration error when the isolation is not schema per
     /// tenant.
     fn schema_prefix(&self) -> Result<&str> {

@@ -2,7 +2,7 @@
 //! sharding each shard holds a copy, so tenant handles read them next to the tenant's
 //! rows; a write goes to every copy, or to none.
 
-use crate::entity::{GlobalEntity, TenantKey};
+use crate::entity::{GlobalEntity, SqlTenantId};
 use crate::error::{Error, Result};
 use crate::shard::commit_all;
 use crate::tenancy::Tenancy;
@@ -55,7 +55,7 @@ pub struct Globals {
     sharded: bool,
 }
 
-impl<T: TenantKey> Tenancy<T> {
+impl<T: SqlTenantId> Tenancy<T> {
     /// Writes to global tables: see [`Globals`].
     pub fn globals(&self) -> Globals {
         match self.topology() {
@@ -74,7 +74,7 @@ impl<T: TenantKey> Tenancy<T> {
     }
 }
 
-impl<T: TenantKey> Tenancy<T> {
+impl<T: SqlTenantId> Tenancy<T> {
     /// Fills `shard`'s empty copy of the global table `E` from another shard's copy: for a
     /// shard made by [`create_shard`](Tenancy::create_shard), before tenants are placed on
     /// it (its global tables start empty, and [`Globals`] writes would find it diverged).

@@ -2,8 +2,7 @@
 //! from the shards it does not live on, only those its home shard holds identically.
 
 use super::move_steps::{EntityStep, MoveStep, Unit, read};
-use crate::catalog::directory::DirectoryCatalog;
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::tenancy::Tenancy;
 use sea_orm::{ActiveModelTrait, IntoActiveModel};
@@ -27,13 +26,13 @@ pub struct LeftoverReport {
 /// The removal of a tenant's leftover rows from the shards it does not live on, built by
 /// [`Tenancy::remove_leftovers`].
 #[must_use = "a removal does nothing until it is run"]
-pub struct LeftoverRemoval<'a, T: TenantKey> {
+pub struct LeftoverRemoval<'a, T: SqlTenantId> {
     tenancy: &'a Tenancy<T>,
     tenant: T,
     steps: Vec<Box<dyn MoveStep<T> + 'a>>,
 }
 
-impl<T: TenantKey> Tenancy<T> {
+impl<T: SqlTenantId> Tenancy<T> {
     /// Removes `tenant`'s rows from every shard the catalog does not place it on, but only
     /// rows its home shard holds too, identically (same primary key, same values): copies
     /// that a move left behind. Anything else stays and is counted in
@@ -50,7 +49,7 @@ impl<T: TenantKey> Tenancy<T> {
     }
 }
 
-impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
+impl<'a, T: SqlTenantId> LeftoverRemoval<'a, T> {
     /// Adds an entity whose leftover rows of the tenant are removed (parents first).
     pub fn entity<E>(mut self) -> Self
     where
@@ -62,10 +61,12 @@ impl<'a, T: TenantKey> LeftoverRemoval<'a, T> {
         self
     }
 
-    /// Runs the removal against `directory`, the catalog directory of this tenancy's
-    /// topology.
-    pub async fn run(self, directory: &DirectoryCatalog<T>) -> Result<LeftoverReport> {
+    /// Runs the removal through the catalog directory given to the builder
+    /// ([`TenancyBuilder::directory`](crate::TenancyBuilder::directory); without one, it
+    /// is [`Error::Config`]).
+    pub async fn run(self) -> Result<LeftoverReport> {
         self.tenant.validate()?;
+        let directory = self.tenancy.require_directory("removing leftovers")?;
         if self.steps.is_empty() {
             return Err(Error::Config(
                 "a removal names the tenant's entities: `.entity::<E>()` for each, parents first"

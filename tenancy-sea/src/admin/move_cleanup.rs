@@ -4,7 +4,7 @@
 
 use super::move_steps::{MoveStep, Unit};
 use super::moves::SchemaOf;
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Session;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
@@ -44,7 +44,7 @@ pub(super) struct Sides<'a> {
 /// row written or changed there during the move keeps every row in place. Under schema
 /// per tenant the old schema goes too, in the same transaction, when nothing is left in
 /// any of its tables.
-pub(super) async fn remove_moved<T: TenantKey>(
+pub(super) async fn remove_moved<T: SqlTenantId>(
     sides: &Sides<'_>,
     steps: &[Box<dyn MoveStep<T> + '_>],
     tenant: &T,
@@ -77,7 +77,7 @@ pub(super) async fn remove_moved<T: TenantKey>(
 }
 
 /// Deletes the tenant's rows of every step on `conn` in one transaction, children first.
-pub(super) async fn delete_rows<T: TenantKey>(
+pub(super) async fn delete_rows<T: SqlTenantId>(
     conn: &DatabaseConnection,
     session: Option<&Session>,
     steps: &[Box<dyn MoveStep<T> + '_>],

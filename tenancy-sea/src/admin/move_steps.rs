@@ -2,7 +2,7 @@
 //! and each entity's part of it ([`MoveStep`]): copying, counting and deleting the tenant's
 //! rows, removing those another shard holds identically, and advancing sequences.
 
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
 use crate::scope::{Session, Tag, Tagged};
@@ -111,7 +111,7 @@ pub(super) struct EntityStep<E>(pub(super) PhantomData<fn() -> E>);
 
 impl<T, E> MoveStep<T> for EntityStep<E>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     E::Model: IntoActiveModel<E::ActiveModel> + Sync,
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,

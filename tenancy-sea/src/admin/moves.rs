@@ -5,8 +5,8 @@
 use super::move_cleanup::{Removal, Sides, delete_rows, remove_moved};
 use super::move_steps::{EntityStep, MoveStep, Unit, read};
 use crate::catalog::Claim;
-use crate::catalog::directory::DirectoryCatalog;
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::catalog::directory::Directory;
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
 use crate::scope::{Tag, schema_exists};
@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, IntoActiveModel, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 use std::marker::PhantomData;
-use tenancy_core::{DirectoryRouter, Identifier, ShardId, ShardRouter};
+use tenancy_core::{Identifier, ShardId, ShardRouter};
 
 /// What a move did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct MoveReport {
 /// A move of one tenant to another shard, built by [`Tenancy::move_tenant`]: name the
 /// tenant's entities with [`entity`](Self::entity), then [`run`](Self::run) it.
 #[must_use = "a move does nothing until it is run"]
-pub struct TenantMove<'a, T: TenantKey> {
+pub struct TenantMove<'a, T: SqlTenantId> {
     tenancy: &'a Tenancy<T>,
     tenant: T,
     to: ShardId,
@@ -43,7 +43,7 @@ pub struct TenantMove<'a, T: TenantKey> {
     make_schema: Option<MakeSchema>,
 }
 
-impl<T: TenantKey> std::fmt::Debug for TenantMove<'_, T> {
+impl<T: SqlTenantId> std::fmt::Debug for TenantMove<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantMove")
             .field("tenant", &self.tenant.to_string())
@@ -56,9 +56,9 @@ impl<T: TenantKey> std::fmt::Debug for TenantMove<'_, T> {
     }
 }
 
-impl<T: TenantKey> Tenancy<T> {
-    /// Moves `tenant` to the shard `to` of a topology routed by a
-    /// [`DirectoryRouter`]: the tenant's rows of each entity named with
+impl<T: SqlTenantId> Tenancy<T> {
+    /// Moves `tenant` to the shard `to` of a topology routed by the catalog directory
+    /// given to the builder ([`TenancyBuilder::directory`](crate::TenancyBuilder::directory)): the tenant's rows of each entity named with
     /// [`TenantMove::entity`] are copied to `to` in one transaction, its placement is
     /// switched in the catalog and then the router, and its rows are removed from the
     /// shard it left in one transaction.
@@ -66,7 +66,6 @@ impl<T: TenantKey> Tenancy<T> {
     /// ```
     /// # use sea_orm::entity::prelude::*;
     /// # use tenancy_sea::prelude::*;
-    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter};
     /// # mod customer {
     /// #     use sea_orm::entity::prelude::*;
     /// #     use tenancy_sea::prelude::*;
@@ -83,16 +82,12 @@ impl<T: TenantKey> Tenancy<T> {
     /// #     impl ActiveModelBehavior for ActiveModel {}
     /// # }
     /// # use customer as order;
-    /// # async fn demo(
-    /// #     tenancy: Tenancy<i64>,
-    /// #     directory: DirectoryCatalog<i64>,
-    /// #     router: &DirectoryRouter<i64>,
-    /// # ) -> tenancy_sea::Result<()> {
+    /// # async fn demo(tenancy: Tenancy<i64>) -> tenancy_sea::Result<()> {
     /// let report = tenancy
     ///     .move_tenant(42, "s3")
     ///     .entity::<customer::Entity>() // parents first: they are copied first
     ///     .entity::<order::Entity>() //    and removed last
-    ///     .run(&directory, router)
+    ///     .run()
     ///     .await?;
     /// println!("{report:?}");
     /// # Ok(()) }
@@ -104,7 +99,7 @@ impl<T: TenantKey> Tenancy<T> {
     ///
     /// A move claims the tenant in the catalog first: a second move of the tenant, from
     /// any process, is [`Error::TenantMoving`] until it ends. The claim has an owner (this
-    /// run) and a lease ([`DirectoryCatalog::with_move_lease`], 60 s by default), renewed
+    /// run) and a lease ([`Directory::with_move_lease`], 60 s by default), renewed
     /// while the move runs; it is cleared when the move returns, and when the move's
     /// future is dropped (a timeout) or its process dies, it lapses after the lease and
     /// the next move takes it over. A move that loses its claim (not renewed for a whole
@@ -159,7 +154,7 @@ fn make_schema<'t, M: MigratorTrait + 'static>(
     Box::pin(super::fleet::create_schema::<M>(txn, schema))
 }
 
-impl<'a, T: TenantKey> TenantMove<'a, T> {
+impl<'a, T: SqlTenantId> TenantMove<'a, T> {
     /// The application's migrator, which makes the tenant's schema on the new shard under
     /// schema per tenant isolation (required there; the schema is made in the copy's
     /// transaction, so a failed move leaves none). The old schema is dropped with the
@@ -182,14 +177,14 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         self
     }
 
-    /// Runs the move, with `directory` and `router` the catalog directory and the router
-    /// of this tenancy's topology.
-    pub async fn run(
-        self,
-        directory: &DirectoryCatalog<T>,
-        router: &DirectoryRouter<T>,
-    ) -> Result<MoveReport> {
+    /// Runs the move, through the catalog directory given to the builder
+    /// ([`TenancyBuilder::directory`](crate::TenancyBuilder::directory); without one, a
+    /// move is [`Error::Config`]).
+    pub async fn run(self) -> Result<MoveReport> {
         self.tenant.validate()?;
+        let tenancy = self.tenancy;
+        let directory = tenancy.require_directory("moving a tenant")?;
+        let router = &**directory.router();
         if self.steps.is_empty() {
             return Err(Error::Config(
                 "a move names the tenant's entities: `.entity::<E>()` for each, parents first"
@@ -213,7 +208,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         let claim = directory.claim_move(&self.tenant, &self.to).await?;
         let tenant = self.tenant.clone();
         let outcome = directory
-            .hold(&tenant, &claim, self.claimed(directory, router, &claim))
+            .hold(&tenant, &claim, self.claimed(directory, &claim))
             .await;
         if let Err(error) = directory.release_claim(&tenant, &claim).await {
             tracing::error!(
@@ -226,12 +221,8 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
     }
 
     /// The move, once claimed.
-    async fn claimed(
-        self,
-        directory: &DirectoryCatalog<T>,
-        router: &DirectoryRouter<T>,
-        claim: &Claim,
-    ) -> Result<MoveReport> {
+    async fn claimed(self, directory: &Directory<T>, claim: &Claim) -> Result<MoveReport> {
+        let router = &**directory.router();
         let TenantMove {
             tenancy,
             tenant,
@@ -263,13 +254,9 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
                 });
             }
         };
-        let (routed, from_conn) = topology.shard_of(&tenant)?;
-        if routed != from {
-            return Err(Error::Config(format!(
-                "the router given places tenant {tenant} on {from}, the topology's on \
-                 {routed}: pass the topology's own directory router"
-            )));
-        }
+        // The builder made sure the topology routes by the directory's router, so the
+        // topology's shard of the tenant is `from`.
+        let (_, from_conn) = topology.shard_of(&tenant)?;
         if from == to {
             // Nothing to move, and nothing is removed anywhere: rows of the tenant on
             // other shards are not known to be copies (`remove_leftovers` checks that).
@@ -346,7 +333,7 @@ impl<'a, T: TenantKey> TenantMove<'a, T> {
         }
         txn.commit().await?;
 
-        let switched = directory.switch(router, &tenant, &from, &to, claim).await;
+        let switched = directory.switch(&tenant, &from, &to, claim).await;
         if let Err(lost @ Error::TenantMoving { .. }) = switched {
             // This run's claim lapsed: another run may hold the tenant now. Nothing more is
             // touched; the copies on `to` stay for the next move, which verifies them.

@@ -3,18 +3,16 @@
 //! migrate every shard.
 
 use super::fleet::{FleetProgress, FleetReport, run_fleet};
-use crate::catalog::directory::DirectoryCatalog;
-use crate::catalog::shards::{ShardCatalog, ShardState, connect_shard, lazy_shard};
-use crate::entity::TenantKey;
+use crate::catalog::shards::{ShardState, Shards, connect_shard, lazy_shard};
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::placement::{connect, pool_options};
 use crate::tenancy::Tenancy;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tenancy_core::{DirectoryRouter, ShardId};
+use tenancy_core::ShardId;
 use tracing::Instrument;
 
 /// The tables of a shard's database (its migration table left out).
@@ -71,10 +69,10 @@ async fn first_nonempty(conn: &DatabaseConnection, keep: &[&str]) -> Result<Opti
     Ok(None)
 }
 
-impl<T: TenantKey> Tenancy<T> {
+impl<T: SqlTenantId> Tenancy<T> {
     /// The shard registry in this tenancy's catalog (admin) connection.
-    pub fn shard_catalog(&self) -> ShardCatalog {
-        ShardCatalog::new(self.unscoped().clone())
+    pub fn shard_catalog(&self) -> Shards {
+        Shards::new(self.unscoped().clone())
     }
 
     /// Adds a shard: creates its database from the
@@ -255,8 +253,8 @@ pub struct CatalogRefresh {
     pub unavailable: Vec<ShardId>,
 }
 
-impl<T: TenantKey> Tenancy<T> {
-    /// Brings this process's topology and `router` in step with the catalog, after other
+impl<T: SqlTenantId> Tenancy<T> {
+    /// Brings this process's topology and directory router in step with the catalog, after other
     /// processes changed it:
     ///
     /// 1. the directory is reloaded if its version moved, first and on its own, so that
@@ -272,14 +270,11 @@ impl<T: TenantKey> Tenancy<T> {
     ///
     /// Only a failure to read the catalog itself is an error; shards that cannot be
     /// reached are reported in [`CatalogRefresh::unavailable`].
-    pub async fn refresh_catalog(
-        &self,
-        directory: &DirectoryCatalog<T>,
-        router: &DirectoryRouter<T>,
-    ) -> Result<CatalogRefresh> {
+    pub async fn refresh_catalog(&self) -> Result<CatalogRefresh> {
         let topology = self.topology()?;
+        let directory = self.require_directory("refreshing the catalog")?;
         let mut refresh = CatalogRefresh {
-            directory_reloaded: directory.refresh(router).await?,
+            directory_reloaded: directory.refresh().await?,
             ..CatalogRefresh::default()
         };
         let registered = self.shard_catalog().list().await?;
@@ -319,7 +314,7 @@ impl<T: TenantKey> Tenancy<T> {
             refresh.added.push(record.name.clone());
         }
         if !refresh.added.is_empty() {
-            directory.load(router).await?;
+            directory.load().await?;
             refresh.directory_reloaded = true;
         }
         for (shard, _) in topology.unavailable_shards() {
@@ -367,23 +362,18 @@ impl<T: TenantKey> Tenancy<T> {
     /// ```
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
-    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, Tenancy};
-    /// # async fn demo(tenancy: Tenancy<i64>, directory: DirectoryCatalog<i64>, router: Arc<DirectoryRouter<i64>>) {
-    /// tokio::spawn(tenancy.clone().watch_catalog(directory, router, Duration::from_secs(2)));
+    /// # use tenancy_sea::Tenancy;
+    /// # async fn demo(tenancy: Tenancy<i64>) {
+    /// tokio::spawn(tenancy.clone().watch_catalog(Duration::from_secs(2)));
     /// # }
     /// ```
     // Written out so the signature promises `Send + 'static` to any runtime's spawner.
     #[allow(clippy::manual_async_fn)]
-    pub fn watch_catalog(
-        self,
-        directory: DirectoryCatalog<T>,
-        router: Arc<DirectoryRouter<T>>,
-        every: Duration,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    pub fn watch_catalog(self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
         async move {
             loop {
                 futures_timer::Delay::new(every).await;
-                if let Err(error) = self.refresh_catalog(&directory, &router).await {
+                if let Err(error) = self.refresh_catalog().await {
                     tracing::warn!(
                         target: "tenancy::catalog",
                         %error,

@@ -1,9 +1,9 @@
 //! The claims of moves in the catalog: one run of a move holds a tenant's claim, renewed
 //! while it runs, so that no two moves of a tenant run at once in any process.
 
-use super::directory::DirectoryCatalog;
+use super::directory::Directory;
 use super::entities::move_entry;
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
@@ -25,7 +25,7 @@ pub(super) fn now_millis() -> i64 {
 /// How long a move's claim lasts unless renewed, by default.
 pub const DEFAULT_MOVE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl<K: TenantKey> DirectoryCatalog<K> {
+impl<K: SqlTenantId> Directory<K> {
     fn lease_millis(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }

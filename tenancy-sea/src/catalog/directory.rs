@@ -2,12 +2,12 @@
 //! a [`DirectoryRouter`]. Read at start, changed only through this API, which updates the
 //! catalog first (bumping the directory's version in the same transaction) and the
 //! router's cache second; other processes' caches catch up through
-//! [`DirectoryCatalog::refresh`] or [`DirectoryCatalog::watch`].
+//! [`Directory::refresh`] or [`Directory::watch`].
 
 use super::claims::DEFAULT_MOVE_LEASE;
 use super::create_table_if_missing;
 use super::entities::{entry, move_entry, range_entry, version_entry};
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -15,12 +15,11 @@ use sea_orm::{
     QueryFilter, Set,
 };
 use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
 
-/// How many times [`DirectoryCatalog::load`] reads the catalog again when this process
+/// How many times [`Directory::load`] reads the catalog again when this process
 /// changed the directory while it read.
 const LOAD_ATTEMPTS: usize = 8;
 
@@ -62,7 +61,7 @@ pub(crate) async fn uses_of(
     Ok((keys, ranges, moves))
 }
 
-/// What [`DirectoryCatalog::load`] did.
+/// What [`Directory::load`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirectoryLoad {
     /// How many keys and ranges were loaded.
@@ -71,7 +70,7 @@ pub struct DirectoryLoad {
     pub skipped: Vec<SkippedEntry>,
 }
 
-/// A directory row [`DirectoryCatalog::load`] skipped.
+/// A directory row [`Directory::load`] skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SkippedEntry {
     /// The key, in its text form, or the range (`range from <bound>`).
@@ -96,78 +95,102 @@ pub enum SkipReason {
 }
 
 /// A directory of placements (key to shard) and key ranges in a catalog database (any
-/// backend), for keys of type `K`. The tenants' directory is [`DirectoryCatalog::new`];
+/// backend), for keys of type `K`. The tenants' directory is [`Directory::new`];
 /// the values of a `#[shard_key]` have a directory of their own
-/// ([`DirectoryCatalog::named`]), loaded into the router given to
+/// ([`Directory::named`]), loaded into the router given to
 /// [`Topology::with_key_router`](crate::Topology::with_key_router), so that tenant 42 and
 /// device 42 are placed independently.
 ///
 /// The directory takes keys of its type only, as its router does
-/// ([`DirectoryRouter<K>`]): in an `i64` application, `assign(&router, &"42".to_owned(),
-/// ..)` does not compile. Keys are stored as text and compared exactly (a binary collation
+/// ([`DirectoryRouter<K>`]): in an `i64` application, `assign(&"42".to_owned(), ..)` does
+/// not compile. Keys are stored as text and compared exactly (a binary collation
 /// on MySQL/MariaDB), so `"ACME"` and `"acme"` are two keys in the catalog as everywhere
 /// else.
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, ShardRouter};
+/// # use tenancy_sea::{catalog::Directory, DirectoryRouter, ShardRouter};
 /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-/// let directory = DirectoryCatalog::<i64>::new(catalog);
-/// directory.install().await?;
 /// let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-/// directory.load(&router).await?;             // at start
-/// directory.assign(&router, &42, "s1").await?; // catalog first, then the cache
+/// let directory = Directory::<i64>::new(catalog, router.clone());
+/// directory.install().await?;
+/// directory.load().await?;             // at start
+/// directory.assign(&42, "s1").await?;  // catalog first, then the router
 /// assert_eq!(router.route(&42i64)?.as_str(), "s1");
 /// # Ok(()) }
 /// ```
-pub struct DirectoryCatalog<K> {
+pub struct Directory<K> {
     pub(super) conn: DatabaseConnection,
     pub(super) name: String,
     pub(super) lease: std::time::Duration,
-    keys: PhantomData<fn(&K)>,
+    /// The router this process routes by, which the directory keeps in step with the
+    /// catalog.
+    pub(super) router: Arc<DirectoryRouter<K>>,
 }
 
-impl<K> Clone for DirectoryCatalog<K> {
+impl<K> Clone for Directory<K> {
     fn clone(&self) -> Self {
-        DirectoryCatalog {
+        Directory {
             conn: self.conn.clone(),
             name: self.name.clone(),
             lease: self.lease,
-            keys: PhantomData,
+            router: self.router.clone(),
         }
     }
 }
 
-impl<K: TenantKey> std::fmt::Debug for DirectoryCatalog<K> {
+impl<K: SqlTenantId> std::fmt::Debug for Directory<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectoryCatalog")
+        f.debug_struct("Directory")
             .field("name", &self.name)
             .field("keys", &K::TYPE_NAME)
             .finish_non_exhaustive()
     }
 }
 
-impl<K: TenantKey> DirectoryCatalog<K> {
-    /// The tenants' directory in the catalog database `conn`.
-    pub fn new(conn: DatabaseConnection) -> Self {
-        DirectoryCatalog {
+impl<K: SqlTenantId> Directory<K> {
+    /// The tenants' directory in the catalog database `conn`, kept in `router`: the
+    /// router the topology routes by (pass the same `Arc` to
+    /// [`Topology::new`](crate::Topology::new)). The directory changes the catalog, then
+    /// the router; [`load`](Self::load) and [`refresh`](Self::refresh) bring the router
+    /// up to the catalog.
+    pub fn new(conn: DatabaseConnection, router: Arc<DirectoryRouter<K>>) -> Self {
+        Directory {
             conn,
             name: "tenants".to_owned(),
             lease: DEFAULT_MOVE_LEASE,
-            keys: PhantomData,
+            router,
         }
     }
 
     /// Another directory in the same catalog tables, e.g. `devices` for the values of a
-    /// `#[shard_key]`. The name must be a plain identifier.
-    pub fn named(conn: DatabaseConnection, name: &str) -> Result<Self> {
+    /// `#[shard_key]`, kept in `router`. The name must be a plain identifier.
+    pub fn named(
+        conn: DatabaseConnection,
+        name: &str,
+        router: Arc<DirectoryRouter<K>>,
+    ) -> Result<Self> {
         tenancy_core::Identifier::new(name)?;
-        Ok(DirectoryCatalog {
+        Ok(Directory {
             conn,
             name: name.to_owned(),
             lease: DEFAULT_MOVE_LEASE,
-            keys: PhantomData,
+            router,
         })
+    }
+
+    /// The router this directory keeps in step with the catalog.
+    pub fn router(&self) -> &Arc<DirectoryRouter<K>> {
+        &self.router
+    }
+
+    /// The same catalog directory, kept in another router: another process's view of
+    /// it, or a router made afresh after a restart.
+    pub fn for_router(&self, router: Arc<DirectoryRouter<K>>) -> Self {
+        Directory {
+            router,
+            ..self.clone()
+        }
     }
 
     /// How long a move's claim on a key lasts unless renewed ([`DEFAULT_MOVE_LEASE`], 60
@@ -186,9 +209,9 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     }
 
     /// Creates the directory tables, and the shard registry whose states the directory
-    /// obeys ([`ShardCatalog`](crate::ShardCatalog)), if they do not exist.
+    /// obeys ([`Shards`](crate::catalog::Shards)), if they do not exist.
     pub async fn install(&self) -> Result<()> {
-        super::shards::ShardCatalog::new(self.conn.clone())
+        super::shards::Shards::new(self.conn.clone())
             .install()
             .await?;
         create_table_if_missing(&self.conn, entry::Entity).await?;
@@ -237,24 +260,25 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(())
     }
 
-    /// Reloads `router` from the catalog if the directory changed since `router` was last
-    /// loaded (by this process or another one); returns whether it did. Cheap when
+    /// Reloads the router from the catalog if the directory changed since the router was
+    /// last loaded (by this process or another one); returns whether it did. Cheap when
     /// nothing changed: one primary-key read.
-    pub async fn refresh(&self, router: &DirectoryRouter<K>) -> Result<bool> {
+    pub async fn refresh(&self) -> Result<bool> {
+        let router = &*self.router;
         if self.version().await? == router.version() {
             return Ok(false);
         }
-        self.load(router).await?;
+        self.load().await?;
         Ok(true)
     }
 
-    /// Keeps `router` in step with the catalog: every `every`, [`refresh`](Self::refresh)
+    /// Keeps the router in step with the catalog: every `every`, [`refresh`](Self::refresh)
     /// it. Changes made through another process's directory reach this one within
     /// `every`. The future runs until dropped; spawn it on the application's runtime. A
     /// failed refresh is logged (`tracing`, target `tenancy::directory`) and tried again
     /// at the next tick, the router keeping what it had.
     ///
-    /// An entry that names a shard `router` does not have is skipped (see
+    /// An entry that names a shard the router does not have is skipped (see
     /// [`load`](Self::load)), so when other processes create shards at run time, use
     /// [`Tenancy::watch_catalog`](crate::Tenancy::watch_catalog) instead: it connects new
     /// shards before it reloads the directory.
@@ -262,22 +286,18 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     /// ```
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
-    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter};
-    /// # async fn demo(directory: DirectoryCatalog<i64>, router: Arc<DirectoryRouter<i64>>) {
-    /// tokio::spawn(directory.watch(router, Duration::from_secs(2)));
+    /// # use tenancy_sea::{catalog::Directory, DirectoryRouter};
+    /// # async fn demo(directory: Directory<i64>) {
+    /// tokio::spawn(directory.watch(Duration::from_secs(2)));
     /// # }
     /// ```
     // Written out so the signature promises `Send + 'static` to any runtime's spawner.
     #[allow(clippy::manual_async_fn)]
-    pub fn watch(
-        self,
-        router: Arc<DirectoryRouter<K>>,
-        every: Duration,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    pub fn watch(self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
         async move {
             loop {
                 futures_timer::Delay::new(every).await;
-                if let Err(error) = self.refresh(&router).await {
+                if let Err(error) = self.refresh().await {
                     tracing::warn!(
                         target: "tenancy::directory",
                         directory = %self.name,
@@ -289,13 +309,14 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         }
     }
 
-    /// Loads the directory into `router`, replacing every key and range it held, at once:
+    /// Loads the directory into the router, replacing every key and range it held, at once:
     /// a lookup meanwhile sees the old entries or the new ones. A row that cannot be
-    /// loaded (a key that is not of this directory's type, a shard `router` does not have
+    /// loaded (a key that is not of this directory's type, a shard the router does not have
     /// in service, a range in a directory of non-integer keys) is skipped and reported in
     /// [`DirectoryLoad::skipped`] (and logged), and the rest is loaded: one bad row does
     /// not freeze every process's directory. Its key is then unplaced here.
-    pub async fn load(&self, router: &DirectoryRouter<K>) -> Result<DirectoryLoad> {
+    pub async fn load(&self) -> Result<DirectoryLoad> {
+        let router = &*self.router;
         // A change made here while the catalog is read would be undone by the older
         // entries: the router refuses them, and they are read again.
         for attempt in 0..LOAD_ATTEMPTS {

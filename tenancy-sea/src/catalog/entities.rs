@@ -81,7 +81,7 @@ pub mod entry {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tenancy_directory")]
     pub struct Model {
-        /// The directory: `tenants`, or the name given to [`DirectoryCatalog::named`](crate::DirectoryCatalog::named).
+        /// The directory: `tenants`, or the name given to [`Directory::named`](crate::catalog::Directory::named).
         #[sea_orm(primary_key, auto_increment = false)]
         pub directory: String,
         /// The key, in its text form.

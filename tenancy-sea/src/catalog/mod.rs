@@ -1,19 +1,35 @@
-//! The framework's own catalog entity: one row per tenant database ([`Entity`], [`Model`]).
+//! What the library keeps in a catalog database, one name per thing:
 //!
-//! Inside the crate, this module holds everything the framework keeps in a catalog
-//! database: the catalog's tables and how they are installed (`entities`), the registry of
-//! tenant databases (`registry`: [`CatalogRegistry`](crate::CatalogRegistry)), the shard
-//! registry (`shards`: [`ShardCatalog`](crate::ShardCatalog)), and the shard directory
-//! (`directory`: [`DirectoryCatalog`](crate::DirectoryCatalog)), with its placements
+//! * [`TenantDatabases`]: the database of each tenant (database per tenant), in the
+//!   table [`tenant_entry`];
+//! * [`Shards`]: the shards, their URLs and states ([`ShardRecord`], [`ShardState`]), in
+//!   [`shard_entry`];
+//! * [`Directory`]: which shard each tenant or key range lives on, in
+//!   [`directory_entry`] and [`directory_range_entry`], with the claims of moves under
+//!   way ([`DEFAULT_MOVE_LEASE`]).
+//!
+//! Inside the crate: the tables and how they are installed (`entities`), the three
+//! keepers (`tenant_databases`, `shards`, `directory`), the directory's placements
 //! (`placing`) and the claims of moves (`claims`).
 
 pub(crate) mod claims;
 pub(crate) mod directory;
 pub(crate) mod entities;
 mod placing;
-pub(crate) mod registry;
 pub(crate) mod shards;
+pub(crate) mod tenant_databases;
 
 pub(crate) use claims::Claim;
+pub use claims::DEFAULT_MOVE_LEASE;
+pub use directory::{Directory, DirectoryLoad, SkipReason, SkippedEntry};
 pub(crate) use entities::create_table_if_missing;
-pub use entities::tenant_entry::*;
+pub use entities::{
+    entry as directory_entry, range_entry as directory_range_entry, shard_entry, tenant_entry,
+};
+pub use shards::{ShardRecord, ShardState, Shards};
+pub use tenant_databases::TenantDatabases;
+
+// The tenant databases' table under its first path, `catalog::Entity`, for code written
+// before the catalog kept one name per thing; `catalog::tenant_entry` is its name.
+#[doc(hidden)]
+pub use entities::tenant_entry::{ActiveModel, Column, Entity, Model, PrimaryKey, Relation};

@@ -4,10 +4,10 @@
 //! then in the router.
 
 use super::claims::{Claim, now_millis};
-use super::directory::DirectoryCatalog;
+use super::directory::Directory;
 use super::entities::{entry, move_entry, range_entry, shard_entry};
 use super::shards::{DROPPED, ShardState};
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -15,20 +15,20 @@ use sea_orm::{
     TransactionTrait,
 };
 use std::collections::HashMap;
-use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
+use tenancy_core::{ShardId, ShardRouter};
 
-impl<K: TenantKey> DirectoryCatalog<K> {
+impl<K: SqlTenantId> Directory<K> {
     /// Moves `tenant`'s placement from `from` to `to`: in the catalog, only if it is on
     /// `from` there (compare and set, bumping the version in the same transaction), then in
-    /// `router`. `Ok(false)` when the catalog had it elsewhere, and nothing changed.
+    /// the router. `Ok(false)` when the catalog had it elsewhere, and nothing changed.
     pub(crate) async fn switch(
         &self,
-        router: &DirectoryRouter<K>,
         tenant: &K,
         from: &ShardId,
         to: &ShardId,
         claim: &Claim,
     ) -> Result<bool> {
+        let router = &*self.router;
         let txn = self.conn.begin().await?;
         self.guard_shard(&txn, to).await?;
         // Only the run that holds a live claim switches: one whose claim lapsed (and may
@@ -65,14 +65,10 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     }
 
     /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`:
-    /// in the catalog, then in `router`. Keys with an entry of their own
+    /// in the catalog, then in the router. Keys with an entry of their own
     /// ([`assign`](Self::assign)) keep it.
-    pub async fn assign_range(
-        &self,
-        router: &DirectoryRouter<K>,
-        lower_bound: i64,
-        shard: impl Into<ShardId>,
-    ) -> Result<()> {
+    pub async fn assign_range(&self, lower_bound: i64, shard: impl Into<ShardId>) -> Result<()> {
+        let router = &*self.router;
         let shard = shard.into();
         if !tenancy_core::ShardRouter::shards(router).contains(&shard) {
             return Err(tenancy_core::RoutingError::UnknownShard(shard.to_string()).into());
@@ -132,8 +128,9 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(())
     }
 
-    /// Removes the range starting at `lower_bound`: from the catalog, then from `router`.
-    pub async fn remove_range(&self, router: &DirectoryRouter<K>, lower_bound: i64) -> Result<()> {
+    /// Removes the range starting at `lower_bound`: from the catalog, then from the router.
+    pub async fn remove_range(&self, lower_bound: i64) -> Result<()> {
+        let router = &*self.router;
         let txn = self.conn.begin().await?;
         range_entry::Entity::delete_by_id((self.name.clone(), lower_bound))
             .exec(&txn)
@@ -144,16 +141,12 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(())
     }
 
-    /// Places `tenant` on `shard`: in the catalog, then in `router`. A shard the router
+    /// Places `tenant` on `shard`: in the catalog, then in the router. A shard the router
     /// does not know is refused before the catalog is touched, and so is a shard the
     /// registry marks [draining](ShardState::Draining) ([`Error::ShardDraining`]) unless
     /// the key is on it already.
-    pub async fn assign(
-        &self,
-        router: &DirectoryRouter<K>,
-        tenant: &K,
-        shard: impl Into<ShardId>,
-    ) -> Result<()> {
+    pub async fn assign(&self, tenant: &K, shard: impl Into<ShardId>) -> Result<()> {
+        let router = &*self.router;
         let shard = shard.into();
         tenant.validate()?;
         if !tenancy_core::ShardRouter::shards(router).contains(&shard) {
@@ -190,7 +183,7 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(())
     }
 
-    /// Places a new `tenant` on the shard of `router` that holds the fewest keys of this
+    /// Places a new `tenant` on the shard of the router that holds the fewest keys of this
     /// directory, passing over draining shards (ties go to the first name), and returns
     /// it. A tenant placed already keeps its shard, which is returned: placing is safe to
     /// repeat, and when two processes place the same tenant at once, both get the shard
@@ -198,23 +191,24 @@ impl<K: TenantKey> DirectoryCatalog<K> {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use tenancy_sea::{DirectoryCatalog, DirectoryRouter, ShardRouter};
+    /// # use tenancy_sea::{catalog::Directory, DirectoryRouter, ShardRouter};
     /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-    /// let directory = DirectoryCatalog::<i64>::new(catalog);
     /// let router = Arc::new(DirectoryRouter::new(["s0", "s1"]));
-    /// let home = directory.place(&router, &42).await?; // the emptier shard
+    /// let directory = Directory::<i64>::new(catalog, router.clone());
+    /// let home = directory.place(&42).await?; // the emptier shard
     /// assert_eq!(router.route(&42i64)?, home);
-    /// assert_eq!(directory.place(&router, &42).await?, home); // placed once
+    /// assert_eq!(directory.place(&42).await?, home); // placed once
     /// # Ok(()) }
     /// ```
-    pub async fn place(&self, router: &DirectoryRouter<K>, tenant: &K) -> Result<ShardId> {
+    pub async fn place(&self, tenant: &K) -> Result<ShardId> {
+        let router = &*self.router;
         tenant.validate()?;
         let key = tenant.to_string();
         if let Some(row) = entry::Entity::find_by_id((self.name.clone(), key.clone()))
             .one(&self.conn)
             .await?
         {
-            return self.settle(router, tenant, row.shard);
+            return self.settle(tenant, row.shard);
         }
         let draining: Vec<String> = shard_entry::Entity::find()
             .filter(shard_entry::Column::State.is_in([ShardState::Draining.as_str(), DROPPED]))
@@ -271,11 +265,12 @@ impl<K: TenantKey> DirectoryCatalog<K> {
                     self.name
                 ))
             })?;
-        self.settle(router, tenant, row.shard)
+        self.settle(tenant, row.shard)
     }
 
-    /// Puts the catalog's placement of `tenant` in `router` and returns its shard.
-    fn settle(&self, router: &DirectoryRouter<K>, tenant: &K, shard: String) -> Result<ShardId> {
+    /// Puts the catalog's placement of `tenant` in the router and returns its shard.
+    fn settle(&self, tenant: &K, shard: String) -> Result<ShardId> {
+        let router = &*self.router;
         let shard = ShardId::new(shard);
         router.assign(tenant, shard.clone())?;
         Ok(shard)
@@ -333,8 +328,9 @@ impl<K: TenantKey> DirectoryCatalog<K> {
         Ok(())
     }
 
-    /// Removes `tenant`'s placement: from the catalog, then from `router`.
-    pub async fn remove(&self, router: &DirectoryRouter<K>, tenant: &K) -> Result<()> {
+    /// Removes `tenant`'s placement: from the catalog, then from the router.
+    pub async fn remove(&self, tenant: &K) -> Result<()> {
+        let router = &*self.router;
         let txn = self.conn.begin().await?;
         entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&txn)

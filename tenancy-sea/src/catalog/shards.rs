@@ -1,4 +1,4 @@
-//! The shard registry kept in the catalog database: [`ShardCatalog`], its [`ShardRecord`]s
+//! The shard registry kept in the catalog database: [`Shards`], its [`ShardRecord`]s
 //! and their [`ShardState`], and connecting the registered shards into a
 //! [`Topology`](crate::Topology).
 
@@ -24,10 +24,10 @@ pub enum ShardState {
     /// In service: new tenants may be placed on it.
     Active,
     /// Still serving its tenants, but to be emptied: no new key is placed on it.
-    /// [`DirectoryCatalog::assign`](crate::DirectoryCatalog::assign) and
-    /// [`assign_range`](crate::DirectoryCatalog::assign_range) refuse it with
-    /// [`Error::ShardDraining`], [`DirectoryCatalog::place`](crate::DirectoryCatalog::place)
-    /// passes it over, and [`ShardCatalog::active`] leaves it out.
+    /// [`Directory::assign`](crate::catalog::Directory::assign) and
+    /// [`assign_range`](crate::catalog::Directory::assign_range) refuse it with
+    /// [`Error::ShardDraining`], [`Directory::place`](crate::catalog::Directory::place)
+    /// passes it over, and [`Shards::active`] leaves it out.
     Draining,
 }
 
@@ -77,9 +77,9 @@ impl std::fmt::Debug for ShardRecord {
 ///
 /// ```
 /// # use std::sync::Arc;
-/// # use tenancy_sea::{DirectoryRouter, ShardCatalog, Tenancy};
+/// # use tenancy_sea::{DirectoryRouter, catalog::Shards, Tenancy};
 /// # async fn demo(catalog_conn: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
-/// let catalog = ShardCatalog::new(catalog_conn.clone());
+/// let catalog = Shards::new(catalog_conn.clone());
 /// catalog.install().await?;
 /// let router = Arc::new(DirectoryRouter::<i64>::new(catalog.names().await?));
 /// let topology = catalog.topology(router, 4).await?; // connects every registered shard
@@ -90,15 +90,15 @@ impl std::fmt::Debug for ShardRecord {
 /// [`Tenancy::create_shard`]: crate::Tenancy::create_shard
 /// [`Tenancy::drop_shard`]: crate::Tenancy::drop_shard
 #[derive(Clone, Debug)]
-pub struct ShardCatalog {
+pub struct Shards {
     conn: DatabaseConnection,
     connect_timeout: Duration,
 }
 
-impl ShardCatalog {
+impl Shards {
     /// The registry in the catalog database `conn`.
     pub fn new(conn: DatabaseConnection) -> Self {
-        ShardCatalog {
+        Shards {
             conn,
             connect_timeout: crate::shard::DEFAULT_CONNECT_TIMEOUT,
         }

@@ -3,7 +3,7 @@
 //! transaction from fanning out.
 
 use super::{TenantDb, TenantTxn};
-use crate::entity::{KeySharded, TenantKey, TenantScoped};
+use crate::entity::{ShardKeyed, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope::{self, UNSHARDED};
 use crate::shard::{AcrossShards, ShardedSelect, Target};
@@ -14,15 +14,15 @@ use tenancy_core::{KeyType, ShardId};
 /// A tenant's reads on every shard, made by [`TenantDb::across_shards`]: still filtered by
 /// tenant, but fanned out and merged like [`AcrossShards`].
 #[derive(Debug)]
-pub struct TenantAcrossShards<'h, T: TenantKey> {
+pub struct TenantAcrossShards<'h, T: SqlTenantId> {
     handle: &'h TenantDb<T>,
 }
 
-impl<T: TenantKey> TenantAcrossShards<'_, T> {
+impl<T: SqlTenantId> TenantAcrossShards<'_, T> {
     /// This tenant's rows of `E`, on every shard that can hold them.
     pub fn find<E: TenantScoped<TenantId = T>>(&self) -> ShardedSelect<E> {
         let handle = self.handle;
-        let mut targets = match &handle.topology {
+        let mut targets = match handle.topology() {
             Some(topology) if E::shard_key_column().is_some() => {
                 if let Err(refused) = handle.inner.may_spread::<E>() {
                     return ShardedSelect::unmade(refused);
@@ -43,7 +43,7 @@ impl<T: TenantKey> TenantAcrossShards<'_, T> {
             target.tenant = Some(handle.inner.tenant.to_string());
             target.session = handle.inner.session.clone();
         }
-        let across = match &handle.topology {
+        let across = match handle.topology() {
             Some(topology) => AcrossShards::over(targets, topology),
             None => AcrossShards::single(targets.remove(0)),
         };
@@ -51,7 +51,7 @@ impl<T: TenantKey> TenantAcrossShards<'_, T> {
     }
 }
 
-impl<T: TenantKey> TenantDb<T> {
+impl<T: SqlTenantId> TenantDb<T> {
     /// Reads this tenant's rows on every shard (explicit scatter-gather), for entities
     /// sharded by a `#[shard_key]`, whose rows are spread over the shards. An entity whose
     /// shard key is the tenant is read on this tenant's shard only. Without sharding, the
@@ -113,7 +113,7 @@ impl<T: TenantKey> TenantDb<T> {
         keys: impl IntoIterator<Item = impl Into<E::Key>>,
     ) -> Result<ShardedSelect<E>>
     where
-        E: KeySharded<TenantId = T>,
+        E: ShardKeyed<TenantId = T>,
     {
         let column = Self::key_column::<E>()?;
         self.inner.may_spread::<E>()?;
@@ -126,7 +126,7 @@ impl<T: TenantKey> TenantDb<T> {
             scope::equals(E::tenant_column(), &self.inner.value, backend)
                 .add(scope::is_in(column, values, backend))
         };
-        let Some(topology) = &self.topology else {
+        let Some(topology) = self.topology() else {
             let values = keys.into_iter().map(Into::into).collect();
             let target = self.own_target(Some(condition(&self.inner.conn, values)));
             return Ok(AcrossShards::single(target).select(select).scoped());
@@ -158,7 +158,7 @@ impl<T: TenantKey> TenantDb<T> {
     }
 }
 
-impl<T: TenantKey> TenantTxn<T> {
+impl<T: SqlTenantId> TenantTxn<T> {
     /// Not in a transaction: a transaction runs on one shard, and a fan-out reads every
     /// shard, so this does not compile, with a message that says so. Fan out with the
     /// tenant's handle ([`TenantDb::across_shards`]), outside the transaction.
@@ -177,7 +177,7 @@ impl<T: TenantKey> TenantTxn<T> {
         keys: impl IntoIterator<Item = impl Into<E::Key>>,
     ) -> Result<ShardedSelect<E>>
     where
-        E: KeySharded<TenantId = T>,
+        E: ShardKeyed<TenantId = T>,
         Self: FansOut<T>,
     {
         let _ = keys;
@@ -194,7 +194,7 @@ impl<T: TenantKey> TenantTxn<T> {
     note = "call `across_shards()` or `by_keys(..)` on the tenant's handle (`TenantDb`), \
             outside the transaction; inside it, read one key of this shard with `by_key(..)`"
 )]
-pub trait FansOut<T: TenantKey>: crate::entity::__private_sealed::FansOutSeal {
+pub trait FansOut<T: SqlTenantId>: crate::entity::__private_sealed::FansOutSeal {
     #[doc(hidden)]
     fn fan_out(&self) -> TenantAcrossShards<'_, T>;
     #[doc(hidden)]

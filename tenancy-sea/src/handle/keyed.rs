@@ -1,8 +1,8 @@
-//! Routing by shard key: [`TenantDb::by_key`] and the [`KeyedDb`] it makes, and the
+//! Routing by shard key: [`TenantDb::by_key`] and the [`ShardKeyDb`] it makes, and the
 //! tenant's handle on the shard of a row of a `#[shard_key]` entity.
 
 use super::TenantDb;
-use crate::entity::{KeySharded, TenantKey, TenantScoped};
+use crate::entity::{ShardKeyed, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::query::{GlobalJoins, ScopedDeleteMany, ScopedSelect, ScopedUpdateMany};
 use crate::scope::{self, HandleConnection, Placed, Routed, TenantConn};
@@ -17,15 +17,15 @@ use tracing::Instrument;
 /// The rows of a `#[shard_key]` entity with one key, on the shard that holds them: made by
 /// [`TenantDb::by_key`]. Every statement carries the tenant condition and the key
 /// condition.
-pub struct KeyedDb<'h, T: TenantKey, E: EntityTrait, C = DatabaseConnection> {
+pub struct ShardKeyDb<'h, T: SqlTenantId, E: EntityTrait, C = DatabaseConnection> {
     handle: Routed<'h, TenantDb<T, C>>,
     column: E::Column,
     key: Value,
 }
 
-impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for KeyedDb<'_, T, E, C> {
+impl<T: SqlTenantId, E: EntityTrait, C> std::fmt::Debug for ShardKeyDb<'_, T, E, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedDb")
+        f.debug_struct("ShardKeyDb")
             .field("tenant", &self.handle.inner.tenant)
             .field("shard", &self.handle.inner.shard)
             .field("key", &self.key)
@@ -33,10 +33,10 @@ impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for KeyedDb<'_, T, E, C> {
     }
 }
 
-impl<T, E, C> KeyedDb<'_, T, E, C>
+impl<T, E, C> ShardKeyDb<'_, T, E, C>
 where
-    T: TenantKey,
-    E: KeySharded<TenantId = T>,
+    T: SqlTenantId,
+    E: ShardKeyed<TenantId = T>,
     C: HandleConnection,
 {
     /// The shard holding the key's rows (`None` without sharding).
@@ -96,7 +96,7 @@ where
     }
 }
 
-impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
+impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// `E`'s `#[shard_key]` column.
     pub(super) fn key_column<E: TenantScoped>() -> Result<E::Column> {
         E::shard_key_column().ok_or_else(|| {
@@ -108,18 +108,18 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     }
 
     /// The rows of `E` whose `#[shard_key]` is `key`, on the one shard that holds them:
-    /// reads, updates and deletes through the returned [`KeyedDb`] carry both the tenant
+    /// reads, updates and deletes through the returned [`ShardKeyDb`] carry both the tenant
     /// and the key condition. Inside a transaction, a key on another shard is
     /// [`Error::CrossShard`].
-    pub fn by_key<E>(&self, key: impl Into<E::Key>) -> Result<KeyedDb<'_, T, E, C>>
+    pub fn by_key<E>(&self, key: impl Into<E::Key>) -> Result<ShardKeyDb<'_, T, E, C>>
     where
-        E: KeySharded<TenantId = T>,
+        E: ShardKeyed<TenantId = T>,
     {
         let key: E::Key = key.into();
         let column = Self::key_column::<E>()?;
         let value: Value = key.into();
         let handle = self.route::<E>(Some(value.clone()))?;
-        Ok(KeyedDb {
+        Ok(ShardKeyDb {
             handle,
             column,
             key: value,
@@ -155,10 +155,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     fn rehome(&self, routed: Routed<'_, TenantConn<T, C>>) -> Routed<'_, Self> {
         match routed {
             Routed::Here(_) => Routed::Here(self),
-            Routed::There(inner) => Routed::There(TenantDb {
-                inner,
-                topology: self.topology.clone(),
-            }),
+            Routed::There(inner) => Routed::There(TenantDb { inner }),
         }
     }
 }

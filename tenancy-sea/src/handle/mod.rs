@@ -10,10 +10,10 @@ mod txn;
 mod writes;
 
 pub use across::{FansOut, TenantAcrossShards};
-pub use keyed::KeyedDb;
+pub use keyed::ShardKeyDb;
 pub use txn::IntoRawStatement;
 
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::scope::{RawSql, Session, Tag, TenantConn};
 use crate::shard::Topology;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
@@ -40,16 +40,14 @@ use tenancy_core::ShardId;
 /// [`TenantScoped`]: crate::TenantScoped
 /// [`Error::TenantMismatch`]: crate::Error::TenantMismatch
 #[derive(Clone)]
-pub struct TenantDb<T: TenantKey, C = DatabaseConnection> {
+pub struct TenantDb<T: SqlTenantId, C = DatabaseConnection> {
     /// The connection, the tenant and its set-up: what every statement of the handle and
     /// of its builders runs on.
     inner: TenantConn<T, C>,
-    /// The shards, when sharded: the tenant's fan-outs run on them.
-    topology: Option<Arc<Topology>>,
 }
 
 /// Shows the handle's connection, tenant, set-up, shard and topology.
-impl<T: TenantKey + std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for TenantDb<T, C> {
+impl<T: SqlTenantId + std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for TenantDb<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = &self.inner;
         f.debug_struct("TenantDb")
@@ -59,7 +57,7 @@ impl<T: TenantKey + std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for Ten
             .field("session", &inner.session)
             .field("raw_sql", &inner.raw_sql)
             .field("shard", &inner.shard)
-            .field("topology", &self.topology)
+            .field("topology", &self.topology())
             .field("tag", &inner.tag)
             .finish()
     }
@@ -70,7 +68,7 @@ impl<T: TenantKey + std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for Ten
 /// committing rolls back.
 pub type TenantTxn<T> = TenantDb<T, DatabaseTransaction>;
 
-impl<T: TenantKey> TenantDb<T> {
+impl<T: SqlTenantId> TenantDb<T> {
     /// A handle over `conn`; the id must have been validated.
     pub(crate) fn new(
         conn: DatabaseConnection,
@@ -90,19 +88,26 @@ impl<T: TenantKey> TenantDb<T> {
                 placement: None,
                 tag: Tag::default(),
             },
-            topology: None,
         }
     }
 
     pub(crate) fn on_shard(mut self, shard: ShardId, topology: Arc<Topology>) -> Self {
         self.inner.shard = Some(shard);
-        self.inner.placement = Some(topology.clone());
-        self.topology = Some(topology);
+        self.inner.placement = Some(topology);
         self
     }
 }
 
-impl<T: TenantKey, C: crate::scope::HandleConnection> TenantDb<T, C> {
+impl<T: SqlTenantId, C> TenantDb<T, C> {
+    /// The shards, when sharded: the tenant's fan-outs run on them. The handle keeps them
+    /// once, as the placement its keyed rows are routed by.
+    fn topology(&self) -> Option<&Topology> {
+        let placement: &dyn std::any::Any = self.inner.placement.as_deref()?;
+        placement.downcast_ref::<Topology>()
+    }
+}
+
+impl<T: SqlTenantId, C: crate::scope::HandleConnection> TenantDb<T, C> {
     /// The tenant this handle belongs to.
     pub fn tenant_id(&self) -> &T {
         &self.inner.tenant

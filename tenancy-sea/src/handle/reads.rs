@@ -2,14 +2,14 @@
 //! loaders, each with the tenant condition on every table it reads.
 
 use super::TenantDb;
-use crate::entity::{ScopedEntity, TenantKey};
+use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
 use crate::query::{ScopedSelect, ScopedSubquery};
 use crate::scope::HandleConnection;
 use sea_orm::{LoaderTrait, ModelTrait, PrimaryKeyTrait, QueryFilter, Related, Select};
 use tracing::Instrument;
 
-impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
+impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     fn scoped_select<E: ScopedEntity<T>>(&self, select: Select<E>) -> ScopedSelect<'_, T, E, C> {
         let select = match self.inner.scope::<E>() {
             Some(condition) => select.filter(condition),

@@ -3,7 +3,7 @@
 //! ([`IntoRawStatement`]), run only where the database confines them to the tenant.
 
 use super::{TenantDb, TenantTxn};
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn};
 use sea_orm::{
@@ -64,7 +64,7 @@ const UNCONFINED_ROLE: &str = "SELECT EXISTS (SELECT 1 FROM pg_roles r WHERE (r.
      'pg_execute_server_program')) AND pg_has_role(session_user, r.oid, 'MEMBER')) \
      AS unconfined";
 
-impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
+impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Begins a transaction scoped to the same tenant (under row-level security or
     /// schema per tenant, its set-up runs first). On a [`TenantTxn`] this makes a nested
     /// transaction (a savepoint).
@@ -85,7 +85,6 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
                 shard: self.inner.shard.clone(),
                 placement: self.inner.placement.clone(),
             },
-            topology: self.topology.clone(),
         })
     }
 
@@ -233,7 +232,7 @@ impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
     }
 }
 
-impl<T: TenantKey> TenantTxn<T> {
+impl<T: SqlTenantId> TenantTxn<T> {
     /// Commits the transaction.
     pub async fn commit(self) -> Result<()> {
         Ok(self.inner.conn.commit().await?)

@@ -3,7 +3,7 @@
 //! entity with a `#[shard_key]` goes to its key's shard.
 
 use super::TenantDb;
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::query::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
 use crate::scope::{self, HandleConnection, Placed, UNSHARDED, key_of};
@@ -15,7 +15,7 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
-impl<T: TenantKey, C: HandleConnection> TenantDb<T, C> {
+impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Inserts one row for this tenant and returns it as stored.
     ///
     /// The tenant column is set to this tenant when it is not set; set to another tenant it

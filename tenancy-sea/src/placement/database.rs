@@ -1,9 +1,9 @@
 //! Database per tenant: where each tenant's database is ([`TenantRegistry`], kept in a
-//! catalog database by [`CatalogRegistry`](crate::CatalogRegistry)), and how a new one is
+//! catalog database by [`TenantDatabases`](crate::catalog::TenantDatabases)), and how a new one is
 //! named and created ([`DatabaseTemplate`]).
 
 use super::pools::connect;
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use futures_util::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
@@ -12,11 +12,11 @@ use tenancy_core::Identifier;
 
 /// Where each tenant's database is: tenant id → connection URL.
 ///
-/// [`CatalogRegistry`] keeps the map in a catalog database; implement this trait to keep
+/// [`TenantDatabases`] keeps the map in a catalog database; implement this trait to keep
 /// it elsewhere (a config service, a file). Implementations must be consistent: a tenant
 /// is listed exactly when [`url`](TenantRegistry::url) finds it.
 ///
-/// [`CatalogRegistry`]: crate::CatalogRegistry
+/// [`TenantDatabases`]: crate::catalog::TenantDatabases
 pub trait TenantRegistry<T>: Send + Sync + 'static {
     /// The URL of `tenant`'s database, or `None` when the tenant is unknown.
     fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>>;
@@ -75,7 +75,7 @@ pub(crate) struct PlannedDatabase {
 }
 
 impl DatabaseTemplate {
-    pub(crate) fn plan<T: TenantKey>(&self, tenant: &T) -> Result<PlannedDatabase> {
+    pub(crate) fn plan<T: SqlTenantId>(&self, tenant: &T) -> Result<PlannedDatabase> {
         match self {
             DatabaseTemplate::Server { server_url, prefix } => {
                 let name = Identifier::for_tenant(prefix, tenant)?;

@@ -1,7 +1,7 @@
 //! The pools the framework opens (tenant databases, shards): their options, their opening
 //! with passwords hidden in errors, and the bounded cache of tenants' open pools.
 
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::Result;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use std::sync::Mutex;
@@ -57,7 +57,7 @@ pub(crate) struct PoolCache<T> {
     pools: Mutex<lru::LruCache<T, (DatabaseConnection, Instant)>>,
 }
 
-impl<T: TenantKey> PoolCache<T> {
+impl<T: SqlTenantId> PoolCache<T> {
     pub(crate) fn new(max_open: usize, idle_timeout: Duration, connections_per_pool: u32) -> Self {
         let cap = std::num::NonZeroUsize::new(max_open).unwrap_or(std::num::NonZeroUsize::MIN);
         PoolCache {

@@ -4,7 +4,7 @@
 //! [`ScopedSelectTwoMany`]).
 
 use super::select::ScopedSelect;
-use crate::entity::{ScopedEntity, TenantKey};
+use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn};
@@ -25,7 +25,7 @@ fn join_scoped<T, E, R, C>(
     error: &mut Option<Refused>,
 ) -> Select<E>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     C: HandleConnection,
     E: EntityTrait + Related<R>,
     R: ScopedEntity<T>,
@@ -53,24 +53,24 @@ where
 /// Which entities a [`ScopedSelect`] may join: [`TenantJoins`] (the default) for a
 /// select on the tenant's own shard, [`GlobalJoins`] for a select by `#[shard_key]`, which
 /// runs on the key's shard, where the tenant's co-located rows are not.
-pub trait JoinRule<T: TenantKey, R> {}
+pub trait JoinRule<T: SqlTenantId, R> {}
 
 /// Joins to any entity readable through the tenant handle, filtered by tenant.
 #[derive(Debug)]
 pub enum TenantJoins {}
 
 /// Joins to global entities only (the copy on the select's shard): the rule of a select
-/// made by [`KeyedDb`](crate::KeyedDb), whose shard holds the key's rows but not the
+/// made by [`ShardKeyDb`](crate::ShardKeyDb), whose shard holds the key's rows but not the
 /// tenant's other rows.
 #[derive(Debug)]
 pub enum GlobalJoins {}
 
-impl<T: TenantKey, R: ScopedEntity<T>> JoinRule<T, R> for TenantJoins {}
-impl<T: TenantKey, R: crate::entity::GlobalEntity> JoinRule<T, R> for GlobalJoins {}
+impl<T: SqlTenantId, R: ScopedEntity<T>> JoinRule<T, R> for TenantJoins {}
+impl<T: SqlTenantId, R: crate::entity::GlobalEntity> JoinRule<T, R> for GlobalJoins {}
 
 impl<'h, T, E, C, J> ScopedSelect<'h, T, E, C, J>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     C: HandleConnection,
 {
@@ -140,7 +140,7 @@ where
 /// Rows of `E` each with its related `R` row, if any: see
 /// [`ScopedSelect::find_also_related`].
 #[must_use = "a select does nothing until `.all()` or `.one()`"]
-pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
+pub struct ScopedSelectTwo<'h, T: SqlTenantId, E: EntityTrait, R: EntityTrait, C> {
     handle: &'h TenantConn<T, C>,
     select: SelectTwo<E, R>,
     error: Option<Refused>,
@@ -148,7 +148,7 @@ pub struct ScopedSelectTwo<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> 
 
 impl<T, E, R, C> ScopedSelectTwo<'_, T, E, R, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     R: EntityTrait,
     C: HandleConnection,
@@ -187,7 +187,7 @@ where
 /// Rows of `E` each with all its related `R` rows: see
 /// [`ScopedSelect::find_with_related`].
 #[must_use = "a select does nothing until `.all()`"]
-pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait, C> {
+pub struct ScopedSelectTwoMany<'h, T: SqlTenantId, E: EntityTrait, R: EntityTrait, C> {
     handle: &'h TenantConn<T, C>,
     select: SelectTwoMany<E, R>,
     error: Option<Refused>,
@@ -195,7 +195,7 @@ pub struct ScopedSelectTwoMany<'h, T: TenantKey, E: EntityTrait, R: EntityTrait,
 
 impl<T, E, R, C> ScopedSelectTwoMany<'_, T, E, R, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     R: EntityTrait,
     C: HandleConnection,

@@ -3,7 +3,7 @@
 use super::joins::{JoinRule, TenantJoins};
 use super::selector::{ScopedPaginator, ScopedSelector};
 use super::subquery::ScopedSubquery;
-use crate::entity::{ScopedEntity, TenantKey};
+use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::{Error, Result};
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn};
@@ -118,7 +118,7 @@ pub trait ScopedQuery<E: EntityTrait>: Sized {
 
 impl<T, E, C, J> ScopedQuery<E> for ScopedSelect<'_, T, E, C, J>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     C: HandleConnection,
 {
@@ -146,7 +146,7 @@ where
 /// A select of one tenant's rows of `E` (or of a global entity's rows), made by
 /// [`TenantDb::find`](crate::TenantDb::find) and its siblings.
 #[must_use = "a select does nothing until `.all()`, `.one()`, `.count()`, `.paginate()` or `.stream()`"]
-pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
+pub struct ScopedSelect<'h, T: SqlTenantId, E: EntityTrait, C, J = TenantJoins> {
     pub(super) handle: &'h TenantConn<T, C>,
     pub(super) select: Select<E>,
     pub(super) error: Option<Refused>,
@@ -157,7 +157,7 @@ pub struct ScopedSelect<'h, T: TenantKey, E: EntityTrait, C, J = TenantJoins> {
 // `E: ScopedEntity<T>`, and not repeating it keeps a misuse to one compile error.
 impl<'h, T, E, C, J> ScopedSelect<'h, T, E, C, J>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     C: HandleConnection,
 {

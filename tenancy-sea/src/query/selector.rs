@@ -1,7 +1,7 @@
 //! What a scoped select is read into besides its models: rows of another shape
 //! ([`ScopedSelector`]) and pages ([`ScopedPaginator`]).
 
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::audit::{self, Refused};
 use crate::scope::{HandleConnection, TenantConn};
@@ -12,7 +12,7 @@ use tracing::Instrument;
 /// [`ScopedSelect::into_tuple`](crate::ScopedSelect::into_tuple) and
 /// [`ScopedSelect::into_model`](crate::ScopedSelect::into_model).
 #[must_use = "a select does nothing until `.all()` or `.one()`"]
-pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
+pub struct ScopedSelector<'h, T: SqlTenantId, S: SelectorTrait, C> {
     pub(super) handle: &'h TenantConn<T, C>,
     pub(super) table: &'static str,
     pub(super) selector: Selector<S>,
@@ -21,7 +21,7 @@ pub struct ScopedSelector<'h, T: TenantKey, S: SelectorTrait, C> {
 
 impl<'h, T, S, C> ScopedSelector<'h, T, S, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     S: SelectorTrait,
     C: HandleConnection,
 {
@@ -57,7 +57,7 @@ where
 }
 
 /// Pages through a [`ScopedSelect`](crate::ScopedSelect): SeaORM's `Paginator`, scoped.
-pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
+pub struct ScopedPaginator<'h, T: SqlTenantId, E: EntityTrait, C> {
     pub(super) handle: &'h TenantConn<T, C>,
     pub(super) select: Select<E>,
     pub(super) error: Option<Refused>,
@@ -67,7 +67,7 @@ pub struct ScopedPaginator<'h, T: TenantKey, E: EntityTrait, C> {
 
 impl<T, E, C> ScopedPaginator<'_, T, E, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: EntityTrait,
     C: HandleConnection,
     E::Model: Sync,

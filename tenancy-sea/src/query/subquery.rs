@@ -1,7 +1,7 @@
 //! Subqueries scoped to the tenant: [`ScopedSubquery`], made by
 //! [`TenantDb::subquery`](crate::TenantDb::subquery).
 
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -157,13 +157,13 @@ macro_rules! subquery_filters {
 /// # Ok(()) }
 /// ```
 #[must_use = "a subquery does nothing until it is added to a statement"]
-pub struct ScopedSubquery<'h, T: TenantKey, E: EntityTrait, C> {
+pub struct ScopedSubquery<'h, T: SqlTenantId, E: EntityTrait, C> {
     handle: &'h TenantConn<T, C>,
     select: Select<E>,
     error: Option<Refused>,
 }
 
-impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for ScopedSubquery<'_, T, E, C> {
+impl<T: SqlTenantId, E: EntityTrait, C> std::fmt::Debug for ScopedSubquery<'_, T, E, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScopedSubquery")
             .field("table", &E::default().table_name())
@@ -171,7 +171,7 @@ impl<T: TenantKey, E: EntityTrait, C> std::fmt::Debug for ScopedSubquery<'_, T, 
     }
 }
 
-impl<'h, T: TenantKey, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T, E, C> {
+impl<'h, T: SqlTenantId, E: EntityTrait, C: HandleConnection> ScopedSubquery<'h, T, E, C> {
     /// A subquery over `select`, which carries the tenant condition already.
     pub(crate) fn new(handle: &'h TenantConn<T, C>, select: Select<E>) -> Self {
         ScopedSubquery {

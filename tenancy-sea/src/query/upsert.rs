@@ -2,7 +2,7 @@
 //! touches a row of the same tenant.
 
 use super::write::{column_write_error, is_shard_key, key_write_error};
-use crate::entity::{TenantKey, TenantScoped, same_column};
+use crate::entity::{SqlTenantId, TenantScoped, same_column};
 use crate::error::{Error, Result, is_rls_violation};
 use crate::scope;
 use crate::scope::{HandleConnection, TenantConn};
@@ -53,7 +53,7 @@ use tracing::Instrument;
 ///
 /// [`TenantDb::upsert`]: crate::TenantDb::upsert
 #[must_use = "an upsert does nothing until `.exec()`"]
-pub struct ScopedUpsert<'h, T: TenantKey, A: ActiveModelTrait, C> {
+pub struct ScopedUpsert<'h, T: SqlTenantId, A: ActiveModelTrait, C> {
     handle: &'h TenantConn<T, C>,
     am: A,
     conflict: Vec<<A::Entity as EntityTrait>::Column>,
@@ -62,7 +62,7 @@ pub struct ScopedUpsert<'h, T: TenantKey, A: ActiveModelTrait, C> {
 
 impl<'h, T, A, C> ScopedUpsert<'h, T, A, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     A: ActiveModelTrait + Send,
     A::Entity: TenantScoped<TenantId = T>,
     C: HandleConnection,

@@ -1,6 +1,6 @@
 //! Scoped multi-row writes: [`ScopedUpdateMany`] and [`ScopedDeleteMany`].
 
-use crate::entity::{TenantKey, TenantScoped, same_column};
+use crate::entity::{SqlTenantId, TenantScoped, same_column};
 use crate::error::{Error, Result};
 use crate::scope;
 use crate::scope::audit::{self, Keep};
@@ -36,7 +36,7 @@ pub(super) fn column_write_error<E: TenantScoped>() -> Error {
 ///
 /// [`TenantDb::update_many`]: crate::TenantDb::update_many
 #[must_use = "an update does nothing until `.exec()`"]
-pub struct ScopedUpdateMany<'h, T: TenantKey, E: EntityTrait, C> {
+pub struct ScopedUpdateMany<'h, T: SqlTenantId, E: EntityTrait, C> {
     handle: &'h TenantConn<T, C>,
     update: UpdateMany<E>,
     error: Option<Error>,
@@ -44,7 +44,7 @@ pub struct ScopedUpdateMany<'h, T: TenantKey, E: EntityTrait, C> {
 
 impl<'h, T, E, C> ScopedUpdateMany<'h, T, E, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: TenantScoped<TenantId = T>,
     C: HandleConnection,
 {
@@ -137,7 +137,7 @@ where
 ///
 /// [`TenantDb::delete_many`]: crate::TenantDb::delete_many
 #[must_use = "a delete does nothing until `.exec()`"]
-pub struct ScopedDeleteMany<'h, T: TenantKey, E: EntityTrait, C> {
+pub struct ScopedDeleteMany<'h, T: SqlTenantId, E: EntityTrait, C> {
     handle: &'h TenantConn<T, C>,
     delete: DeleteMany<E>,
     error: Option<Error>,
@@ -145,7 +145,7 @@ pub struct ScopedDeleteMany<'h, T: TenantKey, E: EntityTrait, C> {
 
 impl<'h, T, E, C> ScopedDeleteMany<'h, T, E, C>
 where
-    T: TenantKey,
+    T: SqlTenantId,
     E: TenantScoped<TenantId = T>,
     C: HandleConnection,
 {

@@ -6,7 +6,7 @@
 
 use super::audit::Refused;
 use super::{HandleConnection, RawSql, Session, Tag};
-use crate::entity::{ScopedEntity, TenantKey, TenantScoped};
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
@@ -25,7 +25,7 @@ pub(crate) const UNSHARDED: &str = "default";
 
 /// Where the rows of a `#[shard_key]` value live: the shards as a tenant's connection
 /// routes to them (implemented by [`Topology`](crate::Topology)).
-pub(crate) trait KeyPlacement: Send + Sync {
+pub(crate) trait KeyPlacement: std::any::Any + Send + Sync {
     /// The shard of the `#[shard_key]` value of type `key_type` whose canonical bytes are
     /// `key`, and its connection.
     fn shard_of_key_bytes(
@@ -74,7 +74,7 @@ impl<H> std::ops::Deref for Routed<'_, H> {
     }
 }
 
-impl<T: TenantKey, C: HandleConnection> TenantConn<T, C> {
+impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
     /// The tenant this handle belongs to.
     pub(crate) fn tenant_id(&self) -> &T {
         &self.tenant

@@ -2,7 +2,7 @@
 //! keeps a tenant being moved from getting a handle.
 
 use super::fanout::Target;
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::Condition;
@@ -27,7 +27,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// The set of shards can change while the application runs
 /// ([`add_shard`](Self::add_shard), [`remove_shard`](Self::remove_shard), or the shard
-/// registry of [`ShardCatalog`](crate::ShardCatalog)); each fan-out works on the set as it
+/// registry of [`Shards`](crate::catalog::Shards)); each fan-out works on the set as it
 /// was when the fan-out started.
 pub struct Topology {
     router: Arc<dyn ShardRouter>,
@@ -154,7 +154,7 @@ impl Topology {
 
     /// Fences `tenant` for a move: until the guard drops, [`shard_of`](Self::shard_of)
     /// refuses it with [`Error::TenantMoving`]. A tenant fenced already is that error.
-    pub(crate) fn fence<K: TenantKey>(&self, tenant: &K) -> Result<MoveFence<'_>> {
+    pub(crate) fn fence<K: SqlTenantId>(&self, tenant: &K) -> Result<MoveFence<'_>> {
         let bytes = tenant.canonical_bytes();
         let mut moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
         if !moving.insert(bytes.clone()) {
@@ -200,7 +200,10 @@ impl Topology {
 
     /// The shard of tenant `key` and its connection; a tenant being moved is
     /// [`Error::TenantMoving`].
-    pub(crate) fn shard_of<K: TenantKey>(&self, key: &K) -> Result<(ShardId, DatabaseConnection)> {
+    pub(crate) fn shard_of<K: SqlTenantId>(
+        &self,
+        key: &K,
+    ) -> Result<(ShardId, DatabaseConnection)> {
         let mut bytes = Vec::with_capacity(16);
         key.write_canonical_bytes(&mut bytes);
         if self.moves.load(AtomicOrdering::SeqCst) > 0
@@ -228,7 +231,7 @@ impl Topology {
 
     /// The shard the router places tenant (or key) `key` on now. A key of a type the
     /// router does not place is [`RoutingError::WrongKeyType`](crate::RoutingError::WrongKeyType).
-    pub fn shard_id_of<K: TenantKey>(&self, key: &K) -> Result<ShardId> {
+    pub fn shard_id_of<K: SqlTenantId>(&self, key: &K) -> Result<ShardId> {
         Ok(self.router.route(key)?)
     }
 

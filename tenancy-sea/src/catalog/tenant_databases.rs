@@ -1,8 +1,8 @@
-//! The registry of tenant databases in a catalog database: [`CatalogRegistry`].
+//! The registry of tenant databases in a catalog database: [`TenantDatabases`].
 
 use super::create_table_if_missing;
 use super::entities::tenant_entry as catalog;
-use crate::entity::TenantKey;
+use crate::entity::SqlTenantId;
 use crate::error::Result;
 use crate::placement::TenantRegistry;
 use futures_util::future::BoxFuture;
@@ -14,17 +14,17 @@ use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder, Set};
 ///
 /// [`catalog::Entity`]: crate::catalog::Entity
 #[derive(Clone, Debug)]
-pub struct CatalogRegistry {
+pub struct TenantDatabases {
     conn: DatabaseConnection,
 }
 
-impl CatalogRegistry {
+impl TenantDatabases {
     /// The name of the catalog table.
     pub const TABLE: &'static str = "tenancy_tenants";
 
     /// A registry over `conn`; call [`install`](Self::install) once to create its table.
     pub fn new(conn: DatabaseConnection) -> Self {
-        CatalogRegistry { conn }
+        TenantDatabases { conn }
     }
 
     /// Creates the catalog table if it does not exist.
@@ -34,28 +34,28 @@ impl CatalogRegistry {
 
     /// The database URL of `tenant`, if registered: [`TenantRegistry::url`], callable as
     /// `registry.url(&tenant)` (the id's type picks the registry).
-    pub async fn url<T: TenantKey>(&self, tenant: &T) -> Result<Option<String>> {
+    pub async fn url<T: SqlTenantId>(&self, tenant: &T) -> Result<Option<String>> {
         TenantRegistry::<T>::url(self, tenant).await
     }
 
     /// Registers `tenant` at `url` ([`TenantRegistry::register`]).
-    pub async fn register<T: TenantKey>(&self, tenant: &T, url: &str) -> Result<()> {
+    pub async fn register<T: SqlTenantId>(&self, tenant: &T, url: &str) -> Result<()> {
         TenantRegistry::<T>::register(self, tenant, url).await
     }
 
     /// Forgets `tenant` ([`TenantRegistry::unregister`]).
-    pub async fn unregister<T: TenantKey>(&self, tenant: &T) -> Result<()> {
+    pub async fn unregister<T: SqlTenantId>(&self, tenant: &T) -> Result<()> {
         TenantRegistry::<T>::unregister(self, tenant).await
     }
 
     /// Every registered tenant, as ids of type `T` ([`TenantRegistry::tenants`]):
     /// `registry.tenants::<i64>()`.
-    pub async fn tenants<T: TenantKey>(&self) -> Result<Vec<T>> {
+    pub async fn tenants<T: SqlTenantId>(&self) -> Result<Vec<T>> {
         TenantRegistry::<T>::tenants(self).await
     }
 }
 
-impl<T: TenantKey> TenantRegistry<T> for CatalogRegistry {
+impl<T: SqlTenantId> TenantRegistry<T> for TenantDatabases {
     fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
             let row = catalog::Entity::find_by_id(tenant.to_string())
