@@ -5,7 +5,7 @@
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
-use crate::scope::{Session, Tag, Tagged};
+use crate::scope::{Session, Tag, Tagged, begin_unit};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::QueryTrait;
@@ -13,7 +13,7 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait,
-    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement, TransactionTrait,
+    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement,
 };
 use std::marker::PhantomData;
 
@@ -35,12 +35,11 @@ impl Unit {
         conn: &DatabaseConnection,
         session: Option<&Session>,
     ) -> Result<Unit> {
-        let txn = conn.begin().await?;
-        let tag = match session {
-            Some(session) => session.apply(&txn, conn).await?,
-            None => Tag::default(),
-        };
-        Ok(Unit { txn, tag })
+        let (txn, tag) = begin_unit(conn, session).await?;
+        Ok(Unit {
+            txn,
+            tag: tag.unwrap_or_default(),
+        })
     }
 
     /// The unit's connection: its statements carry its tag.

@@ -9,7 +9,7 @@ use crate::catalog::directory::Directory;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
-use crate::scope::{Tag, schema_exists};
+use crate::scope::{schema_exists, set_up};
 use crate::tenancy::Tenancy;
 use futures_util::future::BoxFuture;
 use sea_orm::{ActiveModelTrait, DatabaseTransaction, IntoActiveModel, TransactionTrait};
@@ -283,11 +283,11 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
                 if !schema_exists(&txn, schema.name.as_str()).await? {
                     (schema.make)(&txn, &schema.name).await?;
                 }
-                let tag = match to_session {
-                    Some(session) => session.apply(&txn, &to_conn).await?,
-                    None => Tag::default(),
-                };
-                Unit { txn, tag }
+                let tag = set_up(&txn, &to_conn, to_session).await?;
+                Unit {
+                    txn,
+                    tag: tag.unwrap_or_default(),
+                }
             }
             None => Unit::begin(&to_conn, to_session).await?,
         };

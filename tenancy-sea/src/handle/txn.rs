@@ -5,7 +5,7 @@
 use super::{TenantDb, TenantTxn};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
-use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn};
+use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn, begin_unit};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
     Value,
@@ -69,11 +69,9 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// schema per tenant, its set-up runs first). On a [`TenantTxn`] this makes a nested
     /// transaction (a savepoint).
     pub async fn begin(&self) -> Result<TenantTxn<T>> {
-        let txn = self.inner.conn.begin().await?;
-        let tag = match &self.inner.session {
-            Some(session) => session.apply(&txn, &self.inner.conn).await?,
-            None => self.inner.tag.clone(),
-        };
+        let (txn, tag) = begin_unit(&self.inner.conn, self.inner.session.as_deref()).await?;
+        // Inside a transaction that already ran the set-up, its tag stands.
+        let tag = tag.unwrap_or_else(|| self.inner.tag.clone());
         Ok(TenantDb {
             inner: TenantConn {
                 tag,

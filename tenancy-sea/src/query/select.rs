@@ -6,7 +6,7 @@ use super::subquery::ScopedSubquery;
 use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::{Error, Result};
 use crate::scope::audit::{self, Refused, keep};
-use crate::scope::{HandleConnection, TenantConn};
+use crate::scope::{HandleConnection, TenantConn, begin_unit};
 use futures_util::Stream;
 use sea_orm::sea_query::{Expr, IntoCondition, QueryStatementBuilder};
 use sea_orm::{
@@ -371,9 +371,8 @@ where
                 Box::pin(models::<E, _>(rows))
             }
             Some(session) => {
-                let txn = handle.unit_connection().begin().await?;
-                let tag = session.apply(&txn, handle.unit_connection()).await?;
-                let statement = tag.apply(statement);
+                let (txn, tag) = begin_unit(handle.unit_connection(), Some(session)).await?;
+                let statement = tag.unwrap_or_default().apply(statement);
                 let rows = TxnRowsAsyncSendTryBuilder {
                     txn,
                     rows_builder: |txn: &DatabaseTransaction| {

@@ -12,4 +12,6 @@ mod conn;
 pub(crate) use condition::{equals, equals_at, equals_expr, is_in};
 pub(crate) use conn::{KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
 pub use session::HandleConnection;
-pub(crate) use session::{RawSql, SESSION_RESET, Session, Tag, Tagged, schema_exists};
+pub(crate) use session::{
+    RawSql, SESSION_RESET, Session, Tag, Tagged, begin_unit, schema_exists, set_up,
+};

@@ -188,6 +188,35 @@ impl Session {
     }
 }
 
+/// Runs `session`, if any, first in `txn`, a transaction just begun on `pool`: the one way
+/// a unit of work is set up (handles, transactions, streams, fan-outs and moves all come
+/// here). Returns the tag the unit's statements carry, `None` when there is no set-up.
+pub(crate) async fn set_up<P: ConnectionTrait>(
+    txn: &DatabaseTransaction,
+    pool: &P,
+    session: Option<&Session>,
+) -> Result<Option<Tag>, Error> {
+    match session {
+        Some(session) => Ok(Some(session.apply(txn, pool).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Begins a unit of work on `pool`: a transaction with `session`, if any, run first
+/// ([`set_up`]). Returns the transaction and the tag its statements carry (`None` when
+/// there is no set-up: the caller's own tag stands).
+pub(crate) async fn begin_unit<P>(
+    pool: &P,
+    session: Option<&Session>,
+) -> Result<(DatabaseTransaction, Option<Tag>), Error>
+where
+    P: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
+{
+    let txn = pool.begin().await?;
+    let tag = set_up(&txn, pool, session).await?;
+    Ok((txn, tag))
+}
+
 /// Whether the PostgreSQL schema named `schema` exists, asked on `conn` (a server that
 /// answers with no row is taken to hold it: the next statement then says what is missing).
 pub(crate) async fn schema_exists<C: ConnectionTrait>(
@@ -333,9 +362,9 @@ macro_rules! in_unit {
                 $body
             }
             Some(session) => {
-                let txn = ::sea_orm::TransactionTrait::begin(pool).await?;
+                let (txn, tag) = $crate::scope::begin_unit(pool, Some(session)).await?;
                 // The set-up's tag (a schema's shape) after the caller's (a fan-out's mark).
-                let tag = session.apply(&txn, pool).await?.then($tag);
+                let tag = tag.unwrap_or_default().then($tag);
                 let out = {
                     let tagged = $crate::scope::Tagged {
                         inner: &txn,
