@@ -1,6 +1,6 @@
 //! Database per tenant: where each tenant's database is ([`TenantRegistry`], kept in a
-//! catalog database by [`TenantDatabases`](crate::catalog::TenantDatabases)), and how a new one is
-//! named and created ([`DatabaseTemplate`]).
+//! catalog database by `catalog::TenantDatabases`), and how a new one is named and created
+//! ([`DatabaseTemplate`]).
 
 use super::pools::connect;
 use crate::entity::SqlTenantId;
@@ -12,11 +12,10 @@ use tenancy_core::Identifier;
 
 /// Where each tenant's database is: tenant id → connection URL.
 ///
-/// [`TenantDatabases`] keeps the map in a catalog database; implement this trait to keep
-/// it elsewhere (a config service, a file). Implementations must be consistent: a tenant
-/// is listed exactly when [`url`](TenantRegistry::url) finds it.
-///
-/// [`TenantDatabases`]: crate::catalog::TenantDatabases
+/// `catalog::TenantDatabases` (listed below among the implementors) keeps the map in a
+/// catalog database; implement this trait to keep it elsewhere (a config service, a
+/// file). Implementations must be consistent: a tenant is listed exactly when
+/// [`url`](TenantRegistry::url) finds it.
 pub trait TenantRegistry<T>: Send + Sync + 'static {
     /// The URL of `tenant`'s database, or `None` when the tenant is unknown.
     fn url<'a>(&'a self, tenant: &'a T) -> BoxFuture<'a, Result<Option<String>>>;

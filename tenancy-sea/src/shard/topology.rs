@@ -27,7 +27,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// The set of shards can change while the application runs
 /// ([`add_shard`](Self::add_shard), [`remove_shard`](Self::remove_shard), or the shard
-/// registry of [`Shards`](crate::catalog::Shards)); each fan-out works on the set as it
+/// registry of `catalog::Shards`); each fan-out works on the set as it
 /// was when the fan-out started.
 pub struct Topology {
     router: Arc<dyn ShardRouter>,
