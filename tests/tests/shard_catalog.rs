@@ -961,7 +961,10 @@ async fn a_cancelled_move_keeps_its_claim_only_for_its_lease() {
     let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
+    // The lease is the directory's: the tenancy is rebuilt over a directory with a short one.
+    drop(tenancy);
     let directory = directory.with_move_lease(Duration::from_millis(900));
+    let tenancy = tenancy_over(&catalog, &directory).await;
     directory.assign(&7, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 7, Some(7_000)).await;
     let shard = |name: &str| {
@@ -1169,6 +1172,7 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
     assert_eq!(down, [ShardId::new("s2"), ShardId::new("s3")]);
     let b = Tenancy::<i64>::builder(catalog.conn.clone())
         .sharded(topology)
+        .directory(directory.for_router(router_b.clone()))
         .build()
         .unwrap();
     directory
