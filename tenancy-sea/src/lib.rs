@@ -65,6 +65,7 @@
 mod scope;
 mod admin;
 pub mod catalog;
+pub mod citus;
 mod entity;
 mod error;
 mod handle;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 500;
 
 /// The top-level modules, lowest layer first: each may use only those before it.
-const LAYERS: [&str; 13] = [
+const LAYERS: [&str; 14] = [
     "error",
     "redact",
     "entity",
@@ -26,6 +26,7 @@ const LAYERS: [&str; 13] = [
     "handle",
     "placement",
     "isolation",
+    "citus",
     "catalog",
     "tenancy",
     "admin",

@@ -104,6 +104,11 @@ impl<T: SqlTenantId> Tenancy<T> {
         let span = tracing::info_span!("tenancy.provision", tenant = %id, schema = %schema);
         async {
             let txn = home.begin().await?;
+            if self.placement() == Placement::Citus {
+                // A distributed schema: Citus places it, tables and all, on one node.
+                txn.execute_unprepared("SET LOCAL citus.enable_schema_based_sharding = on")
+                    .await?;
+            }
             create_schema::<M>(&txn, &schema).await?;
             txn.commit().await?;
             tracing::info!("tenant schema created");

@@ -76,6 +76,9 @@ pub(crate) fn raw_sql(isolation: &Isolation, placement: Placement, backend: DbBa
              tenant's file"
         }
         (_, Placement::Sharded, _) => "on a shard a raw statement has no tenant filter",
+        (_, Placement::Citus, _) => {
+            "on a Citus cluster a raw statement has no tenant filter and may run on every node"
+        }
         (_, Placement::Shared, _) => "under row level a raw statement has no tenant filter",
     })
 }
@@ -94,6 +97,9 @@ pub(crate) fn check_combination(
         )))
     };
     match (isolation, placement) {
+        (_, Placement::Citus) if backend != DbBackend::Postgres => refused(&format!(
+            "Citus is an extension of PostgreSQL, and this database is {backend:?}"
+        )),
         (Isolation::RowLevel, _) => Ok(()),
         (_, Placement::DatabasePerTenant) => refused(
             "a tenant's own database already keeps it apart; use row level isolation \

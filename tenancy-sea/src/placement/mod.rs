@@ -30,6 +30,15 @@ pub enum Placement {
     ///
     /// [`Topology`]: crate::Topology
     Sharded,
+    /// A Citus cluster: the connection given to [`Tenancy::builder`] is its coordinator,
+    /// the tables of tenant-scoped entities are distributed by their tenant column and
+    /// co-located, global entities are reference tables (`citus::distribute`), and under
+    /// schema per tenant each tenant's schema is a distributed schema. Citus places each
+    /// tenant on a node; every statement of a tenant handle goes to that one node, and the
+    /// fan-out guard (`citus::guard`) makes one that would not an error.
+    ///
+    /// [`Tenancy::builder`]: crate::Tenancy::builder
+    Citus,
 }
 
 impl Placement {
@@ -39,6 +48,7 @@ impl Placement {
             Placement::Shared => "one shared database",
             Placement::DatabasePerTenant => "a database per tenant",
             Placement::Sharded => "shards",
+            Placement::Citus => "a Citus cluster",
         }
     }
 }

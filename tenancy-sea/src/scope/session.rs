@@ -57,6 +57,10 @@ pub(crate) struct Session {
     /// migration (`shape` column): statements of the unit carry it in a comment, so that
     /// schemas of different shapes never share a prepared statement.
     shaped: bool,
+    /// Whether the statements go as simple queries, unprepared: a text that carries its
+    /// value (a `SET LOCAL`, which takes no parameter) must not become one prepared
+    /// statement per tenant in the driver's cache.
+    simple: bool,
 }
 
 impl Session {
@@ -76,6 +80,19 @@ impl Session {
             statements,
             schema_of: None,
             shaped: false,
+            simple: false,
+        }
+    }
+
+    /// A set-up whose text carries its values: `sql` is sent as one simple query (it may
+    /// hold several statements, one round trip), never prepared. Only for text made by
+    /// the audited writers of literals (`citus::tenant_setting_sql`).
+    pub(crate) fn simple(backend: DbBackend, sql: String) -> Self {
+        Session {
+            statements: vec![Statement::from_string(backend, sql)],
+            schema_of: None,
+            shaped: false,
+            simple: true,
         }
     }
 
@@ -118,6 +135,7 @@ impl Session {
             )],
             schema_of: Some(tenant),
             shaped: version_table.is_some(),
+            simple: false,
         }
     }
 
@@ -150,7 +168,11 @@ impl Session {
                         tag = Tag::shape(shape.unwrap_or_default());
                     })
             } else {
-                conn.execute_raw(statement.clone()).await.map(|_| ())
+                if self.simple {
+                    conn.execute_unprepared(&statement.sql).await.map(|_| ())
+                } else {
+                    conn.execute_raw(statement.clone()).await.map(|_| ())
+                }
             };
             if let Err(error) = outcome {
                 let state = sql_state(&error);

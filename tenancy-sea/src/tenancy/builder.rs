@@ -137,6 +137,27 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
         self
     }
 
+    /// A Citus cluster ([`Placement::Citus`]): the connection given to
+    /// [`Tenancy::builder`] is the coordinator's, opened with the fan-out guard
+    /// ([`citus::guard`](crate::citus::guard)); the tables are distributed by
+    /// [`citus::distribute`](crate::citus::distribute). Works with every isolation.
+    ///
+    /// ```
+    /// # use tenancy_sea::prelude::*;
+    /// # use tenancy_sea::Placement;
+    /// # fn demo(coordinator: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+    /// let tenancy: Tenancy<i64> = Tenancy::builder(coordinator)
+    ///     .row_level_security("tenancy.tenant_id")
+    ///     .citus()
+    ///     .build()?;
+    /// assert_eq!(tenancy.placement(), Placement::Citus);
+    /// # Ok(()) }
+    /// ```
+    pub fn citus(mut self) -> Self {
+        self.placement = Placement::Citus;
+        self
+    }
+
     /// The catalog directory that places tenants on the shards, when the topology routes
     /// by a [`DirectoryRouter`]: the one given here, once, is what
     /// [`move_tenant`](Tenancy::move_tenant), [`refresh_catalog`](Tenancy::refresh_catalog),

@@ -120,7 +120,7 @@ impl<T: SqlTenantId> Tenancy<T> {
         }
         // Placement decides the connection; isolation, what each unit runs first there.
         let (conn, shard) = match self.inner.placement {
-            Placement::Shared => (self.inner.conn.clone(), None),
+            Placement::Shared | Placement::Citus => (self.inner.conn.clone(), None),
             Placement::DatabasePerTenant => (self.tenant_pool(&tenant).await?, None),
             Placement::Sharded => {
                 let topology = self.topology()?;
@@ -151,6 +151,14 @@ impl<T: SqlTenantId> Tenancy<T> {
     pub(crate) fn session_of(&self, tenant: &T, backend: DbBackend) -> Result<Option<Session>> {
         Ok(match &self.inner.isolation {
             Isolation::RowLevel => None,
+            // On Citus a bound `set_config` stays on the coordinator: `SET LOCAL`, sent on
+            // to the workers, with the validated id written by the audited literal.
+            Isolation::RowLevelSecurity { setting } if self.inner.placement == Placement::Citus => {
+                Some(Session::simple(
+                    backend,
+                    crate::citus::tenant_setting_sql(setting, &tenant.to_string())?,
+                ))
+            }
             Isolation::RowLevelSecurity { setting } => Some(Session::set_config(
                 backend,
                 &[(setting.as_str(), tenant.to_string())],
@@ -204,6 +212,10 @@ impl<T: SqlTenantId> Tenancy<T> {
             _ => vec![self.connection().clone()],
         };
         crate::isolation::verify::check(&conns, self.isolation()).await?;
+        if self.placement() == Placement::Citus {
+            let schemas = matches!(self.isolation(), Isolation::SchemaPerTenant { .. });
+            crate::citus::check(self.connection(), schemas).await?;
+        }
         self.mark_verified();
         Ok(())
     }

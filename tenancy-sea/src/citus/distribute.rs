@@ -1,0 +1,629 @@
+//! The distribution of the entities' tables on Citus, in the order that works: foreign
+//! keys that touch a table about to change are dropped first, global tables become
+//! reference tables, tenant-scoped tables are distributed by their tenant column and
+//! co-located, and the foreign keys come back last. Planned from the catalog
+//! ([`catalog_state`], [`plan`], pure and unit-tested), then run one statement at a time.
+
+use super::TableKind;
+use crate::entity::{Described, registered};
+use crate::error::{Error, Result};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
+
+/// A table of a registered entity as the coordinator keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TableState {
+    /// Its name as PostgreSQL writes a `regclass` (schema-qualified unless on the search
+    /// path, quoted where needed): usable in SQL text as it is.
+    pub qualified: String,
+    /// Its schema.
+    pub schema: String,
+    /// Its name in its schema.
+    pub name: String,
+    /// How Citus keeps it.
+    pub citus: TableKind,
+    /// Its unique indexes (the primary key included): name and columns.
+    pub unique: Vec<(String, Vec<String>)>,
+    /// The foreign keys it holds or is referenced by.
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+impl TableState {
+    pub(crate) fn matches(&self, described: &Described) -> bool {
+        self.name == described.table
+            && described
+                .schema
+                .as_ref()
+                .is_none_or(|schema| *schema == self.schema)
+    }
+}
+
+/// A foreign key between two tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ForeignKey {
+    /// The constraint's name.
+    pub name: String,
+    /// The referencing table (as a `regclass` is written).
+    pub table: String,
+    /// Its columns, in order.
+    pub columns: Vec<String>,
+    /// The referenced table.
+    pub references: String,
+    /// The referenced columns, in order.
+    pub referenced: Vec<String>,
+    /// The constraint as PostgreSQL writes it back (`pg_get_constraintdef`).
+    pub definition: String,
+}
+
+/// One statement of a distribution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DistributionStep {
+    /// Drops a foreign key that touches a table about to change (it comes back last).
+    DropForeignKey {
+        /// The table that holds it.
+        table: String,
+        /// The constraint.
+        name: String,
+    },
+    /// Makes a global entity's table a reference table.
+    Reference {
+        /// The table.
+        table: String,
+    },
+    /// Distributes a tenant-scoped table by its tenant column, co-located with
+    /// `colocate_with` (or in Citus' default group of its column type).
+    Distribute {
+        /// The table.
+        table: String,
+        /// Its tenant column.
+        column: String,
+        /// The table it is co-located with.
+        colocate_with: Option<String>,
+    },
+    /// Puts a dropped foreign key back.
+    AddForeignKey {
+        /// The table that holds it.
+        table: String,
+        /// The constraint.
+        name: String,
+        /// Its definition, as PostgreSQL wrote it.
+        definition: String,
+    },
+}
+
+impl DistributionStep {
+    /// The statement this step runs: table names and columns are bound as values where
+    /// the function takes them; the `ALTER TABLE`s name tables as PostgreSQL wrote them
+    /// and constraints quoted.
+    pub fn statement(&self) -> Statement {
+        let pg = DbBackend::Postgres;
+        match self {
+            DistributionStep::DropForeignKey { table, name } => Statement::from_string(
+                pg,
+                format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote_ident(name)),
+            ),
+            DistributionStep::Reference { table } => Statement::from_sql_and_values(
+                pg,
+                "SELECT create_reference_table($1::regclass)",
+                [Value::from(table.as_str())],
+            ),
+            DistributionStep::Distribute {
+                table,
+                column,
+                colocate_with,
+            } => Statement::from_sql_and_values(
+                pg,
+                "SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)",
+                [
+                    Value::from(table.as_str()),
+                    Value::from(column.as_str()),
+                    Value::from(colocate_with.as_deref().unwrap_or("default")),
+                ],
+            ),
+            DistributionStep::AddForeignKey {
+                table,
+                name,
+                definition,
+            } => Statement::from_string(
+                pg,
+                format!(
+                    "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
+                    quote_ident(name)
+                ),
+            ),
+        }
+    }
+}
+
+/// What [`distribute`] changed: the steps it ran, in order (none when every table was
+/// already distributed as it should be).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Distribution {
+    /// The steps run.
+    pub steps: Vec<DistributionStep>,
+}
+
+/// Distributes the tables of this program's entities on the Citus coordinator `conn` (the
+/// owner's connection: the admin one, not the guarded tenant connection): tenant-scoped
+/// tables by their tenant column, co-located; global ones as reference tables. Tables
+/// that do not exist yet are left for a later call; tables already distributed as they
+/// should be are left as they are, so a second call changes nothing.
+///
+/// Every problem is found before anything changes, and reported together
+/// ([`Error::Config`]): a unique key or primary key of a tenant-scoped table without the
+/// tenant column (Citus cannot keep it unique across nodes: make the key `(tenant_id,
+/// id)`), a foreign key between tenant-scoped tables that does not pair their tenant
+/// columns, one from a global table to a tenant-scoped one, one to or from a table no
+/// entity of this program names, or a table Citus already keeps another way.
+///
+/// Run it where the tables are made: in a migration, after the tables are created (its
+/// statements run one at a time on the migration's connection, so a transaction there
+/// makes them atomic), or at start.
+pub async fn distribute(conn: &impl ConnectionTrait) -> Result<Distribution> {
+    let state = catalog_state(conn).await?;
+    let steps = plan(registered(), &state)?;
+    for step in &steps {
+        tracing::info!(target: "tenancy::citus", ?step, "distributing");
+        conn.execute_raw(step.statement()).await?;
+    }
+    Ok(Distribution { steps })
+}
+
+/// The steps that distribute `entities`' tables, given how the coordinator keeps them
+/// (`tables`); see [`distribute`]. Pure: the same state gives the same steps.
+pub(crate) fn plan(entities: &[Described], tables: &[TableState]) -> Result<Vec<DistributionStep>> {
+    let mut problems = Vec::new();
+    // Each changing table, with what it becomes (its tenant column, or `None` for a
+    // reference table).
+    let mut changing: Vec<(&TableState, Option<&str>)> = Vec::new();
+    let mut anchor: Option<&str> = None;
+    for described in entities {
+        let Some(table) = tables.iter().find(|t| t.matches(described)) else {
+            continue;
+        };
+        match (&described.tenant_column, &table.citus) {
+            (Some(column), TableKind::Distributed { column: by }) if by == column => {
+                anchor = anchor.or(Some(table.qualified.as_str()));
+            }
+            (None, TableKind::Reference) => {}
+            (Some(column), TableKind::Local) => {
+                for (name, columns) in &table.unique {
+                    if !columns.contains(column) {
+                        problems.push(format!(
+                            "{}: unique key {name} ({}) lacks the tenant column {column}, so \
+                             no node could keep it unique; make it ({column}, ..)",
+                            table.qualified,
+                            columns.join(", ")
+                        ));
+                    }
+                }
+                changing.push((table, Some(column.as_str())));
+            }
+            (None, TableKind::Local) => changing.push((table, None)),
+            (_, kind) => problems.push(format!(
+                "{} is already {}, not what its entity needs",
+                table.qualified,
+                kind.describe()
+            )),
+        }
+    }
+    // What each registered table is once distributed.
+    let after = |qualified: &str| -> Option<Option<String>> {
+        entities.iter().find_map(|described| {
+            let table = tables
+                .iter()
+                .find(|t| t.matches(described) && t.qualified == qualified)?;
+            Some(match &table.citus {
+                TableKind::Reference => None,
+                TableKind::Distributed { column } => Some(column.clone()),
+                _ => described.tenant_column.clone(),
+            })
+        })
+    };
+    let mut keys: Vec<&ForeignKey> = Vec::new();
+    for (table, _) in &changing {
+        for key in &table.foreign_keys {
+            if !keys
+                .iter()
+                .any(|k| k.name == key.name && k.table == key.table)
+            {
+                keys.push(key);
+            }
+        }
+    }
+    for key in &keys {
+        match (after(&key.table), after(&key.references)) {
+            (Some(Some(from)), Some(Some(to))) => {
+                let paired = key
+                    .columns
+                    .iter()
+                    .zip(&key.referenced)
+                    .any(|(column, referenced)| *column == from && *referenced == to);
+                if !paired {
+                    problems.push(format!(
+                        "{}: foreign key {} ({}) to {} does not pair the tenant columns \
+                         ({from} with {to}); make it ({from}, ..) references {} ({to}, ..)",
+                        key.table,
+                        key.name,
+                        key.columns.join(", "),
+                        key.references,
+                        key.references
+                    ));
+                }
+            }
+            (Some(_), Some(Some(_))) => problems.push(format!(
+                "{}: foreign key {} from a global table to the tenant-scoped {}: a \
+                 reference table cannot point into one node's rows",
+                key.table, key.name, key.references
+            )),
+            (Some(_), Some(None)) => {}
+            _ => problems.push(format!(
+                "{}: foreign key {} to or from {}, which no entity of this program names",
+                key.table,
+                key.name,
+                if after(&key.table).is_none() {
+                    &key.table
+                } else {
+                    &key.references
+                }
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config(format!(
+            "cannot distribute the tables for Citus: {}",
+            problems.join("; ")
+        )));
+    }
+    let mut steps: Vec<DistributionStep> = keys
+        .iter()
+        .map(|key| DistributionStep::DropForeignKey {
+            table: key.table.clone(),
+            name: key.name.clone(),
+        })
+        .collect();
+    for (table, column) in &changing {
+        if column.is_none() {
+            steps.push(DistributionStep::Reference {
+                table: table.qualified.clone(),
+            });
+        }
+    }
+    for (table, column) in &changing {
+        if let Some(column) = column {
+            steps.push(DistributionStep::Distribute {
+                table: table.qualified.clone(),
+                column: (*column).to_owned(),
+                colocate_with: anchor.map(str::to_owned),
+            });
+            anchor = anchor.or(Some(table.qualified.as_str()));
+        }
+    }
+    steps.extend(keys.iter().map(|key| DistributionStep::AddForeignKey {
+        table: key.table.clone(),
+        name: key.name.clone(),
+        definition: key.definition.clone(),
+    }));
+    Ok(steps)
+}
+
+/// How the coordinator keeps each table of this program's entities that exists.
+pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<TableState>> {
+    let pg = DbBackend::Postgres;
+    let mut tables = Vec::new();
+    for described in registered() {
+        let name = match &described.schema {
+            Some(schema) => format!("{}.{}", quote_ident(schema), quote_ident(&described.table)),
+            None => quote_ident(&described.table),
+        };
+        let Some(row) = conn
+            .query_one_raw(Statement::from_sql_and_values(
+                pg,
+                "SELECT c.oid::regclass::text AS qualified, n.nspname::text AS schema, \
+                 c.relname::text AS name, t.citus_table_type::text AS kind, \
+                 t.distribution_column::text AS column \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN citus_tables t ON t.table_name = c.oid::regclass \
+                 WHERE c.oid = to_regclass($1)",
+                [Value::from(name)],
+            ))
+            .await?
+        else {
+            continue;
+        };
+        let qualified: String = row.try_get("", "qualified")?;
+        if tables.iter().any(|t: &TableState| t.qualified == qualified) {
+            continue;
+        }
+        let kind: Option<String> = row.try_get("", "kind")?;
+        let column: Option<String> = row.try_get("", "column")?;
+        let citus = match (kind.as_deref(), column) {
+            (None, _) => TableKind::Local,
+            (Some("reference"), _) => TableKind::Reference,
+            (Some("distributed"), Some(column)) => TableKind::Distributed { column },
+            (Some(other), _) => TableKind::Other(other.to_owned()),
+        };
+        let unique = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                pg,
+                &format!(
+                    "SELECT ic.relname::text AS name, {} AS columns \
+                     FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+                     WHERE i.indisunique AND i.indrelid = $1::regclass ORDER BY 1",
+                    column_names("i.indrelid", "i.indkey::int2[]")
+                ),
+                [Value::from(qualified.as_str())],
+            ))
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("", "name")?, split(row, "columns")?)))
+            .collect::<Result<Vec<_>>>()?;
+        let foreign_keys = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                pg,
+                &format!(
+                    "SELECT con.conname::text AS name, con.conrelid::regclass::text AS tbl, \
+                     con.confrelid::regclass::text AS refs, {} AS columns, {} AS referenced, \
+                     pg_get_constraintdef(con.oid) AS definition \
+                     FROM pg_constraint con WHERE con.contype = 'f' \
+                     AND (con.conrelid = $1::regclass OR con.confrelid = $1::regclass) \
+                     ORDER BY 2, 1",
+                    column_names("con.conrelid", "con.conkey"),
+                    column_names("con.confrelid", "con.confkey")
+                ),
+                [Value::from(qualified.as_str())],
+            ))
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ForeignKey {
+                    name: row.try_get("", "name")?,
+                    table: row.try_get("", "tbl")?,
+                    columns: split(row, "columns")?,
+                    references: row.try_get("", "refs")?,
+                    referenced: split(row, "referenced")?,
+                    definition: row.try_get("", "definition")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tables.push(TableState {
+            qualified,
+            schema: row.try_get("", "schema")?,
+            name: row.try_get("", "name")?,
+            citus,
+            unique,
+            foreign_keys,
+        });
+    }
+    Ok(tables)
+}
+
+/// The names of the columns `keys` (attribute numbers of `relation`), in order, joined
+/// by a comma: a column name cannot hold one that matters here (the entities' columns are
+/// plain names), and a comma-joined text needs no array support from the driver.
+fn column_names(relation: &str, keys: &str) -> String {
+    format!(
+        "(SELECT string_agg(a.attname::text, ',' ORDER BY k.n) \
+         FROM unnest({keys}) WITH ORDINALITY AS k(attnum, n) \
+         JOIN pg_attribute a ON a.attrelid = {relation} AND a.attnum = k.attnum)"
+    )
+}
+
+fn split(row: &QueryResult, column: &str) -> Result<Vec<String>> {
+    let joined: Option<String> = row.try_get("", column)?;
+    Ok(joined
+        .unwrap_or_default()
+        .split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `name` as a quoted PostgreSQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scoped(table: &str) -> Described {
+        Described {
+            schema: None,
+            table: table.to_owned(),
+            tenant_column: Some("tenant_id".to_owned()),
+        }
+    }
+
+    fn global(table: &str) -> Described {
+        Described {
+            schema: None,
+            table: table.to_owned(),
+            tenant_column: None,
+        }
+    }
+
+    fn local(name: &str, unique: &[(&str, &[&str])], keys: Vec<ForeignKey>) -> TableState {
+        TableState {
+            qualified: name.to_owned(),
+            schema: "public".to_owned(),
+            name: name.to_owned(),
+            citus: TableKind::Local,
+            unique: unique
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), c.iter().map(|c| (*c).to_owned()).collect()))
+                .collect(),
+            foreign_keys: keys,
+        }
+    }
+
+    fn key(name: &str, table: &str, columns: &[&str], to: &str, referenced: &[&str]) -> ForeignKey {
+        ForeignKey {
+            name: name.to_owned(),
+            table: table.to_owned(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            references: to.to_owned(),
+            referenced: referenced.iter().map(|c| (*c).to_owned()).collect(),
+            definition: format!(
+                "FOREIGN KEY ({}) REFERENCES {to}({})",
+                columns.join(", "),
+                referenced.join(", ")
+            ),
+        }
+    }
+
+    /// The order that works: keys dropped, reference tables, distributed tables
+    /// co-located with the first, keys back.
+    #[test]
+    fn plans_keys_references_distribution_keys() {
+        let orders_customer = key(
+            "orders_customer",
+            "orders",
+            &["tenant_id", "customer_id"],
+            "customers",
+            &["tenant_id", "id"],
+        );
+        let orders_plan = key("orders_plan", "orders", &["plan_id"], "plans", &["id"]);
+        let tables = [
+            local(
+                "customers",
+                &[("customers_pkey", &["tenant_id", "id"])],
+                vec![orders_customer.clone()],
+            ),
+            local(
+                "orders",
+                &[("orders_pkey", &["tenant_id", "id"])],
+                vec![orders_customer.clone(), orders_plan.clone()],
+            ),
+            local("plans", &[("plans_pkey", &["id"])], vec![orders_plan.clone()]),
+        ];
+        let entities = [scoped("customers"), scoped("orders"), global("plans")];
+        let steps = plan(&entities, &tables).unwrap();
+        let sql: Vec<String> = steps.iter().map(|s| s.statement().sql).collect();
+        assert_eq!(
+            sql,
+            [
+                "ALTER TABLE orders DROP CONSTRAINT \"orders_customer\"",
+                "ALTER TABLE orders DROP CONSTRAINT \"orders_plan\"",
+                "SELECT create_reference_table($1::regclass)",
+                "SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)",
+                "SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)",
+                "ALTER TABLE orders ADD CONSTRAINT \"orders_customer\" FOREIGN KEY (tenant_id, \
+                 customer_id) REFERENCES customers(tenant_id, id)",
+                "ALTER TABLE orders ADD CONSTRAINT \"orders_plan\" FOREIGN KEY (plan_id) \
+                 REFERENCES plans(id)",
+            ]
+        );
+        assert_eq!(
+            steps[3..5],
+            [
+                DistributionStep::Distribute {
+                    table: "customers".to_owned(),
+                    column: "tenant_id".to_owned(),
+                    colocate_with: None,
+                },
+                DistributionStep::Distribute {
+                    table: "orders".to_owned(),
+                    column: "tenant_id".to_owned(),
+                    colocate_with: Some("customers".to_owned()),
+                },
+            ]
+        );
+        assert_eq!(
+            steps[2].statement().values.unwrap().0,
+            [Value::from("plans")]
+        );
+        assert_eq!(
+            steps[4].statement().values.unwrap().0,
+            [
+                Value::from("orders"),
+                Value::from("tenant_id"),
+                Value::from("customers")
+            ]
+        );
+    }
+
+    /// Distributed already: nothing to do, and new tables join the existing group.
+    #[test]
+    fn a_second_plan_is_empty_and_new_tables_join_the_group() {
+        let mut customers = local("customers", &[("customers_pkey", &["tenant_id", "id"])], vec![]);
+        customers.citus = TableKind::Distributed {
+            column: "tenant_id".to_owned(),
+        };
+        let mut plans = local("plans", &[("plans_pkey", &["id"])], vec![]);
+        plans.citus = TableKind::Reference;
+        let entities = [scoped("customers"), global("plans")];
+        assert_eq!(plan(&entities, &[customers.clone(), plans]).unwrap(), []);
+
+        let notes = local("notes", &[("notes_pkey", &["id", "tenant_id"])], vec![]);
+        let steps = plan(&[scoped("customers"), scoped("notes")], &[customers, notes]).unwrap();
+        assert_eq!(
+            steps,
+            [DistributionStep::Distribute {
+                table: "notes".to_owned(),
+                column: "tenant_id".to_owned(),
+                colocate_with: Some("customers".to_owned()),
+            }]
+        );
+    }
+
+    /// Everything that cannot work is found first and reported together; nothing runs.
+    #[test]
+    fn problems_are_reported_together_before_anything_runs() {
+        let unpaired = key("orders_customer", "orders", &["customer_id"], "customers", &["id"]);
+        let inward = key("plans_owner", "plans", &["owner_id"], "customers", &["id"]);
+        let outward = key("orders_audit", "orders", &["audit_id"], "audit", &["id"]);
+        let tables = [
+            local(
+                "customers",
+                &[("customers_pkey", &["id"]), ("customers_email", &["tenant_id", "email"])],
+                vec![unpaired.clone(), inward.clone()],
+            ),
+            local(
+                "orders",
+                &[("orders_pkey", &["tenant_id", "id"])],
+                vec![unpaired, outward],
+            ),
+            local("plans", &[("plans_pkey", &["id"])], vec![inward]),
+        ];
+        let entities = [scoped("customers"), scoped("orders"), global("plans")];
+        let Err(Error::Config(message)) = plan(&entities, &tables) else {
+            panic!("expected a Config error");
+        };
+        for expected in [
+            "unique key customers_pkey (id) lacks the tenant column tenant_id",
+            "foreign key orders_customer (customer_id) to customers does not pair",
+            "foreign key plans_owner from a global table",
+            "foreign key orders_audit to or from audit",
+        ] {
+            assert!(message.contains(expected), "{expected:?} in {message}");
+        }
+        assert!(!message.contains("customers_email"), "{message}");
+    }
+
+    /// A table Citus keeps another way is not changed behind the application's back.
+    #[test]
+    fn a_table_distributed_otherwise_is_refused() {
+        let mut orders = local("orders", &[("orders_pkey", &["tenant_id", "id"])], vec![]);
+        orders.citus = TableKind::Distributed {
+            column: "id".to_owned(),
+        };
+        let Err(Error::Config(message)) = plan(&[scoped("orders")], &[orders]) else {
+            panic!("expected a Config error");
+        };
+        assert!(message.contains("orders is already distributed by id"), "{message}");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        let step = DistributionStep::DropForeignKey {
+            table: "\"Odd\"".to_owned(),
+            name: "k\"; DROP TABLE x; --".to_owned(),
+        };
+        assert_eq!(
+            step.statement().sql,
+            "ALTER TABLE \"Odd\" DROP CONSTRAINT \"k\"\"; DROP TABLE x; --\""
+        );
+    }
+}
