@@ -21,6 +21,9 @@ pub(crate) struct TableState {
     pub name: String,
     /// How Citus keeps it.
     pub citus: TableKind,
+    /// The type of its entity's tenant column (`bigint`, `text`, ..), if it has one:
+    /// Citus co-locates tables whose distribution columns have the same type.
+    pub tenant_type: Option<String>,
     /// Its unique indexes (the primary key included): name and columns.
     pub unique: Vec<(String, Vec<String>)>,
     /// The foreign keys it holds or is referenced by.
@@ -175,14 +178,18 @@ pub(crate) fn plan(entities: &[Described], tables: &[TableState]) -> Result<Vec<
     // Each changing table, with what it becomes (its tenant column, or `None` for a
     // reference table).
     let mut changing: Vec<(&TableState, Option<&str>)> = Vec::new();
-    let mut anchor: Option<&str> = None;
+    // The table each tenant column type's tables are co-located with.
+    let mut anchors: Vec<(Option<&str>, &str)> = Vec::new();
     for described in entities {
         let Some(table) = tables.iter().find(|t| t.matches(described)) else {
             continue;
         };
         match (&described.tenant_column, &table.citus) {
             (Some(column), TableKind::Distributed { column: by }) if by == column => {
-                anchor = anchor.or(Some(table.qualified.as_str()));
+                let kind = table.tenant_type.as_deref();
+                if !anchors.iter().any(|(k, _)| *k == kind) {
+                    anchors.push((kind, table.qualified.as_str()));
+                }
             }
             (None, TableKind::Reference) => {}
             (Some(column), TableKind::Local) => {
@@ -290,12 +297,16 @@ pub(crate) fn plan(entities: &[Described], tables: &[TableState]) -> Result<Vec<
     }
     for (table, column) in &changing {
         if let Some(column) = column {
+            let kind = table.tenant_type.as_deref();
+            let anchor = anchors.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a);
             steps.push(DistributionStep::Distribute {
                 table: table.qualified.clone(),
                 column: (*column).to_owned(),
                 colocate_with: anchor.map(str::to_owned),
             });
-            anchor = anchor.or(Some(table.qualified.as_str()));
+            if anchor.is_none() {
+                anchors.push((kind, table.qualified.as_str()));
+            }
         }
     }
     steps.extend(keys.iter().map(|key| DistributionStep::AddForeignKey {
@@ -318,11 +329,19 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
         let Some(row) = conn
             .query_one_raw(Statement::from_sql_and_values(
                 pg,
+                // Citus' own catalog (`pg_dist_partition`, in `pg_catalog` like its
+                // functions): hash-distributed with a column, or a reference table (no
+                // column, replicated to every node), or another kind.
                 "SELECT c.oid::regclass::text AS qualified, n.nspname::text AS schema, \
-                 c.relname::text AS name, t.citus_table_type::text AS kind, \
-                 t.distribution_column::text AS column \
+                 c.relname::text AS name, \
+                 CASE WHEN p.logicalrelid IS NULL THEN NULL \
+                      WHEN p.partmethod = 'h' THEN 'distributed' \
+                      WHEN p.partmethod = 'n' AND p.repmodel = 't' THEN 'reference' \
+                      WHEN p.colocationid = 0 THEN 'local' ELSE 'schema' END AS kind, \
+                 CASE WHEN p.partmethod = 'h' \
+                      THEN column_to_column_name(p.logicalrelid, p.partkey) END AS column \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 LEFT JOIN citus_tables t ON t.table_name = c.oid::regclass \
+                 LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid \
                  WHERE c.oid = to_regclass($1)",
                 [Value::from(name)],
             ))
@@ -341,6 +360,19 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
             (Some("reference"), _) => TableKind::Reference,
             (Some("distributed"), Some(column)) => TableKind::Distributed { column },
             (Some(other), _) => TableKind::Other(other.to_owned()),
+        };
+        let tenant_type = match &described.tenant_column {
+            Some(column) => conn
+                .query_one_raw(Statement::from_sql_and_values(
+                    pg,
+                    "SELECT format_type(atttypid, atttypmod) AS kind FROM pg_attribute \
+                     WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
+                    [Value::from(qualified.as_str()), Value::from(column.as_str())],
+                ))
+                .await?
+                .map(|row| row.try_get::<String>("", "kind"))
+                .transpose()?,
+            None => None,
         };
         let unique = conn
             .query_all_raw(Statement::from_sql_and_values(
@@ -390,6 +422,7 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
             schema: row.try_get("", "schema")?,
             name: row.try_get("", "name")?,
             citus,
+            tenant_type,
             unique,
             foreign_keys,
         });
@@ -449,6 +482,7 @@ mod tests {
             schema: "public".to_owned(),
             name: name.to_owned(),
             citus: TableKind::Local,
+            tenant_type: Some("bigint".to_owned()),
             unique: unique
                 .iter()
                 .map(|(n, c)| ((*n).to_owned(), c.iter().map(|c| (*c).to_owned()).collect()))
@@ -564,6 +598,38 @@ mod tests {
                 column: "tenant_id".to_owned(),
                 colocate_with: Some("customers".to_owned()),
             }]
+        );
+    }
+
+    /// Citus co-locates tables whose tenant columns have one type: each type gets its
+    /// own group, anchored on its first table.
+    #[test]
+    fn each_tenant_column_type_is_its_own_group() {
+        let mut notes = local("notes", &[("notes_pkey", &["tenant_id", "id"])], vec![]);
+        notes.tenant_type = Some("text".to_owned());
+        let mut memos = local("memos", &[("memos_pkey", &["tenant_id", "id"])], vec![]);
+        memos.tenant_type = Some("text".to_owned());
+        let orders = local("orders", &[("orders_pkey", &["tenant_id", "id"])], vec![]);
+        let entities = [scoped("notes"), scoped("orders"), scoped("memos")];
+        let colocated: Vec<(String, Option<String>)> = plan(&entities, &[notes, orders, memos])
+            .unwrap()
+            .into_iter()
+            .map(|step| match step {
+                DistributionStep::Distribute {
+                    table,
+                    colocate_with,
+                    ..
+                } => (table, colocate_with),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            colocated,
+            [
+                ("notes".to_owned(), None),
+                ("orders".to_owned(), None),
+                ("memos".to_owned(), Some("notes".to_owned())),
+            ]
         );
     }
 

@@ -108,31 +108,47 @@ impl Session {
     /// migration) would share the driver's prepared statements and fail with "cached plan
     /// must not change result type". The unit's statements carry the shape in a comment,
     /// so each shape gets statements of its own, and tenants of one shape share them.
+    ///
+    /// `apart` sends the shape's read as a statement of its own, after the setting: on
+    /// Citus a statement that reads a table of a distributed schema runs on that schema's
+    /// node, so a `set_config` in it would set the node's `search_path`, not the
+    /// coordinator's.
     pub(crate) fn schema(
         schema: &Identifier,
         tenant: String,
         version_table: Option<&Identifier>,
+        apart: bool,
     ) -> Self {
+        const SET: &str = "SELECT set_config('search_path', $1, true), $2::regnamespace";
         // The names are validated identifiers, quoted: the statement is the same for
         // every unit of the tenant, so the driver prepares it once.
-        let sql = match version_table {
-            Some(table) => format!(
-                "SELECT set_config('search_path', $1, true), $2::regnamespace, \
-                 (SELECT hashtext(coalesce(max(version), '')) FROM {}.{}) AS shape",
+        let shape = version_table.map(|table| {
+            format!(
+                "(SELECT hashtext(coalesce(max(version), '')) FROM {}.{}) AS shape",
                 schema.quoted(),
                 table.quoted()
-            ),
-            None => "SELECT set_config('search_path', $1, true), $2::regnamespace".to_owned(),
-        };
-        Session {
-            statements: vec![Statement::from_sql_and_values(
+            )
+        });
+        let set = |sql: String| {
+            Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 sql,
                 [
                     Value::from(format!("{}, public", schema.quoted())),
                     Value::from(schema.as_str()),
                 ],
-            )],
+            )
+        };
+        let statements = match shape {
+            None => vec![set(SET.to_owned())],
+            Some(shape) if apart => vec![
+                set(SET.to_owned()),
+                Statement::from_string(DbBackend::Postgres, format!("SELECT {shape}")),
+            ],
+            Some(shape) => vec![set(format!("{SET}, {shape}"))],
+        };
+        Session {
+            statements,
             schema_of: Some(tenant),
             shaped: version_table.is_some(),
             simple: false,

@@ -169,6 +169,7 @@ impl<T: SqlTenantId> Tenancy<T> {
                     &schema,
                     tenant.to_string(),
                     self.inner.version_table.as_ref(),
+                    self.inner.placement == Placement::Citus,
                 ))
             }
         })
