@@ -127,6 +127,8 @@ pub struct SeaOrmField {
     pub enum_name: Option<LitStr>,
     /// The `ignore` key, kept for its span: the field is no column at all.
     pub ignore: Option<proc_macro2::Span>,
+    /// The `primary_key` key: the field is (part of) the primary key.
+    pub primary_key: bool,
 }
 
 pub fn sea_orm_field(attrs: &[Attribute]) -> SeaOrmField {
@@ -137,6 +139,9 @@ pub fn sea_orm_field(attrs: &[Attribute]) -> SeaOrmField {
                 field.enum_name = Some(meta.value()?.parse()?);
             } else if meta.path.is_ident("ignore") {
                 field.ignore = Some(meta.path.span());
+            } else if meta.path.is_ident("primary_key") {
+                field.primary_key = true;
+                skip_value(&meta)?;
             } else {
                 skip_value(&meta)?;
             }

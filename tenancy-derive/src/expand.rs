@@ -23,7 +23,7 @@ pub fn derive(input: &DeriveInput, kind: Kind) -> TokenStream {
     match errors.into_result() {
         Ok(()) => match kind {
             Kind::TenantScoped => match checked.tenant {
-                Some(tenant) => tenant_scoped(&names, tenant, checked.shard_key),
+                Some(tenant) => tenant_scoped(&names, &model, tenant, checked.shard_key),
                 None => fallback::placeholder(&names, None),
             },
             Kind::Global => global(&names),
@@ -88,12 +88,18 @@ pub fn column_variant(field: &Field<'_>) -> Ident {
     }
 }
 
-fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>>) -> TokenStream {
+fn tenant_scoped(
+    names: &Names,
+    model: &Model<'_>,
+    tenant: &Field<'_>,
+    shard_key: Option<&Field<'_>>,
+) -> TokenStream {
     let Names {
         krate,
         entity,
         column,
     } = names;
+    let (id_type, primary_key) = tenant_keyed(names, model, tenant);
     let tenant_variant = column_variant(tenant);
     // Spanned on the field's type, so "not a tenant id type" points at it.
     let ty = tenant.ty;
@@ -147,10 +153,14 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
                 #[automatically_derived]
                 #[diagnostic::do_not_recommend]
                 impl #krate::ScopedEntity<<#entity as #krate::TenantScoped>::TenantId> for #entity {
+                    type Id = #id_type;
+
                     #[inline]
                     fn scope_column() -> ::core::option::Option<#column> {
                         ::core::option::Option::Some(#column::#tenant_variant)
                     }
+
+                    #primary_key
                 }
 
                 #[automatically_derived]
@@ -191,6 +201,80 @@ fn tenant_scoped(names: &Names, tenant: &Field<'_>, shard_key: Option<&Field<'_>
     }
 }
 
+/// The id a handle's `find_by_id` and `delete_by_id` take, and how the whole primary key
+/// is made from it: when the key holds the tenant column beside other columns, the rest
+/// of the key (one type, or a tuple in the key's order), the handle filling in the
+/// tenant; otherwise the whole key.
+fn tenant_keyed(
+    names: &Names,
+    model: &Model<'_>,
+    tenant: &Field<'_>,
+) -> (TokenStream, TokenStream) {
+    let Names { krate, entity, .. } = names;
+    let key: Vec<&Field<'_>> = model
+        .fields
+        .iter()
+        .filter(|f| f.sea_orm.primary_key)
+        .collect();
+    let holds_tenant = key.iter().any(|f| f.ident == tenant.ident);
+    if !holds_tenant || key.len() < 2 {
+        return (
+            quote! {
+                <<#entity as #krate::__private::EntityTrait>::PrimaryKey
+                    as #krate::__private::PrimaryKeyTrait>::ValueType
+            },
+            quote! {
+                #[inline]
+                fn primary_key(_: &<#entity as #krate::TenantScoped>::TenantId, id: Self::Id)
+                    -> <<#entity as #krate::__private::EntityTrait>::PrimaryKey
+                        as #krate::__private::PrimaryKeyTrait>::ValueType
+                {
+                    id
+                }
+            },
+        );
+    }
+    let rest: Vec<&Field<'_>> = key
+        .iter()
+        .copied()
+        .filter(|f| f.ident != tenant.ident)
+        .collect();
+    let rest_types: Vec<&syn::Type> = rest.iter().map(|f| f.ty).collect();
+    let id_type = if rest.len() == 1 {
+        let ty = rest_types[0];
+        quote!(#ty)
+    } else {
+        quote!((#(#rest_types,)*))
+    };
+    let mut part = 0usize;
+    let parts: Vec<TokenStream> = key
+        .iter()
+        .map(|f| {
+            if f.ident == tenant.ident {
+                quote!(::core::clone::Clone::clone(tenant))
+            } else if rest.len() == 1 {
+                quote!(id)
+            } else {
+                let index = syn::Index::from(part);
+                part += 1;
+                quote!(id.#index)
+            }
+        })
+        .collect();
+    (
+        id_type,
+        quote! {
+            #[inline]
+            fn primary_key(tenant: &<#entity as #krate::TenantScoped>::TenantId, id: Self::Id)
+                -> <<#entity as #krate::__private::EntityTrait>::PrimaryKey
+                    as #krate::__private::PrimaryKeyTrait>::ValueType
+            {
+                (#(#parts,)*)
+            }
+        },
+    )
+}
+
 fn global(names: &Names) -> TokenStream {
     let Names {
         krate,
@@ -209,9 +293,17 @@ fn global(names: &Names) -> TokenStream {
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::SqlTenantId> #krate::ScopedEntity<__TenantId> for #entity {
+            type Id = <<#entity as #krate::__private::EntityTrait>::PrimaryKey
+                as #krate::__private::PrimaryKeyTrait>::ValueType;
+
             #[inline]
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::option::Option::None
+            }
+
+            #[inline]
+            fn primary_key(_: &__TenantId, id: Self::Id) -> Self::Id {
+                id
             }
         }
 

@@ -17,8 +17,13 @@ pub fn placeholder(names: &Names, tenant: Option<&Field<'_>>) -> TokenStream {
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
         impl<__TenantId: #krate::SqlTenantId> #krate::ScopedEntity<__TenantId> for #entity {
+            type Id = <<#entity as #krate::__private::EntityTrait>::PrimaryKey
+                as #krate::__private::PrimaryKeyTrait>::ValueType;
             fn scope_column() -> ::core::option::Option<#column> {
                 ::core::unreachable!("placeholder emitted beside a compile error")
+            }
+            fn primary_key(_: &__TenantId, id: Self::Id) -> Self::Id {
+                id
             }
         }
 

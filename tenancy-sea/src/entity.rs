@@ -269,8 +269,20 @@ pub trait GlobalEntity: EntityTrait + sealed::GlobalEntitySeal {}
             `db.across_shards().find::<E>()`"
 )]
 pub trait ScopedEntity<T: SqlTenantId>: EntityTrait + sealed::ScopedEntitySeal<T> {
+    /// What a handle's [`find_by_id`](crate::TenantDb::find_by_id) and
+    /// [`delete_by_id`](crate::TenantDb::delete_by_id) take: the primary key, or, when
+    /// the key holds the tenant column beside other columns (`(tenant_id, id)`, the key
+    /// Citus needs), the rest of it (`id`), the handle filling in the tenant.
+    type Id;
+
     /// The column a tenant's reads are filtered on; `None` for a global entity.
     fn scope_column() -> Option<Self::Column>;
+
+    /// The primary key of `tenant`'s row `id`.
+    fn primary_key(
+        tenant: &T,
+        id: Self::Id,
+    ) -> <Self::PrimaryKey as sea_orm::PrimaryKeyTrait>::ValueType;
 }
 
 /// The seal of [`FansOut`](crate::FansOut): no type implements it.

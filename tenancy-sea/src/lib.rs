@@ -109,7 +109,7 @@ pub mod __private {
         Registered, describe_global, describe_scoped, sealed, write_shard_key,
     };
     pub use inventory;
-    pub use sea_orm::Value;
+    pub use sea_orm::{EntityTrait, PrimaryKeyTrait, Value};
 }
 
 /// Everything an application needs: `use tenancy_sea::prelude::*;`.

@@ -177,7 +177,12 @@ fn unique(prefix: &str) -> String {
 
 /// A connection to `url` as `user` (trust auth on the local cluster), whose tables
 /// resolve in `schema` only, optionally with the fan-out guard.
-async fn connect(url: &str, user: Option<&str>, schema: Option<&str>, guarded: bool) -> DatabaseConnection {
+async fn connect(
+    url: &str,
+    user: Option<&str>,
+    schema: Option<&str>,
+    guarded: bool,
+) -> DatabaseConnection {
     let mut url = url::Url::parse(url).unwrap();
     if let Some(user) = user {
         url.set_username(user).unwrap();
@@ -243,7 +248,9 @@ async fn make_tables(admin: &DatabaseConnection) {
     let first = citus::distribute(admin).await.unwrap();
     let made: Vec<String> = first.steps.iter().map(|s| format!("{s:?}")).collect();
     assert!(
-        first.steps.iter().any(|s| matches!(s, citus::DistributionStep::Reference { table } if table == "citus_plans")),
+        first.steps.iter().any(
+            |s| matches!(s, citus::DistributionStep::Reference { table } if table == "citus_plans")
+        ),
         "{made:?}"
     );
     assert_eq!(
@@ -267,7 +274,12 @@ async fn make_tables(admin: &DatabaseConnection) {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.try_get::<String>("", "t").unwrap(), r.try_get::<String>("", "k").unwrap()))
+        .map(|r| {
+            (
+                r.try_get::<String>("", "t").unwrap(),
+                r.try_get::<String>("", "k").unwrap(),
+            )
+        })
         .collect::<Vec<_>>();
     assert_eq!(
         kinds,
@@ -346,29 +358,36 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
         .collect()
         .await;
     assert_eq!(streamed.len(), 5);
+    // Keyed by `(tenant_id, id)`: the handle takes the id and fills in its tenant.
     let one = db
-        .find_by_id::<order::Entity>((me, 4))
+        .find_by_id::<order::Entity>(4)
         .one()
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(one.total_cents, 400);
+    assert_eq!((one.tenant_id, one.total_cents), (me, 400));
+    let mine = db
+        .find_by_id::<order::Entity>(1)
+        .one()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mine.tenant_id, me,
+        "id 1 through this handle is this tenant's 1"
+    );
     assert!(
-        db.find_by_id::<order::Entity>((*other.tenant_id(), 1))
+        other
+            .find_by_id::<order::Entity>(4)
             .one()
             .await
             .unwrap()
             .is_none(),
-        "another tenant's key is not found through this handle"
+        "the other tenant has no order 4"
     );
 
     // Relations: the customer's orders, orders with their customer, loaders.
-    let customer = db
-        .find::<customer::Entity>()
-        .one()
-        .await
-        .unwrap()
-        .unwrap();
+    let customer = db.find::<customer::Entity>().one().await.unwrap().unwrap();
     assert_eq!(
         db.find_related::<order::Entity, _>(&customer)
             .count()
@@ -383,7 +402,10 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
         .await
         .unwrap();
     assert_eq!(with.len(), 5);
-    assert!(with.iter().all(|(_, c)| c.as_ref().is_some_and(|c| c.tenant_id == me)));
+    assert!(
+        with.iter()
+            .all(|(_, c)| c.as_ref().is_some_and(|c| c.tenant_id == me))
+    );
     let loaded = db
         .load_many::<order::Entity, _>(std::slice::from_ref(&customer))
         .await
@@ -397,7 +419,11 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
             .all()
             .await
             .unwrap();
-        assert!(priced.iter().all(|(_, p)| p.as_ref().is_some_and(|p| p.name == "pro")));
+        assert!(
+            priced
+                .iter()
+                .all(|(_, p)| p.as_ref().is_some_and(|p| p.name == "pro"))
+        );
         assert_eq!(db.find::<plan::Entity>().count().await.unwrap(), 2);
     }
 
@@ -435,7 +461,12 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
         .await
         .unwrap();
     assert_eq!(upserted, 1);
-    db.delete_by_id::<order::Entity>((me, 4)).await.unwrap();
+    let deleted = other.delete_by_id::<order::Entity>(4).await.unwrap();
+    assert_eq!(
+        deleted.rows_affected, 0,
+        "another tenant's id 4 is not this one's"
+    );
+    db.delete_by_id::<order::Entity>(4).await.unwrap();
     let gone = db
         .delete_many::<order::Entity>()
         .filter(order::Column::Id.eq(3))
@@ -466,11 +497,7 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
     .await
     .unwrap();
     let inner = txn.begin().await.unwrap();
-    inner
-        .delete_many::<order::Entity>()
-        .exec()
-        .await
-        .unwrap();
+    inner.delete_many::<order::Entity>().exec().await.unwrap();
     inner.rollback().await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(db.find::<order::Entity>().count().await.unwrap(), 4);
@@ -508,7 +535,10 @@ async fn citus_row_level_every_operation_is_single_shard() {
             .unwrap();
         assert_eq!(tenancy.placement(), Placement::Citus);
         tenancy.verify().await.unwrap();
-        let (a, b) = (tenancy.tenant(11).await.unwrap(), tenancy.tenant(12).await.unwrap());
+        let (a, b) = (
+            tenancy.tenant(11).await.unwrap(),
+            tenancy.tenant(12).await.unwrap(),
+        );
         every_operation(&a, &b, true).await;
         guard_refuses_fan_out(&tenant_conn, admin).await;
 
@@ -557,7 +587,10 @@ async fn citus_row_level_security_every_operation_and_hostile_ids() {
             .build()
             .unwrap();
         tenancy.verify().await.unwrap();
-        let (a, b) = (tenancy.tenant(21).await.unwrap(), tenancy.tenant(22).await.unwrap());
+        let (a, b) = (
+            tenancy.tenant(21).await.unwrap(),
+            tenancy.tenant(22).await.unwrap(),
+        );
         every_operation(&a, &b, true).await;
         guard_refuses_fan_out(&tenant_conn, admin).await;
 
@@ -733,10 +766,16 @@ async fn citus_schema_per_tenant_every_operation_and_provisioning() {
                 .unwrap();
             assert_eq!(distributed.len(), 2);
             // Migrating the fleet again changes nothing and fails nowhere.
-            let report = tenancy.migrate_all::<TenantMigrator>(2, |_| {}).await.unwrap();
+            let report = tenancy
+                .migrate_all::<TenantMigrator>(2, |_| {})
+                .await
+                .unwrap();
             assert!(report.is_success(), "{:?}", report.failed);
             tenancy.verify().await.unwrap();
-            let (a, b) = (tenancy.tenant(31).await.unwrap(), tenancy.tenant(32).await.unwrap());
+            let (a, b) = (
+                tenancy.tenant(31).await.unwrap(),
+                tenancy.tenant(32).await.unwrap(),
+            );
             every_operation(&a, &b, true).await;
             guard_is_on(&tenant_conn).await;
         })

@@ -367,7 +367,10 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
                     pg,
                     "SELECT format_type(atttypid, atttypmod) AS kind FROM pg_attribute \
                      WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped",
-                    [Value::from(qualified.as_str()), Value::from(column.as_str())],
+                    [
+                        Value::from(qualified.as_str()),
+                        Value::from(column.as_str()),
+                    ],
                 ))
                 .await?
                 .map(|row| row.try_get::<String>("", "kind"))
@@ -529,7 +532,11 @@ mod tests {
                 &[("orders_pkey", &["tenant_id", "id"])],
                 vec![orders_customer.clone(), orders_plan.clone()],
             ),
-            local("plans", &[("plans_pkey", &["id"])], vec![orders_plan.clone()]),
+            local(
+                "plans",
+                &[("plans_pkey", &["id"])],
+                vec![orders_plan.clone()],
+            ),
         ];
         let entities = [scoped("customers"), scoped("orders"), global("plans")];
         let steps = plan(&entities, &tables).unwrap();
@@ -580,7 +587,11 @@ mod tests {
     /// Distributed already: nothing to do, and new tables join the existing group.
     #[test]
     fn a_second_plan_is_empty_and_new_tables_join_the_group() {
-        let mut customers = local("customers", &[("customers_pkey", &["tenant_id", "id"])], vec![]);
+        let mut customers = local(
+            "customers",
+            &[("customers_pkey", &["tenant_id", "id"])],
+            vec![],
+        );
         customers.citus = TableKind::Distributed {
             column: "tenant_id".to_owned(),
         };
@@ -636,13 +647,22 @@ mod tests {
     /// Everything that cannot work is found first and reported together; nothing runs.
     #[test]
     fn problems_are_reported_together_before_anything_runs() {
-        let unpaired = key("orders_customer", "orders", &["customer_id"], "customers", &["id"]);
+        let unpaired = key(
+            "orders_customer",
+            "orders",
+            &["customer_id"],
+            "customers",
+            &["id"],
+        );
         let inward = key("plans_owner", "plans", &["owner_id"], "customers", &["id"]);
         let outward = key("orders_audit", "orders", &["audit_id"], "audit", &["id"]);
         let tables = [
             local(
                 "customers",
-                &[("customers_pkey", &["id"]), ("customers_email", &["tenant_id", "email"])],
+                &[
+                    ("customers_pkey", &["id"]),
+                    ("customers_email", &["tenant_id", "email"]),
+                ],
                 vec![unpaired.clone(), inward.clone()],
             ),
             local(
@@ -677,7 +697,10 @@ mod tests {
         let Err(Error::Config(message)) = plan(&[scoped("orders")], &[orders]) else {
             panic!("expected a Config error");
         };
-        assert!(message.contains("orders is already distributed by id"), "{message}");
+        assert!(
+            message.contains("orders is already distributed by id"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@
 
 mod distribute;
 
-pub use distribute::{Distribution, DistributionStep, distribute};
 pub(crate) use distribute::catalog_state;
+pub use distribute::{Distribution, DistributionStep, distribute};
 
 use crate::entity::registered;
 use crate::error::{Error, Result};

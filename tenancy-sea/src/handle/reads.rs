@@ -6,7 +6,7 @@ use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
 use crate::query::{ScopedSelect, ScopedSubquery};
 use crate::scope::HandleConnection;
-use sea_orm::{LoaderTrait, ModelTrait, PrimaryKeyTrait, QueryFilter, Related, Select};
+use sea_orm::{LoaderTrait, ModelTrait, QueryFilter, Related, Select};
 use tracing::Instrument;
 
 impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
@@ -36,12 +36,16 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
         ScopedSubquery::new(&self.inner, select)
     }
 
-    /// Selects the row of `E` with this primary key, if it belongs to this tenant.
+    /// Selects the row of `E` with this primary key, if it belongs to this tenant. When
+    /// the key holds the tenant column beside others (`(tenant_id, id)`), `id` is the rest
+    /// of it and the handle fills in the tenant ([`ScopedEntity::Id`]).
+    ///
+    /// [`ScopedEntity::Id`]: crate::ScopedEntity::Id
     pub fn find_by_id<E: ScopedEntity<T>>(
         &self,
-        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
+        id: impl Into<E::Id>,
     ) -> ScopedSelect<'_, T, E, C> {
-        self.scoped_select(E::find_by_id(id))
+        self.scoped_select(E::find_by_id(E::primary_key(&self.inner.tenant, id.into())))
     }
 
     /// Selects the rows of `R` related to `model`, this tenant's only.

@@ -11,7 +11,7 @@ use sea_orm::sea_query::Condition;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbErr,
     DeleteResult, EntityName, EntityTrait, IntoActiveModel, Iterable, PrimaryKeyToColumn,
-    PrimaryKeyTrait, QueryFilter,
+    QueryFilter,
 };
 use tracing::Instrument;
 
@@ -307,15 +307,13 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     ///
     /// Not for an entity with a `#[shard_key]`, whose shard the id does not tell: use
     /// [`by_key`](Self::by_key)`(key).delete_by_id(id)`.
-    pub async fn delete_by_id<E>(
-        &self,
-        id: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>,
-    ) -> Result<DeleteResult>
+    pub async fn delete_by_id<E>(&self, id: impl Into<E::Id>) -> Result<DeleteResult>
     where
         E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     {
         let span = self.inner.span("delete", E::default().table_name());
-        let delete = E::delete_by_id(id).filter(scope::equals(
+        let key = E::primary_key(&self.inner.tenant, id.into());
+        let delete = E::delete_by_id(key).filter(scope::equals(
             E::tenant_column(),
             &self.inner.value,
             self.backend(),
