@@ -30,11 +30,12 @@ mod customer {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
     #[sea_orm(table_name = "citus_customers")]
     pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
+        #[sea_orm(primary_key, auto_increment = false, unique_key = "tenant_name")]
         #[tenant_id]
         pub tenant_id: i64,
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
+        #[sea_orm(unique_key = "tenant_name")]
         pub name: String,
     }
 
@@ -427,6 +428,26 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
         assert_eq!(db.find::<plan::Entity>().count().await.unwrap(), 2);
     }
 
+    // An upsert on the name: the per-tenant unique key `(tenant_id, name)` puts the
+    // tenant column in the conflict target, which Citus needs to route it.
+    let renamed = db
+        .upsert(customer::ActiveModel {
+            id: Set(2),
+            name: Set(format!("c{me}")),
+            ..Default::default()
+        })
+        .on_conflict([customer::Column::Name])
+        .update_columns([customer::Column::Name])
+        .exec()
+        .await
+        .unwrap();
+    assert_eq!(renamed, 1);
+    assert_eq!(
+        db.find::<customer::Entity>().count().await.unwrap(),
+        1,
+        "the conflict was this tenant's row: no second customer"
+    );
+
     // Writes: update, update many, upsert on the tenant's key, delete by id, delete many.
     db.update(order::ActiveModel {
         tenant_id: Set(me),
@@ -684,6 +705,9 @@ impl MigrationTrait for TenantTables {
         manager
             .create_table(schema.create_table_from_entity(customer::Entity))
             .await?;
+        for index in schema.create_index_from_entity(customer::Entity) {
+            manager.create_index(index).await?;
+        }
         manager
             .create_table(schema.create_table_from_entity(order::Entity))
             .await

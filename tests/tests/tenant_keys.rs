@@ -34,6 +34,30 @@ mod ledger {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Members with an email unique per tenant: the unique key `(tenant_id, email)`.
+mod member {
+    use sea_orm::entity::prelude::*;
+    use tenancy_sea::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+    #[sea_orm(table_name = "ledger_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false, unique_key = "tenant_email")]
+        #[tenant_id]
+        pub tenant_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        #[sea_orm(unique_key = "tenant_email")]
+        pub email: String,
+        pub visits: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 mod entry {
     use sea_orm::entity::prelude::*;
     use tenancy_sea::prelude::*;
@@ -66,6 +90,7 @@ async fn keyed_by_tenant(backend: Backend) {
             .get_schema_builder()
             .register(ledger::Entity)
             .register(entry::Entity)
+            .register(member::Entity)
             .apply(&db.conn)
             .await
             .unwrap();
@@ -175,6 +200,43 @@ async fn keyed_by_tenant(backend: Backend) {
                 .await
                 .unwrap()
                 .is_some()
+        );
+
+        // An upsert on the email finds the per-tenant key `(tenant_id, email)`: the tenant
+        // column joins the conflict target, and each tenant's `ann@x` is its own row.
+        let visit = |id: i64| member::ActiveModel {
+            id: Set(id),
+            email: Set("ann@x".to_owned()),
+            visits: Set(1),
+            ..Default::default()
+        };
+        for (handle, id) in [(&a, 1), (&a, 2), (&b, 7), (&a, 3)] {
+            handle
+                .upsert(visit(id))
+                .on_conflict([member::Column::Email])
+                .update_columns([member::Column::Visits])
+                .exec()
+                .await
+                .unwrap();
+        }
+        let ann = |handle: &tenancy_sea::TenantDb<i64>| {
+            let handle = handle.clone();
+            async move {
+                handle
+                    .find::<member::Entity>()
+                    .all()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| (m.id, m.visits))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(ann(&a).await, [(1, 1)], "one row of a's, inserted once");
+        assert_eq!(
+            ann(&b).await,
+            [(7, 1)],
+            "b's own row, untouched by a's upserts"
         );
     })
     .catch_unwind()

@@ -78,6 +78,11 @@ where
 
     /// The unique columns whose conflict is resolved (ignored by MySQL, which resolves a
     /// conflict on any unique key). Without it, the primary key.
+    ///
+    /// When the entity's unique key holds the tenant column beside these columns
+    /// (`#[sea_orm(unique_key = "..")]` on both, the key of a per-tenant unique value,
+    /// and the only kind Citus can keep), the tenant column is added to the target, so
+    /// `on_conflict([Email])` matches the `(tenant_id, email)` key.
     pub fn on_conflict(
         mut self,
         columns: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
@@ -116,7 +121,7 @@ where
         let conflict = if self.conflict.is_empty() {
             primary_key.clone()
         } else {
-            self.conflict
+            with_tenant::<Entity<A>>(self.conflict, handle.backend())
         };
         let mut on_conflict = OnConflict::columns(conflict);
         let tenant = handle.tenant_value().clone();
@@ -153,6 +158,33 @@ where
             }),
             other => other,
         }
+    }
+}
+
+/// `conflict`, with the tenant column added when the entity declares a unique key of
+/// exactly these columns and the tenant column; as given otherwise.
+fn with_tenant<E: TenantScoped>(conflict: Vec<E::Column>, backend: DbBackend) -> Vec<E::Column> {
+    let tenant = E::tenant_column();
+    if conflict.iter().any(|c| same_column(*c, tenant)) {
+        return conflict;
+    }
+    // The unique keys SeaORM makes of the entity's `unique_key`s, as index statements.
+    let indexes = sea_orm::Schema::new(backend).create_index_from_entity(E::default());
+    let wanted: std::collections::BTreeSet<&str> = conflict
+        .iter()
+        .map(IdenStatic::as_str)
+        .chain([tenant.as_str()])
+        .collect();
+    let declared = indexes.iter().any(|index| {
+        let columns = index.get_index_spec().get_column_names();
+        index.is_unique_key()
+            && columns.len() == wanted.len()
+            && columns.iter().all(|c| wanted.contains(c.as_str()))
+    });
+    if declared {
+        conflict.into_iter().chain([tenant]).collect()
+    } else {
+        conflict
     }
 }
 
