@@ -899,4 +899,6 @@ pub mod book {
     pub mod database_per_tenant {}
     #[doc = include_str!("../../docs/src/sharding.md")]
     pub mod sharding {}
+    #[doc = include_str!("../../docs/src/citus.md")]
+    pub mod citus {}
 }

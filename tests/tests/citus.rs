@@ -832,3 +832,67 @@ async fn citus_placement_needs_postgresql() {
     }
     assert_eq!(citus::GUARD, ("citus.multi_task_query_log_level", "error"));
 }
+
+/// The one function that writes a value into SQL text reads back as exactly the value on
+/// PostgreSQL, whatever `standard_conforming_strings` is: hostile ids, quotes, backslashes
+/// and all. Runs on the suite's PostgreSQL (no cluster needed).
+#[tokio::test]
+async fn the_literal_writer_round_trips_on_postgresql() {
+    let Some(db) = tenancy_tests::TestDb::create(tenancy_tests::Backend::Postgres).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(async {
+        let values = [
+            "acme",
+            "o'brien",
+            "''",
+            "\\",
+            "\\\\'",
+            "a\\'b",
+            "x'; SET LOCAL tenancy.tenant_id = 'victim",
+            "$$; DROP TABLE t; $$",
+            "E'x'",
+            "ümlaut ünïcode ✓",
+            "tab\tline\nbreak",
+            "-- comment",
+            "/* c */",
+        ];
+        let txn = sea_orm::TransactionTrait::begin(&db.conn).await.unwrap();
+        for conforming in ["on", "off"] {
+            txn.execute_unprepared(&format!(
+                "SET LOCAL standard_conforming_strings = {conforming}"
+            ))
+            .await
+            .unwrap();
+            for value in values {
+                let row = txn
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        format!("SELECT {} AS v", citus::literal(value).unwrap()),
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(
+                    row.try_get::<String>("", "v").unwrap(),
+                    value,
+                    "{conforming}"
+                );
+            }
+        }
+        txn.rollback().await.unwrap();
+        assert!(citus::literal("a\0b").is_err());
+        // The set-up text names a validated setting only.
+        assert!(citus::tenant_setting_sql("tenancy.tenant_id; DROP", "1").is_err());
+        assert_eq!(
+            citus::tenant_setting_sql("tenancy.tenant_id", "7").unwrap(),
+            "SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL tenancy.tenant_id = E'7'"
+        );
+    })
+    .catch_unwind()
+    .await;
+    db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
