@@ -529,6 +529,35 @@ async fn every_operation(db: &TenantDb<i64>, other: &TenantDb<i64>, plans: bool)
     assert_eq!(theirs[0].total_cents, 7);
 }
 
+/// After a move: the tenant's rows read, written and deleted as before, through a fresh
+/// handle, each statement single-shard (the guard is on).
+async fn every_operation_after_a_move(tenancy: &Tenancy<i64>, me: i64) {
+    let db = tenancy.tenant(me).await.unwrap();
+    let before = db.find::<order::Entity>().count().await.unwrap();
+    db.insert(order::ActiveModel {
+        id: Set(500),
+        customer_id: Set(1),
+        plan_id: Set(None),
+        total_cents: Set(5),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.find::<order::Entity>().count().await.unwrap(),
+        before + 1
+    );
+    assert!(
+        db.find_by_id::<order::Entity>(500)
+            .one()
+            .await
+            .unwrap()
+            .is_some()
+    );
+    db.delete_by_id::<order::Entity>(500).await.unwrap();
+    assert_eq!(db.find::<order::Entity>().count().await.unwrap(), before);
+}
+
 /// The fan-out guard is on for the tenant connection: the statement no handle makes (a
 /// read of every tenant's rows) is refused there, and runs on the admin connection.
 async fn guard_refuses_fan_out(tenant_conn: &DatabaseConnection, admin: &DatabaseConnection) {
@@ -539,6 +568,134 @@ async fn guard_refuses_fan_out(tenant_conn: &DatabaseConnection, admin: &Databas
         "{refused}"
     );
     assert!(admin.query_one_raw(every).await.unwrap().is_some());
+}
+
+/// The worker that holds `tenant`'s rows of `table`, as `host:port`.
+async fn node_of(admin: &DatabaseConnection, table: &str, tenant: i64) -> String {
+    scalar(
+        admin,
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT n.nodename || ':' || n.nodeport AS node FROM pg_dist_placement p \
+             JOIN pg_dist_node n ON n.groupid = p.groupid \
+             WHERE p.shardid = get_shard_id_for_distribution_column($1::regclass, $2)",
+            [sea_orm::Value::from(table), sea_orm::Value::from(tenant)],
+        ),
+    )
+    .await
+}
+
+/// The worker that holds the distributed schema `schema`, as `host:port`.
+async fn node_of_schema(admin: &DatabaseConnection, schema: &str) -> String {
+    scalar(
+        admin,
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT n.nodename || ':' || n.nodeport AS node FROM pg_dist_shard s \
+             JOIN pg_class c ON c.oid = s.logicalrelid \
+             JOIN pg_dist_placement p ON p.shardid = s.shardid \
+             JOIN pg_dist_node n ON n.groupid = p.groupid \
+             WHERE c.relnamespace = to_regnamespace($1) LIMIT 1",
+            [sea_orm::Value::from(schema)],
+        ),
+    )
+    .await
+}
+
+/// A worker other than `node`.
+async fn other_worker(admin: &DatabaseConnection, node: &str) -> String {
+    scalar(
+        admin,
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT nodename || ':' || nodeport AS node FROM pg_dist_node \
+             WHERE noderole = 'primary' AND shouldhaveshards AND isactive \
+             AND nodename || ':' || nodeport <> $1 ORDER BY nodeport LIMIT 1",
+            [sea_orm::Value::from(node)],
+        ),
+    )
+    .await
+}
+
+async fn scalar(conn: &DatabaseConnection, statement: Statement) -> String {
+    conn.query_one_raw(statement)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "node")
+        .unwrap()
+}
+
+/// A move under the Citus placement is Citus' own: the tenant's shards (isolated first)
+/// move to the worker named, its co-located tables with them; the other tenant stays;
+/// the handle reads the same rows after, still single-shard; a second move is a no-op;
+/// a destination that is no worker is refused before anything changes.
+async fn move_through_citus(
+    tenancy: &Tenancy<i64>,
+    admin: &DatabaseConnection,
+    me: i64,
+    other: i64,
+) {
+    let before = node_of(admin, "citus_orders", me).await;
+    let neighbour = node_of(admin, "citus_orders", other).await;
+    let target = other_worker(admin, &before).await;
+    let count = async || {
+        tenancy
+            .tenant(me)
+            .await
+            .unwrap()
+            .find::<order::Entity>()
+            .count()
+            .await
+            .unwrap()
+    };
+    let rows = count().await;
+    let report = tenancy
+        .move_tenant(me, target.as_str())
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.from.as_str(), report.to.as_str()),
+        (before.as_str(), target.as_str())
+    );
+    assert_eq!(
+        report.copied,
+        [("citus_customers", 1), ("citus_orders", rows)]
+    );
+    assert_eq!(node_of(admin, "citus_orders", me).await, target);
+    assert_eq!(
+        node_of(admin, "citus_customers", me).await,
+        target,
+        "co-located tables move together"
+    );
+    assert_eq!(
+        node_of(admin, "citus_orders", other).await,
+        neighbour,
+        "the other tenant stays"
+    );
+    assert_eq!(count().await, rows);
+    let again = tenancy
+        .move_tenant(me, target.as_str())
+        .entity::<order::Entity>()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(again.from, again.to);
+    for bad in ["127.0.0.1:1", "s1"] {
+        assert!(
+            tenancy
+                .move_tenant(me, bad)
+                .entity::<order::Entity>()
+                .run()
+                .await
+                .is_err(),
+            "{bad}"
+        );
+    }
+    assert_eq!(node_of(admin, "citus_orders", me).await, target);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,6 +719,8 @@ async fn citus_row_level_every_operation_is_single_shard() {
         );
         every_operation(&a, &b, true).await;
         guard_refuses_fan_out(&tenant_conn, admin).await;
+        move_through_citus(&tenancy, admin, 11, 12).await;
+        every_operation_after_a_move(&tenancy, 11).await;
 
         // Without the guard, the tenancy does not start.
         let unguarded = connect(&url, None, Some(schema), false).await;
@@ -614,6 +773,8 @@ async fn citus_row_level_security_every_operation_and_hostile_ids() {
         );
         every_operation(&a, &b, true).await;
         guard_refuses_fan_out(&tenant_conn, admin).await;
+        move_through_citus(&tenancy, admin, 21, 22).await;
+        every_operation_after_a_move(&tenancy, 21).await;
 
         // The policies hold on the workers: the application role, with no tenant set,
         // reads nothing, whatever its query says.
@@ -802,6 +963,24 @@ async fn citus_schema_per_tenant_every_operation_and_provisioning() {
             );
             every_operation(&a, &b, true).await;
             guard_is_on(&tenant_conn).await;
+            // The tenant's distributed schema moves as a whole.
+            let schema = format!("{prefix}31");
+            let before = node_of_schema(&plain_admin, &schema).await;
+            let target = other_worker(&plain_admin, &before).await;
+            let report = tenancy
+                .move_tenant(31, target.as_str())
+                .entity::<customer::Entity>()
+                .entity::<order::Entity>()
+                .run()
+                .await
+                .unwrap();
+            assert_eq!(
+                (report.from.as_str(), report.to.as_str()),
+                (before.as_str(), target.as_str())
+            );
+            assert_eq!(report.copied, [("citus_customers", 1), ("citus_orders", 4)]);
+            assert_eq!(node_of_schema(&plain_admin, &schema).await, target);
+            every_operation_after_a_move(&tenancy, 31).await;
         })
         .catch_unwind()
         .await;

@@ -73,7 +73,10 @@ pub enum DistributionStep {
         table: String,
     },
     /// Distributes a tenant-scoped table by its tenant column, co-located with
-    /// `colocate_with` (or in Citus' default group of its column type).
+    /// `colocate_with`, or, for the first of its tenant column type, in a co-location
+    /// group of its own (`none`): the application's tables are not mixed into Citus'
+    /// default group with unrelated tables of the database, whose shards a tenant's
+    /// isolation or move would otherwise take along.
     Distribute {
         /// The table.
         table: String,
@@ -119,7 +122,7 @@ impl DistributionStep {
                 [
                     Value::from(table.as_str()),
                     Value::from(column.as_str()),
-                    Value::from(colocate_with.as_deref().unwrap_or("default")),
+                    Value::from(colocate_with.as_deref().unwrap_or("none")),
                 ],
             ),
             DistributionStep::AddForeignKey {
@@ -380,7 +383,7 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
         let unique = conn
             .query_all_raw(Statement::from_sql_and_values(
                 pg,
-                &format!(
+                format!(
                     "SELECT ic.relname::text AS name, {} AS columns \
                      FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
                      WHERE i.indisunique AND i.indrelid = $1::regclass ORDER BY 1",
@@ -395,7 +398,7 @@ pub(crate) async fn catalog_state(conn: &impl ConnectionTrait) -> Result<Vec<Tab
         let foreign_keys = conn
             .query_all_raw(Statement::from_sql_and_values(
                 pg,
-                &format!(
+                format!(
                     "SELECT con.conname::text AS name, con.conrelid::regclass::text AS tbl, \
                      con.confrelid::regclass::text AS refs, {} AS columns, {} AS referenced, \
                      pg_get_constraintdef(con.oid) AS definition \

@@ -14,6 +14,7 @@
 //! [`Tenancy::verify`]: crate::Tenancy::verify
 
 mod distribute;
+pub(crate) mod moves;
 
 pub(crate) use distribute::catalog_state;
 pub use distribute::{Distribution, DistributionStep, distribute};

@@ -48,7 +48,15 @@ pub async fn fixture(conn: DatabaseConnection) -> Fixture {
             .unwrap();
         }
         if tenant == TENANT {
-            order_id = db.find::<order::Entity>().one().await.unwrap().unwrap().id + 500;
+            order_id = db
+                .find::<order::Entity>()
+                .order_by_asc(order::Column::Id)
+                .one()
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+                + 500;
         }
     }
     let by_name: Tenancy<String> = Tenancy::builder(conn.clone()).build().unwrap();
@@ -64,6 +72,7 @@ pub async fn fixture(conn: DatabaseConnection) -> Fixture {
         if tenant == TENANT {
             note_id = db
                 .find::<note_string::Entity>()
+                .order_by_asc(note_string::Column::Id)
                 .one()
                 .await
                 .unwrap()
