@@ -236,33 +236,40 @@ where
 
 /// The suite's tables, made with their foreign keys (as a migration would), then
 /// distributed by the library; a second distribution changes nothing.
-async fn make_tables(admin: &DatabaseConnection) {
-    admin
-        .get_schema_builder()
-        .register(plan::Entity)
-        .register(customer::Entity)
-        .register(order::Entity)
-        .register(note::Entity)
-        .apply(admin)
-        .await
-        .unwrap();
-    let first = citus::distribute(admin).await.unwrap();
-    let made: Vec<String> = first.steps.iter().map(|s| format!("{s:?}")).collect();
-    assert!(
-        first.steps.iter().any(
-            |s| matches!(s, citus::DistributionStep::Reference { table } if table == "citus_plans")
-        ),
-        "{made:?}"
-    );
-    assert_eq!(
-        first
-            .steps
-            .iter()
-            .filter(|s| matches!(s, citus::DistributionStep::Distribute { .. }))
-            .count(),
-        3,
-        "{made:?}"
-    );
+async fn make_tables(admin: &DatabaseConnection, by_migration: bool) {
+    if by_migration {
+        // The way an application would: one migration makes the tables and distributes
+        // them, in its transaction.
+        SuiteMigrator::up(admin, None).await.unwrap();
+        SuiteMigrator::up(admin, None).await.unwrap();
+    } else {
+        admin
+            .get_schema_builder()
+            .register(plan::Entity)
+            .register(customer::Entity)
+            .register(order::Entity)
+            .register(note::Entity)
+            .apply(admin)
+            .await
+            .unwrap();
+        let first = citus::distribute(admin).await.unwrap();
+        let made: Vec<String> = first.steps.iter().map(|s| format!("{s:?}")).collect();
+        assert!(
+            first.steps.iter().any(
+                |s| matches!(s, citus::DistributionStep::Reference { table } if table == "citus_plans")
+            ),
+            "{made:?}"
+        );
+        assert_eq!(
+            first
+                .steps
+                .iter()
+                .filter(|s| matches!(s, citus::DistributionStep::Distribute { .. }))
+                .count(),
+            3,
+            "{made:?}"
+        );
+    }
     let again = citus::distribute(admin).await.unwrap();
     assert_eq!(again.steps, [], "a second distribution changes nothing");
     let kinds = admin
@@ -295,6 +302,45 @@ async fn make_tables(admin: &DatabaseConnection) {
         .execute_unprepared("INSERT INTO citus_plans (id, name) VALUES (1, 'basic'), (2, 'pro')")
         .await
         .unwrap();
+}
+
+/// The suite's tables, made and distributed by one migration.
+struct SuiteTables;
+
+impl MigrationName for SuiteTables {
+    fn name(&self) -> &str {
+        "m20261203_000000_citus_suite_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SuiteTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.get_schema_builder()
+            .register(plan::Entity)
+            .register(customer::Entity)
+            .register(order::Entity)
+            .register(note::Entity)
+            .apply(conn)
+            .await?;
+        citus::distribute(conn)
+            .await
+            .map_err(|error| DbErr::Migration(error.to_string()))?;
+        Ok(())
+    }
+
+    async fn down(&self, _: &SchemaManager) -> Result<(), DbErr> {
+        Ok(())
+    }
+}
+
+struct SuiteMigrator;
+
+impl MigratorTrait for SuiteMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(SuiteTables)]
+    }
 }
 
 /// Every operation of a handle, for tenant `db` beside tenant `other` (whose rows it must
@@ -704,7 +750,7 @@ async fn citus_row_level_every_operation_is_single_shard() {
         return;
     };
     sandbox(&url, &[], async |admin, schema| {
-        make_tables(admin).await;
+        make_tables(admin, false).await;
         let tenant_conn = connect(&url, None, Some(schema), true).await;
         let tenancy = Tenancy::<i64>::builder(tenant_conn.clone())
             .admin_connection(admin.clone())
@@ -740,7 +786,7 @@ async fn citus_row_level_security_every_operation_and_hostile_ids() {
     };
     let role = unique("citus_app");
     sandbox(&url, &[role.as_str()], async |admin, schema| {
-        make_tables(admin).await;
+        make_tables(admin, true).await;
         let tables = [
             tenancy_sea::rls::RlsTable::of::<customer::Entity>().unwrap(),
             tenancy_sea::rls::RlsTable::of::<order::Entity>().unwrap(),

@@ -167,6 +167,16 @@ pub struct Distribution {
 pub async fn distribute(conn: &impl ConnectionTrait) -> Result<Distribution> {
     let state = catalog_state(conn).await?;
     let steps = plan(registered(), &state)?;
+    if !steps.is_empty() {
+        // Inside a transaction (a migration's), Citus refuses a foreign key on a table
+        // it changed in parallel a statement before: the steps go one connection per
+        // node, sequentially. Transaction-local; outside one it ends with the statement.
+        conn.execute_raw(Statement::from_string(
+            pg_backend(),
+            "SELECT set_config('citus.multi_shard_modify_mode', 'sequential', true)",
+        ))
+        .await?;
+    }
     for step in &steps {
         tracing::info!(target: "tenancy::citus", ?step, "distributing");
         conn.execute_raw(step.statement()).await?;
@@ -455,6 +465,10 @@ fn split(row: &QueryResult, column: &str) -> Result<Vec<String>> {
         .filter(|name| !name.is_empty())
         .map(str::to_owned)
         .collect())
+}
+
+fn pg_backend() -> DbBackend {
+    DbBackend::Postgres
 }
 
 /// `name` as a quoted PostgreSQL identifier.
