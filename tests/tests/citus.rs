@@ -145,6 +145,94 @@ mod note {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Tickets whose ids the database makes: `citus::create_table` gives the `id` of the key
+/// `(tenant_id, id)` an identity.
+mod ticket {
+    use sea_orm::entity::prelude::*;
+    use tenancy_sea::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+    #[sea_orm(table_name = "citus_tickets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        #[tenant_id]
+        pub tenant_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub title: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Tickets inserted without ids get ids from the database, each tenant's found by its id
+/// through its handle.
+async fn tickets_get_their_ids(
+    tenancy: &Tenancy<i64>,
+    owner: &DatabaseConnection,
+    distribute: bool,
+) {
+    owner
+        .execute_unprepared(
+            &citus::create_table(ticket::Entity)
+                .to_string(sea_orm::sea_query::PostgresQueryBuilder),
+        )
+        .await
+        .unwrap();
+    if distribute {
+        let made = citus::distribute(owner).await.unwrap();
+        assert!(
+            made.steps.iter().any(|s| matches!(s, citus::DistributionStep::Distribute { table, .. } if table == "citus_tickets")),
+            "{:?}",
+            made.steps
+        );
+    }
+    for tenant in [51, 52] {
+        let db = tenancy.tenant(tenant).await.unwrap();
+        let mut ids = Vec::new();
+        for title in ["first", "second"] {
+            let made = db
+                .insert(ticket::ActiveModel {
+                    title: Set(title.to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(made.tenant_id, tenant);
+            ids.push(made.id);
+        }
+        assert_ne!(ids[0], ids[1]);
+        let found = db
+            .find_by_id::<ticket::Entity>(ids[1])
+            .one()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.title, "second");
+    }
+}
+
+/// The same on plain PostgreSQL: `citus::create_table` is PostgreSQL DDL.
+#[tokio::test]
+async fn ids_of_a_tenant_key_are_made_by_postgresql() {
+    let Some(db) = tenancy_tests::TestDb::create(tenancy_tests::Backend::Postgres).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(async {
+        let tenancy = Tenancy::<i64>::builder(db.conn.clone()).build().unwrap();
+        tickets_get_their_ids(&tenancy, &db.conn, false).await;
+    })
+    .catch_unwind()
+    .await;
+    db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 const SETTING: &str = "tenancy.tenant_id";
 
 /// The coordinator's URL, or `None` (and a loud `SKIPPED:` line) without one.
@@ -767,6 +855,7 @@ async fn citus_row_level_every_operation_is_single_shard() {
         guard_refuses_fan_out(&tenant_conn, admin).await;
         move_through_citus(&tenancy, admin, 11, 12).await;
         every_operation_after_a_move(&tenancy, 11).await;
+        tickets_get_their_ids(&tenancy, admin, true).await;
 
         // Without the guard, the tenancy does not start.
         let unguarded = connect(&url, None, Some(schema), false).await;
