@@ -20,10 +20,7 @@
     missing_docs
 )]
 
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect, Set};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tenancy_sea::{HashRouter, ShardId, Tenancy, Topology, citus};
@@ -70,26 +67,6 @@ const SIDES: [&str; 3] = [
     "own sharding (2 PostgreSQL)",
     "Citus (2 workers)",
 ];
-
-async fn connect(url: &str, schema: Option<&str>, guarded: bool) -> DatabaseConnection {
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(4)
-        .min_connections(1)
-        .sqlx_logging(false);
-    let schema = schema.map(str::to_owned);
-    options.map_sqlx_postgres_opts(move |pg| {
-        let mut settings = Vec::new();
-        if guarded {
-            settings.push((citus::GUARD.0.to_owned(), citus::GUARD.1.to_owned()));
-        }
-        if let Some(schema) = &schema {
-            settings.push(("search_path".to_owned(), schema.clone()));
-        }
-        pg.options(settings)
-    });
-    Database::connect(options).await.unwrap()
-}
 
 async fn make_table(conn: &DatabaseConnection) {
     conn.get_schema_builder()
@@ -202,7 +179,7 @@ async fn main() {
     ];
     // Citus: a schema of the bench's own on the coordinator.
     let schema = format!("bench_citus_{}", std::process::id());
-    let owner = connect(&citus_url, Some(&schema), false).await;
+    let owner = tenancy_tests::citus_connection(&citus_url, None, Some(&schema), false).await;
     owner
         .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
         .await
@@ -216,12 +193,16 @@ async fn main() {
         make_table(&owner).await;
         citus::distribute(&owner).await.unwrap();
 
-        let one_conn = connect(one.url.as_deref().unwrap(), None, false).await;
+        let one_conn =
+            tenancy_tests::citus_connection(one.url.as_deref().unwrap(), None, None, false).await;
         let single = Tenancy::builder(one_conn).build().unwrap();
         let ids = [ShardId::new("s0"), ShardId::new("s1")];
         let mut shard_conns = Vec::new();
         for db in &shard_dbs {
-            shard_conns.push(connect(db.url.as_deref().unwrap(), None, false).await);
+            shard_conns.push(
+                tenancy_tests::citus_connection(db.url.as_deref().unwrap(), None, None, false)
+                    .await,
+            );
         }
         let topology = Topology::new(
             HashRouter::new(ids.clone()),
@@ -232,7 +213,7 @@ async fn main() {
             .sharded(topology)
             .build()
             .unwrap();
-        let tenants = connect(&citus_url, Some(&schema), true).await;
+        let tenants = tenancy_tests::citus_connection(&citus_url, None, Some(&schema), true).await;
         let on_citus = Tenancy::builder(tenants)
             .admin_connection(owner.clone())
             .citus()

@@ -768,6 +768,53 @@ pub fn hash_sharded(dbs: &[TestDb]) -> (TestTenancy<i64>, tenancy_sea::HashRoute
     (TestTenancy { tenancy, owners }, router)
 }
 
+/// A PostgreSQL connection to `url` (a Citus coordinator, or a plain server) as `user`
+/// (trust auth on the local servers), whose tables resolve in `schema` only, and with
+/// the Citus fan-out guard when `guarded`: the suite's and the benches' way to open the
+/// tenant and owner connections of a Citus test.
+pub async fn citus_connection(
+    url: &str,
+    user: Option<&str>,
+    schema: Option<&str>,
+    guarded: bool,
+) -> DatabaseConnection {
+    let mut url = url::Url::parse(url).expect("a database URL");
+    if let Some(user) = user {
+        url.set_username(user).expect("a URL that takes a user");
+    }
+    let mut options = sea_orm::ConnectOptions::new(url.as_str());
+    options.max_connections(4).sqlx_logging(false);
+    let schema = schema.map(str::to_owned);
+    options.map_sqlx_postgres_opts(move |pg| {
+        let mut settings = Vec::new();
+        if guarded {
+            let (name, value) = tenancy_sea::citus::GUARD;
+            settings.push((name.to_owned(), value.to_owned()));
+        }
+        if let Some(schema) = &schema {
+            settings.push(("search_path".to_owned(), format!("\"{schema}\"")));
+        }
+        pg.options(settings)
+    });
+    sea_orm::Database::connect(options).await.expect("connect")
+}
+
+/// Runs `test` on a fresh, empty database of `backend` (its tables are the test's to
+/// make), then drops the database, also when the test panics.
+pub async fn on_empty<F>(backend: Backend, test: F)
+where
+    F: AsyncFnOnce(&TestDb),
+{
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let outcome = AssertUnwindSafe(test(&db)).catch_unwind().await;
+    db.drop_db().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic)
+    }
+}
+
 /// Runs `test` on a fresh database of `backend` with the suite's schema, set up for
 /// `flavor`, then drops the
 /// database, also when the test panics.

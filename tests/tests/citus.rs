@@ -14,8 +14,8 @@
 
 use futures_util::{FutureExt, StreamExt};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbBackend, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    Statement,
 };
 use std::panic::AssertUnwindSafe;
 use tenancy_sea::sea_orm_migration::prelude::*;
@@ -218,19 +218,11 @@ async fn tickets_get_their_ids(
 /// The same on plain PostgreSQL: `citus::create_table` is PostgreSQL DDL.
 #[tokio::test]
 async fn ids_of_a_tenant_key_are_made_by_postgresql() {
-    let Some(db) = tenancy_tests::TestDb::create(tenancy_tests::Backend::Postgres).await else {
-        return;
-    };
-    let outcome = AssertUnwindSafe(async {
+    tenancy_tests::on_empty(tenancy_tests::Backend::Postgres, async |db| {
         let tenancy = Tenancy::<i64>::builder(db.conn.clone()).build().unwrap();
         tickets_get_their_ids(&tenancy, &db.conn, false).await;
     })
-    .catch_unwind()
     .await;
-    db.drop_db().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 const SETTING: &str = "tenancy.tenant_id";
@@ -264,34 +256,6 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// A connection to `url` as `user` (trust auth on the local cluster), whose tables
-/// resolve in `schema` only, optionally with the fan-out guard.
-async fn connect(
-    url: &str,
-    user: Option<&str>,
-    schema: Option<&str>,
-    guarded: bool,
-) -> DatabaseConnection {
-    let mut url = url::Url::parse(url).unwrap();
-    if let Some(user) = user {
-        url.set_username(user).unwrap();
-    }
-    let mut options = ConnectOptions::new(url.as_str());
-    options.max_connections(4).sqlx_logging(false);
-    let schema = schema.map(str::to_owned);
-    options.map_sqlx_postgres_opts(move |pg| {
-        let mut settings = Vec::new();
-        if guarded {
-            settings.push((citus::GUARD.0.to_owned(), citus::GUARD.1.to_owned()));
-        }
-        if let Some(schema) = &schema {
-            settings.push(("search_path".to_owned(), format!("\"{schema}\"")));
-        }
-        pg.options(settings)
-    });
-    Database::connect(options).await.unwrap()
-}
-
 /// Runs `body` with a fresh schema on the coordinator (the tables of the row-level tests
 /// live there) and drops it, and whatever roles the body names, also when it panics.
 async fn sandbox<F>(url: &str, roles: &[&str], body: F)
@@ -299,7 +263,7 @@ where
     F: AsyncFnOnce(&DatabaseConnection, &str),
 {
     let schema = unique("citus_t");
-    let admin = connect(url, None, Some(&schema), false).await;
+    let admin = tenancy_tests::citus_connection(url, None, Some(&schema), false).await;
     admin
         .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
         .await
@@ -839,7 +803,7 @@ async fn citus_row_level_every_operation_is_single_shard() {
     };
     sandbox(&url, &[], async |admin, schema| {
         make_tables(admin, false).await;
-        let tenant_conn = connect(&url, None, Some(schema), true).await;
+        let tenant_conn = tenancy_tests::citus_connection(&url, None, Some(schema), true).await;
         let tenancy = Tenancy::<i64>::builder(tenant_conn.clone())
             .admin_connection(admin.clone())
             .citus()
@@ -858,7 +822,7 @@ async fn citus_row_level_every_operation_is_single_shard() {
         tickets_get_their_ids(&tenancy, admin, true).await;
 
         // Without the guard, the tenancy does not start.
-        let unguarded = connect(&url, None, Some(schema), false).await;
+        let unguarded = tenancy_tests::citus_connection(&url, None, Some(schema), false).await;
         let loose = Tenancy::<i64>::builder(unguarded).citus().build().unwrap();
         match loose.tenant(11).await {
             Err(Error::Config(message)) => assert!(message.contains("fan-out guard"), "{message}"),
@@ -894,7 +858,8 @@ async fn citus_row_level_security_every_operation_and_hostile_ids() {
         ] {
             admin.execute_unprepared(&statement).await.unwrap();
         }
-        let tenant_conn = connect(&url, Some(&role), Some(schema), true).await;
+        let tenant_conn =
+            tenancy_tests::citus_connection(&url, Some(&role), Some(schema), true).await;
         let tenancy = Tenancy::<i64>::builder(tenant_conn.clone())
             .admin_connection(admin.clone())
             .row_level_security(SETTING)
@@ -1044,8 +1009,8 @@ async fn citus_schema_per_tenant_every_operation_and_provisioning() {
     };
     sandbox(&url, &[], async |admin, _| {
         let prefix = format!("{}_", unique("ct"));
-        let tenant_conn = connect(&url, None, None, true).await;
-        let plain_admin = connect(&url, None, None, false).await;
+        let tenant_conn = tenancy_tests::citus_connection(&url, None, None, true).await;
+        let plain_admin = tenancy_tests::citus_connection(&url, None, None, false).await;
         let tenancy = Tenancy::<i64>::builder(tenant_conn.clone())
             .admin_connection(plain_admin.clone())
             .schema_per_tenant(&prefix)
@@ -1152,10 +1117,7 @@ async fn citus_placement_needs_postgresql() {
 /// and all. Runs on the suite's PostgreSQL (no cluster needed).
 #[tokio::test]
 async fn the_literal_writer_round_trips_on_postgresql() {
-    let Some(db) = tenancy_tests::TestDb::create(tenancy_tests::Backend::Postgres).await else {
-        return;
-    };
-    let outcome = AssertUnwindSafe(async {
+    tenancy_tests::on_empty(tenancy_tests::Backend::Postgres, async |db| {
         let values = [
             "acme",
             "o'brien",
@@ -1203,10 +1165,5 @@ async fn the_literal_writer_round_trips_on_postgresql() {
             "SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL tenancy.tenant_id = E'7'"
         );
     })
-    .catch_unwind()
     .await;
-    db.drop_db().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }

@@ -5,11 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
-use futures_util::FutureExt;
 use sea_orm::ActiveValue::Set;
-use std::panic::AssertUnwindSafe;
 use tenancy_sea::Tenancy;
-use tenancy_tests::{Backend, TestDb};
+use tenancy_tests::Backend;
 
 /// A tenant's ledger lines, keyed by `(tenant_id, id)`, and lines keyed by three columns
 /// with the tenant in the middle.
@@ -82,10 +80,7 @@ mod entry {
 }
 
 async fn keyed_by_tenant(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else {
-        return;
-    };
-    let outcome = AssertUnwindSafe(async {
+    tenancy_tests::on_empty(backend, async |db| {
         db.conn
             .get_schema_builder()
             .register(ledger::Entity)
@@ -239,12 +234,7 @@ async fn keyed_by_tenant(backend: Backend) {
             "b's own row, untouched by a's upserts"
         );
     })
-    .catch_unwind()
     .await;
-    db.drop_db().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 #[tokio::test]
