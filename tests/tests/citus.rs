@@ -183,7 +183,7 @@ async fn tickets_get_their_ids(
         .await
         .unwrap();
     if distribute {
-        let made = citus::distribute(owner).await.unwrap();
+        let made = tenancy.distribute_on_citus().await.unwrap();
         assert!(
             made.steps.iter().any(|s| matches!(s, citus::DistributionStep::Distribute { table, .. } if table == "citus_tickets")),
             "{:?}",
@@ -220,6 +220,10 @@ async fn tickets_get_their_ids(
 async fn ids_of_a_tenant_key_are_made_by_postgresql() {
     tenancy_tests::on_empty(tenancy_tests::Backend::Postgres, async |db| {
         let tenancy = Tenancy::<i64>::builder(db.conn.clone()).build().unwrap();
+        assert!(matches!(
+            tenancy.distribute_on_citus().await,
+            Err(Error::Config(_))
+        ));
         tickets_get_their_ids(&tenancy, &db.conn, false).await;
     })
     .await;

@@ -292,6 +292,20 @@ impl<T: SqlTenantId> Tenancy<T> {
         self.databases()?.registry.tenants().await
     }
 
+    /// Under the Citus placement, distributes the tables of this program's entities on
+    /// the admin connection ([`citus::distribute`](crate::citus::distribute)): the fleet
+    /// tooling's way to it, beside a migration's. Another placement has nothing to
+    /// distribute ([`Error::Config`]).
+    pub async fn distribute_on_citus(&self) -> Result<crate::citus::Distribution> {
+        if self.placement() != Placement::Citus {
+            return Err(Error::Config(format!(
+                "distributing tables is for the Citus placement, not {}",
+                self.placement().name()
+            )));
+        }
+        crate::citus::distribute(self.unscoped()).await
+    }
+
     /// Runs `M`'s pending migrations for every tenant (schema or database), at most
     /// `parallelism` at a
     /// time, calling `progress` after each tenant. Never stops early: failures are
