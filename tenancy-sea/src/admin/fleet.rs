@@ -106,7 +106,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             let txn = home.begin().await?;
             if self.placement() == Placement::Citus {
                 // A distributed schema: Citus places it, tables and all, on one node.
-                txn.execute_unprepared("SET LOCAL citus.enable_schema_based_sharding = on")
+                txn.execute_unprepared(crate::citus::DISTRIBUTED_SCHEMA)
                     .await?;
             }
             create_schema::<M>(&txn, &schema).await?;

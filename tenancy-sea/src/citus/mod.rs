@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 use sea_orm::sea_query::TableCreateStatement;
 use sea_orm::{ConnectOptions, ConnectionTrait, DbBackend, Statement};
 
+/// Run in the transaction that creates a tenant's schema under schema per tenant: the
+/// schema becomes a distributed schema, placed whole on one node.
+pub(crate) const DISTRIBUTED_SCHEMA: &str = "SET LOCAL citus.enable_schema_based_sharding = on";
+
 /// The setting that turns a statement a tenant handle would send to several shards into
 /// an error: Citus' `citus.multi_task_query_log_level`, at `error`.
 pub const GUARD: (&str, &str) = ("citus.multi_task_query_log_level", "error");

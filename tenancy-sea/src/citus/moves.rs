@@ -234,6 +234,19 @@ async fn one<V: sea_orm::TryGetable>(
 mod tests {
     use super::*;
 
+    /// The texts the placement sends that carry no value, pinned.
+    #[test]
+    fn the_fixed_texts() {
+        assert_eq!(
+            crate::citus::DISTRIBUTED_SCHEMA,
+            "SET LOCAL citus.enable_schema_based_sharding = on"
+        );
+        assert_eq!(
+            crate::citus::GUARD,
+            ("citus.multi_task_query_log_level", "error")
+        );
+    }
+
     #[test]
     fn a_destination_is_host_and_port() {
         let node = Node::parse(&ShardId::new("10.0.0.7:5434")).unwrap();

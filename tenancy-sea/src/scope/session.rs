@@ -431,3 +431,51 @@ macro_rules! on_conn {
         )
     }};
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(session: &Session) -> Vec<String> {
+        session.statements.iter().map(|s| s.sql.clone()).collect()
+    }
+
+    /// A tenant schema's set-up: one statement on PostgreSQL; on Citus the shape's read
+    /// apart, after the setting, so the setting runs on the coordinator.
+    #[test]
+    fn a_schema_set_up_reads_its_shape_apart_on_citus() {
+        let schema = Identifier::new("tenant_7").unwrap();
+        let table = Identifier::new("seaql_migrations").unwrap();
+        let shape = "(SELECT hashtext(coalesce(max(version), '')) FROM \"tenant_7\".\
+                     \"seaql_migrations\") AS shape";
+        let together = Session::schema(&schema, "7".to_owned(), Some(&table), false);
+        assert_eq!(
+            sql(&together),
+            [format!(
+                "SELECT set_config('search_path', $1, true), $2::regnamespace, {shape}"
+            )]
+        );
+        let apart = Session::schema(&schema, "7".to_owned(), Some(&table), true);
+        assert_eq!(
+            sql(&apart),
+            [
+                "SELECT set_config('search_path', $1, true), $2::regnamespace".to_owned(),
+                format!("SELECT {shape}"),
+            ]
+        );
+        assert!(apart.shaped && !apart.simple);
+        assert_eq!(
+            apart.statements[0].values.as_ref().unwrap().0,
+            [Value::from("\"tenant_7\", public"), Value::from("tenant_7")]
+        );
+    }
+
+    /// A simple set-up goes unprepared, as one text.
+    #[test]
+    fn a_simple_set_up_is_one_unprepared_text() {
+        let session = Session::simple(DbBackend::Postgres, "SET LOCAL a.b = E'1'".to_owned());
+        assert!(session.simple && !session.shaped);
+        assert_eq!(sql(&session), ["SET LOCAL a.b = E'1'"]);
+        assert!(session.statements[0].values.is_none());
+    }
+}
