@@ -15,6 +15,7 @@
 
 mod distribute;
 pub(crate) mod moves;
+mod plan;
 
 pub(crate) use distribute::catalog_state;
 pub use distribute::{Distribution, DistributionStep, distribute};
