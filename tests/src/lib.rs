@@ -207,6 +207,8 @@ impl Leftovers {
         let mut options = ConnectOptions::new(server);
         options
             .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5));
         let admin = Database::connect(options)
@@ -264,7 +266,9 @@ impl TestDb {
         let name = format!("tenancy_t_{}", uuid::Uuid::new_v4().simple());
         let path = std::env::temp_dir().join(format!("{name}.db"));
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let conn = Database::connect(url).await.expect("open SQLite file");
+        let conn = Database::connect(pool(url))
+            .await
+            .expect("open SQLite file");
         Some(TestDb {
             backend,
             conn,
@@ -291,6 +295,8 @@ impl TestDb {
         let name = format!("tenancy_t_{}", uuid::Uuid::new_v4().simple());
         let mut options = ConnectOptions::new(url.to_owned());
         options
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5));
         let admin = Database::connect(options)
@@ -304,7 +310,7 @@ impl TestDb {
         let cleanup = Leftovers::on_server(url, name.clone());
         let mut db_url = url::Url::parse(url).expect("database URL");
         db_url.set_path(&name);
-        let conn = Database::connect(db_url.as_str())
+        let conn = Database::connect(pool(db_url.as_str()))
             .await
             .expect("connect to test database");
         TestDb {
@@ -467,7 +473,7 @@ impl TestDb {
     pub async fn connect_as(&self, role: &str, max_connections: u32) -> DatabaseConnection {
         let mut url = url::Url::parse(self.url.as_deref().expect("a server database")).unwrap();
         url.set_username(role).unwrap();
-        let mut options = ConnectOptions::new(url.to_string());
+        let mut options = pool(url.to_string());
         options.max_connections(max_connections);
         Database::connect(options)
             .await
@@ -694,7 +700,7 @@ impl<T: SqlTenantId> Provisioned<T> for TestTenancy<T> {
                 .await
                 .unwrap()
                 .expect("a registered tenant");
-            let conn = Database::connect(url).await?;
+            let conn = Database::connect(pool(url)).await?;
             let rows = conn
                 .query_all_raw(Statement::from_string(conn.get_database_backend(), sql))
                 .await;
@@ -768,6 +774,16 @@ pub fn hash_sharded(dbs: &[TestDb]) -> (TestTenancy<i64>, tenancy_sea::HashRoute
     (TestTenancy { tenancy, owners }, router)
 }
 
+/// The suite's pool options for `url`: like the pools the library opens, no driver
+/// reaper (no idle timeout, no maximum lifetime). sqlx 0.9.0's reaper walks the idle
+/// connections by a count that can wrap below zero under a race, and then spins its
+/// worker thread forever (its issue 3645); a loaded machine hit it in the suite.
+pub fn pool(url: impl Into<String>) -> sea_orm::ConnectOptions {
+    let mut options = sea_orm::ConnectOptions::new(url.into());
+    options.idle_timeout(None).max_lifetime(None);
+    options
+}
+
 /// A PostgreSQL connection to `url` (a Citus coordinator, or a plain server) as `user`
 /// (trust auth on the local servers), whose tables resolve in `schema` only, and with
 /// the Citus fan-out guard when `guarded`: the suite's and the benches' way to open the
@@ -782,7 +798,7 @@ pub async fn citus_connection(
     if let Some(user) = user {
         url.set_username(user).expect("a URL that takes a user");
     }
-    let mut options = sea_orm::ConnectOptions::new(url.as_str());
+    let mut options = pool(url.as_str());
     options.max_connections(4).sqlx_logging(false);
     let schema = schema.map(str::to_owned);
     options.map_sqlx_postgres_opts(move |pg| {

@@ -126,7 +126,9 @@ async fn tenants_seen(fleet: &Fleet, id: i64) -> Vec<i64> {
         .await
         .unwrap()
         .expect("the tenant is registered");
-    let conn = sea_orm::Database::connect(url).await.unwrap();
+    let conn = sea_orm::Database::connect(tenancy_tests::pool(url))
+        .await
+        .unwrap();
     let seen = conn
         .query_all_raw(Statement::from_string(
             conn.get_database_backend(),

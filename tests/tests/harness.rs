@@ -63,7 +63,9 @@ fn fail_after_making(backend: Backend) -> Option<Made> {
 }
 
 async fn count(server: &str, sql: String) -> i64 {
-    let conn = Database::connect(server).await.unwrap();
+    let conn = Database::connect(tenancy_tests::pool(server))
+        .await
+        .unwrap();
     let row = conn
         .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
         .await

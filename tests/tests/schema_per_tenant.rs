@@ -357,7 +357,7 @@ async fn tenants_at_two_migration_versions_under_load() {
         return;
     };
     // A pool of two connections, so that every connection serves every tenant.
-    let mut options = sea_orm::ConnectOptions::new(test.url.clone().unwrap());
+    let mut options = tenancy_tests::pool(test.url.clone().unwrap());
     options.max_connections(2);
     let pool = sea_orm::Database::connect(options).await.unwrap();
     let tenancy = std::sync::Arc::new(

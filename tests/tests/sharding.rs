@@ -852,14 +852,14 @@ async fn sums_wider_than_i64_are_errors() {
 /// waiting on the slow shard, so its pool (two connections here) serves the next
 /// statement at once, even after three timed-out fan-outs and with the lock still held.
 async fn a_shard_timeout_cancels_the_statement_on_the_server(backend: Backend) {
-    use sea_orm::{ConnectOptions, Database, Statement};
+    use sea_orm::{Database, Statement};
     use std::time::{Duration, Instant};
     let Some(dbs) = shard_dbs(&[backend, backend]).await else {
         return;
     };
     let ids = [ShardId::new("shard_0"), ShardId::new("shard_1")];
     let router = HashRouter::new(ids.clone());
-    let mut options = ConnectOptions::new(dbs[1].url.clone().unwrap());
+    let mut options = tenancy_tests::pool(dbs[1].url.clone().unwrap());
     options.max_connections(2);
     let small = Database::connect(options).await.unwrap();
     let topology = Topology::new(
@@ -877,7 +877,7 @@ async fn a_shard_timeout_cancels_the_statement_on_the_server(backend: Backend) {
     place(&tenancy, 6, 1).await;
 
     // shard_1's table is held by another session.
-    let holder = Database::connect(dbs[1].url.clone().unwrap())
+    let holder = Database::connect(tenancy_tests::pool(dbs[1].url.clone().unwrap()))
         .await
         .unwrap();
     let lock = match backend {
