@@ -6,6 +6,7 @@
 use super::select::ScopedSelect;
 use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
@@ -13,7 +14,6 @@ use sea_orm::{
     EntityTrait, IntoSimpleExpr, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Related,
     Select, SelectTwo, SelectTwoMany,
 };
-use tracing::Instrument;
 
 /// Adds `E`'s join to `R` to `select`, with `R`'s tenant condition in the `ON` clause so
 /// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
@@ -165,7 +165,7 @@ where
         } = self;
         audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 
@@ -179,7 +179,7 @@ where
         } = self;
         audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 }
@@ -212,7 +212,7 @@ where
         } = self;
         audit::ready(&error)?;
         async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 }

@@ -3,6 +3,7 @@
 use crate::entity::{SqlTenantId, TenantScoped, same_column};
 use crate::error::{Error, Result};
 use crate::scope;
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Keep};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, IntoCondition, SimpleExpr};
@@ -10,7 +11,6 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue, DeleteMany, DeleteResult, EntityTrait, IdenStatic, QueryFilter,
     UpdateMany, UpdateResult,
 };
-use tracing::Instrument;
 
 pub(super) fn key_write_error<E: TenantScoped>(col: E::Column) -> Error {
     Error::ShardKeyWrite {
@@ -127,7 +127,7 @@ where
         let span = self.handle.span("update_many", E::default().table_name());
         let Self { handle, update, .. } = self;
         async { Ok(on_conn!(handle, |conn| update.exec(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 }
@@ -187,7 +187,7 @@ where
         let span = self.handle.span("delete_many", E::default().table_name());
         let Self { handle, delete, .. } = self;
         async { Ok(on_conn!(handle, |conn| delete.exec(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 }
