@@ -314,19 +314,25 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .traced(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| select.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .traced(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// How many rows this select returns (limit and offset included).
@@ -335,10 +341,13 @@ where
         E::Model: Sync,
     {
         let span = self.span("count");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?)) }
-            .traced(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Pages of `page_size` rows: see [`ScopedPaginator`]. Give the select an order for
