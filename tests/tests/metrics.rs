@@ -220,13 +220,25 @@ async fn errors_are_counted_with_their_kind() {
             .all()
             .await;
         assert!(raw.is_err(), "a raw fragment must be refused");
+        let raw_delete = a
+            .delete_many::<customer::Entity>()
+            .filter(Expr::cust("1 = 1) OR (1 = 1"))
+            .exec()
+            .await;
+        assert!(raw_delete.is_err(), "a raw fragment must be refused");
+        assert_eq!(a.find::<customer::Entity>().count().await.unwrap(), 1);
 
         let recorded = Recorded::take(&snapshotter);
         let op = |op| labels(SHARED, &[("operation", op)]);
         let failed = |op, kind| labels(SHARED, &[("kind", kind), ("operation", op)]);
         assert_eq!(
             recorded.counter(METRIC_STATEMENTS),
-            BTreeMap::from([(op("insert"), 3), (op("select"), 1)])
+            BTreeMap::from([
+                (op("insert"), 3),
+                (op("select"), 1),
+                (op("delete_many"), 1),
+                (op("count"), 1),
+            ])
         );
         let raw_kind = match raw {
             Err(tenancy_sea::Error::RawFragment { .. }) => "raw_fragment",
@@ -239,6 +251,7 @@ async fn errors_are_counted_with_their_kind() {
                 (failed("insert", "unique_violation"), 1),
                 (failed("insert", "tenant_mismatch"), 1),
                 (failed("select", raw_kind), 1),
+                (failed("delete_many", raw_kind), 1),
             ])
         );
         recorded.assert_timed();

@@ -163,10 +163,12 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .traced(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row with its related row.
@@ -177,10 +179,12 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .traced(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }
 
@@ -210,9 +214,11 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .traced(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }

@@ -34,10 +34,12 @@ where
             error,
             ..
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.one(conn).await?)) }
-            .traced(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| selector.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row.
@@ -49,10 +51,12 @@ where
             error,
             ..
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.all(conn).await?)) }
-            .traced(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| selector.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }
 
