@@ -92,6 +92,8 @@ pub use query::{
     ScopedUpsert, TenantJoins,
 };
 pub use scope::HandleConnection;
+#[cfg(feature = "metrics")]
+pub use scope::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
 };

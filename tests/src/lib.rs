@@ -964,4 +964,6 @@ pub mod book {
     pub mod sharding {}
     #[doc = include_str!("../../docs/src/citus.md")]
     pub mod citus {}
+    #[doc = include_str!("../../docs/src/metrics.md")]
+    pub mod metrics {}
 }

@@ -4,6 +4,7 @@
 
 use crate::entity::{GlobalEntity, SqlTenantId};
 use crate::error::{Error, Result};
+use crate::scope::{Meter, RunTraced};
 use crate::shard::commit_all;
 use crate::tenancy::Tenancy;
 use sea_orm::{
@@ -53,6 +54,8 @@ use tracing::Instrument;
 pub struct Globals {
     copies: Vec<(ShardId, DatabaseConnection)>,
     sharded: bool,
+    /// The labels each copy's statement is counted under (feature `metrics`).
+    meter: Meter,
 }
 
 impl<T: SqlTenantId> Tenancy<T> {
@@ -62,6 +65,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             Ok(topology) => Globals {
                 copies: topology.shards(),
                 sharded: true,
+                meter: self.meter(None),
             },
             Err(_) => Globals {
                 copies: vec![(
@@ -69,6 +73,7 @@ impl<T: SqlTenantId> Tenancy<T> {
                     self.unscoped().clone(),
                 )],
                 sharded: false,
+                meter: self.meter(None),
             },
         }
     }
@@ -208,9 +213,16 @@ impl Globals {
                 shard: shard.to_string(),
                 source,
             };
-            let txn = conn.begin().await.map_err(failed)?;
             let built = statement.build(conn.get_database_backend());
-            let result = txn.execute_raw(built).await.map_err(failed)?;
+            let span = tracing::info_span!("shard", shard = %shard);
+            let (txn, result) = async {
+                let txn = conn.begin().await?;
+                let result = txn.execute_raw(built).await?;
+                Ok((txn, result))
+            }
+            .traced(self.meter.on_shard(shard).statement("global_write", span))
+            .await
+            .map_err(failed)?;
             counts.push((shard.clone(), result.rows_affected()));
             open.push((shard, txn));
         }

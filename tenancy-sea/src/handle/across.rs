@@ -27,7 +27,7 @@ impl<T: SqlTenantId> TenantAcrossShards<'_, T> {
                 if let Err(refused) = handle.inner.may_spread::<E>() {
                     return ShardedSelect::unmade(refused);
                 }
-                topology.targets(None)
+                topology.targets(None, &handle.inner.meter)
             }
             _ => vec![handle.own_target(None)],
         };
@@ -102,6 +102,7 @@ impl<T: SqlTenantId> TenantDb<T> {
             session: self.inner.session.clone(),
             condition,
             tenant: Some(self.inner.tenant.to_string()),
+            meter: self.inner.meter.clone(),
         }
     }
 
@@ -146,6 +147,7 @@ impl<T: SqlTenantId> TenantDb<T> {
             .into_iter()
             .map(|(shard, conn, values)| Target {
                 condition: Some(condition(&conn, values)),
+                meter: self.inner.meter.on_shard(&shard),
                 shard,
                 conn,
                 session: self.inner.session.clone(),

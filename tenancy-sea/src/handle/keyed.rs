@@ -5,6 +5,7 @@ use super::TenantDb;
 use crate::entity::{ShardKeyed, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::query::{GlobalJoins, ScopedDeleteMany, ScopedSelect, ScopedUpdateMany};
+use crate::scope::RunTraced;
 use crate::scope::{self, HandleConnection, Placed, Routed, TenantConn};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
@@ -12,7 +13,6 @@ use sea_orm::{
     QueryFilter, Value,
 };
 use tenancy_core::ShardId;
-use tracing::Instrument;
 
 /// The rows of a `#[shard_key]` entity with one key, on the shard that holds them: made by
 /// [`TenantDb::by_key`]. Every statement carries the tenant condition and the key
@@ -91,7 +91,7 @@ where
         let span = handle.inner.span("delete", E::default().table_name());
         let delete = E::delete_by_id(id).filter(self.condition());
         async { Ok(on_conn!(&handle.inner, |conn| delete.exec(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 }

@@ -14,7 +14,7 @@ pub use keyed::ShardKeyDb;
 pub use txn::IntoRawStatement;
 
 use crate::entity::SqlTenantId;
-use crate::scope::{RawSql, Session, Tag, TenantConn};
+use crate::scope::{Meter, RawSql, Session, Tag, TenantConn};
 use crate::shard::Topology;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use std::sync::Arc;
@@ -75,6 +75,7 @@ impl<T: SqlTenantId> TenantDb<T> {
         tenant: T,
         session: Option<Session>,
         raw_sql: RawSql,
+        meter: Meter,
     ) -> Self {
         let value = tenant.clone().into();
         TenantDb {
@@ -87,11 +88,13 @@ impl<T: SqlTenantId> TenantDb<T> {
                 shard: None,
                 placement: None,
                 tag: Tag::default(),
+                meter,
             },
         }
     }
 
     pub(crate) fn on_shard(mut self, shard: ShardId, topology: Arc<Topology>) -> Self {
+        self.inner.meter = self.inner.meter.on_shard(&shard);
         self.inner.shard = Some(shard);
         self.inner.placement = Some(topology);
         self

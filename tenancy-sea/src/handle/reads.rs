@@ -6,8 +6,8 @@ use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
 use crate::query::{ScopedSelect, ScopedSubquery};
 use crate::scope::HandleConnection;
+use crate::scope::RunTraced;
 use sea_orm::{LoaderTrait, ModelTrait, QueryFilter, Related, Select};
-use tracing::Instrument;
 
 impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     fn scoped_select<E: ScopedEntity<T>>(&self, select: Select<E>) -> ScopedSelect<'_, T, E, C> {
@@ -87,7 +87,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 .load_one(select, conn)
                 .await?))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -107,7 +107,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 .load_many(select, conn)
                 .await?))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 

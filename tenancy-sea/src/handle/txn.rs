@@ -5,6 +5,7 @@
 use super::{TenantDb, TenantTxn};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
+use crate::scope::RunTraced;
 use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn, begin_unit};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
@@ -12,7 +13,6 @@ use sea_orm::{
 };
 use std::future::Future;
 use std::pin::Pin;
-use tracing::Instrument;
 
 /// What [`TenantDb::query_all_raw`] and [`TenantDb::execute_raw`] take: a SeaORM
 /// [`Statement`], SQL text, or SQL text with its bound values, built for the handle's
@@ -82,6 +82,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 raw_sql: self.inner.raw_sql,
                 shard: self.inner.shard.clone(),
                 placement: self.inner.placement.clone(),
+                meter: self.inner.meter.clone(),
             },
         })
     }
@@ -112,7 +113,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
             self.confined(|conn| Box::pin(conn.query_all_raw(statement)))
                 .await
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -126,7 +127,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
             self.confined(|conn| Box::pin(conn.execute_raw(statement)))
                 .await
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 

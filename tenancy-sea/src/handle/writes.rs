@@ -6,6 +6,7 @@ use super::TenantDb;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::query::{ScopedDeleteMany, ScopedUpdateMany, ScopedUpsert};
+use crate::scope::RunTraced;
 use crate::scope::{self, HandleConnection, Placed, UNSHARDED, key_of};
 use sea_orm::sea_query::Condition;
 use sea_orm::{
@@ -13,7 +14,6 @@ use sea_orm::{
     DeleteResult, EntityName, EntityTrait, IntoActiveModel, Iterable, PrimaryKeyToColumn,
     QueryFilter,
 };
-use tracing::Instrument;
 
 impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Inserts one row for this tenant and returns it as stored.
@@ -54,7 +54,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 A::after_save(model, conn, true).await?
             }))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -139,7 +139,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 .exec_without_returning(conn)
                 .await?))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -193,7 +193,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 .update_on(conn, am)
                 .await?))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -298,7 +298,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 result
             }))
         }
-        .instrument(span)
+        .traced(span)
         .await
     }
 
@@ -319,7 +319,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
             self.backend(),
         ));
         async { Ok(on_conn!(&self.inner, |conn| delete.exec(conn).await?)) }
-            .instrument(span)
+            .traced(span)
             .await
     }
 

@@ -6,6 +6,7 @@
 use super::select::ScopedSelect;
 use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::Result;
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Condition, IntoCondition, JoinType};
@@ -13,7 +14,6 @@ use sea_orm::{
     EntityTrait, IntoSimpleExpr, Order, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Related,
     Select, SelectTwo, SelectTwoMany,
 };
-use tracing::Instrument;
 
 /// Adds `E`'s join to `R` to `select`, with `R`'s tenant condition in the `ON` clause so
 /// that another tenant's `R` rows are never joined (a `LEFT JOIN` yields `NULL` for them).
@@ -163,10 +163,12 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .instrument(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row with its related row.
@@ -177,10 +179,12 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }
 
@@ -210,9 +214,11 @@ where
             select,
             error,
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }

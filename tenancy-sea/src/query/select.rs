@@ -5,6 +5,7 @@ use super::selector::{ScopedPaginator, ScopedSelector};
 use super::subquery::ScopedSubquery;
 use crate::entity::{ScopedEntity, SqlTenantId};
 use crate::error::{Error, Result};
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Refused, keep};
 use crate::scope::{HandleConnection, TenantConn, begin_unit};
 use futures_util::Stream;
@@ -16,7 +17,6 @@ use sea_orm::{
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tracing::Instrument;
 
 /// The builder methods shared by every scoped select: each adds to the statement, none
 /// can remove the tenant condition. Conditions and expressions are audited first
@@ -189,7 +189,7 @@ where
         Ok((handle, self.into_select()?))
     }
 
-    fn span(&self, op: &'static str) -> tracing::Span {
+    fn span(&self, op: &'static str) -> crate::scope::Traced {
         self.handle.span(op, E::default().table_name())
     }
 
@@ -314,19 +314,25 @@ where
     /// The first row, if any.
     pub async fn one(self) -> Result<Option<E::Model>> {
         let span = self.span("select");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| select.one(conn).await?)) }
-            .instrument(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| select.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row.
     pub async fn all(self) -> Result<Vec<E::Model>> {
         let span = self.span("select");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| select.all(conn).await?)) }
-            .instrument(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| select.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// How many rows this select returns (limit and offset included).
@@ -335,10 +341,13 @@ where
         E::Model: Sync,
     {
         let span = self.span("count");
-        let (handle, select) = self.parts()?;
-        async { Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?)) }
-            .instrument(span)
-            .await
+        // A fragment refused before it runs counts too, as an error of its kind.
+        async move {
+            let (handle, select) = self.parts()?;
+            Ok(on_conn!(handle, |conn| PaginatorTrait::count(select, conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Pages of `page_size` rows: see [`ScopedPaginator`]. Give the select an order for
@@ -359,35 +368,40 @@ where
     /// stream runs in a transaction of its own, held until the stream is dropped; it only
     /// reads, so ending it by a rollback loses nothing.
     pub async fn stream(self) -> Result<impl Stream<Item = Result<E::Model>> + Send + 'h> {
-        let span = self.span("stream");
+        // Counted once, when it opens: its rows are read as they are consumed.
+        let traced = self.span("stream");
+        let span = traced.span();
         let (handle, select) = self.parts()?;
         let statement = sea_orm::QueryTrait::build(&select, handle.backend());
-        let inner: RowStream<'h, E::Model> = match handle.session() {
-            None => {
-                let statement = handle.tag().apply(statement);
-                let rows = sea_orm::StreamTrait::stream_raw(handle.unit_connection(), statement)
-                    .instrument(span.clone())
-                    .await?;
-                Box::pin(models::<E, _>(rows))
-            }
-            Some(session) => {
-                let (txn, tag) = begin_unit(handle.unit_connection(), Some(session)).await?;
-                let statement = tag.unwrap_or_default().apply(statement);
-                let rows = TxnRowsAsyncSendTryBuilder {
-                    txn,
-                    rows_builder: |txn: &DatabaseTransaction| {
-                        Box::pin(async move {
-                            let rows = sea_orm::StreamTrait::stream_raw(txn, statement).await?;
-                            Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(models::<E, _>(rows)))
-                        })
-                    },
+        let inner: RowStream<'h, E::Model> = async {
+            Ok::<_, Error>(match handle.session() {
+                None => {
+                    let statement = handle.tag().apply(statement);
+                    let rows =
+                        sea_orm::StreamTrait::stream_raw(handle.unit_connection(), statement)
+                            .await?;
+                    Box::pin(models::<E, _>(rows)) as RowStream<'h, E::Model>
                 }
-                .try_build()
-                .instrument(span.clone())
-                .await?;
-                Box::pin(rows)
-            }
-        };
+                Some(session) => {
+                    let (txn, tag) = begin_unit(handle.unit_connection(), Some(session)).await?;
+                    let statement = tag.unwrap_or_default().apply(statement);
+                    let rows = TxnRowsAsyncSendTryBuilder {
+                        txn,
+                        rows_builder: |txn: &DatabaseTransaction| {
+                            Box::pin(async move {
+                                let rows = sea_orm::StreamTrait::stream_raw(txn, statement).await?;
+                                Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(models::<E, _>(rows)))
+                            })
+                        },
+                    }
+                    .try_build()
+                    .await?;
+                    Box::pin(rows)
+                }
+            })
+        }
+        .traced(traced)
+        .await?;
         Ok(ScopedStream { inner, span })
     }
 }

@@ -3,10 +3,10 @@
 
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Refused};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::{EntityTrait, PaginatorTrait, Select, Selector, SelectorTrait};
-use tracing::Instrument;
 
 /// A scoped select read into another shape: see
 /// [`ScopedSelect::into_tuple`](crate::ScopedSelect::into_tuple) and
@@ -34,10 +34,12 @@ where
             error,
             ..
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.one(conn).await?)) }
-            .instrument(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| selector.one(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 
     /// Every row.
@@ -49,10 +51,12 @@ where
             error,
             ..
         } = self;
-        audit::ready(&error)?;
-        async { Ok(on_conn!(handle, |conn| selector.all(conn).await?)) }
-            .instrument(span)
-            .await
+        async move {
+            audit::ready(&error)?;
+            Ok(on_conn!(handle, |conn| selector.all(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }
 
@@ -81,7 +85,7 @@ where
         }
     }
 
-    fn span(&self, op: &'static str) -> tracing::Span {
+    fn span(&self, op: &'static str) -> crate::scope::Traced {
         self.handle.span(op, E::default().table_name())
     }
 
@@ -95,7 +99,7 @@ where
                 .fetch_page(page)
                 .await?))
         }
-        .instrument(self.span("select"))
+        .traced(self.span("select"))
         .await
     }
 
@@ -121,7 +125,7 @@ where
                 .num_items()
                 .await?))
         }
-        .instrument(self.span("count"))
+        .traced(self.span("count"))
         .await
     }
 

@@ -5,12 +5,12 @@ use super::write::{column_write_error, is_shard_key, key_write_error};
 use crate::entity::{SqlTenantId, TenantScoped, same_column};
 use crate::error::{Error, Result, is_rls_violation};
 use crate::scope;
+use crate::scope::RunTraced;
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, DbBackend, EntityName, EntityTrait, IdenStatic, Iterable, PrimaryKeyToColumn,
 };
-use tracing::Instrument;
 
 /// An insert that resolves a unique-key conflict, made by [`TenantDb::upsert`].
 ///
@@ -150,7 +150,7 @@ where
                 .exec_without_returning(conn)
                 .await?))
         }
-        .instrument(span)
+        .traced(span)
         .await;
         match result {
             Err(Error::Db(err)) if is_rls_violation(&err) => Err(Error::CrossTenantConflict {

@@ -3,6 +3,7 @@
 use crate::entity::{SqlTenantId, TenantScoped, same_column};
 use crate::error::{Error, Result};
 use crate::scope;
+use crate::scope::RunTraced;
 use crate::scope::audit::{self, Keep};
 use crate::scope::{HandleConnection, TenantConn};
 use sea_orm::sea_query::{Expr, IntoCondition, SimpleExpr};
@@ -10,7 +11,6 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue, DeleteMany, DeleteResult, EntityTrait, IdenStatic, QueryFilter,
     UpdateMany, UpdateResult,
 };
-use tracing::Instrument;
 
 pub(super) fn key_write_error<E: TenantScoped>(col: E::Column) -> Error {
     Error::ShardKeyWrite {
@@ -121,14 +121,21 @@ where
 
     /// Runs the update; the result counts the rows changed.
     pub async fn exec(self) -> Result<UpdateResult> {
-        if let Some(error) = self.error {
-            return Err(error);
-        }
         let span = self.handle.span("update_many", E::default().table_name());
-        let Self { handle, update, .. } = self;
-        async { Ok(on_conn!(handle, |conn| update.exec(conn).await?)) }
-            .instrument(span)
-            .await
+        let Self {
+            handle,
+            update,
+            error,
+            ..
+        } = self;
+        async move {
+            if let Some(error) = error {
+                return Err(error);
+            }
+            Ok(on_conn!(handle, |conn| update.exec(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }
 
@@ -181,13 +188,20 @@ where
 
     /// Runs the delete; the result counts the rows deleted.
     pub async fn exec(self) -> Result<DeleteResult> {
-        if let Some(error) = self.error {
-            return Err(error);
-        }
         let span = self.handle.span("delete_many", E::default().table_name());
-        let Self { handle, delete, .. } = self;
-        async { Ok(on_conn!(handle, |conn| delete.exec(conn).await?)) }
-            .instrument(span)
-            .await
+        let Self {
+            handle,
+            delete,
+            error,
+            ..
+        } = self;
+        async move {
+            if let Some(error) = error {
+                return Err(error);
+            }
+            Ok(on_conn!(handle, |conn| delete.exec(conn).await?))
+        }
+        .traced(span)
+        .await
     }
 }

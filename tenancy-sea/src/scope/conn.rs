@@ -5,7 +5,7 @@
 //! shard a row of a `#[shard_key]` entity is routed to.
 
 use super::audit::Refused;
-use super::{HandleConnection, RawSql, Session, Tag};
+use super::{HandleConnection, Meter, RawSql, Session, Tag, Traced};
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::scope;
@@ -55,6 +55,8 @@ pub(crate) struct TenantConn<T, C> {
     /// The tag statements carry inside a transaction whose set-up read one (the schema's
     /// shape, schema per tenant).
     pub(crate) tag: Tag,
+    /// The labels its statements are counted under (feature `metrics`; empty without).
+    pub(crate) meter: Meter,
 }
 
 /// A handle, or the same tenant's handle on the shard a key routed to.
@@ -99,9 +101,10 @@ impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
         &self.value
     }
 
-    /// The span every statement of this handle runs in: it names the tenant, the table
-    /// and the operation, so logs say who ran what.
-    pub(crate) fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
+    /// What every statement of this handle runs in ([`Traced::run`]): a span that names
+    /// the tenant, the table and the operation, so logs say who ran what, and with the
+    /// `metrics` feature the statement's counters and latency.
+    pub(crate) fn span(&self, op: &'static str, table: &'static str) -> Traced {
         let span = tracing::info_span!(
             "tenancy",
             tenant = %self.tenant,
@@ -112,7 +115,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
         if let Some(shard) = &self.shard {
             span.record("shard", shard.as_str());
         }
-        span
+        self.meter.statement(op, span)
     }
 
     /// The shard this tenant lives on, when the strategy is sharded.
@@ -235,9 +238,10 @@ impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
             value: self.value.clone(),
             session: self.session.clone(),
             raw_sql: self.raw_sql,
-            shard: Some(shard),
+            shard: Some(shard.clone()),
             placement: self.placement.clone(),
             tag: self.tag.clone(),
+            meter: self.meter.on_shard(&shard),
         }))
     }
 

@@ -5,11 +5,11 @@ use super::fanout::{Target, fan_out_tag, for_target, under_deadline};
 use super::merge::{fits_i64, integer_column, parse_sum, sum_as_text};
 use super::sharded::ShardedSelect;
 use crate::error::Result;
+use crate::scope::RunTraced;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{DbBackend, EntityTrait, QuerySelect, TryGetable, TryGetableMany};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use tracing::Instrument;
 
 impl<E: EntityTrait> ShardedSelect<E>
 where
@@ -87,11 +87,12 @@ where
                 select = select.column_as(expr, format!("value_{n}"));
             }
             let select = select.into_tuple::<R>();
+            let traced = target.span("scatter_aggregate", table);
             async move {
-                let rows = async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) };
+                let rows = async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) }
+                    .traced(traced);
                 (index, rows.await)
             }
-            .instrument(target.span("scatter_aggregate", table))
         });
         under_deadline(&self.targets, &tag, timeout, fan_out)
             .await

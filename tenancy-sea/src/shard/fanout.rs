@@ -2,7 +2,7 @@
 //! deadline for all targets, and the cancellation on the server of what passed it.
 
 use crate::error::{Error, Result};
-use crate::scope::Session;
+use crate::scope::{Meter, Session, Traced};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
@@ -201,6 +201,8 @@ pub(crate) struct Target {
     pub(crate) condition: Option<Condition>,
     /// The tenant whose rows this target reads (for the span); `None` when unscoped.
     pub(crate) tenant: Option<String>,
+    /// The labels its statements are counted under, its shard among them.
+    pub(crate) meter: Meter,
 }
 
 impl Target {
@@ -208,13 +210,15 @@ impl Target {
         self.conn.get_database_backend()
     }
 
-    /// The span a target's statement runs in: the shard, and the tenant when scoped.
-    pub(super) fn span(&self, op: &'static str, table: &'static str) -> tracing::Span {
-        match &self.tenant {
+    /// What a target's statement runs in ([`Traced::run`]): a span naming the shard, and
+    /// the tenant when scoped, and the statement's metrics.
+    pub(super) fn span(&self, op: &'static str, table: &'static str) -> Traced {
+        let span = match &self.tenant {
             Some(tenant) => {
                 tracing::info_span!("tenancy", tenant = %tenant, table, op, shard = %self.shard)
             }
             None => tracing::info_span!("tenancy", table, op, shard = %self.shard),
-        }
+        };
+        self.meter.statement(op, span)
     }
 }

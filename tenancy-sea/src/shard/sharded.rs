@@ -5,6 +5,8 @@ use super::fanout::{Target, fan_out_tag, for_target, under_deadline};
 use super::merge::{compare, mergeable, ordered};
 use super::topology::{Spawned, Topology};
 use crate::error::{Error, Result};
+use crate::scope::Meter;
+use crate::scope::RunTraced;
 use futures_util::FutureExt;
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{
@@ -13,7 +15,6 @@ use sea_orm::{
 use std::cmp::Ordering;
 use std::time::Duration;
 use tenancy_core::ShardId;
-use tracing::Instrument;
 
 /// Reads across every shard, with no tenant filter: the sharded form of
 /// [`Tenancy::unscoped`](crate::Tenancy::unscoped), made by
@@ -27,8 +28,8 @@ pub struct AcrossShards {
 }
 
 impl AcrossShards {
-    pub(crate) fn new(topology: &Topology) -> Self {
-        AcrossShards::over(topology.targets(None), topology)
+    pub(crate) fn new(topology: &Topology, meter: &Meter) -> Self {
+        AcrossShards::over(topology.targets(None, meter), topology)
     }
 
     pub(crate) fn over(targets: Vec<Target>, topology: &Topology) -> Self {
@@ -252,12 +253,13 @@ where
                 let fan_out = targets.iter().enumerate().map(|(index, target)| {
                     let tag = &tag;
                     let select = for_target(&per_shard, target);
+                    let traced = target.span("scatter", table);
                     async move {
                         let rows =
-                            async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) };
+                            async { Ok(on_target!(target, tag, |conn| select.all(conn).await?)) }
+                                .traced(traced);
                         (index, rows.await)
                     }
-                    .instrument(target.span("scatter", table))
                 });
                 under_deadline(targets, &tag, timeout, fan_out).await
             }
@@ -270,11 +272,11 @@ where
                     let (sender, receiver) = futures_channel::oneshot::channel();
                     let task = async move {
                         let rows =
-                            async { Ok(on_target!(&target, &tag, |conn| select.all(conn).await?)) };
+                            async { Ok(on_target!(&target, &tag, |conn| select.all(conn).await?)) }
+                                .traced(span);
                         // The receiver is gone when the fan-out has given up on this shard.
                         let _ = sender.send(rows.await);
-                    }
-                    .instrument(span);
+                    };
                     spawn(Box::pin(task));
                     // A task the runtime drops unfinished (shutting down, say) is this
                     // shard's error, not a panic.
@@ -358,16 +360,17 @@ where
         let fan_out = self.targets.iter().enumerate().map(|(index, target)| {
             let tag = &tag;
             let select = for_target(&self.select, target);
+            let traced = target.span("scatter_count", table);
             async move {
                 let count = async {
                     Ok(on_target!(target, tag, |conn| PaginatorTrait::count(
                         select, conn
                     )
                     .await?))
-                };
+                }
+                .traced(traced);
                 (index, count.await)
             }
-            .instrument(target.span("scatter_count", table))
         });
         let mut total: u64 = 0;
         for result in under_deadline(&self.targets, &tag, timeout, fan_out).await {

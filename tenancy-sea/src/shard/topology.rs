@@ -4,6 +4,7 @@
 use super::fanout::Target;
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
+use crate::scope::Meter;
 use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::Condition;
 use std::collections::{BTreeMap, HashSet};
@@ -432,8 +433,9 @@ impl Topology {
             .clone()
     }
 
-    /// One target per shard, with an optional condition for all of them.
-    pub(crate) fn targets(&self, condition: Option<Condition>) -> Vec<Target> {
+    /// One target per shard, with an optional condition for all of them, its statements
+    /// counted under `meter`'s labels on its shard.
+    pub(crate) fn targets(&self, condition: Option<Condition>, meter: &Meter) -> Vec<Target> {
         self.snapshot()
             .iter()
             .map(|(shard, conn)| Target {
@@ -442,6 +444,7 @@ impl Topology {
                 session: None,
                 condition: condition.clone(),
                 tenant: None,
+                meter: meter.on_shard(shard),
             })
             .collect()
     }

@@ -45,6 +45,7 @@ pub struct TenancyBuilder<T> {
     pool_idle_timeout: Duration,
     connections_per_tenant: u32,
     version_table: Option<String>,
+    metrics_tenant_label: bool,
     id_type: PhantomData<fn() -> T>,
 }
 
@@ -73,6 +74,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             pool_idle_timeout: Duration::from_secs(300),
             connections_per_tenant: 4,
             version_table: Some("seaql_migrations".to_owned()),
+            metrics_tenant_label: false,
             id_type: PhantomData,
         }
     }
@@ -222,6 +224,17 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
         self
     }
 
+    /// Labels every statement's metrics with its tenant too (`tenant="42"`; off by
+    /// default). Each tenant then makes series of its own, one per operation, shard and
+    /// error kind: with many tenants that is more series than a metrics store is glad to
+    /// keep, so turn it on where tenants are few, or drop or aggregate the label in the
+    /// exporter or the store. See the metrics chapter of the guide.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_tenant_label(mut self, on: bool) -> Self {
+        self.metrics_tenant_label = on;
+        self
+    }
+
     /// Checks the configuration and builds the [`Tenancy`].
     pub fn build(self) -> Result<Tenancy<T>> {
         match &self.isolation {
@@ -303,6 +316,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 connections_per_pool: self.connections_per_tenant,
                 version_table,
                 verified: std::sync::OnceLock::new(),
+                tenant_label: self.metrics_tenant_label,
             }),
         })
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::handle::TenantDb;
 use crate::isolation::{Isolation, check_combination, raw_sql};
 use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
-use crate::scope::Session;
+use crate::scope::{Meter, Session};
 use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::sync::Arc;
@@ -70,6 +70,8 @@ struct Inner<T> {
     version_table: Option<Identifier>,
     /// Set once [`Tenancy::verify`] has passed: the checks run before the first handle.
     verified: std::sync::OnceLock<()>,
+    /// Whether statements are labelled by tenant in metrics (feature `metrics`).
+    tenant_label: bool,
 }
 
 /// What database per tenant needs.
@@ -137,7 +139,8 @@ impl<T: SqlTenantId> Tenancy<T> {
         let backend = conn.get_database_backend();
         let session = self.session_of(&tenant, backend)?;
         let raw = raw_sql(&self.inner.isolation, self.inner.placement, backend);
-        let handle = TenantDb::new(conn, tenant, session, raw);
+        let meter = self.meter(Some(&tenant));
+        let handle = TenantDb::new(conn, tenant, session, raw, meter);
         Ok(match shard {
             Some((shard, topology)) => handle.on_shard(shard, topology),
             None => handle,
@@ -173,6 +176,26 @@ impl<T: SqlTenantId> Tenancy<T> {
                 ))
             }
         })
+    }
+
+    /// The metric labels of `tenant`'s statements (the tenant's own only where the
+    /// application opted in), or of admin work (`None`).
+    pub(crate) fn meter(&self, tenant: Option<&T>) -> Meter {
+        let isolation = match &self.inner.isolation {
+            Isolation::RowLevel => "row_level",
+            Isolation::RowLevelSecurity { .. } => "row_level_security",
+            Isolation::SchemaPerTenant { .. } => "schema_per_tenant",
+        };
+        let placement = match self.inner.placement {
+            Placement::Shared => "shared",
+            Placement::DatabasePerTenant => "database_per_tenant",
+            Placement::Sharded => "sharded",
+            Placement::Citus => "citus",
+        };
+        let tenant = tenant
+            .filter(|_| self.inner.tenant_label)
+            .map(|tenant| tenant as &dyn std::fmt::Display);
+        Meter::new(isolation, placement, tenant)
     }
 
     /// The migrations table of each tenant schema, if the shape is read from one.
@@ -273,7 +296,7 @@ impl<T: SqlTenantId> Tenancy<T> {
     /// explicit, greppable form of a fan-out. See [`AcrossShards`].
     pub fn unscoped_across_shards(&self) -> Result<AcrossShards> {
         tracing::debug!(target: "tenancy::unscoped", "scatter-gather handed out");
-        Ok(AcrossShards::new(self.topology()?))
+        Ok(AcrossShards::new(self.topology()?, &self.meter(None)))
     }
 
     /// How many tenant pools are open (database per tenant).
