@@ -66,6 +66,8 @@ mod scope;
 mod admin;
 pub mod catalog;
 pub mod citus;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod entity;
 mod error;
 mod handle;
