@@ -89,14 +89,20 @@ fn group(name: &'static str, about: &'static str) -> clap::Command {
 /// The whole command line, with its help texts.
 pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
     let tenants = group("tenants", "The tenants: their schemas or databases")
-        .subcommand(leaf("list", "Lists every tenant (and its shard, when sharded)"))
+        .subcommand(leaf(
+            "list",
+            "Lists every tenant (and its shard, when sharded)",
+        ))
         .subcommand(
             leaf(
                 "create",
                 "Creates a tenant: its schema or database, migrated (placed on a shard first \
                  when a directory places tenants). A tenant that exists is an error",
             )
-            .arg(tenant_arg::<T>("ID", "The tenant's id, written as it prints")),
+            .arg(tenant_arg::<T>(
+                "ID",
+                "The tenant's id, written as it prints",
+            )),
         )
         .subcommand(
             leaf(
@@ -104,7 +110,10 @@ pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
                 "Drops a tenant's schema or database and everything in it. An unknown tenant \
                  is an error",
             )
-            .arg(tenant_arg::<T>("ID", "The tenant's id, written as it prints")),
+            .arg(tenant_arg::<T>(
+                "ID",
+                "The tenant's id, written as it prints",
+            )),
         )
         .subcommand(
             leaf(
@@ -122,7 +131,10 @@ pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
             ),
         );
     let shards = group("shards", "The shards registered in the catalog")
-        .subcommand(leaf("list", "Lists the shards, their states and tenant counts"))
+        .subcommand(leaf(
+            "list",
+            "Lists the shards, their states and tenant counts",
+        ))
         .subcommand(
             leaf(
                 "create",
@@ -153,7 +165,10 @@ pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
         )
         .subcommand(
             leaf("move", "Moves a tenant and its rows to another shard")
-                .arg(tenant_arg::<T>("TENANT", "The tenant's id, written as it prints"))
+                .arg(tenant_arg::<T>(
+                    "TENANT",
+                    "The tenant's id, written as it prints",
+                ))
                 .arg(
                     shard_arg("to", "The shard to move it to")
                         .long("to")
@@ -205,7 +220,10 @@ pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
         .subcommand(catalog)
 }
 
-fn value<V: Clone + Send + Sync + 'static>(matches: &ArgMatches, name: &str) -> Result<V, clap::Error> {
+fn value<V: Clone + Send + Sync + 'static>(
+    matches: &ArgMatches,
+    name: &str,
+) -> Result<V, clap::Error> {
     matches
         .get_one::<V>(name)
         .cloned()

@@ -91,6 +91,7 @@ pub(crate) async fn show<T: SqlTenantId>(tenancy: &Tenancy<T>) -> Result<Report>
 /// Brings this process's topology and directory in step with the catalog: what changed,
 /// and which shards cannot be reached.
 pub(crate) async fn refresh<T: SqlTenantId>(tenancy: &Tenancy<T>) -> Result<Report> {
+    super::shards::require_sharded(tenancy)?;
     let refresh = tenancy.refresh_catalog().await?;
     let names = |shards: &[ShardId]| shards.iter().map(ToString::to_string).collect::<Vec<_>>();
     let value = json!({

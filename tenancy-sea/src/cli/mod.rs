@@ -257,14 +257,26 @@ where
     if let Some(about) = &config.about {
         command = command.about(about.clone());
     }
-    let parsed = match args::parse::<T, I, A>(command, args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let json = args.iter().skip(1).any(|arg| arg == "--json");
+    let parsed = match args::parse::<T, _, _>(command, args) {
         Ok(parsed) => parsed,
         Err(error) => {
             // clap's own text: help to standard output (exit 0), usage errors to
-            // standard error (exit 2).
+            // standard error (exit 2), and under `--json` a document too.
             let text = error.render().to_string();
             return if error.use_stderr() {
                 let _ = write!(err, "{text}");
+                if json {
+                    let first = text.lines().next().unwrap_or_default();
+                    let message = first.strip_prefix("error: ").unwrap_or(first);
+                    let value = serde_json::json!({
+                        "ok": false,
+                        "exit_code": Exit::Usage.code(),
+                        "error": { "kind": "usage", "message": output::clean(message) },
+                    });
+                    let _ = writeln!(out, "{value}");
+                }
                 Exit::Usage
             } else {
                 let _ = write!(out, "{text}");

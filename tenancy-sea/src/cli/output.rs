@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn messages_hide_passwords_and_keep_one_line() {
         let shown = clean("cannot connect to 'postgres://app:s3cret@db/main': refused\nDETAIL x");
-        assert_eq!(shown, "cannot connect to 'postgres://app:***@db/main': refused");
+        assert_eq!(
+            shown,
+            "cannot connect to 'postgres://app:***@db/main': refused"
+        );
         assert_eq!(clean("tenant 7 exists already"), "tenant 7 exists already");
         assert!(!clean("user:pw@host is down").contains("pw"));
     }

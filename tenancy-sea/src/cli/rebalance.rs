@@ -76,10 +76,7 @@ pub(crate) fn plan(
             });
         }
     }
-    loop {
-        let Some(to) = emptiest(&tenants) else {
-            break;
-        };
+    while let Some(to) = emptiest(&tenants) {
         // The fullest: the most tenants, ties to the first name (`max_by_key` keeps the
         // last of equals, so the names are walked in reverse).
         let Some(from) = active
@@ -113,6 +110,7 @@ pub(crate) async fn run<M: MigratorTrait + 'static, T: SqlTenantId>(
     apply: bool,
     io: &mut Io<'_>,
 ) -> Result<Report> {
+    super::shards::require_sharded(tenancy)?;
     tenancy.require_directory("rebalancing")?;
     let records = tenancy.shard_catalog().list().await?;
     let shards: Vec<(ShardId, ShardState)> =
@@ -130,13 +128,19 @@ pub(crate) async fn run<M: MigratorTrait + 'static, T: SqlTenantId>(
     let mut text = String::new();
     for (name, state) in &shards {
         let count = placed.iter().filter(|(_, shard)| shard == name).count();
-        text.push_str(&format!("{name}\t{}\t{count} tenant(s)\n", state_name(*state)));
+        text.push_str(&format!(
+            "{name}\t{}\t{count} tenant(s)\n",
+            state_name(*state)
+        ));
     }
     if moves.is_empty() {
         text.push_str("balanced: nothing to move\n");
     }
     for m in &moves {
-        text.push_str(&format!("move tenant {} from {} to {}\n", m.tenant, m.from, m.to));
+        text.push_str(&format!(
+            "move tenant {} from {} to {}\n",
+            m.tenant, m.from, m.to
+        ));
     }
     if !apply {
         if !moves.is_empty() {
@@ -191,7 +195,9 @@ mod tests {
     }
 
     fn placed(spec: &[(&str, &str)]) -> Vec<(String, ShardId)> {
-        spec.iter().map(|(t, s)| ((*t).to_owned(), shard(s))).collect()
+        spec.iter()
+            .map(|(t, s)| ((*t).to_owned(), shard(s)))
+            .collect()
     }
 
     #[test]
@@ -205,8 +211,16 @@ mod tests {
         assert_eq!(
             moves,
             vec![
-                Planned { tenant: "10".into(), from: shard("s0"), to: shard("s1") },
-                Planned { tenant: "3".into(), from: shard("s0"), to: shard("s1") },
+                Planned {
+                    tenant: "10".into(),
+                    from: shard("s0"),
+                    to: shard("s1")
+                },
+                Planned {
+                    tenant: "3".into(),
+                    from: shard("s0"),
+                    to: shard("s1")
+                },
             ]
         );
         // Balanced already (a difference of one): nothing.
@@ -224,7 +238,11 @@ mod tests {
         let tenants = placed(&[("1", "s0"), ("2", "s0"), ("3", "s1")]);
         let moves = plan(&shards, &tenants).unwrap_or_default();
         assert_eq!(moves.len(), 2);
-        assert!(moves.iter().all(|m| m.from == shard("s0") && m.to != shard("s0")));
+        assert!(
+            moves
+                .iter()
+                .all(|m| m.from == shard("s0") && m.to != shard("s0"))
+        );
         assert!(moves.iter().any(|m| m.to == shard("s2")));
         // Every shard draining: no plan, an error.
         let shards = [(shard("s0"), ShardState::Draining)];

@@ -13,10 +13,22 @@ use sea_orm_migration::MigratorTrait;
 use serde_json::{Value, json};
 use tenancy_core::ShardId;
 
+/// The topology, or a configuration error that says the shard commands need one.
+pub(crate) fn require_sharded<T: SqlTenantId>(
+    tenancy: &Tenancy<T>,
+) -> Result<&std::sync::Arc<crate::shard::Topology>> {
+    tenancy.topology().map_err(|_| {
+        Error::Config(format!(
+            "the shard commands need a sharded tenancy; this one keeps {}",
+            tenancy.placement().name()
+        ))
+    })
+}
+
 /// Every registered shard as JSON: name, URL without its password, state, tenants placed
 /// on it, and whether this process reaches it.
 pub(crate) async fn rows<T: SqlTenantId>(tenancy: &Tenancy<T>) -> Result<Vec<Value>> {
-    let topology = tenancy.topology()?;
+    let topology = require_sharded(tenancy)?;
     let unavailable = topology.unavailable_shards();
     let counts = counts(&placements(tenancy).await?);
     Ok(tenancy
@@ -80,6 +92,7 @@ pub(crate) async fn create<M: MigratorTrait, T: SqlTenantId>(
     name: ShardId,
     url: Option<String>,
 ) -> Result<Report> {
+    require_sharded(tenancy)?;
     match url {
         Some(url) => {
             let url = resolve_url(&url)?;
@@ -106,7 +119,7 @@ pub(crate) async fn create<M: MigratorTrait, T: SqlTenantId>(
 
 /// Marks shard `name` draining.
 pub(crate) async fn drain<T: SqlTenantId>(tenancy: &Tenancy<T>, name: ShardId) -> Result<Report> {
-    tenancy.topology()?;
+    require_sharded(tenancy)?;
     tenancy
         .shard_catalog()
         .set_state(&name, ShardState::Draining)
@@ -131,7 +144,7 @@ pub(crate) async fn drop<T: SqlTenantId>(
     work: &Work<'_, T>,
 ) -> Result<Report> {
     if !tenancy.shard_catalog().names().await?.contains(&name)
-        && !tenancy.topology()?.shard_ids().contains(&name)
+        && !require_sharded(tenancy)?.shard_ids().contains(&name)
     {
         return Err(tenancy_core::RoutingError::UnknownShard(name.to_string()).into());
     }
@@ -149,6 +162,7 @@ pub(crate) async fn move_tenant<M: MigratorTrait + 'static, T: SqlTenantId>(
     tenant: T,
     to: ShardId,
 ) -> Result<crate::admin::MoveReport> {
+    require_sharded(tenancy)?;
     if work.entities.is_empty() {
         return Err(Error::Config(
             "moving a tenant copies its rows of the entities the CLI configuration names: \
