@@ -948,4 +948,6 @@ pub mod book {
     pub mod sharding {}
     #[doc = include_str!("../../docs/src/citus.md")]
     pub mod citus {}
+    #[doc = include_str!("../../docs/src/cli.md")]
+    pub mod cli {}
 }

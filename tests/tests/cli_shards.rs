@@ -18,7 +18,12 @@ fn placements(fleet: &Fleet) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["shard"].as_str().unwrap().to_owned()))
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["shard"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -61,7 +66,11 @@ async fn shards_are_created_listed_drained_rebalanced_and_dropped() {
         fleet.run(&["tenants", "create", id]).code(0);
     }
     let placed = placements(&fleet);
-    assert_eq!(placed.values().filter(|s| *s == "s0").count(), 2, "{placed:?}");
+    assert_eq!(
+        placed.values().filter(|s| *s == "s0").count(),
+        2,
+        "{placed:?}"
+    );
     fleet.run(&["tenants", "create", "1"]).code(1);
     for (tenant, shard) in &placed {
         place_orders(&fleet, shard, tenant.parse().unwrap()).await;
@@ -86,7 +95,13 @@ async fn shards_are_created_listed_drained_rebalanced_and_dropped() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap(), s["tenants"].as_u64().unwrap()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+                s["tenants"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(states, [("s0", "draining", 2), ("s1", "active", 3)]);
 
@@ -97,24 +112,38 @@ async fn shards_are_created_listed_drained_rebalanced_and_dropped() {
     assert_eq!(value["applied"], false);
     let moves = value["moves"].as_array().unwrap();
     assert_eq!(moves.len(), 2);
-    assert!(moves.iter().all(|m| m["from"] == "s0" && m["to"] == "s1"), "{value}");
+    assert!(
+        moves.iter().all(|m| m["from"] == "s0" && m["to"] == "s1"),
+        "{value}"
+    );
     assert_eq!(placements(&fleet), before);
     let run = fleet.run(&["shards", "rebalance"]);
     assert!(run.stdout.contains("run again with --apply"), "{run:?}");
 
     // Applied, with one move failing: a key the destination holds already.
-    let on_s0: Vec<i64> = before.iter().filter(|(_, s)| *s == "s0").map(|(t, _)| t.parse().unwrap()).collect();
+    let on_s0: Vec<i64> = before
+        .iter()
+        .filter(|(_, s)| *s == "s0")
+        .map(|(t, _)| t.parse().unwrap())
+        .collect();
     let (blocked, free) = (on_s0[1], on_s0[0]);
     sqlite(
         &fleet.file("shard_s1.db"),
-        &format!("INSERT INTO orders (id, tenant_id, item, total_cents) VALUES ({}, 5, 'clash', 1)", blocked * 100),
+        &format!(
+            "INSERT INTO orders (id, tenant_id, item, total_cents) VALUES ({}, 5, 'clash', 1)",
+            blocked * 100
+        ),
     )
     .await;
     let (run, value) = fleet.json(&["shards", "rebalance", "--apply"]);
     run.code(3);
     assert_eq!(value["moved"].as_array().unwrap().len(), 1, "{value}");
     assert_eq!(value["failed"][0]["tenant"], blocked.to_string(), "{value}");
-    assert!(run.stderr.contains(&format!("tenant {blocked} s0 -> s1 FAILED")), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("tenant {blocked} s0 -> s1 FAILED")),
+        "{run:?}"
+    );
     let after = placements(&fleet);
     assert_eq!(after[&free.to_string()], "s1");
     assert_eq!(after[&blocked.to_string()], "s0");
@@ -136,10 +165,19 @@ async fn shards_are_created_listed_drained_rebalanced_and_dropped() {
     assert!(fleet.file("shard_s0.db").exists());
 
     // The clash removed, the move finishes; then s0 is empty and goes.
-    sqlite(&fleet.file("shard_s1.db"), &format!("DELETE FROM orders WHERE id = {}", blocked * 100)).await;
+    sqlite(
+        &fleet.file("shard_s1.db"),
+        &format!("DELETE FROM orders WHERE id = {}", blocked * 100),
+    )
+    .await;
     let run = fleet.run(&["shards", "move", &blocked.to_string(), "--to", "s1"]);
     run.code(0);
-    assert!(run.stdout.contains(&format!("tenant {blocked} moved from s0 to s1: 2 row(s) copied")), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "tenant {blocked} moved from s0 to s1: 2 row(s) copied"
+        )),
+        "{run:?}"
+    );
     fleet.run(&["shards", "drop", "s0"]).code(0);
     assert!(!fleet.file("shard_s0.db").exists());
     let (_, value) = fleet.json(&["shards", "list"]);
@@ -162,9 +200,17 @@ async fn rebalance_evens_out_active_shards_by_tenant_count() {
     run.code(0);
     assert_eq!(value["moved"].as_array().unwrap().len(), 2, "{value}");
     let placed = placements(&fleet);
-    assert_eq!(placed.values().filter(|s| *s == "s1").count(), 2, "{placed:?}");
+    assert_eq!(
+        placed.values().filter(|s| *s == "s1").count(),
+        2,
+        "{placed:?}"
+    );
     for (tenant, shard) in &placed {
-        assert_eq!(orders(&fleet, shard, tenant.parse().unwrap()).await, 2, "tenant {tenant}");
+        assert_eq!(
+            orders(&fleet, shard, tenant.parse().unwrap()).await,
+            2,
+            "tenant {tenant}"
+        );
     }
     // Balanced now: nothing more to move.
     let (run, value) = fleet.json(&["shards", "rebalance", "--apply"]);

@@ -167,9 +167,9 @@ impl<T: SqlTenantId> Tenancy<T> {
         }
         let conn = connect_shard(url, self.shard_connections(), topology.connect_timeout())
             .await
-            .map_err(|reason| Error::ShardUnavailable {
+            .map_err(|reason| Error::Shard {
                 shard: name.to_string(),
-                reason,
+                source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
             })?;
         let outcome = async {
             if let Some(table) = user_tables(&conn).await?.into_iter().next() {
