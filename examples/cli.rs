@@ -22,6 +22,7 @@
 //! TENANCY_CLI_LAYOUT=sharded cargo run -p tenancy-examples --features cli --example cli -- shards create s0
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run -p tenancy-examples --features cli --example cli -- shards list
 //! ```
+#![allow(clippy::print_stdout)] // the shared shop module's helpers print; the CLI writes its own output
 
 #[path = "shared/shop.rs"]
 mod shop;

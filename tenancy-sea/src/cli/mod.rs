@@ -1,5 +1,5 @@
 //! The operator CLI (feature `cli`): the application's own binary hands its migrator and
-//! its way of building a [`Tenancy`](crate::Tenancy) to [`run`], as with
+//! its way of building a [`Tenancy`] to [`run`], as with
 //! `sea_orm_migration::cli::run_cli(Migrator)`, and gets a command line for the fleet:
 //!
 //! ```text
