@@ -308,5 +308,11 @@ fn concurrent_creates_of_one_tenant_make_it_once() {
         .map(|o| o.status.code().unwrap_or(-1))
         .collect();
     assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+    // The others: a failure (not a usage error), saying why.
+    for output in outputs.iter().filter(|o| !o.status.success()) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("exists already"), "{stderr}");
+    }
     assert_eq!(fleet.tenants(), ["42"]);
 }
