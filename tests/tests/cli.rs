@@ -288,10 +288,8 @@ fn concurrent_creates_of_one_tenant_make_it_once() {
     fleet.run(&["tenants", "list"]).code(0); // the catalog made once
     let children: Vec<_> = (0..4)
         .map(|_| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cli"))
-                .env("TENANCY_CLI_DIR", &fleet.dir)
-                .env_remove("DATABASE_URL")
-                .env_remove("TENANCY_CLI_LAYOUT")
+            fleet
+                .std_command()
                 .args(["tenants", "create", "42"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

@@ -130,6 +130,37 @@ async fn scenario(fleet: &Fleet, catalog_url: &str, prefix: &str, spare: &str) {
         assert!(value["shard"].is_string(), "{value}");
     }
     fleet.run(&["tenants", "create", "2"]).code(1);
+    // Concurrent creates of one tenant: one makes it, the others fail, and the placement
+    // the winner lives by stays.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            fleet
+                .std_command()
+                .args(["tenants", "create", "9"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code().unwrap_or(-1))
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
+    assert!(codes.iter().all(|c| *c == 0 || *c == 1), "{codes:?}");
+    let (_, value) = fleet.json(&["tenants", "list"]);
+    let nine = value["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "9")
+        .cloned();
+    assert!(
+        nine.as_ref().is_some_and(|t| t["shard"].is_string()),
+        "{value}"
+    );
+    fleet.run(&["tenants", "drop", "9"]).code(0);
     // `-1` would name the schema `tenant_-1`: refused, nothing made.
     let run = fleet.run(&["tenants", "create", "--", "-1"]);
     run.code(2);

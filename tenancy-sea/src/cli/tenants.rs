@@ -109,7 +109,15 @@ pub(crate) async fn create<M: MigratorTrait + 'static, T: SqlTenantId>(
                     let placed_before = directory.placement(&id).await?.is_some();
                     let shard = directory.place(&id).await?;
                     if let Err(error) = tenancy.create_tenant_schema::<M>(id.clone()).await {
-                        if !placed_before {
+                        // Undo the placement made here, unless a concurrent create of the
+                        // same tenant made its schema (its `CREATE SCHEMA` committed before
+                        // this one failed on the name): that tenant lives by it. When the
+                        // check itself fails, the placement stays.
+                        let made_elsewhere = tenancy
+                            .tenant_schemas()
+                            .await
+                            .map_or(true, |tenants| tenants.contains(&id));
+                        if !placed_before && !made_elsewhere {
                             directory.remove(&id).await?;
                         }
                         return Err(error);

@@ -54,6 +54,22 @@ impl Fleet {
         command
     }
 
+    /// The binary as a plain process (to spawn several at once), with this fleet's
+    /// environment and nothing of the caller's.
+    pub fn std_command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cli"));
+        for var in [
+            "DATABASE_URL",
+            "TENANCY_CLI_LAYOUT",
+            "TENANCY_CLI_PREFIX",
+            "TENANCY_CLI_DIR",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+    }
+
     /// Runs the binary with `args`.
     pub fn run(&self, args: &[&str]) -> Run {
         let output = self.command().args(args).output().unwrap();
