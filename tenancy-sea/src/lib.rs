@@ -58,7 +58,7 @@
 //! [`Tenancy::unscoped`].
 
 // The modules in layers, lowest first: error and redact, entity, scope, query, shard,
-// handle, placement, isolation, catalog, tenancy, admin. Each uses only the layers below
+// handle, placement, isolation, catalog, tenancy, admin (and cli). Each uses only the layers below
 // it (tests/tests/layout.rs in the tenancy-tests package checks it). `scope` is declared
 // first for the macros the others use (`in_unit!`, `on_conn!`).
 #[macro_use]
@@ -66,6 +66,8 @@ mod scope;
 mod admin;
 pub mod catalog;
 pub mod citus;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod entity;
 mod error;
 mod handle;

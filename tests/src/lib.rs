@@ -966,4 +966,6 @@ pub mod book {
     pub mod citus {}
     #[doc = include_str!("../../docs/src/metrics.md")]
     pub mod metrics {}
+    #[doc = include_str!("../../docs/src/cli.md")]
+    pub mod cli {}
 }

@@ -141,6 +141,67 @@ impl<T: SqlTenantId> Tenancy<T> {
         .await
     }
 
+    /// Adds the existing, empty database at `url` as shard `name`: connects it (within
+    /// the topology's connect timeout), runs `M`'s migrations in it, registers it in the
+    /// catalog and puts it in service, as [`create_shard`](Self::create_shard) does with a
+    /// database its template makes. A database that holds tables already (another shard's,
+    /// the catalog's) is refused with [`Error::ShardNotEmpty`] before anything changes; a
+    /// failed later step undoes the registration. [`drop_shard`](Self::drop_shard) drops
+    /// only databases its template names, so it refuses a shard added this way.
+    pub async fn add_shard<M: MigratorTrait>(
+        &self,
+        name: impl Into<ShardId>,
+        url: &str,
+    ) -> Result<()> {
+        let name = name.into();
+        tenancy_core::Identifier::new(name.as_str())?;
+        let topology = self.topology()?;
+        if !topology.router().accepts_new_shards() {
+            return Err(tenancy_core::RoutingError::FixedShards(name.to_string()).into());
+        }
+        let catalog = self.shard_catalog();
+        if catalog.names().await?.contains(&name) || topology.shard_ids().contains(&name) {
+            return Err(Error::ShardExists {
+                shard: name.to_string(),
+            });
+        }
+        let conn = connect_shard(url, self.shard_connections(), topology.connect_timeout())
+            .await
+            .map_err(|reason| Error::Shard {
+                shard: name.to_string(),
+                source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
+            })?;
+        let outcome = async {
+            if let Some(table) = user_tables(&conn).await?.into_iter().next() {
+                return Err(Error::ShardNotEmpty {
+                    shard: name.to_string(),
+                    reason: format!(
+                        "its database holds table `{table}` already: a new shard starts empty"
+                    ),
+                });
+            }
+            M::up(&conn, None).await.map_err(|source| Error::Shard {
+                shard: name.to_string(),
+                source,
+            })?;
+            catalog.register(&name, url, ShardState::Active).await
+        }
+        .await;
+        if let Err(error) = outcome {
+            let _ = conn.close().await;
+            return Err(error);
+        }
+        topology.add_shard(name.clone(), conn.clone());
+        if let Err(error) = topology.add_to_routers(&name) {
+            let _ = topology.take_shard(&name);
+            let _ = conn.close().await;
+            let _ = catalog.unregister(&name).await;
+            return Err(error);
+        }
+        tracing::info!(shard = %name, "shard added");
+        Ok(())
+    }
+
     /// Removes an empty shard: the router must place no key on it any more, the catalog
     /// neither (no directory entry, range or move of any process names it: checked in
     /// the transaction that retires it, so a placement by another process cannot slip in

@@ -110,8 +110,17 @@ impl DatabaseTemplate {
                     .write(true)
                     .create_new(true)
                     .open(&path)
-                    .map_err(|err| {
-                        Error::Config(format!("cannot create {}: {err}", path.display()))
+                    .map_err(|err| match err.kind() {
+                        // As a server's `CREATE DATABASE` of an existing name: a database
+                        // error, not a configuration one.
+                        std::io::ErrorKind::AlreadyExists => {
+                            Error::Db(sea_orm::DbErr::Custom(format!(
+                                "database {} exists already (being made by a concurrent \
+                                 creation, or left over)",
+                                db.name.as_str()
+                            )))
+                        }
+                        _ => Error::Config(format!("cannot create {}: {err}", path.display())),
                     })?;
             }
         }
