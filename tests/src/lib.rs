@@ -948,4 +948,8 @@ pub mod book {
     pub mod sharding {}
     #[doc = include_str!("../../docs/src/citus.md")]
     pub mod citus {}
+    #[doc = include_str!("../../docs/src/web.md")]
+    pub mod web {}
+    #[doc = include_str!("../../docs/src/background.md")]
+    pub mod background {}
 }
