@@ -108,7 +108,9 @@ pub fn router(tenancy: Tenancy<i64>) -> Router {
         .route("/customers", get(list_customers).post(create_customer))
         .route(
             "/customers/{id}",
-            get(show_customer).put(rename_customer).delete(delete_customer),
+            get(show_customer)
+                .put(rename_customer)
+                .delete(delete_customer),
         )
         .route("/customers/{id}/orders", axum::routing::post(place_order))
         .route("/orders", get(list_orders))

@@ -67,7 +67,10 @@ async fn by_hand(tenancy: &Tenancy<i64>, headers: &HeaderMap) -> Result<TenantDb
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok())
         .ok_or(StatusCode::BAD_REQUEST)?;
-    tenancy.tenant(id).await.map_err(|_| StatusCode::BAD_REQUEST)
+    tenancy
+        .tenant(id)
+        .await
+        .map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 fn routers(tenancy: &Tenancy<i64>) -> (Router, Router) {
@@ -99,7 +102,9 @@ async fn batch(router: &mut Router, path: &str) -> Duration {
             .header("x-tenant-id", (n as i64 % TENANTS + 1).to_string())
             .body(Body::empty())
             .unwrap();
-        std::future::poll_fn(|cx| router.poll_ready(cx)).await.unwrap();
+        std::future::poll_fn(|cx| router.poll_ready(cx))
+            .await
+            .unwrap();
         let response = router.call(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }

@@ -41,7 +41,10 @@ async fn handles_move_into_tasks(db: &TestDb) {
     }
     // A case variant is another tenant, and sees none of it.
     let upper = tenancy.tenant("ACME".to_owned()).await.unwrap();
-    assert_eq!(upper.find::<note_string::Entity>().count().await.unwrap(), 0);
+    assert_eq!(
+        upper.find::<note_string::Entity>().count().await.unwrap(),
+        0
+    );
     assert_eq!(acme.find::<note_string::Entity>().count().await.unwrap(), 8);
 }
 
@@ -75,7 +78,10 @@ async fn spawned_work_keeps_its_tenant(db: &TestDb) {
         assert_eq!(owner, tenant);
         assert_eq!(grandchild.as_ref(), Some(&tenant));
     }
-    let all = note_string::Entity::find().all(tenancy.unscoped()).await.unwrap();
+    let all = note_string::Entity::find()
+        .all(tenancy.unscoped())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 30);
 }
 
@@ -88,7 +94,11 @@ async fn a_task_without_a_tenant_gets_no_handle(db: &TestDb) {
     // Spawned by plain tokio from inside a tenant: the tenant does not follow.
     let plain = in_tenant(5_i64, {
         let tenancy = tenancy.clone();
-        async move { tokio::spawn(async move { tenancy.current().await }).await.unwrap() }
+        async move {
+            tokio::spawn(async move { tenancy.current().await })
+                .await
+                .unwrap()
+        }
     })
     .await;
     assert!(no_tenant(plain));
@@ -104,7 +114,10 @@ async fn a_task_without_a_tenant_gets_no_handle(db: &TestDb) {
     // An invalid current tenant is refused like a named one.
     let invalid: Tenancy<String> = db.tenancy::<String>().into_inner();
     let refused = in_tenant("\u{202E}acme".to_owned(), invalid.current()).await;
-    assert!(matches!(refused, Err(Error::InvalidTenantId(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidTenantId(_))),
+        "{refused:?}"
+    );
     // What such a task can do: name its tenant, or use the escape hatch.
     assert_eq!(*tenancy.tenant(5).await.unwrap().tenant_id(), 5);
     assert!(tenancy.unscoped().ping().await.is_ok());

@@ -27,12 +27,18 @@ async fn serve(db: &TestDb, tenants: &[i64]) -> (Server, Client, TestTenancy<i64
     match db.flavor {
         Flavor::Schema => {
             for &tenant in tenants {
-                tenancy.create_tenant_schema::<Migrator>(tenant).await.unwrap();
+                tenancy
+                    .create_tenant_schema::<Migrator>(tenant)
+                    .await
+                    .unwrap();
             }
         }
         Flavor::Database => {
             for &tenant in tenants {
-                tenancy.create_tenant_database::<Migrator>(tenant).await.unwrap();
+                tenancy
+                    .create_tenant_database::<Migrator>(tenant)
+                    .await
+                    .unwrap();
             }
         }
         _ => {
@@ -88,13 +94,20 @@ async fn cross_tenant_requests_are_refused(db: &TestDb) {
     for name in ["Grace", "Hopper"] {
         create_customer(&client, 2, name).await;
     }
-    let target = create_customer(&client, 2, "Lovelace").await["id"].as_i64().unwrap();
-    let ada = create_customer(&client, 1, "Ada").await["id"].as_i64().unwrap();
+    let target = create_customer(&client, 2, "Lovelace").await["id"]
+        .as_i64()
+        .unwrap();
+    let ada = create_customer(&client, 1, "Ada").await["id"]
+        .as_i64()
+        .unwrap();
     assert_ne!(ada, target);
 
     let path = format!("/customers/{target}");
     let read = client.as_tenant("1", Method::GET, &path, None).await;
-    assert_eq!((read.status, read.body.as_str()), (StatusCode::NOT_FOUND, "not found\n"));
+    assert_eq!(
+        (read.status, read.body.as_str()),
+        (StatusCode::NOT_FOUND, "not found\n")
+    );
     let renamed = client
         .as_tenant("1", Method::PUT, &path, Some(json!({ "name": "pwned" })))
         .await;
@@ -119,9 +132,15 @@ async fn cross_tenant_requests_are_refused(db: &TestDb) {
         let orders = client.as_tenant(tenant, Method::GET, "/orders", None).await;
         assert_eq!(orders.json(), json!([]), "tenant {tenant}'s orders");
     }
-    let listed = client.as_tenant("1", Method::GET, "/customers", None).await.json();
+    let listed = client
+        .as_tenant("1", Method::GET, "/customers", None)
+        .await
+        .json();
     assert_eq!((ids(&listed), foreign_rows(&listed, 1)), (vec![ada], 0));
-    let listed = client.as_tenant("2", Method::GET, "/customers", None).await.json();
+    let listed = client
+        .as_tenant("2", Method::GET, "/customers", None)
+        .await
+        .json();
     assert_eq!((ids(&listed).len(), foreign_rows(&listed, 2)), (3, 0));
 
     // Its own rows, a tenant can change.
@@ -129,7 +148,10 @@ async fn cross_tenant_requests_are_refused(db: &TestDb) {
     let renamed = client
         .as_tenant("1", Method::PUT, &own, Some(json!({ "name": "Ada L." })))
         .await;
-    assert_eq!((renamed.status, renamed.json()["name"].clone()), (StatusCode::OK, json!("Ada L.")));
+    assert_eq!(
+        (renamed.status, renamed.json()["name"].clone()),
+        (StatusCode::OK, json!("Ada L."))
+    );
     let deleted = client.as_tenant("1", Method::DELETE, &own, None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(
@@ -141,9 +163,16 @@ async fn cross_tenant_requests_are_refused(db: &TestDb) {
 async fn unknown_tenants_are_404(db: &TestDb) {
     let (_server, client, tenancy) = serve(db, &[1]).await;
     create_customer(&client, 1, "Ada").await;
-    let listed = client.as_tenant("999", Method::GET, "/customers", None).await;
+    let listed = client
+        .as_tenant("999", Method::GET, "/customers", None)
+        .await;
     let created = client
-        .as_tenant("999", Method::POST, "/customers", Some(json!({ "name": "Eve" })))
+        .as_tenant(
+            "999",
+            Method::POST,
+            "/customers",
+            Some(json!({ "name": "Eve" })),
+        )
         .await;
     if tenants_are_provisioned(db) {
         assert_eq!(
@@ -152,7 +181,11 @@ async fn unknown_tenants_are_404(db: &TestDb) {
         );
         assert_eq!(created.status, StatusCode::NOT_FOUND, "{}", created.body);
         let everyone = tenancy.everyone::<app::customer::Entity>().await;
-        assert_eq!(everyone.len(), 1, "nothing was written for the unknown tenant");
+        assert_eq!(
+            everyone.len(),
+            1,
+            "nothing was written for the unknown tenant"
+        );
     } else {
         // Under shared tables any valid id is a tenant, with no rows until it writes.
         assert_eq!((listed.status, listed.json()), (StatusCode::OK, json!([])));
@@ -177,7 +210,7 @@ async fn malformed_and_look_alike_ids_are_400(db: &TestDb) {
         b"%31",
         b"1;2",
         b"99999999999999999999",
-        "\u{FF11}".as_bytes(), // a full-width digit one
+        "\u{FF11}".as_bytes(),  // a full-width digit one
         "1\u{200B}".as_bytes(), // a zero-width space after it
         b"1\xff",
         b"' OR 1=1 --",
@@ -201,8 +234,14 @@ async fn malformed_and_look_alike_ids_are_400(db: &TestDb) {
     // No tenant, or two (a proxy and the application could each read another one).
     for headers in [
         vec![],
-        vec![("x-tenant-id", b"1".as_slice()), ("x-tenant-id", b"2".as_slice())],
-        vec![("x-tenant-id", b"1".as_slice()), ("X-Tenant-Id", b"1".as_slice())],
+        vec![
+            ("x-tenant-id", b"1".as_slice()),
+            ("x-tenant-id", b"2".as_slice()),
+        ],
+        vec![
+            ("x-tenant-id", b"1".as_slice()),
+            ("X-Tenant-Id", b"1".as_slice()),
+        ],
     ] {
         let reply = client.send(Method::GET, "/customers", &headers, None).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{headers:?}");
@@ -221,7 +260,12 @@ async fn many_tenants_at_once_see_no_foreign_row(db: &TestDb) {
             let customer = create_customer(&client, tenant, &format!("c{tenant}.{n}")).await;
             let path = format!("/customers/{}/orders", customer["id"]);
             let order = client
-                .as_tenant(&tenant.to_string(), Method::POST, &path, Some(json!({ "total_cents": tenant })))
+                .as_tenant(
+                    &tenant.to_string(),
+                    Method::POST,
+                    &path,
+                    Some(json!({ "total_cents": tenant })),
+                )
                 .await;
             assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
             customers.push((tenant, customer["id"].as_i64().unwrap()));
@@ -238,14 +282,30 @@ async fn many_tenants_at_once_see_no_foreign_row(db: &TestDb) {
             async move {
                 let id = tenant.to_string();
                 let foreign = match n % 4 {
-                    0 => foreign_rows(&client.as_tenant(&id, Method::GET, "/customers", None).await.json(), tenant),
-                    1 => foreign_rows(&client.as_tenant(&id, Method::GET, "/orders", None).await.json(), tenant),
+                    0 => foreign_rows(
+                        &client
+                            .as_tenant(&id, Method::GET, "/customers", None)
+                            .await
+                            .json(),
+                        tenant,
+                    ),
+                    1 => foreign_rows(
+                        &client
+                            .as_tenant(&id, Method::GET, "/orders", None)
+                            .await
+                            .json(),
+                        tenant,
+                    ),
                     2 => {
                         let reply = client.as_tenant(&id, Method::GET, "/summary", None).await;
                         let summary: app::Summary = serde_json::from_str(&reply.body).unwrap();
                         assert_eq!(
                             summary,
-                            app::Summary { tenant, customers: 3, orders: 3 },
+                            app::Summary {
+                                tenant,
+                                customers: 3,
+                                orders: 3
+                            },
                             "the job a request spawned ran for its tenant"
                         );
                         0
@@ -286,7 +346,9 @@ async fn error_bodies_carry_nothing_internal(db: &TestDb) {
         .register(&77_i64, secret)
         .await
         .unwrap();
-    let unreachable = client.as_tenant("77", Method::GET, "/customers", None).await;
+    let unreachable = client
+        .as_tenant("77", Method::GET, "/customers", None)
+        .await;
     assert_eq!(
         (unreachable.status, unreachable.body.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n")
@@ -302,7 +364,14 @@ async fn error_bodies_carry_nothing_internal(db: &TestDb) {
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
     );
     for body in [&unreachable.body, &broken.body] {
-        for secret in ["hunter2", "postgres://", "secret_db", "SELECT", "quickstart", "table"] {
+        for secret in [
+            "hunter2",
+            "postgres://",
+            "secret_db",
+            "SELECT",
+            "quickstart",
+            "table",
+        ] {
             assert!(!body.contains(secret), "{body:?} shows {secret:?}");
         }
     }
@@ -349,11 +418,21 @@ mod leaks {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqlite_database_error_bodies_carry_nothing_internal() {
-        run(Backend::Sqlite, Flavor::Database, super::error_bodies_carry_nothing_internal).await
+        run(
+            Backend::Sqlite,
+            Flavor::Database,
+            super::error_bodies_carry_nothing_internal,
+        )
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_database_error_bodies_carry_nothing_internal() {
-        run(Backend::Postgres, Flavor::Database, super::error_bodies_carry_nothing_internal).await
+        run(
+            Backend::Postgres,
+            Flavor::Database,
+            super::error_bodies_carry_nothing_internal,
+        )
+        .await
     }
 }

@@ -153,7 +153,10 @@ mod tests {
             unreachable!("a ready future")
         };
         // Polled later, outside the tenant, it still runs in tenant 5.
-        assert_eq!(futures_util::FutureExt::now_or_never(captured), Some(Some(5)));
+        assert_eq!(
+            futures_util::FutureExt::now_or_never(captured),
+            Some(Some(5))
+        );
         // Captured with none, it runs with none, even inside another tenant.
         let none = with_current_tenant(async { current_tenant::<i64>() });
         let inside = in_tenant(6_i64, none);

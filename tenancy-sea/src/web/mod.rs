@@ -118,9 +118,10 @@ impl<T: SqlTenantId, R: ResolveTenant> TenantLayer<T, R> {
 impl<T: SqlTenantId, R: ResolveTenant> Shared<T, R> {
     /// The handle of the tenant `request` names, or why there is none.
     async fn handle(&self, request: &Parts) -> Result<TenantDb<T>> {
-        let text = self.resolver.resolve(request).ok_or_else(|| {
-            InvalidTenantId::new("", T::TYPE_NAME, "the request names no tenant")
-        })?;
+        let text = self
+            .resolver
+            .resolve(request)
+            .ok_or_else(|| InvalidTenantId::new("", T::TYPE_NAME, "the request names no tenant"))?;
         let id = T::parse_tenant_id(&text)?;
         if !spelled_as(&id, &text) {
             return Err(Error::InvalidTenantId(InvalidTenantId::new(

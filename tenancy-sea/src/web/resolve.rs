@@ -46,7 +46,9 @@ impl ResolveTenant for Header {
             tracing::debug!(target: "tenancy::web", header = %self.name, "tenant header given twice");
             return None;
         }
-        std::str::from_utf8(value.as_bytes()).ok().map(Cow::Borrowed)
+        std::str::from_utf8(value.as_bytes())
+            .ok()
+            .map(Cow::Borrowed)
     }
 }
 
@@ -243,10 +245,19 @@ mod tests {
     #[test]
     fn path_segments_are_counted_from_zero_and_decoded() {
         let request = parts("/tenants/ac%20me/orders?x=1", &[]);
-        assert_eq!(PathSegment::new(0).resolve(&request).as_deref(), Some("tenants"));
-        assert_eq!(PathSegment::new(1).resolve(&request).as_deref(), Some("ac me"));
+        assert_eq!(
+            PathSegment::new(0).resolve(&request).as_deref(),
+            Some("tenants")
+        );
+        assert_eq!(
+            PathSegment::new(1).resolve(&request).as_deref(),
+            Some("ac me")
+        );
         assert_eq!(PathSegment::new(3).resolve(&request), None);
-        assert_eq!(PathSegment::new(1).resolve(&parts("/tenants//x", &[])), None);
+        assert_eq!(
+            PathSegment::new(1).resolve(&parts("/tenants//x", &[])),
+            None
+        );
         assert_eq!(PathSegment::new(1).resolve(&parts("/t/%FF", &[])), None);
     }
 }

@@ -3,8 +3,8 @@
 
 use crate::Error;
 use axum_core::response::{IntoResponse, Response};
-use http::header::{HeaderValue, RETRY_AFTER};
 use http::StatusCode;
+use http::header::{HeaderValue, RETRY_AFTER};
 use sea_orm::DbErr;
 use std::time::Duration;
 use tenancy_core::RoutingError;
@@ -74,10 +74,9 @@ pub(crate) fn error_response(error: &Error, retry_after: Duration) -> Response {
     }
     let mut response = (status, public_text(error, status)).into_response();
     if let Error::TenantMoving { .. } = error {
-        response.headers_mut().insert(
-            RETRY_AFTER,
-            HeaderValue::from(retry_after.as_secs().max(1)),
-        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
     }
     response
 }
@@ -127,7 +126,14 @@ mod tests {
             let shown = error.to_string();
             let text = public_text(&error, status_of(&error));
             assert_eq!(status_of(&error).as_u16(), status, "{shown}");
-            for secret in ["hunter2", "postgres://", "SELECT", "DROP", "eu_1", "tenant_id"] {
+            for secret in [
+                "hunter2",
+                "postgres://",
+                "SELECT",
+                "DROP",
+                "eu_1",
+                "tenant_id",
+            ] {
                 assert!(!text.contains(secret), "{text:?} shows {secret}");
             }
         }
@@ -146,9 +152,11 @@ mod tests {
             shard: "s".into(),
             reason: "down".into(),
         };
-        assert!(error_response(&unavailable, DEFAULT_RETRY_AFTER)
-            .headers()
-            .get(RETRY_AFTER)
-            .is_none());
+        assert!(
+            error_response(&unavailable, DEFAULT_RETRY_AFTER)
+                .headers()
+                .get(RETRY_AFTER)
+                .is_none()
+        );
     }
 }

@@ -84,7 +84,11 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let response = self.inner.request(request.body(body).unwrap()).await.unwrap();
+        let response = self
+            .inner
+            .request(request.body(body).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Reply {
