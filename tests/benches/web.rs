@@ -102,7 +102,7 @@ async fn batch(router: &mut Router, path: &str) -> Duration {
             .header("x-tenant-id", (n as i64 % TENANTS + 1).to_string())
             .body(Body::empty())
             .unwrap();
-        std::future::poll_fn(|cx| router.poll_ready(cx))
+        std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(router, cx))
             .await
             .unwrap();
         let response = router.call(request).await.unwrap();

@@ -145,6 +145,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::async_yields_async)] // the captured future is the point: polled later
     fn with_current_tenant_captures_the_caller_s_tenant_or_none() {
         let captured = futures_util::FutureExt::now_or_never(in_tenant(5_i64, async {
             with_current_tenant(async { current_tenant::<i64>() })
