@@ -167,6 +167,20 @@ pub enum Error {
         tenant: String,
     },
 
+    /// The current tenant's handle was asked for
+    /// ([`Tenancy::current`](crate::Tenancy::current)) where there is no current tenant of
+    /// this id type: outside `task::in_tenant`, or in a task spawned without one. Name the
+    /// tenant (`Tenancy::tenant`) or use `Tenancy::unscoped()`.
+    #[error(
+        "no current tenant (of type {id_type}) here: name the tenant with \
+         `Tenancy::tenant`, run the work inside `task::in_tenant`, or use \
+         `Tenancy::unscoped()` for admin work"
+    )]
+    NoCurrentTenant {
+        /// The tenant id type asked for.
+        id_type: &'static str,
+    },
+
     /// The tenant to be created exists already; nothing was changed.
     #[error("tenant {tenant} exists already")]
     TenantExists {

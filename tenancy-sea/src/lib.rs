@@ -77,7 +77,10 @@ mod query;
 mod redact;
 mod renamed;
 mod shard;
+pub mod task;
 mod tenancy;
+#[cfg(feature = "axum")]
+pub mod web;
 
 pub use admin::{
     CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,

@@ -968,4 +968,8 @@ pub mod book {
     pub mod metrics {}
     #[doc = include_str!("../../docs/src/cli.md")]
     pub mod cli {}
+    #[doc = include_str!("../../docs/src/web.md")]
+    pub mod web {}
+    #[doc = include_str!("../../docs/src/background.md")]
+    pub mod background {}
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 const MAX_LINES: usize = 500;
 
 /// The top-level modules, lowest layer first: each may use only those before it.
-const LAYERS: [&str; 15] = [
+const LAYERS: [&str; 17] = [
     "error",
     "redact",
     "entity",
@@ -30,6 +30,8 @@ const LAYERS: [&str; 15] = [
     "catalog",
     "tenancy",
     "admin",
+    "task",
+    "web",
     "renamed",
     "cli",
 ];

@@ -251,6 +251,7 @@ impl Failure for Error {
             Error::DirectoryBusy { .. } => "directory_busy",
             Error::ShardNotEmpty { .. } => "shard_not_empty",
             Error::ZeroPageSize => "zero_page_size",
+            Error::NoCurrentTenant { .. } => "no_current_tenant",
         }
     }
 }
