@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 /// The Rust type of the keys a router is asked to place, so that a router can refuse a
 /// key whose canonical bytes it would misread (a string of eight bytes read as an
@@ -112,6 +114,10 @@ pub enum RoutingError {
         /// How many keys and key ranges are placed on it.
         keys: usize,
     },
+    /// The directory was not refreshed within its lease
+    /// ([`DirectoryRouter::lease_until`]): a key may have moved since, so the router
+    /// places none until it is refreshed.
+    DirectoryStale,
 }
 
 impl fmt::Display for RoutingError {
@@ -141,6 +147,10 @@ impl fmt::Display for RoutingError {
                     "shard {shard} still holds {keys} placed key(s) or key range(s)"
                 )
             }
+            RoutingError::DirectoryStale => f.write_str(
+                "the directory was not refreshed within its lease, so keys may have moved: \
+                 no key is placed until it is refreshed",
+            ),
         }
     }
 }
@@ -416,6 +426,10 @@ pub struct DirectoryRouter<K> {
     /// lookup can hand out a reference to it after releasing the lock.
     names: Box<[OnceLock<ShardId>]>,
     state: RwLock<Directory>,
+    /// When the router was made: the origin of `deadline`.
+    born: Instant,
+    /// Nanoseconds after `born` from which the router places no key, or 0 for never.
+    deadline: AtomicU64,
     keys: PhantomData<fn(&K)>,
 }
 
@@ -486,8 +500,34 @@ impl<K: TenantId> DirectoryRouter<K> {
                 active: (0..initial.len()).collect(),
                 ..Directory::default()
             }),
+            born: Instant::now(),
+            deadline: AtomicU64::new(0),
             keys: PhantomData,
         }
+    }
+
+    /// Places keys until `deadline` and none after it ([`RoutingError::DirectoryStale`]),
+    /// unless leased again: what a process that keeps its directory in step with a
+    /// catalog sets after each refresh, so that a process that cannot refresh any more
+    /// stops routing rather than place a key that may have moved. A router never leased
+    /// places keys for ever.
+    pub fn lease_until(&self, deadline: Instant) {
+        let nanos = deadline.saturating_duration_since(self.born).as_nanos();
+        // 0 means no lease: a deadline at the router's birth is one nanosecond after it.
+        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX).max(1);
+        self.deadline.store(nanos, Ordering::Release);
+    }
+
+    /// Lifts the lease: the router places keys for ever again.
+    pub fn unlease(&self) {
+        self.deadline.store(0, Ordering::Release);
+    }
+
+    /// Whether the router's lease has run out (see [`lease_until`](Self::lease_until)).
+    pub fn is_stale(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        deadline != 0
+            && u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX) > deadline
     }
 
     fn name(&self, index: usize) -> Option<&ShardId> {
@@ -667,6 +707,9 @@ const RANGES_NEED_INTEGERS: RoutingError = RoutingError::UnsupportedKey(
 
 impl<K: TenantId> ShardRouter for DirectoryRouter<K> {
     fn route_bytes(&self, key: &[u8]) -> Result<Cow<'_, ShardId>, RoutingError> {
+        if self.is_stale() {
+            return Err(RoutingError::DirectoryStale);
+        }
         let index = {
             let state = self.read();
             match state.keys.get(key) {

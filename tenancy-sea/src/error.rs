@@ -16,6 +16,37 @@ pub(crate) fn is_rls_violation(err: &DbErr) -> bool {
     }
 }
 
+impl From<DbErr> for Error {
+    /// A database error, or, when it is a move's fence refusing a write of a moving
+    /// tenant's rows on its old shard, [`Error::TenantMoving`].
+    fn from(err: DbErr) -> Self {
+        match refused_tenant(&err) {
+            Some(tenant) => Error::TenantMoving { tenant },
+            None => Error::Db(err),
+        }
+    }
+}
+
+/// The start of the message a move's fence refuses a write with, followed by the tenant's
+/// id (the same on every backend; PostgreSQL's refusal also has the code `TN001`).
+pub(crate) const FENCE_REFUSAL: &str = "tenancy fence: tenant is moving: ";
+
+/// The tenant id of a move's fence refusing a write in `err`, if it is that.
+fn refused_tenant(err: &DbErr) -> Option<String> {
+    let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
+    | DbErr::Query(sea_orm::RuntimeErr::SqlxError(inner))) = err
+    else {
+        return None;
+    };
+    match inner.as_ref() {
+        // The message is the trigger's own text: a statement's text never gets here.
+        sea_orm::sqlx::Error::Database(db) => {
+            db.message().strip_prefix(FENCE_REFUSAL).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
 /// `: a, b` for a non-empty list, for messages that name what they are about.
 fn list(items: &[String]) -> String {
     if items.is_empty() {
@@ -37,7 +68,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The database or the driver failed.
     #[error(transparent)]
-    Db(#[from] DbErr),
+    Db(DbErr),
 
     /// The tenant id was rejected before any statement ran.
     #[error(transparent)]
@@ -302,19 +333,21 @@ pub enum Error {
         directory: String,
     },
 
-    /// The tenant is being moved to another shard: no handle is given out for it in the
-    /// moving process, and no other move of it starts in any process, until the move
-    /// ends. Retry after it. (If a process died during a move, clear its record with
-    /// `catalog::Directory::release_move`.)
+    /// The tenant is being moved to another shard: its old shard's database refuses its
+    /// writes (from every process), no handle is given out for it in the moving process,
+    /// and no other move of it starts in any process, until the move ends. Retry after it,
+    /// refreshing the directory (the tenant may live elsewhere by then). A move whose
+    /// process died keeps refusing until the next move of the tenant, run after the dead
+    /// one's claim lapses, finishes it.
     #[error("tenant {tenant} is being moved to another shard; retry when the move ends")]
     TenantMoving {
         /// The tenant.
         tenant: String,
     },
 
-    /// The tenant's rows changed on its old shard while they were copied, so the move
-    /// was abandoned before switching: the copies were rolled back, the tenant still
-    /// lives on its old shard, and nothing was lost.
+    /// The tenant's rows on its old shard differ by content from their copies (a writer
+    /// got past the move's fence), so the move was abandoned before switching: the copies
+    /// were removed, the tenant still lives on its old shard, and nothing was lost.
     #[error(
         "moving tenant {tenant}: `{table}` had {copied} rows when copied and {now} after; \
          the move was abandoned and the tenant stays on shard {shard}"
@@ -330,6 +363,23 @@ pub enum Error {
         now: u64,
         /// The shard the tenant stays on.
         shard: String,
+    },
+
+    /// A move switched a tenant, but some processes' routers had not applied the switch
+    /// (nor let their lease run out) within the bound: the tenant's old rows were kept
+    /// and its fence stays up on its old shard. Run the move again to finish it once its
+    /// claim's lease has ended.
+    #[error(
+        "{routers} router(s) of directory {directory} have not applied version {version} \
+         within the bound; the move's clean-up waits for them: run the move again later"
+    )]
+    RoutersBehind {
+        /// The directory.
+        directory: String,
+        /// How many live routers were behind.
+        routers: u64,
+        /// The version they had to apply.
+        version: u64,
     },
 
     /// The directory this process caches disagrees with the catalog about where the

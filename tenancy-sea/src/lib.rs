@@ -84,7 +84,7 @@ pub mod web;
 
 pub use admin::{
     CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
-    MoveReport, TenantMove,
+    MoveProgress, MoveReport, TenantMove,
 };
 pub use entity::{GlobalEntity, ScopedEntity, ShardKeyed, SqlTenantId, TenantScoped};
 pub use error::{Error, Result};

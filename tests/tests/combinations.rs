@@ -350,7 +350,9 @@ async fn a_tenant_moves_between_shards_that_enforce_rls() {
         return;
     };
     // A move moves each shard's key sequence past the copied ids (`setval`): the role
-    // the shards are reached as needs `UPDATE` on the sequences, not only `USAGE`.
+    // the shards are reached as needs `UPDATE` on the sequences, not only `USAGE`. Its
+    // write fence needs nothing more: the policies' set-up made the fence's functions as
+    // the tables' owner.
     for shard in &shards.shards {
         let role: String = shard
             .app

@@ -389,12 +389,13 @@ async fn moves(backend: Backend) {
     catalog.drop_db().await;
 }
 
-/// A write that reaches the old shard while the tenant's rows are copied (a handle taken
-/// before the move) is caught: the move is abandoned before switching, and the tenant
-/// stays where it was with every row. Meanwhile the tenant is fenced: no handle is given
-/// out for it.
+/// While the tenant's rows are copied, its old shard refuses its writes from a handle
+/// taken before the move (`TenantMoving`), and so does every process; a write that gets
+/// past the fence (a session that disables triggers) is caught by the comparison by
+/// content: the move is abandoned before switching, the copies go, the fence is lifted,
+/// and the tenant stays where it was with every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_during_a_move_abandons_it() {
+async fn a_write_during_a_move_is_refused_and_one_past_the_fence_abandons_it() {
     let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
         return;
     };
@@ -403,6 +404,7 @@ async fn a_write_during_a_move_abandons_it() {
     customer_with_three_orders(&tenancy, 4, Some(2_000)).await;
     let stale = tenancy.tenant(4).await.unwrap();
     let topology = tenancy.topology().unwrap().clone();
+    let s0 = topology.unscoped_connection(&ShardId::new("s0")).unwrap();
     let s1 = topology.unscoped_connection(&ShardId::new("s1")).unwrap();
     // An uncommitted row on s1 with the id of tenant 4's customer makes the copy wait at
     // inserting that customer, after it read s0's customers.
@@ -434,13 +436,37 @@ async fn a_write_during_a_move_abandons_it() {
             relocate(&b).run().await,
             Err(Error::TenantMoving { .. })
         ));
-        stale
+        // The old shard refuses the tenant's writes, from a handle taken before the move
+        // and from the other process alike.
+        let written = stale
             .insert(customer::ActiveModel {
                 name: Set("written during the move".into()),
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await;
+        assert!(
+            matches!(written, Err(Error::TenantMoving { .. })),
+            "{written:?}"
+        );
+        let theirs = b.tenant(4).await.unwrap();
+        let updated = theirs
+            .update_many::<order::Entity>()
+            .col_expr(
+                order::Column::TotalCents,
+                sea_orm::sea_query::Expr::value(0),
+            )
+            .exec()
+            .await;
+        assert!(
+            matches!(updated, Err(Error::TenantMoving { .. })),
+            "{updated:?}"
+        );
+        // A session that disables triggers gets past the fence.
+        past_the_fence(
+            &s0,
+            "INSERT INTO customers (id, tenant_id, name) VALUES (2999, 4, 'past the fence')",
+        )
+        .await;
         blocker.rollback().await.unwrap();
     };
     let (moved, ()) = tokio::join!(moving, meanwhile);
@@ -465,13 +491,47 @@ async fn a_write_during_a_move_abandons_it() {
         ),
         (3, 0)
     );
+    assert_eq!(fence_triggers(&s0).await, 0, "the fence is lifted");
     let db = tenancy.tenant(4).await.expect("the fence is lifted");
     assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 2);
+    stale
+        .update_many::<order::Entity>()
+        .col_expr(
+            order::Column::TotalCents,
+            sea_orm::sea_query::Expr::value(7),
+        )
+        .exec()
+        .await
+        .expect("the old shard takes the tenant's writes again");
     // The record is cleared with the abandoned move: the other process moves it now.
     let report = relocate(&b).run().await.unwrap();
     assert_eq!(report.copied, [("customers", 2), ("orders", 3)]);
-    drop((db, tenancy, b));
+    drop((db, tenancy, b, stale));
     catalog.drop_db().await;
+}
+
+/// Runs `sql` on `conn` in a session that disables triggers (a superuser's
+/// `session_replication_role = replica`): a writer that gets past a move's fence.
+async fn past_the_fence(conn: &sea_orm::DatabaseConnection, sql: &str) {
+    let txn = sea_orm::TransactionTrait::begin(conn).await.unwrap();
+    txn.execute_unprepared("SET LOCAL session_replication_role = replica")
+        .await
+        .unwrap();
+    txn.execute_unprepared(sql).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
+/// How many move-fence triggers `conn`'s PostgreSQL database holds.
+async fn fence_triggers(conn: &sea_orm::DatabaseConnection) -> i64 {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_trigger WHERE tgname LIKE 'tenancy\\_fence%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
 }
 
 /// Two processes over one catalog: what one changes in the directory reaches the other's
@@ -623,9 +683,11 @@ async fn catalog_changes_reach_other_processes(backend: Backend) {
     catalog.drop_db().await;
 }
 
-/// A row written to the old shard after the move checked it (by a handle taken before
-/// the move) is not removed with the moved rows: the move reports it, the tenant lives on
-/// its new shard, and the old shard keeps every row of it for the operator to reconcile.
+/// After the switch the old shard still refuses the tenant's writes (a process that has
+/// not refreshed routes there), and a row that gets past the fence then (a session that
+/// disables triggers) is not removed with the moved rows: the move reports it, the tenant
+/// lives on its new shard, and the old shard keeps every row of it, still fenced, for the
+/// operator to reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
     let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
@@ -640,10 +702,11 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         .unwrap()
         .unscoped_connection(&ShardId::new("s0"))
         .unwrap();
-    // Holding s0's orders table stops the move at removing the old rows, after its check.
+    // A lock on one of the tenant's orders stops the move at removing the old rows, after
+    // the switch.
     let blocker = sea_orm::TransactionTrait::begin(&s0).await.unwrap();
     blocker
-        .execute_unprepared("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .execute_unprepared("SELECT id FROM orders WHERE id = 3000 FOR UPDATE")
         .await
         .unwrap();
     let moving = tenancy
@@ -653,13 +716,21 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         .run();
     let meanwhile = async {
         wait_for_a_lock_wait(&s0).await;
-        stale
+        let written = stale
             .insert(customer::ActiveModel {
                 name: Set("written late".into()),
                 ..Default::default()
             })
-            .await
-            .unwrap();
+            .await;
+        assert!(
+            matches!(written, Err(Error::TenantMoving { .. })),
+            "{written:?}"
+        );
+        past_the_fence(
+            &s0,
+            "INSERT INTO customers (id, tenant_id, name) VALUES (3999, 5, 'past the fence')",
+        )
+        .await;
         blocker.rollback().await.unwrap();
     };
     let (moved, ()) = tokio::join!(moving, meanwhile);
@@ -695,18 +766,32 @@ async fn a_late_write_to_the_old_shard_is_kept_and_reported() {
         .await
         .unwrap();
     assert_eq!(late, 2, "the old shard keeps the late row and the rest");
+    assert_eq!(fence_triggers(&s0).await, 2, "the old rows stay fenced");
     drop((stale, tenancy));
     catalog.drop_db().await;
 }
 
 /// A move whose clean-up fails (a trigger on the old shard refuses deletes) is
 /// `MoveUnfinished`: the tenant lives on its new shard with every row, the old rows stay,
-/// and `remove_leftovers` removes them (running the move again removes nothing).
+/// fenced, and the move's claim is kept; the same move run again after the claim's lease
+/// removes them and lifts the fence (`remove_leftovers` refuses meanwhile, so as not to
+/// drop the stopped move's record).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unfinished_move_is_finished_by_removing_leftovers() {
-    let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
+async fn an_unfinished_move_is_finished_by_running_it_again() {
+    let Some(catalog) = TestDb::for_flavor(Backend::Postgres, Flavor::Database).await else {
         return;
     };
+    let lease = std::time::Duration::from_millis(500);
+    let router = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
+    let directory = Directory::new(catalog.conn.clone(), router).with_move_lease(lease);
+    directory.install().await.unwrap();
+    let tenancy = tenancy_over(&catalog, &directory).await;
+    for name in ["s0", "s1"] {
+        tenancy
+            .create_shard::<DatabaseMigratorV1>(name)
+            .await
+            .unwrap();
+    }
     directory.assign(&6, "s0").await.unwrap();
     customer_with_three_orders(&tenancy, 6, Some(4_000)).await;
     let s0 = tenancy
@@ -752,28 +837,25 @@ async fn an_unfinished_move_is_finished_by_removing_leftovers() {
         (3, 3)
     );
 
-    s0.execute_unprepared("DROP TRIGGER no_deletes ON orders")
-        .await
-        .unwrap();
-    // Running the move again does nothing; removing the leftovers removes the rows s1
-    // holds too, identically.
-    let again = relocate().await.unwrap();
-    assert_eq!((again.copied.len(), again.removed), (0, 0));
-    let finished = tenancy
+    assert_eq!(fence_triggers(&s0).await, 2, "the old rows stay fenced");
+    let leftovers = tenancy
         .remove_leftovers(6)
         .entity::<customer::Entity>()
         .entity::<order::Entity>()
         .run()
+        .await;
+    assert!(
+        matches!(leftovers, Err(Error::TenantMoving { .. })),
+        "{leftovers:?}"
+    );
+    s0.execute_unprepared("DROP TRIGGER no_deletes ON orders")
         .await
         .unwrap();
-    assert_eq!(
-        finished.removed,
-        [
-            (ShardId::new("s0"), "orders", 3),
-            (ShardId::new("s0"), "customers", 1)
-        ]
-    );
-    assert!(finished.kept.is_empty());
+    // Run again once the claim has lapsed, the move finishes the clean-up.
+    tokio::time::sleep(lease * 2).await;
+    let again = relocate().await.unwrap();
+    assert_eq!((again.copied.len(), again.removed), (0, 4));
+    assert_eq!(fence_triggers(&s0).await, 0);
     assert_eq!(
         (
             orders_on(&tenancy, "s0", 6).await,
@@ -1231,9 +1313,10 @@ async fn one_unreachable_shard_does_not_stop_the_fleet() {
     catalog.drop_db().await;
 }
 
-/// A move compares the old shard's rows with the new shard's by content before removing
-/// them: an update made there during the move (by a handle taken before it) keeps every
-/// old row in place, and the move says so, where a count would have seen nothing.
+/// A move compares the old shard's rows with their copies by content before switching:
+/// an update during the copy through a handle is refused by the fence, and one that gets
+/// past it (a session that disables triggers) abandons the move, where a count would have
+/// seen nothing; the tenant stays on its old shard with the updated row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_during_a_move_is_never_lost() {
     let Some((catalog, directory, tenancy)) = two_shards(Backend::Postgres).await else {
@@ -1247,9 +1330,15 @@ async fn an_update_during_a_move_is_never_lost() {
         .unwrap()
         .unscoped_connection(&ShardId::new("s0"))
         .unwrap();
-    let blocker = sea_orm::TransactionTrait::begin(&s0).await.unwrap();
+    let s1 = tenancy
+        .topology()
+        .unwrap()
+        .unscoped_connection(&ShardId::new("s1"))
+        .unwrap();
+    // The copy waits at inserting the tenant's customer on s1.
+    let blocker = sea_orm::TransactionTrait::begin(&s1).await.unwrap();
     blocker
-        .execute_unprepared("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .execute_unprepared("INSERT INTO customers (id, tenant_id, name) VALUES (15000, 99, 'x')")
         .await
         .unwrap();
     let moving = tenancy
@@ -1258,7 +1347,7 @@ async fn an_update_during_a_move_is_never_lost() {
         .entity::<order::Entity>()
         .run();
     let meanwhile = async {
-        wait_for_a_lock_wait(&s0).await;
+        wait_for_a_lock_wait(&s1).await;
         let renamed = stale
             .update_many::<customer::Entity>()
             .col_expr(
@@ -1266,22 +1355,26 @@ async fn an_update_during_a_move_is_never_lost() {
                 sea_orm::sea_query::Expr::value("renamed late"),
             )
             .exec()
-            .await
-            .unwrap();
-        assert_eq!(renamed.rows_affected, 1);
+            .await;
+        assert!(
+            matches!(renamed, Err(Error::TenantMoving { .. })),
+            "{renamed:?}"
+        );
+        past_the_fence(
+            &s0,
+            "UPDATE customers SET name = 'renamed past the fence' WHERE tenant_id = 15",
+        )
+        .await;
         blocker.rollback().await.unwrap();
     };
     let (moved, ()) = tokio::join!(moving, meanwhile);
     match moved {
-        Err(Error::MoveLateWrites {
-            table,
-            copied,
-            found,
-            ..
+        Err(Error::MoveConflict {
+            table, copied, now, ..
         }) => {
-            assert_eq!((table, copied, found), ("customers", 1, 1));
+            assert_eq!((table, copied, now), ("customers", 1, 1));
         }
-        other => panic!("expected MoveLateWrites, got {other:?}"),
+        other => panic!("expected MoveConflict, got {other:?}"),
     }
     let kept = customer::Entity::find()
         .filter(customer::Column::TenantId.eq(15i64))
@@ -1289,8 +1382,10 @@ async fn an_update_during_a_move_is_never_lost() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(kept.name, "renamed late");
+    assert_eq!(kept.name, "renamed past the fence");
     assert_eq!(orders_on(&tenancy, "s0", 15).await, 3);
+    assert_eq!(orders_on(&tenancy, "s1", 15).await, 0);
+    assert_eq!(fence_triggers(&s0).await, 0);
     drop((stale, tenancy));
     catalog.drop_db().await;
 }

@@ -81,6 +81,17 @@ impl<'a, T: SqlTenantId> LeftoverRemoval<'a, T> {
                     tenant: self.tenant.to_string(),
                 })?;
         let claim = directory.claim_move(&self.tenant, &home).await?;
+        if claim
+            .abandoned
+            .as_ref()
+            .is_some_and(|stopped| stopped.from.is_some())
+        {
+            // A move stopped part-way: its fence and record stay for the move that
+            // finishes it (this claim lapses again, the record kept).
+            return Err(Error::TenantMoving {
+                tenant: self.tenant.to_string(),
+            });
+        }
         // Read again under the claim: a move may have switched the tenant meanwhile.
         let outcome = match directory.placement(&self.tenant).await {
             Ok(Some(now)) if now == home => {

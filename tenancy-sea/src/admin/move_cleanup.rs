@@ -1,9 +1,10 @@
-//! The end of a move: the tenant's rows removed from the shard it left, only where the new
-//! shard holds each of them identically, and under schema per tenant its old schema
-//! dropped once empty; and the removal of the copies of a move abandoned after copying.
+//! The end of a move: the tenant's rows removed from the shard it left, only where they are
+//! still what was copied and verified, and under schema per tenant its old schema dropped
+//! once empty; and the removal of the copies of a move abandoned after copying.
 
-use super::move_steps::{MoveStep, Unit};
-use super::moves::SchemaOf;
+use super::move_fence::Fence;
+use super::move_steps::{Digest, MoveStep, Unit};
+use super::moves::{MoveProgress, SchemaOf};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Session;
@@ -39,40 +40,73 @@ pub(super) struct Sides<'a> {
     pub(super) to: (&'a DatabaseConnection, Option<&'a Session>),
 }
 
-/// Deletes the moved rows from the old shard in one transaction, children first, only if
-/// each table holds exactly the rows copied and `to` holds each of them identically: a
-/// row written or changed there during the move keeps every row in place. Under schema
-/// per tenant the old schema goes too, in the same transaction, when nothing is left in
-/// any of its tables.
+/// Deletes the moved rows from the old shard in one transaction, children first, passing
+/// the move's fence, only if each table still holds exactly what was copied and verified
+/// (`digests`, by content): a row written or changed there since keeps every row in place.
+/// A table that holds none of the tenant's rows any more was removed already (by a run
+/// that stopped before it could say so). Under schema per tenant the old schema goes too,
+/// in the same transaction, when nothing is left in any of its tables.
 pub(super) async fn remove_moved<T: SqlTenantId>(
     sides: &Sides<'_>,
     steps: &[Box<dyn MoveStep<T> + '_>],
     tenant: &T,
-    copied: &[(&'static str, u64)],
+    digests: &[Digest],
     schema: Option<&SchemaOf>,
+    fence: &Fence,
+    progress: &(dyn Fn(&MoveProgress) + Send + Sync + '_),
 ) -> std::result::Result<u64, Removal> {
     let unit = Unit::begin(sides.from.0, sides.from.1).await?;
-    let to = Unit::begin(sides.to.0, sides.to.1).await?;
-    let mut removed = 0;
-    for (step, (table, rows)) in steps.iter().zip(copied).rev() {
-        // By content, not by count: an update, or an insert and a delete that cancel out,
-        // leaves a row `to` does not hold identically, which stops the clean-up.
-        let (gone, kept) = step.remove_verified(&to, &unit, tenant).await?;
-        if kept > 0 || gone != *rows {
+    fence.pass(&unit.txn).await?;
+    let removed = remove_in(&unit, steps, tenant, digests, progress).await;
+    // MariaDB's pass is the session's: ended before the connection goes back to the pool,
+    // whatever happened.
+    let closed = fence.close_pass(&unit.txn).await;
+    let removed = match (removed, closed) {
+        (Ok(removed), Ok(())) => removed,
+        (Err(error), _) => {
             unit.rollback().await;
-            return Err(Removal::Late {
-                table,
-                copied: *rows,
-                found: gone + kept,
-            });
+            return Err(error);
         }
-        removed += gone;
-    }
-    to.commit().await?;
+        (Ok(_), Err(error)) => {
+            unit.rollback().await;
+            return Err(error.into());
+        }
+    };
     if let Some(schema) = schema {
         drop_if_empty(&unit.txn, &schema.name, schema.version_table.as_ref()).await?;
     }
     unit.commit().await?;
+    Ok(removed)
+}
+
+/// The deletes of [`remove_moved`], in its transaction.
+async fn remove_in<T: SqlTenantId>(
+    unit: &Unit,
+    steps: &[Box<dyn MoveStep<T> + '_>],
+    tenant: &T,
+    digests: &[Digest],
+    progress: &(dyn Fn(&MoveProgress) + Send + Sync + '_),
+) -> std::result::Result<u64, Removal> {
+    let mut removed = 0;
+    for (step, digest) in steps.iter().zip(digests).rev() {
+        let now = step.digest(unit, tenant).await?;
+        if now.rows == 0 {
+            continue;
+        }
+        if now != *digest {
+            return Err(Removal::Late {
+                table: step.table(),
+                copied: digest.rows,
+                found: now.rows,
+            });
+        }
+        let rows = step.delete(unit, tenant).await?;
+        progress(&MoveProgress::Removing {
+            table: step.table(),
+            rows,
+        });
+        removed += rows;
+    }
     Ok(removed)
 }
 

@@ -2,6 +2,7 @@
 //! and each entity's part of it ([`MoveStep`]): copying, counting and deleting the tenant's
 //! rows, removing those another shard holds identically, and advancing sequences.
 
+use super::move_fence::FenceTable;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
@@ -100,10 +101,59 @@ pub(super) trait MoveStep<T>: Send + Sync {
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<(u64, u64)>>;
 
+    /// The tenant's rows of the entity by content, in `unit`: how many, and the wrapping
+    /// sum of a 128-bit hash of each row's values, so the same rows in any order give the
+    /// same digest and a changed, added or removed row a different one.
+    fn digest<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<Digest>>;
+
+    /// The entity's table as a move's fence covers it: in `schema` (the tenant's schema,
+    /// every row of it the tenant's) or in the entity's own schema by its tenant column.
+    fn fence_table(&self, schema: Option<&str>) -> FenceTable;
+
     /// On PostgreSQL, moves the sequence of an auto-increment key past the copied ids, so
     /// the shard's next insert does not collide with them (MySQL and SQLite do this on
     /// their own).
     fn advance_sequence<'a>(&'a self, unit: &'a Unit) -> BoxFuture<'a, Result<()>>;
+}
+
+/// A table's rows of a tenant by content (see [`MoveStep::digest`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Digest {
+    pub(crate) rows: u64,
+    pub(crate) sum: u128,
+}
+
+impl Digest {
+    /// The digest's text form, `rows:sum` in hexadecimal, as the catalog keeps it.
+    pub(crate) fn to_text(self) -> String {
+        format!("{}:{:032x}", self.rows, self.sum)
+    }
+
+    /// Reads [`to_text`](Self::to_text)'s form back.
+    pub(crate) fn from_text(text: &str) -> Option<Digest> {
+        let (rows, sum) = text.split_once(':')?;
+        Some(Digest {
+            rows: rows.parse().ok()?,
+            sum: u128::from_str_radix(sum, 16).ok()?,
+        })
+    }
+}
+
+/// The statement that reads the tenant's rows of `E` in `unit`, carrying the unit's tag.
+fn tenant_rows<E, T>(unit: &Unit, tenant: &T) -> Statement
+where
+    T: SqlTenantId,
+    E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+{
+    let backend = unit.txn.get_database_backend();
+    let statement = E::find()
+        .filter(scope::equals(
+            E::tenant_column(),
+            &tenant.clone().into(),
+            backend,
+        ))
+        .build(backend);
+    unit.tag.apply(statement)
 }
 
 pub(super) struct EntityStep<E>(pub(super) PhantomData<fn() -> E>);
@@ -128,17 +178,9 @@ where
         Box::pin(async move {
             let per_statement =
                 (PARAMETERS_PER_STATEMENT / E::Column::iter().count().max(1)).max(1);
-            let backend = from.txn.get_database_backend();
             // Streamed: a stream takes a statement, so it carries the unit's tag itself.
-            let statement = E::find()
-                .filter(scope::equals(
-                    E::tenant_column(),
-                    &tenant.clone().into(),
-                    backend,
-                ))
-                .build(backend);
             let mut rows = E::find()
-                .from_raw_sql(from.tag.apply(statement))
+                .from_raw_sql(tenant_rows::<E, T>(from, tenant))
                 .stream(&from.txn)
                 .await?;
             let to = &to.conn();
@@ -238,6 +280,45 @@ where
             }
             Ok((removed, kept))
         })
+    }
+
+    fn digest<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(async move {
+            let mut rows = E::find()
+                .from_raw_sql(tenant_rows::<E, T>(unit, tenant))
+                .stream(&unit.txn)
+                .await?;
+            let mut digest = Digest::default();
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            while let Some(model) = rows.try_next().await? {
+                hasher.reset();
+                for column in E::Column::iter() {
+                    // Each value's debug form names its type and value; a separator keeps
+                    // neighbouring values from running into each other.
+                    hasher.update(format!("{:?}", model.get(column)).as_bytes());
+                    hasher.update(&[0xff]);
+                }
+                digest.rows += 1;
+                digest.sum = digest.sum.wrapping_add(hasher.digest128());
+            }
+            Ok(digest)
+        })
+    }
+
+    fn fence_table(&self, schema: Option<&str>) -> FenceTable {
+        let entity = E::default();
+        match schema {
+            Some(schema) => FenceTable {
+                table: entity.table_name(),
+                schema: Some(schema.to_owned()),
+                column: None,
+            },
+            None => FenceTable {
+                table: entity.table_name(),
+                schema: entity.schema_name().map(str::to_owned),
+                column: Some(E::tenant_column().as_str()),
+            },
+        }
     }
 
     fn advance_sequence<'a>(&'a self, unit: &'a Unit) -> BoxFuture<'a, Result<()>> {

@@ -2,21 +2,16 @@
 //! the new shard, its placement switched in the catalog and the router, its old rows
 //! removed, with the tenant fenced meanwhile.
 
-use super::move_cleanup::{Removal, Sides, delete_rows, remove_moved};
-use super::move_steps::{EntityStep, MoveStep, Unit, read};
-use crate::catalog::Claim;
-use crate::catalog::directory::Directory;
+use super::move_run::{Ending, Run};
+use super::move_steps::{EntityStep, MoveStep, Unit};
 use crate::citus;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
 use crate::placement::Placement;
-use crate::scope::{schema_exists, set_up};
 use crate::tenancy::Tenancy;
 use futures_util::future::BoxFuture;
-use sea_orm::{
-    ActiveModelTrait, DatabaseTransaction, DbBackend, IntoActiveModel, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, DatabaseTransaction, DbBackend, IntoActiveModel};
 use sea_orm_migration::MigratorTrait;
 use std::marker::PhantomData;
 use tenancy_core::{Identifier, ShardId, ShardRouter};
@@ -45,6 +40,60 @@ pub struct TenantMove<'a, T: SqlTenantId> {
     steps: Vec<Box<dyn MoveStep<T> + 'a>>,
     /// How the tenant's schema is made on the new shard (schema per tenant).
     make_schema: Option<MakeSchema>,
+    progress: Option<Box<dyn Fn(&MoveProgress) + Send + Sync + 'a>>,
+}
+
+/// Where a move has got, told to [`TenantMove::on_progress`] as it goes. The stages come
+/// in this order; a stage marked *in a transaction* is told before that transaction
+/// commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MoveProgress {
+    /// A run of a move of the tenant stopped part-way (its process died, or its future
+    /// was dropped) and this run took its claim over: it finishes that run's clean-up
+    /// (`switched`) or removes its copies, and lifts its fence, before moving on.
+    Resumed {
+        /// The shard the stopped run was moving the tenant from.
+        from: ShardId,
+        /// The shard it was moving the tenant to.
+        to: ShardId,
+        /// Whether it had switched the tenant's placement.
+        switched: bool,
+    },
+    /// The tenant is claimed for this run and known to live on `from`.
+    Claimed {
+        /// The shard the tenant lives on.
+        from: ShardId,
+        /// The shard it moves to.
+        to: ShardId,
+    },
+    /// The write fence is up on the old shard: every write of the tenant's rows there is
+    /// refused, from any process, with [`Error::TenantMoving`]; reads go on.
+    Fenced,
+    /// A table's rows are copied (in the copy's transaction on the new shard).
+    Copying {
+        /// The table.
+        table: &'static str,
+        /// The rows copied.
+        rows: u64,
+    },
+    /// The copy is committed on the new shard.
+    Copied,
+    /// Both shards hold the same rows by content, and the catalog records their digest.
+    Verified,
+    /// The placement is being switched (in the catalog's transaction).
+    Switching,
+    /// The tenant lives on the new shard, in the catalog and in this process's router.
+    Switched,
+    /// A table's old rows are removed (in the removal's transaction on the old shard).
+    Removing {
+        /// The table.
+        table: &'static str,
+        /// The rows removed.
+        rows: u64,
+    },
+    /// The old rows are gone and the fence is lifted.
+    Done,
 }
 
 impl<T: SqlTenantId> std::fmt::Debug for TenantMove<'_, T> {
@@ -103,20 +152,29 @@ impl<T: SqlTenantId> Tenancy<T> {
     ///
     /// A move claims the tenant in the catalog first: a second move of the tenant, from
     /// any process, is [`Error::TenantMoving`] until it ends. The claim has an owner (this
-    /// run) and a lease ([`Directory::with_move_lease`], 60 s by default), renewed
-    /// while the move runs; it is cleared when the move returns, and when the move's
-    /// future is dropped (a timeout) or its process dies, it lapses after the lease and
-    /// the next move takes it over. A move that loses its claim (not renewed for a whole
-    /// lease) stops, its open transactions rolled back, with [`Error::TenantMoving`].
+    /// run) and a lease ([`Directory::with_move_lease`](crate::catalog::Directory::with_move_lease),
+    /// 60 s by default), renewed while the move runs, and records how far the move got.
     ///
-    /// While it runs, the tenant is fenced in this process: [`Tenancy::tenant`] refuses
-    /// it with [`Error::TenantMoving`]. Handles taken before the move, and other
-    /// processes, are not fenced, so stop the tenant's writes for the move's duration.
-    /// The move checks for such writes: when a table's row count on the old shard
-    /// changed during the copy, the copy is rolled back and the move abandoned with
-    /// [`Error::MoveConflict`], before anything is switched; when the old shard holds
-    /// other rows than those copied at the clean-up, nothing is removed from it and the
-    /// error is [`Error::MoveLateWrites`].
+    /// The tenant's writes need no stopping: before copying, the move raises a fence on
+    /// the old shard's database (a trigger per table, for this tenant only), which refuses
+    /// every insert, update and delete of the tenant's rows there, from every process and
+    /// every handle, with [`Error::TenantMoving`] (retry after the move); reads go on. It
+    /// stays up after the switch, so a process that still routes the tenant to the old
+    /// shard cannot write there, until the old rows are removed. In this process
+    /// [`Tenancy::tenant`] refuses the tenant for the whole move. After the copy both
+    /// shards are compared by content (a digest of each table's rows of the tenant); a
+    /// difference (a writer that got past the fence: a transaction begun before it under
+    /// `REPEATABLE READ`) abandons the move with [`Error::MoveConflict`] before anything is
+    /// switched. The old rows are removed only while they are still what was copied, else
+    /// nothing is removed and the error is [`Error::MoveLateWrites`].
+    ///
+    /// A move that stops part-way (its process killed, its future dropped) leaves its
+    /// claim, which lapses after the lease, and its fence: the tenant's writes on its
+    /// shard are refused until the next move of the tenant, from any process, takes the
+    /// claim over and finishes the stopped run's work (its clean-up, when it had switched)
+    /// or undoes it (its copies removed), lifts its fence and moves on. See
+    /// [`MoveProgress`] for the stages, and the sharding chapter for what each process
+    /// sees at each.
     ///
     /// Every unit of the move runs the tenant's set-up first, as a handle's does: under
     /// row-level security its setting (so the shards' own role, subject to the policies,
@@ -136,8 +194,8 @@ impl<T: SqlTenantId> Tenancy<T> {
     /// with a `#[shard_key]` of its own does not compile here, its rows being placed by
     /// key, not by tenant. The destination must be in the topology and the router and
     /// not [draining](crate::ShardState::Draining). If removing the old rows fails, the
-    /// tenant already lives on `to` and the error is [`Error::MoveUnfinished`];
-    /// [`Tenancy::remove_leftovers`] then removes the old rows that `to` holds too. A move
+    /// tenant already lives on `to` and the error is [`Error::MoveUnfinished`]; the claim
+    /// is kept, and the same move run again after its lease finishes the clean-up. A move
     /// to the shard the tenant lives on does nothing and removes nothing.
     pub fn move_tenant(&self, tenant: impl Into<T>, to: impl Into<ShardId>) -> TenantMove<'_, T> {
         TenantMove {
@@ -146,6 +204,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             to: to.into(),
             steps: Vec::new(),
             make_schema: None,
+            progress: None,
         }
     }
 }
@@ -178,6 +237,15 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
         E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
     {
         self.steps.push(Box::new(EntityStep::<E>(PhantomData)));
+        self
+    }
+
+    /// Calls `progress` at each stage of the move ([`MoveProgress`]), from the task that
+    /// runs it: for a progress bar, a log line, or a test that stops the process at a given
+    /// stage. It should return quickly; a stage marked *in a transaction* holds that
+    /// transaction open while it runs.
+    pub fn on_progress(mut self, progress: impl Fn(&MoveProgress) + Send + Sync + 'a) -> Self {
+        self.progress = Some(Box::new(progress));
         self
     }
 
@@ -214,9 +282,39 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
         // renewed while the move runs, and lapses after its lease if this run is dropped.
         let claim = directory.claim_move(&self.tenant, &self.to).await?;
         let tenant = self.tenant.clone();
-        let outcome = directory
-            .hold(&tenant, &claim, self.claimed(directory, &claim))
-            .await;
+        let schema = match (self.tenancy.isolation(), self.make_schema) {
+            (Isolation::SchemaPerTenant { .. }, Some(make)) => Some(SchemaOf {
+                name: tenancy.tenant_schema(&tenant)?,
+                make,
+                version_table: tenancy.version_table().cloned(),
+            }),
+            _ => None,
+        };
+        let progress = self
+            .progress
+            .unwrap_or_else(|| Box::new(|_: &MoveProgress| {}));
+        let run = Run {
+            tenancy,
+            directory,
+            claim: &claim,
+            tenant: self.tenant,
+            to: self.to,
+            steps: &self.steps,
+            schema,
+            progress: &*progress,
+        };
+        let (outcome, ending) = directory
+            .hold(&tenant, &claim, async { Ok(run.go().await) })
+            .await
+            .unwrap_or_else(|lost| (Err(lost), Ending::Keep));
+        if matches!(ending, Ending::Keep) && outcome.is_err() {
+            tracing::warn!(
+                target: "tenancy::move", tenant = %tenant,
+                "the move stopped after fencing or switching the tenant: its claim is kept \
+                 until its lease ends, and the next move of the tenant finishes it"
+            );
+            return outcome;
+        }
         if let Err(error) = directory.release_claim(&tenant, &claim).await {
             tracing::error!(
                 target: "tenancy::move", tenant = %tenant, %error,
@@ -267,207 +365,16 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
             removed: 0,
         })
     }
-
-    /// The move, once claimed.
-    async fn claimed(self, directory: &Directory<T>, claim: &Claim) -> Result<MoveReport> {
-        let router = &**directory.router();
-        let TenantMove {
-            tenancy,
-            tenant,
-            to,
-            steps,
-            make_schema,
-        } = self;
-        let schema = match (tenancy.isolation(), make_schema) {
-            (Isolation::SchemaPerTenant { .. }, Some(make)) => Some(SchemaOf {
-                name: tenancy.tenant_schema(&tenant)?,
-                make,
-                version_table: tenancy.version_table().cloned(),
-            }),
-            _ => None,
-        };
-        let topology = tenancy.topology()?;
-        let to_conn = topology.connection(&to)?;
-        // The catalog decides where the tenant lives; a cache that disagrees (another
-        // process moved it) stops the move before anything changes.
-        let cached = router.route(&tenant).ok();
-        let placed = directory.placement(&tenant).await?;
-        let from = match (placed, cached) {
-            (Some(placed), Some(cached)) if placed == cached => placed,
-            (placed, cached) => {
-                return Err(Error::StaleDirectory {
-                    tenant: tenant.to_string(),
-                    catalog: shard_name(placed),
-                    cached: shard_name(cached),
-                });
-            }
-        };
-        // The builder made sure the topology routes by the directory's router, so the
-        // topology's shard of the tenant is `from`.
-        let (_, from_conn) = topology.shard_of(&tenant)?;
-        if from == to {
-            // Nothing to move, and nothing is removed anywhere: rows of the tenant on
-            // other shards are not known to be copies (`remove_leftovers` checks that).
-            return Ok(MoveReport {
-                from,
-                to,
-                copied: Vec::new(),
-                removed: 0,
-            });
-        }
-        directory.refuse_draining(&to).await?;
-        let fence = topology.fence(&tenant)?;
-        tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "moving tenant");
-
-        // Each side's units run the tenant's set-up first (its setting, its schema).
-        let from_session = tenancy.session_of(&tenant, from_conn.get_database_backend())?;
-        let to_session = tenancy.session_of(&tenant, to_conn.get_database_backend())?;
-        let (from_session, to_session) = (from_session.as_ref(), to_session.as_ref());
-        let txn = match &schema {
-            // Under schema per tenant the tenant's schema is made on `to` first (in the
-            // copy's transaction: if the move fails, no schema is left there).
-            Some(schema) => {
-                let txn = to_conn.begin().await?;
-                if !schema_exists(&txn, schema.name.as_str()).await? {
-                    (schema.make)(&txn, &schema.name).await?;
-                }
-                let tag = set_up(&txn, &to_conn, to_session).await?;
-                Unit {
-                    txn,
-                    tag: tag.unwrap_or_default(),
-                }
-            }
-            None => Unit::begin(&to_conn, to_session).await?,
-        };
-        // Copies an interrupted move left on `to` go first, but only rows `from` holds
-        // identically: anything else on `to` (the only copy of a write, say) stops the
-        // move, and nothing is changed.
-        let home = Unit::begin(&from_conn, from_session).await?;
-        for step in steps.iter().rev() {
-            let (_, kept) = step.remove_verified(&home, &txn, &tenant).await?;
-            if kept > 0 {
-                txn.rollback().await;
-                return Err(Error::MoveDestinationNotEmpty {
-                    tenant: tenant.to_string(),
-                    shard: to.to_string(),
-                    table: step.table(),
-                    rows: kept,
-                });
-            }
-        }
-        let mut copied = Vec::with_capacity(steps.len());
-        for step in &steps {
-            copied.push((step.table(), step.copy(&home, &txn, &tenant).await?));
-        }
-        home.commit().await?;
-        for step in &steps {
-            step.advance_sequence(&txn).await?;
-        }
-        for (step, (table, rows)) in steps.iter().zip(&copied) {
-            let now = read(&from_conn, from_session, async |unit| {
-                step.count(unit, &tenant).await
-            })
-            .await?;
-            if now != *rows {
-                txn.rollback().await;
-                return Err(Error::MoveConflict {
-                    tenant: tenant.to_string(),
-                    table,
-                    copied: *rows,
-                    now,
-                    shard: from.to_string(),
-                });
-            }
-        }
-        txn.commit().await?;
-
-        let switched = directory.switch(&tenant, &from, &to, claim).await;
-        if let Err(lost @ Error::TenantMoving { .. }) = switched {
-            // This run's claim lapsed: another run may hold the tenant now. Nothing more is
-            // touched; the copies on `to` stay for the next move, which verifies them.
-            return Err(lost);
-        }
-        if !matches!(switched, Ok(true)) {
-            // Whether the switch took is read back from the catalog, not guessed from the
-            // error: only a tenant still placed elsewhere has its copies removed.
-            match directory.placement(&tenant).await {
-                Ok(Some(now)) if now == to => {
-                    // It took (the error came after): carry on with the clean-up.
-                    if let Err(error) = router.assign(&tenant, to.clone()) {
-                        tracing::warn!(target: "tenancy::move", %error, "router not updated");
-                    }
-                }
-                Ok(placed) => {
-                    if let Err(undo) = delete_rows(&to_conn, to_session, &steps, &tenant).await {
-                        tracing::error!(
-                            target: "tenancy::move", tenant = %tenant, %to, error = %undo,
-                            "the copies of an abandoned move were not removed; the next \
-                             move of the tenant clears them"
-                        );
-                    }
-                    return Err(match switched {
-                        Err(error) => error,
-                        Ok(_) => Error::StaleDirectory {
-                            tenant: tenant.to_string(),
-                            catalog: shard_name(placed),
-                            cached: from.to_string(),
-                        },
-                    });
-                }
-                // Unknown: the copies stay (the next move clears them) and the error says
-                // what failed.
-                Err(read) => return Err(switched.err().unwrap_or(read)),
-            }
-        }
-        let sides = Sides {
-            from: (&from_conn, from_session),
-            to: (&to_conn, to_session),
-        };
-        let removed = remove_moved(&sides, &steps, &tenant, &copied, schema.as_ref())
-            .await
-            .map_err(|error| match error {
-                Removal::Late {
-                    table,
-                    copied,
-                    found,
-                } => Error::MoveLateWrites {
-                    tenant: tenant.to_string(),
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    table,
-                    copied,
-                    found,
-                },
-                Removal::Failed(source) => Error::MoveUnfinished {
-                    tenant: tenant.to_string(),
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    source: Box::new(source),
-                },
-            })?;
-        drop(fence);
-        tracing::info!(target: "tenancy::move", tenant = %tenant, %from, %to, "tenant moved");
-        Ok(MoveReport {
-            from,
-            to,
-            copied,
-            removed,
-        })
-    }
-}
-
-/// A shard's name for an error, `none` for no shard.
-fn shard_name(shard: Option<ShardId>) -> String {
-    shard.map_or_else(|| "none".to_owned(), |shard| shard.to_string())
 }
 
 /// A tenant's schema, for a move under schema per tenant: its name, how to make it on a
 /// shard that lacks it (the application's migrator), and the migrations table in it.
 pub(super) struct SchemaOf {
     pub(super) name: Identifier,
-    make: MakeSchema,
+    pub(super) make: MakeSchema,
     pub(super) version_table: Option<Identifier>,
 }
 
 /// Creates a tenant schema and runs the application's migrations in it.
-type MakeSchema = for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
+pub(super) type MakeSchema =
+    for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;

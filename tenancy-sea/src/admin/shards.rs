@@ -416,8 +416,10 @@ impl<T: SqlTenantId> Tenancy<T> {
         Ok(refresh)
     }
 
-    /// Calls [`refresh_catalog`](Self::refresh_catalog) every `every` until dropped;
-    /// spawn it on the application's runtime. A failed refresh is logged (`tracing`,
+    /// Calls [`refresh_catalog`](Self::refresh_catalog) now and then every `every` until
+    /// dropped, acknowledging each refresh of the directory as
+    /// [`Directory::watch`](crate::catalog::Directory::watch) does (the router is leased,
+    /// and moves wait for it); spawn it on the application's runtime. A failed refresh is logged (`tracing`,
     /// target `tenancy::catalog`) and tried again at the next tick.
     ///
     /// ```
@@ -433,14 +435,21 @@ impl<T: SqlTenantId> Tenancy<T> {
     pub fn watch_catalog(self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
         async move {
             loop {
-                futures_timer::Delay::new(every).await;
-                if let Err(error) = self.refresh_catalog().await {
+                let refreshed = match self.refresh_catalog().await {
+                    Ok(_) => match self.require_directory("watching the catalog") {
+                        Ok(directory) => directory.acknowledge().await,
+                        Err(error) => Err(error),
+                    },
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = refreshed {
                     tracing::warn!(
                         target: "tenancy::catalog",
                         %error,
                         "refreshing the catalog failed; keeping what was loaded before"
                     );
                 }
+                futures_timer::Delay::new(every).await;
             }
         }
     }

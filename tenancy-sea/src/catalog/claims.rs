@@ -12,7 +12,23 @@ use tenancy_core::ShardId;
 /// A claim on a key for one run of a move (see [`move_entry`](super::entities::move_entry)).
 #[derive(Debug)]
 pub(crate) struct Claim {
-    pub(super) owner: String,
+    pub(crate) owner: String,
+    /// The run whose lapsed claim this one took over, as far as it had got.
+    pub(crate) abandoned: Option<AbandonedMove>,
+}
+
+/// What the catalog knows of a run of a move that stopped (its process died, or its future
+/// was dropped) before it ended: enough for the run that takes its claim over to finish
+/// or undo it.
+#[derive(Clone, Debug)]
+pub(crate) struct AbandonedMove {
+    /// The shard it was moving the key to.
+    pub(crate) to: ShardId,
+    /// The shard it was moving the key from, once it had read it (its fence stands there
+    /// from then on).
+    pub(crate) from: Option<ShardId>,
+    /// The key's rows by content on `from` as copied and verified, once it had done so.
+    pub(crate) digest: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch, by this process's clock.
@@ -42,11 +58,18 @@ impl<K: SqlTenantId> Directory<K> {
             shard: Set(to.to_string()),
             owner: Set(owner.clone()),
             expires_at: Set(now_millis().saturating_add(self.lease_millis())),
+            from_shard: Set(None),
+            digest: Set(None),
         })
         .exec_without_returning(&self.conn)
         .await;
         match claimed {
-            Ok(_) => return Ok(Claim { owner }),
+            Ok(_) => {
+                return Ok(Claim {
+                    owner,
+                    abandoned: None,
+                });
+            }
             Err(error)
                 if matches!(
                     error.sql_err(),
@@ -54,9 +77,18 @@ impl<K: SqlTenantId> Directory<K> {
                 ) => {}
             Err(error) => return Err(error.into()),
         }
-        // Taken over only if it has lapsed, in one compare-and-set: of two processes
-        // taking over at once, one wins.
+        // Taken over only if it has lapsed, in one compare-and-set on the lapsed run's
+        // owner: of two processes taking over at once, one wins, and the winner knows what
+        // the run it replaces had recorded. The record stays until the winner records its
+        // own progress, so a winner that stops too leaves it for the next.
         let now = now_millis();
+        let lapsed = move_entry::Entity::find_by_id((self.name.clone(), key.clone()))
+            .filter(move_entry::Column::ExpiresAt.lt(now))
+            .one(&self.conn)
+            .await?;
+        let Some(lapsed) = lapsed else {
+            return Err(Error::TenantMoving { tenant: key });
+        };
         let taken = move_entry::Entity::update_many()
             .col_expr(move_entry::Column::Owner, Expr::value(owner.clone()))
             .col_expr(move_entry::Column::Shard, Expr::value(to.to_string()))
@@ -66,17 +98,56 @@ impl<K: SqlTenantId> Directory<K> {
             )
             .filter(move_entry::Column::Directory.eq(self.name.clone()))
             .filter(move_entry::Column::Key.eq(key.clone()))
+            .filter(move_entry::Column::Owner.eq(lapsed.owner.clone()))
             .filter(move_entry::Column::ExpiresAt.lt(now))
             .exec(&self.conn)
             .await?;
         if taken.rows_affected == 1 {
             tracing::warn!(
-                target: "tenancy::move", tenant = %key,
+                target: "tenancy::move", tenant = %key, to = %lapsed.shard,
+                from = ?lapsed.from_shard,
                 "a lapsed move claim was taken over (its move's process died or gave up)"
             );
-            Ok(Claim { owner })
+            Ok(Claim {
+                owner,
+                abandoned: Some(AbandonedMove {
+                    to: ShardId::new(lapsed.shard),
+                    from: lapsed.from_shard.map(ShardId::new),
+                    digest: lapsed.digest,
+                }),
+            })
         } else {
             Err(Error::TenantMoving { tenant: key })
+        }
+    }
+
+    /// Records in `claim`'s row what the move has reached: the shard it moves from (before
+    /// its fence goes up there), then its rows' digest (before it switches). A claim that is
+    /// no longer this run's is [`Error::TenantMoving`].
+    pub(crate) async fn record_move(
+        &self,
+        tenant: &K,
+        claim: &Claim,
+        from: &ShardId,
+        digest: Option<&str>,
+    ) -> Result<()> {
+        let recorded = move_entry::Entity::update_many()
+            .col_expr(move_entry::Column::FromShard, Expr::value(from.to_string()))
+            .col_expr(
+                move_entry::Column::Digest,
+                Expr::value(digest.map(str::to_owned)),
+            )
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::Key.eq(tenant.to_string()))
+            .filter(move_entry::Column::Owner.eq(claim.owner.clone()))
+            .exec(&self.conn)
+            .await?;
+        if recorded.rows_affected == 1 {
+            Ok(())
+        } else {
+            Err(Error::TenantMoving {
+                tenant: tenant.to_string(),
+            })
         }
     }
 
@@ -110,8 +181,11 @@ impl<K: SqlTenantId> Directory<K> {
             let mut renewed = std::time::Instant::now();
             loop {
                 futures_timer::Delay::new(self.lease / 3).await;
+                // The claim lasts a lease from when the renewal was sent (the catalog's
+                // clock reads "now" no earlier), however long the answer takes.
+                let sent = std::time::Instant::now();
                 match self.renew(tenant, claim).await {
-                    Ok(true) => renewed = std::time::Instant::now(),
+                    Ok(true) => renewed = sent,
                     Ok(false) => {
                         return Err(Error::TenantMoving {
                             tenant: tenant.to_string(),

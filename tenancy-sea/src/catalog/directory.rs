@@ -6,7 +6,9 @@
 
 use super::claims::DEFAULT_MOVE_LEASE;
 use super::create_table_if_missing;
-use super::entities::{entry, move_entry, range_entry, version_entry};
+use super::entities::add_column_if_missing;
+use super::entities::{entry, move_entry, range_entry, router_entry, version_entry};
+use super::routers::DEFAULT_ROUTER_LEASE;
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -22,6 +24,11 @@ use tenancy_core::{DirectoryRouter, ShardId, ShardRouter};
 /// How many times [`Directory::load`] reads the catalog again when this process
 /// changed the directory while it read.
 const LOAD_ATTEMPTS: usize = 8;
+
+/// A fresh name for a router among those that acknowledge directory versions.
+fn new_router_id() -> Arc<str> {
+    uuid::Uuid::new_v4().simple().to_string().into()
+}
 
 /// Whether the directory tables exist in the catalog `conn`: (entries and ranges, move
 /// claims); a catalog installed by an earlier version may lack the claims.
@@ -123,6 +130,10 @@ pub struct Directory<K> {
     pub(super) conn: DatabaseConnection,
     pub(super) name: String,
     pub(super) lease: std::time::Duration,
+    /// This view's router among those that acknowledge directory versions.
+    pub(super) router_id: Arc<str>,
+    /// How long the router routes after an acknowledged refresh.
+    pub(super) router_lease: Duration,
     /// The router this process routes by, which the directory keeps in step with the
     /// catalog.
     pub(super) router: Arc<DirectoryRouter<K>>,
@@ -134,6 +145,8 @@ impl<K> Clone for Directory<K> {
             conn: self.conn.clone(),
             name: self.name.clone(),
             lease: self.lease,
+            router_id: self.router_id.clone(),
+            router_lease: self.router_lease,
             router: self.router.clone(),
         }
     }
@@ -159,6 +172,8 @@ impl<K: SqlTenantId> Directory<K> {
             conn,
             name: "tenants".to_owned(),
             lease: DEFAULT_MOVE_LEASE,
+            router_id: new_router_id(),
+            router_lease: DEFAULT_ROUTER_LEASE,
             router,
         }
     }
@@ -175,6 +190,8 @@ impl<K: SqlTenantId> Directory<K> {
             conn,
             name: name.to_owned(),
             lease: DEFAULT_MOVE_LEASE,
+            router_id: new_router_id(),
+            router_lease: DEFAULT_ROUTER_LEASE,
             router,
         })
     }
@@ -189,6 +206,7 @@ impl<K: SqlTenantId> Directory<K> {
     pub fn for_router(&self, router: Arc<DirectoryRouter<K>>) -> Self {
         Directory {
             router,
+            router_id: new_router_id(),
             ..self.clone()
         }
     }
@@ -218,6 +236,10 @@ impl<K: SqlTenantId> Directory<K> {
         create_table_if_missing(&self.conn, range_entry::Entity).await?;
         create_table_if_missing(&self.conn, version_entry::Entity).await?;
         create_table_if_missing(&self.conn, move_entry::Entity).await?;
+        create_table_if_missing(&self.conn, router_entry::Entity).await?;
+        for column in [move_entry::Column::FromShard, move_entry::Column::Digest] {
+            add_column_if_missing(&self.conn, move_entry::Entity, column).await?;
+        }
         self.ensure_version_row(&self.conn).await
     }
 
@@ -272,11 +294,17 @@ impl<K: SqlTenantId> Directory<K> {
         Ok(true)
     }
 
-    /// Keeps the router in step with the catalog: every `every`, [`refresh`](Self::refresh)
-    /// it. Changes made through another process's directory reach this one within
-    /// `every`. The future runs until dropped; spawn it on the application's runtime. A
+    /// Keeps the router in step with the catalog: [`refresh`](Self::refresh) it now and
+    /// then every `every`, and after each refresh [`acknowledge`](Self::acknowledge) the
+    /// version applied. Changes made through another process's directory reach this one
+    /// within `every`, and moves wait for this router to apply their switch before they
+    /// remove a tenant's old rows. The router is leased
+    /// ([`with_router_lease`](Self::with_router_lease), 30 s by default): when refreshes
+    /// fail for longer, it stops routing
+    /// ([`RoutingError::DirectoryStale`](crate::RoutingError::DirectoryStale)) until one
+    /// succeeds. The future runs until dropped; spawn it on the application's runtime. A
     /// failed refresh is logged (`tracing`, target `tenancy::directory`) and tried again
-    /// at the next tick, the router keeping what it had.
+    /// at the next tick, the router keeping what it had meanwhile.
     ///
     /// An entry that names a shard the router does not have is skipped (see
     /// [`load`](Self::load)), so when other processes create shards at run time, use
@@ -296,8 +324,11 @@ impl<K: SqlTenantId> Directory<K> {
     pub fn watch(self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
         async move {
             loop {
-                futures_timer::Delay::new(every).await;
-                if let Err(error) = self.refresh().await {
+                let refreshed = match self.refresh().await {
+                    Ok(_) => self.acknowledge().await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = refreshed {
                     tracing::warn!(
                         target: "tenancy::directory",
                         directory = %self.name,
@@ -305,6 +336,7 @@ impl<K: SqlTenantId> Directory<K> {
                         "refreshing the directory failed; keeping the entries loaded before"
                     );
                 }
+                futures_timer::Delay::new(every).await;
             }
         }
     }

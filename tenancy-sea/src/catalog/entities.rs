@@ -3,7 +3,9 @@
 //! theirs is installed.
 
 use crate::error::Result;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Schema, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IdenStatic, Schema, Statement,
+};
 
 /// The framework's own catalog entity: one row per tenant database.
 pub mod tenant_entry {
@@ -169,6 +171,46 @@ pub mod move_entry {
         pub owner: String,
         /// When the claim lapses unless renewed, in milliseconds since the Unix epoch.
         pub expires_at: i64,
+        /// The shard the key is being moved from, once the move has read it: where its
+        /// fence stands, for the run that takes over an abandoned claim.
+        #[sea_orm(nullable)]
+        pub from_shard: Option<String>,
+        /// The key's rows by content on `from_shard` when they were copied and verified
+        /// (per table, `table=rows:sum;`): what the old shard must still hold for its rows to
+        /// be removed.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub digest: Option<String>,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The framework's catalog entity of the routers that follow a directory: one row per
+/// process's router (while it watches the directory), with the directory version it has
+/// applied, so that a move removes a tenant's old rows only once every live router routes
+/// it to its new shard.
+pub mod router_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A router's acknowledgement of a directory version, valid until its lease ends.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_routers")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The router (random, one per directory view in a process).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub router: String,
+        /// The directory version the router has applied.
+        pub version: i64,
+        /// When the router stops routing unless it acknowledges again, in milliseconds
+        /// since the Unix epoch.
+        pub expires_at: i64,
     }
 
     /// No relations.
@@ -225,6 +267,32 @@ pub(crate) async fn create_table_if_missing<E: EntityTrait>(
             "catalog table converted to an exact collation"
         );
     }
+    Ok(())
+}
+
+/// Adds `column` of `entity` to its table on `conn` unless the table has it: how a catalog
+/// installed by an earlier version gains a column (nullable columns only).
+pub(crate) async fn add_column_if_missing<E: EntityTrait>(
+    conn: &DatabaseConnection,
+    entity: E,
+    column: E::Column,
+) -> Result<()> {
+    use sea_orm::sea_query::{Alias, Table};
+    let table = entity.table_name();
+    let name = column.as_str();
+    if sea_orm_migration::SchemaManager::new(conn)
+        .has_column(table, name)
+        .await?
+    {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    let mut definition = Schema::new(backend).get_column_def::<E>(column);
+    let alter = Table::alter()
+        .table(Alias::new(table))
+        .add_column(&mut definition)
+        .to_owned();
+    conn.execute(&alter).await?;
     Ok(())
 }
 

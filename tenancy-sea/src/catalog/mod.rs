@@ -16,16 +16,19 @@ pub(crate) mod claims;
 pub(crate) mod directory;
 pub(crate) mod entities;
 mod placing;
+mod routers;
 pub(crate) mod shards;
 pub(crate) mod tenant_databases;
 
-pub(crate) use claims::Claim;
 pub use claims::DEFAULT_MOVE_LEASE;
+pub(crate) use claims::{AbandonedMove, Claim};
 pub use directory::{Directory, DirectoryLoad, SkipReason, SkippedEntry};
 pub(crate) use entities::create_table_if_missing;
 pub use entities::{
-    entry as directory_entry, range_entry as directory_range_entry, shard_entry, tenant_entry,
+    entry as directory_entry, range_entry as directory_range_entry,
+    router_entry as directory_router_entry, shard_entry, tenant_entry,
 };
+pub use routers::DEFAULT_ROUTER_LEASE;
 pub use shards::{ShardRecord, ShardState, Shards};
 pub use tenant_databases::TenantDatabases;
 

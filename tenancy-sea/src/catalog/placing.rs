@@ -27,6 +27,7 @@ impl<K: SqlTenantId> Directory<K> {
         from: &ShardId,
         to: &ShardId,
         claim: &Claim,
+        before_commit: impl FnOnce(),
     ) -> Result<bool> {
         let router = &*self.router;
         let txn = self.conn.begin().await?;
@@ -59,6 +60,7 @@ impl<K: SqlTenantId> Directory<K> {
             return Ok(false);
         }
         self.bump(&txn).await?;
+        before_commit();
         txn.commit().await?;
         router.assign(tenant, to.clone())?;
         Ok(true)

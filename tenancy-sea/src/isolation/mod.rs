@@ -130,3 +130,47 @@ pub(crate) fn validate_setting(setting: &str) -> Result<()> {
         ))),
     }
 }
+
+/// PostgreSQL's functions of a move's write fence: the trigger function, and
+/// `tenancy_fence_set`, which raises or lifts one fence trigger as its owner (the admin
+/// layer's move calls it; row-level security's set-up makes both as the tables' owner, so
+/// that a role that runs under the policies, which may neither create functions nor drop
+/// triggers, can fence a moving tenant). `tenancy_fence_set` touches only triggers named
+/// `tenancy_fence_` and a hexadecimal suffix, and quotes every name and value itself.
+///
+/// The trigger function refuses a write of a row whose tenant column (the trigger's second
+/// argument; empty for every row of the table) holds the fenced id (its first argument),
+/// unless the transaction carries the move's owner token (its third).
+pub(crate) const PG_FENCE_FUNCTIONS: [&str; 2] = [PG_FENCE_TRIGGER, PG_FENCE_SET];
+
+const PG_FENCE_TRIGGER: &str = r#"CREATE OR REPLACE FUNCTION public.tenancy_fence() RETURNS trigger
+LANGUAGE plpgsql AS $tenancy_fence$
+BEGIN
+  IF current_setting('tenancy.fence_owner', true) IS DISTINCT FROM TG_ARGV[2] AND (
+       TG_ARGV[1] = ''
+       OR (TG_OP <> 'INSERT' AND to_jsonb(OLD) ->> TG_ARGV[1] = TG_ARGV[0])
+       OR (TG_OP <> 'DELETE' AND to_jsonb(NEW) ->> TG_ARGV[1] = TG_ARGV[0])) THEN
+    RAISE EXCEPTION USING ERRCODE = 'TN001',
+      MESSAGE = 'tenancy fence: tenant is moving: ' || TG_ARGV[0];
+  END IF;
+  IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+  RETURN NEW;
+END
+$tenancy_fence$"#;
+
+const PG_FENCE_SET: &str = r#"CREATE OR REPLACE FUNCTION public.tenancy_fence_set(tbl regclass, name text, args text[])
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
+AS $tenancy_fence_set$
+BEGIN
+  IF name !~ '^tenancy_fence_[0-9a-f_]+$' THEN
+    RAISE EXCEPTION 'not a fence trigger: %', name;
+  END IF;
+  EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', name, tbl);
+  IF args IS NOT NULL THEN
+    EXECUTE format(
+      'CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW '
+      'EXECUTE FUNCTION public.tenancy_fence(%L, %L, %L)',
+      name, tbl, args[1], args[2], args[3]);
+  END IF;
+END
+$tenancy_fence_set$"#;

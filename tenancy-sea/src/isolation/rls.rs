@@ -92,11 +92,14 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The statements that enable, force and define the tenant policy on each table. They can
-/// be run again: the policy is dropped and created anew.
+/// The statements that enable, force and define the tenant policy on each table, and make
+/// the function of a move's write fence (so that the role that runs under the policies
+/// needs only the `TRIGGER` privilege on the tables to move a tenant). They can be run
+/// again: the policy is dropped and created anew.
 pub fn policy_statements(setting: &str, tables: &[RlsTable]) -> Result<Vec<String>> {
     super::validate_setting(setting)?;
-    let mut statements = Vec::with_capacity(tables.len() * 4);
+    let mut statements = Vec::with_capacity(tables.len() * 4 + 1);
+    statements.extend(super::PG_FENCE_FUNCTIONS.map(str::to_owned));
     for table in tables {
         let name = table.qualified();
         // The setting is a validated `prefix.name`, so it needs no escaping as a literal.

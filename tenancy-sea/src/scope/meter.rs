@@ -249,6 +249,7 @@ impl Failure for Error {
             Error::ShardUnavailable { .. } => "shard_unavailable",
             Error::MoveUnfinished { .. } => "move_unfinished",
             Error::DirectoryBusy { .. } => "directory_busy",
+            Error::RoutersBehind { .. } => "routers_behind",
             Error::ShardNotEmpty { .. } => "shard_not_empty",
             Error::ZeroPageSize => "zero_page_size",
             Error::NoCurrentTenant { .. } => "no_current_tenant",

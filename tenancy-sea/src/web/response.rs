@@ -22,7 +22,7 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// | no row of the tenant with that key ([`Error::NotFound`]) | 404 |
 /// | a write that reaches into another tenant ([`Error::TenantMismatch`], [`Error::TenantColumnWrite`], [`Error::CrossTenantConflict`]) | 403 |
 /// | the tenant is being moved ([`Error::TenantMoving`]; with `Retry-After`) | 503 |
-/// | a shard or database that cannot be reached ([`Error::ShardUnavailable`], [`Error::ShardTimeout`], [`Error::Shard`], [`Error::NoShardAvailable`], [`Error::DirectoryBusy`], a connection that could not be had) | 503 |
+/// | a shard or database that cannot be reached ([`Error::ShardUnavailable`], [`Error::ShardTimeout`], [`Error::Shard`], [`Error::NoShardAvailable`], [`Error::DirectoryBusy`], a directory past its lease (`RoutingError::DirectoryStale`), a connection that could not be had) | 503 |
 /// | anything else | 500 |
 pub fn status_of(error: &Error) -> StatusCode {
     match error {
@@ -39,6 +39,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::Shard { .. }
         | Error::NoShardAvailable { .. }
         | Error::DirectoryBusy { .. }
+        | Error::Routing(RoutingError::DirectoryStale)
         | Error::Db(DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
