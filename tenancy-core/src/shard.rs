@@ -614,6 +614,44 @@ impl<K: TenantId> DirectoryRouter<K> {
         Ok(true)
     }
 
+    /// Applies the changes of the stored directory from `from_version` up to `to_version`
+    /// (each a key placed on a shard, or forgotten with `None`), if the router holds
+    /// exactly `from_version` and has not changed since `unchanged_since` (see
+    /// [`changes`](Self::changes)); returns whether it did. Every shard is checked before
+    /// anything changes: an unknown one is an error and nothing is applied.
+    pub fn apply<S: Into<ShardId>>(
+        &self,
+        changes: impl IntoIterator<Item = (K, Option<S>)>,
+        from_version: u64,
+        to_version: u64,
+        unchanged_since: u64,
+    ) -> Result<bool, RoutingError> {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.changes != unchanged_since || state.version != from_version {
+            return Ok(false);
+        }
+        let mut resolved = Vec::new();
+        for (key, shard) in changes {
+            let index = match shard {
+                Some(shard) => Some(self.active_index(&state, &shard.into())?),
+                None => None,
+            };
+            resolved.push((key.canonical_bytes(), index));
+        }
+        for (key, index) in resolved {
+            match index {
+                Some(index) => state.keys.insert(key, index),
+                None => state.keys.remove(&key),
+            };
+        }
+        state.changes += 1;
+        state.version = to_version;
+        Ok(true)
+    }
+
     /// How many times this router's entries or shards have changed (by any method);
     /// give it to [`replace`](Self::replace) to refuse a reload read before a change.
     pub fn changes(&self) -> u64 {
@@ -882,6 +920,55 @@ mod tests {
         router.remove(&1i64);
         assert_eq!(router.route(&1i64), Err(RoutingError::Unassigned));
         assert_eq!(router.len(), 1);
+    }
+
+    #[test]
+    fn changes_apply_only_on_the_version_they_follow() {
+        let router = DirectoryRouter::<i64>::new(["s0", "s1"]);
+        assert!(
+            router
+                .replace([(1i64, "s0"), (2, "s0")], [], 5, router.changes())
+                .unwrap()
+        );
+        let since = router.changes();
+        // Not the version they follow: nothing applied.
+        assert!(!router.apply([(1i64, Some("s1"))], 4, 6, since).unwrap());
+        // An unknown shard: an error, nothing applied.
+        assert!(
+            router
+                .apply([(1i64, Some("s1")), (2, Some("s9"))], 5, 7, since)
+                .is_err()
+        );
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
+        assert!(
+            router
+                .apply([(1i64, Some("s1")), (2, None)], 5, 7, since)
+                .unwrap()
+        );
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "s1");
+        assert_eq!(router.route(&2i64), Err(RoutingError::Unassigned));
+        assert_eq!(router.version(), 7);
+        // A change made here since the changes were read: refused.
+        assert!(!router.apply([(1i64, Some("s0"))], 7, 8, since).unwrap());
+    }
+
+    #[test]
+    fn a_leased_directory_stops_routing_when_its_lease_runs_out() {
+        let router = DirectoryRouter::<i64>::new(["s0"]);
+        router.assign(&1, "s0").unwrap();
+        // Never leased: routes for ever.
+        assert!(!router.is_stale());
+        router.lease_until(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
+        router.lease_until(Instant::now() - std::time::Duration::from_millis(1));
+        assert!(router.is_stale());
+        assert_eq!(router.route(&1i64), Err(RoutingError::DirectoryStale));
+        // A refresh leases it again; lifting the lease routes for ever.
+        router.lease_until(Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
+        router.lease_until(Instant::now() - std::time::Duration::from_millis(1));
+        router.unlease();
+        assert_eq!(router.route(&1i64).unwrap().as_str(), "s0");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use tenancy_sea::catalog::{Directory, Shards};
+use tenancy_sea::catalog::{Directory, Refreshed, Shards};
 use tenancy_sea::{DirectoryRouter, Error, ShardId, ShardRouter, Tenancy};
 use tenancy_tests::entities::{customer, order};
 use tenancy_tests::migration::DatabaseMigratorV1;
@@ -516,4 +516,177 @@ async fn writers_in_two_processes_lose_nothing_while_the_tenant_moves() {
     );
     drop(tenancy);
     catalog.drop_db().await;
+}
+
+/// A watching process acknowledges each refresh and is leased: once it stops refreshing
+/// (its watcher gone, say the catalog unreachable), its router places no tenant after the
+/// lease (`DirectoryStale`) instead of serving one that may have moved; a refresh that is
+/// acknowledged again brings it back. A move waits for a live router that has not applied
+/// its switch, and gives up after the lease with `RoutersBehind`, keeping its fence and
+/// claim; run again once that router is gone, it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_acknowledge_and_a_stale_one_stops_routing() {
+    let Some((catalog, directory, tenancy)) = fleet(Backend::Postgres).await else {
+        return;
+    };
+    let lease = Duration::from_millis(400);
+    let names = Shards::new(catalog.conn.clone()).names().await.unwrap();
+    let theirs = directory
+        .for_router(Arc::new(DirectoryRouter::new(names)))
+        .with_router_lease(lease);
+    let other = over(&catalog, &theirs).await;
+    let watcher = tokio::spawn(theirs.clone().watch(Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        other.tenant(1).await.unwrap().shard().unwrap().as_str(),
+        "s0"
+    );
+    watcher.abort();
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert!(
+        matches!(
+            other.tenant(1).await,
+            Err(Error::Routing(tenancy_sea::RoutingError::DirectoryStale))
+        ),
+        "a router past its lease routes nothing"
+    );
+    theirs.refresh().await.unwrap();
+    theirs.acknowledge().await.unwrap();
+    assert_eq!(
+        other.tenant(1).await.unwrap().shard().unwrap().as_str(),
+        "s0"
+    );
+
+    // A router that acknowledged an older version and stays live (its lease renewed by
+    // hand, no refresh) holds the move's clean-up back until the bound.
+    let mover = directory.clone().with_router_lease(lease);
+    let moving = over(&catalog, &mover).await;
+    let keep_alive = tokio::spawn({
+        let theirs = theirs.clone();
+        async move {
+            loop {
+                theirs.acknowledge().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let relocate = || {
+        moving
+            .move_tenant(1, "s1")
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .run()
+    };
+    let behind = relocate().await;
+    assert!(
+        matches!(behind, Err(Error::RoutersBehind { routers: 1, .. })),
+        "{behind:?}"
+    );
+    // Switched, not cleaned up: the old rows stay, fenced.
+    assert_eq!(rows_on(&tenancy, "s0", 1).await, (1, 3));
+    assert_eq!(rows_on(&tenancy, "s1", 1).await, (1, 3));
+    assert_eq!(fences_on(&tenancy, "s0").await, 1 + 1);
+    assert!(matches!(
+        write_order(&other, 1, 1_700).await,
+        Err(Error::TenantMoving { .. })
+    ));
+    // That router goes away (its row lapses); the move run again finishes.
+    keep_alive.abort();
+    theirs.withdraw().await.unwrap();
+    tokio::time::sleep(LEASE + Duration::from_millis(300)).await;
+    let report = relocate().await.unwrap();
+    assert_eq!(report.removed, 4);
+    assert_eq!(rows_on(&tenancy, "s0", 1).await, (0, 0));
+    assert_eq!(
+        (fences_on(&tenancy, "s0").await, claims(&catalog).await),
+        (0, 0)
+    );
+    drop((tenancy, other, moving));
+    catalog.drop_db().await;
+}
+
+/// A refresh after a few changes reads only the changed keys' entries, from the catalog's
+/// log of changes, not the whole directory; a change of ranges, or a change missing from
+/// the log, loads the whole directory instead. Either way the router ends where the
+/// catalog is.
+async fn refreshes_apply_only_what_changed(backend: Backend) {
+    let Some((catalog, directory, tenancy)) = fleet(backend).await else {
+        return;
+    };
+    let names = Shards::new(catalog.conn.clone()).names().await.unwrap();
+    let theirs = directory.for_router(Arc::new(DirectoryRouter::new(names)));
+    theirs.load().await.unwrap();
+    let route = |key: i64| theirs.router().route(&key).map(|s| s.to_string());
+    for key in 10..13 {
+        directory.assign(&key, "s1").await.unwrap();
+    }
+    directory.assign(&10, "s0").await.unwrap();
+    assert_eq!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Applied { keys: 3 }
+    );
+    assert_eq!(
+        (route(10).unwrap(), route(11).unwrap()),
+        ("s0".to_owned(), "s1".to_owned())
+    );
+    assert_eq!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Unchanged
+    );
+    directory.remove(&11).await.unwrap();
+    assert_eq!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Applied { keys: 1 }
+    );
+    assert!(route(11).is_err());
+    // A moved tenant reaches the other process the same way.
+    let report = tenancy
+        .move_tenant(1, "s1")
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.to.as_str(), "s1");
+    assert_eq!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Applied { keys: 1 }
+    );
+    assert_eq!(route(1).unwrap(), "s1");
+    // Ranges are loaded whole.
+    directory.assign_range(1_000, "s0").await.unwrap();
+    assert!(matches!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Reloaded { .. }
+    ));
+    assert_eq!(route(1_500).unwrap(), "s0");
+    // A change the log no longer holds: loaded whole.
+    directory.assign(&12, "s0").await.unwrap();
+    catalog
+        .conn
+        .execute_unprepared("DELETE FROM tenancy_directory_changes")
+        .await
+        .unwrap();
+    assert!(matches!(
+        theirs.refresh_counted().await.unwrap(),
+        Refreshed::Reloaded { .. }
+    ));
+    assert_eq!(route(12).unwrap(), "s0");
+    drop(tenancy);
+    catalog.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_apply_only_what_changed_postgres() {
+    refreshes_apply_only_what_changed(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_apply_only_what_changed_sqlite() {
+    refreshes_apply_only_what_changed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_apply_only_what_changed_mysql() {
+    refreshes_apply_only_what_changed(Backend::MySql).await;
 }

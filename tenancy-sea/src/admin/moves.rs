@@ -40,8 +40,11 @@ pub struct TenantMove<'a, T: SqlTenantId> {
     steps: Vec<Box<dyn MoveStep<T> + 'a>>,
     /// How the tenant's schema is made on the new shard (schema per tenant).
     make_schema: Option<MakeSchema>,
-    progress: Option<Box<dyn Fn(&MoveProgress) + Send + Sync + 'a>>,
+    progress: Option<OnProgress<'a>>,
 }
+
+/// What [`TenantMove::on_progress`] calls.
+type OnProgress<'a> = Box<dyn Fn(&MoveProgress) + Send + Sync + 'a>;
 
 /// Where a move has got, told to [`TenantMove::on_progress`] as it goes. The stages come
 /// in this order; a stage marked *in a transaction* is told before that transaction

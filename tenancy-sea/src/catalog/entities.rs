@@ -189,6 +189,35 @@ pub mod move_entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The framework's catalog entity of the directory's recent changes: one row per version,
+/// naming the key it changed (or a change of ranges), so that a process catches up by
+/// reading the changes since the version it holds instead of the whole directory.
+pub mod change_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// The change that made a directory version.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_directory_changes")]
+    pub struct Model {
+        /// The directory, as in [`entry`](super::entry).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub directory: String,
+        /// The version the change made.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i64,
+        /// The key whose placement changed, in its text form; `None` for a change of the
+        /// ranges.
+        #[sea_orm(nullable)]
+        pub key: Option<String>,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// The framework's catalog entity of the routers that follow a directory: one row per
 /// process's router (while it watches the directory), with the directory version it has
 /// applied, so that a move removes a tenant's old rows only once every live router routes

@@ -22,11 +22,12 @@ pub(crate) mod tenant_databases;
 
 pub use claims::DEFAULT_MOVE_LEASE;
 pub(crate) use claims::{AbandonedMove, Claim};
-pub use directory::{Directory, DirectoryLoad, SkipReason, SkippedEntry};
+pub use directory::{Directory, DirectoryLoad, Refreshed, SkipReason, SkippedEntry};
 pub(crate) use entities::create_table_if_missing;
 pub use entities::{
-    entry as directory_entry, range_entry as directory_range_entry,
-    router_entry as directory_router_entry, shard_entry, tenant_entry,
+    change_entry as directory_change_entry, entry as directory_entry,
+    range_entry as directory_range_entry, router_entry as directory_router_entry, shard_entry,
+    tenant_entry,
 };
 pub use routers::DEFAULT_ROUTER_LEASE;
 pub use shards::{ShardRecord, ShardState, Shards};

@@ -4,7 +4,7 @@
 //! then in the router.
 
 use super::claims::{Claim, now_millis};
-use super::directory::Directory;
+use super::directory::{Changed, Directory};
 use super::entities::{entry, move_entry, range_entry, shard_entry};
 use super::shards::{DROPPED, ShardState};
 use crate::entity::SqlTenantId;
@@ -59,7 +59,7 @@ impl<K: SqlTenantId> Directory<K> {
             txn.rollback().await?;
             return Ok(false);
         }
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Key(&tenant.to_string())).await?;
         before_commit();
         txn.commit().await?;
         router.assign(tenant, to.clone())?;
@@ -88,7 +88,7 @@ impl<K: SqlTenantId> Directory<K> {
         let txn = self.conn.begin().await?;
         self.guard_shard(&txn, &shard).await?;
         self.put_range(&txn, lower_bound, shard.as_str()).await?;
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Range).await?;
         txn.commit().await?;
         if let Err(error) = router.assign_range(lower_bound, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
@@ -99,7 +99,7 @@ impl<K: SqlTenantId> Directory<K> {
                     range_entry::Entity::delete_by_id(id).exec(&txn).await?;
                 }
             }
-            self.bump(&txn).await?;
+            self.bump(&txn, Changed::Range).await?;
             txn.commit().await?;
             return Err(error.into());
         }
@@ -137,7 +137,7 @@ impl<K: SqlTenantId> Directory<K> {
         range_entry::Entity::delete_by_id((self.name.clone(), lower_bound))
             .exec(&txn)
             .await?;
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Range).await?;
         txn.commit().await?;
         router.remove_range(lower_bound);
         Ok(())
@@ -167,7 +167,7 @@ impl<K: SqlTenantId> Directory<K> {
         let txn = self.conn.begin().await?;
         self.guard_shard(&txn, &shard).await?;
         self.put_entry(&txn, &id.1, shard.as_str()).await?;
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Key(&id.1)).await?;
         txn.commit().await?;
         if let Err(error) = router.assign(tenant, shard) {
             // The shard left the router meanwhile: the catalog goes back to what it held.
@@ -175,10 +175,10 @@ impl<K: SqlTenantId> Directory<K> {
             match previous {
                 Some(row) => self.put_entry(&txn, &id.1, &row.shard).await?,
                 None => {
-                    entry::Entity::delete_by_id(id).exec(&txn).await?;
+                    entry::Entity::delete_by_id(id.clone()).exec(&txn).await?;
                 }
             }
-            self.bump(&txn).await?;
+            self.bump(&txn, Changed::Key(&id.1)).await?;
             txn.commit().await?;
             return Err(error.into());
         }
@@ -256,7 +256,7 @@ impl<K: SqlTenantId> Directory<K> {
         )
         .exec_without_returning(&txn)
         .await?;
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Key(&key)).await?;
         txn.commit().await?;
         let row = entry::Entity::find_by_id((self.name.clone(), key))
             .one(&self.conn)
@@ -337,7 +337,7 @@ impl<K: SqlTenantId> Directory<K> {
         entry::Entity::delete_by_id((self.name.clone(), tenant.to_string()))
             .exec(&txn)
             .await?;
-        self.bump(&txn).await?;
+        self.bump(&txn, Changed::Key(&tenant.to_string())).await?;
         txn.commit().await?;
         router.remove(tenant);
         Ok(())

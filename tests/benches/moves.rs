@@ -1,0 +1,209 @@
+//! An online move of one tenant between two PostgreSQL shard databases, against the floor
+//! of copying the same rows with PostgreSQL's own `COPY ... TO STDOUT` piped into
+//! `COPY ... FROM STDIN` (two `psql` processes), in one run: the tenant's rows over three
+//! tables (customers 20%, orders 60%, tags 20%), at 10,000 and 100,000 rows. The floor and
+//! the move alternate, 3 rounds each; each move goes the other way from the last.
+//!
+//! Also the write-unavailability window: from the fence going up to the switch, the time
+//! in which the tenant's writes are refused everywhere (a process that routes by the new
+//! placement writes again from the switch on).
+//!
+//! ```text
+//! TENANCY_PG_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p tenancy-tests --bench moves
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tenancy_sea::catalog::{Directory, Shards};
+use tenancy_sea::{DirectoryRouter, MoveProgress, ShardId, Tenancy};
+use tenancy_tests::entities::{customer, order, tag};
+use tenancy_tests::migration::DatabaseMigratorV1;
+use tenancy_tests::{Backend, Flavor, TestDb};
+
+const TENANT: i64 = 7;
+const ROUNDS: usize = 3;
+const TABLES: [&str; 3] = ["customers", "orders", "tags"];
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+async fn run(conn: &DatabaseConnection, sql: &str) {
+    conn.execute_unprepared(sql).await.unwrap();
+}
+
+/// The tenant's rows, written straight into `conn`: `rows` over the three tables.
+async fn load(conn: &DatabaseConnection, rows: i64) {
+    let (customers, orders, tags) = (rows / 5, rows * 3 / 5, rows / 5);
+    run(
+        conn,
+        &format!(
+            "INSERT INTO customers (id, tenant_id, name) SELECT g, {TENANT}, 'customer ' || g \
+             FROM generate_series(1, {customers}) g"
+        ),
+    )
+    .await;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO orders (id, tenant_id, customer_id, total_cents) \
+             SELECT g, {TENANT}, 1 + g % {customers}, g * 7 % 100000 \
+             FROM generate_series(1, {orders}) g"
+        ),
+    )
+    .await;
+    run(
+        conn,
+        &format!(
+            "INSERT INTO tags (id, tenant_id, label) SELECT g, {TENANT}, 'tag ' || g \
+             FROM generate_series(1, {tags}) g"
+        ),
+    )
+    .await;
+    run(conn, "ANALYZE customers, orders, tags").await;
+}
+
+/// The floor: each table's rows of the tenant from `from` to `to` by `COPY`, through a
+/// pipe between two `psql` processes; then the copies removed again (not timed).
+async fn floor(from_url: &str, to_url: &str, to: &DatabaseConnection) -> Duration {
+    let started = Instant::now();
+    for table in TABLES {
+        let script = format!(
+            "psql -X -q -v ON_ERROR_STOP=1 '{from_url}' -c \"\\copy (SELECT * FROM {table} \
+             WHERE tenant_id = {TENANT}) TO STDOUT\" | psql -X -q -v ON_ERROR_STOP=1 \
+             '{to_url}' -c \"\\copy {table} FROM STDIN\""
+        );
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    }
+    let took = started.elapsed();
+    for table in TABLES.iter().rev() {
+        run(
+            to,
+            &format!("DELETE FROM {table} WHERE tenant_id = {TENANT}"),
+        )
+        .await;
+    }
+    took
+}
+
+/// One move of the tenant to `to`: its time, and the time from the fence to the switch.
+async fn move_once(tenancy: &Tenancy<i64>, to: &str) -> (Duration, Duration) {
+    let marks: Arc<Mutex<Vec<(&'static str, Instant)>>> = Arc::default();
+    let seen = marks.clone();
+    let started = Instant::now();
+    tenancy
+        .move_tenant(TENANT, to)
+        .entity::<customer::Entity>()
+        .entity::<order::Entity>()
+        .entity::<tag::Entity>()
+        .on_progress(move |progress| {
+            let stage = match progress {
+                MoveProgress::Fenced => "fenced",
+                MoveProgress::Switched => "switched",
+                _ => return,
+            };
+            seen.lock().unwrap().push((stage, Instant::now()));
+        })
+        .run()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let marks = marks.lock().unwrap();
+    let at = |stage| marks.iter().find(|(s, _)| *s == stage).unwrap().1;
+    (took, at("switched").duration_since(at("fenced")))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let Some(catalog) = TestDb::for_flavor(Backend::Postgres, Flavor::Database).await else {
+        panic!("TENANCY_PG_URL is needed");
+    };
+    let router = Arc::new(DirectoryRouter::new(Vec::<ShardId>::new()));
+    let directory = Directory::new(catalog.conn.clone(), router.clone());
+    directory.install().await.unwrap();
+    let topology = Shards::new(catalog.conn.clone())
+        .topology(router, 2)
+        .await
+        .unwrap();
+    let tenancy = Tenancy::builder(catalog.conn.clone())
+        .sharded(topology)
+        .directory(directory.clone())
+        .database_template(catalog.template.clone().unwrap())
+        .build()
+        .unwrap();
+    for name in ["s0", "s1"] {
+        tenancy
+            .create_shard::<DatabaseMigratorV1>(name)
+            .await
+            .unwrap();
+    }
+    let records = Shards::new(catalog.conn.clone()).list().await.unwrap();
+    let url_of = |name: &str| {
+        records
+            .iter()
+            .find(|r| r.name.as_str() == name)
+            .unwrap()
+            .url
+            .clone()
+    };
+    let (s0_url, s1_url) = (url_of("s0"), url_of("s1"));
+    let shard = |name: &str| {
+        tenancy
+            .topology()
+            .unwrap()
+            .unscoped_connection(&ShardId::new(name))
+            .unwrap()
+    };
+    println!(
+        "| rows | floor: COPY piped (s, median) | move (s, median) | move / floor | writes refused, fence to switch (ms, median) |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    let mut home = "s0";
+    for rows in [10_000, 100_000] {
+        directory.assign(&TENANT, home).await.unwrap();
+        load(&shard(home), rows).await;
+        let (mut floors, mut moves, mut windows) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let away = if home == "s0" { "s1" } else { "s0" };
+            let (from_url, to_url) = if home == "s0" {
+                (&s0_url, &s1_url)
+            } else {
+                (&s1_url, &s0_url)
+            };
+            floors.push(floor(from_url, to_url, &shard(away)).await.as_secs_f64());
+            let (took, window) = move_once(&tenancy, away).await;
+            moves.push(took.as_secs_f64());
+            windows.push(window.as_secs_f64() * 1e3);
+            home = away;
+        }
+        let (f, m) = (median(floors), median(moves));
+        println!(
+            "| {rows} | {f:.3} | {m:.3} | {:.2} | {:.0} |",
+            m / f,
+            median(windows)
+        );
+        for table in TABLES.iter().rev() {
+            run(
+                &shard(home),
+                &format!("DELETE FROM {table} WHERE tenant_id = {TENANT}"),
+            )
+            .await;
+        }
+    }
+    drop(tenancy);
+    catalog.drop_db().await;
+}
