@@ -12,6 +12,7 @@
 //! keepers (`tenant_databases`, `shards`, `directory`), the directory's placements
 //! (`placing`) and the claims of moves (`claims`).
 
+pub(crate) mod changes;
 pub(crate) mod claims;
 pub(crate) mod directory;
 pub(crate) mod entities;
@@ -20,9 +21,10 @@ mod routers;
 pub(crate) mod shards;
 pub(crate) mod tenant_databases;
 
+pub use changes::Refreshed;
 pub use claims::DEFAULT_MOVE_LEASE;
 pub(crate) use claims::{AbandonedMove, Claim};
-pub use directory::{Directory, DirectoryLoad, Refreshed, SkipReason, SkippedEntry};
+pub use directory::{Directory, DirectoryLoad, SkipReason, SkippedEntry};
 pub(crate) use entities::create_table_if_missing;
 pub use entities::{
     change_entry as directory_change_entry, entry as directory_entry,
