@@ -83,8 +83,9 @@ mod tenancy;
 pub mod web;
 
 pub use admin::{
-    CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
-    MoveProgress, MoveReport, TenantMove,
+    Balance, CatalogRefresh, FleetProgress, FleetReport, Globals, LeftoverRemoval, LeftoverReport,
+    MoveProgress, MoveReport, PlannedMove, Rebalance, RebalancePlan, RebalanceProgress,
+    RebalanceReport, TenantMove,
 };
 pub use entity::{GlobalEntity, ScopedEntity, ShardKeyed, SqlTenantId, TenantScoped};
 pub use error::{Error, Result};

@@ -690,3 +690,95 @@ async fn refreshes_apply_only_what_changed_sqlite() {
 async fn refreshes_apply_only_what_changed_mysql() {
     refreshes_apply_only_what_changed(Backend::MySql).await;
 }
+
+/// A rebalance by rows: the plan moves the heaviest tenants that narrow the gap from the
+/// fullest shard to the emptiest, shows each shard's load before and after, and applies
+/// them two at a time with progress; a move killed part-way beforehand is listed as
+/// unfinished and finished first. Afterwards every tenant's rows are whole on the shard the
+/// directory places it on, and the loads are what the plan said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_by_rows_plans_applies_and_finishes_a_stopped_move() {
+    let Some((catalog, directory, tenancy)) = fleet(Backend::Postgres).await else {
+        return;
+    };
+    // Tenants 3..=6 on s0 too, heavier as they go: 1 customer and 3 * n orders each.
+    for tenant in 3..=6i64 {
+        directory.assign(&tenant, "s0").await.unwrap();
+        let orders = (1..=3 * tenant).map(|n| (Some(tenant * 1_000 + n), n));
+        tenancy_tests::customer_with_orders(&tenancy, tenant, Some(tenant * 1_000), orders).await;
+    }
+    // Tenant 1's move killed after its switch: it is unfinished (old rows fenced on s0).
+    kill_mover_at(&catalog_url(&catalog), "Switched");
+    tokio::time::sleep(LEASE + Duration::from_millis(300)).await;
+    directory.refresh().await.unwrap();
+
+    let rebalance = || {
+        tenancy
+            .rebalance()
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .by(tenancy_sea::Balance::Rows)
+            .parallel(2)
+    };
+    let plan = rebalance().plan().await.unwrap();
+    assert_eq!(plan.unfinished, [(1, ShardId::new("s1"))]);
+    // On s0: tenant 2 (4 rows) and 3..=6 (10, 13, 16, 19 rows) = 62; on s1: tenant 1 (4).
+    assert_eq!(plan.before[&ShardId::new("s0")], 62);
+    assert_eq!(plan.before[&ShardId::new("s1")], 4);
+    assert!(!plan.moves.is_empty());
+    let (s0, s1) = (
+        plan.after[&ShardId::new("s0")],
+        plan.after[&ShardId::new("s1")],
+    );
+    assert_eq!(s0 + s1, 66);
+    assert!(
+        s0.abs_diff(s1) < 19,
+        "the spread narrows below the heaviest tenant: {s0} {s1}"
+    );
+    let ended = std::sync::atomic::AtomicUsize::new(0);
+    let report = rebalance()
+        .on_progress(|p| {
+            assert!(p.outcome.is_ok(), "{:?}", p.outcome);
+            ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(p.done <= p.total);
+        })
+        .apply(&plan)
+        .await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.moved.len(), 1 + plan.moves.len());
+    assert_eq!(ended.into_inner(), 1 + plan.moves.len());
+    // Every tenant whole where the directory places it, nothing left elsewhere, no fence.
+    directory.refresh().await.unwrap();
+    let mut loads = std::collections::BTreeMap::new();
+    for tenant in 1..=6i64 {
+        let home = directory.router().route(&tenant).unwrap();
+        let away = if home.as_str() == "s0" { "s1" } else { "s0" };
+        let (customers, orders) = rows_on(&tenancy, home.as_str(), tenant).await;
+        let expected = if tenant <= 2 { 3 } else { 3 * tenant as u64 };
+        assert_eq!((customers, orders), (1, expected), "tenant {tenant}");
+        assert_eq!(
+            rows_on(&tenancy, away, tenant).await,
+            (0, 0),
+            "tenant {tenant}"
+        );
+        *loads.entry(home.to_string()).or_insert(0u64) += customers + orders;
+    }
+    assert_eq!((loads["s0"], loads["s1"]), (s0, s1));
+    assert_eq!(
+        (fences_on(&tenancy, "s0").await, claims(&catalog).await),
+        (0, 0)
+    );
+    // Planned again: nothing unfinished; the tenant that was held by its stopped move may
+    // move now, and once that is applied the fleet is balanced.
+    let again = rebalance().plan().await.unwrap();
+    assert!(again.unfinished.is_empty(), "{again:?}");
+    let report = rebalance().apply(&again).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let last = rebalance().plan().await.unwrap();
+    assert!(
+        last.unfinished.is_empty() && last.moves.is_empty(),
+        "{last:?}"
+    );
+    drop(tenancy);
+    catalog.drop_db().await;
+}

@@ -14,10 +14,14 @@ mod move_resume;
 mod move_run;
 mod move_steps;
 mod moves;
+mod rebalance;
 mod shards;
 
 pub use fleet::{FleetProgress, FleetReport};
 pub use globals::Globals;
 pub use leftovers::{LeftoverRemoval, LeftoverReport};
 pub use moves::{MoveProgress, MoveReport, TenantMove};
+pub use rebalance::{
+    Balance, PlannedMove, Rebalance, RebalancePlan, RebalanceProgress, RebalanceReport,
+};
 pub use shards::CatalogRefresh;

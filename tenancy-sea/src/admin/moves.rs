@@ -213,7 +213,7 @@ impl<T: SqlTenantId> Tenancy<T> {
 }
 
 /// Makes a tenant schema with `M`'s migrations, for [`TenantMove::migrator`].
-fn make_schema<'t, M: MigratorTrait + 'static>(
+pub(super) fn make_schema<'t, M: MigratorTrait + 'static>(
     txn: &'t DatabaseTransaction,
     schema: &'t Identifier,
 ) -> BoxFuture<'t, Result<()>> {
@@ -240,6 +240,18 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
         E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
     {
         self.steps.push(Box::new(EntityStep::<E>(PhantomData)));
+        self
+    }
+
+    /// Adds a step made elsewhere (a rebalance's, for each of its moves).
+    pub(super) fn with_step(mut self, step: Box<dyn MoveStep<T> + 'a>) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Sets how the tenant's schema is made (a rebalance's migrator).
+    pub(super) fn with_make_schema(mut self, make: MakeSchema) -> Self {
+        self.make_schema = Some(make);
         self
     }
 

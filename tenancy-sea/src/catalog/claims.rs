@@ -227,6 +227,21 @@ impl<K: SqlTenantId> Directory<K> {
         Ok(())
     }
 
+    /// The keys whose moves stopped part-way: claims that lapsed after their move had
+    /// recorded where it moved from (its fence stands there), each with the shard it was
+    /// moving to.
+    pub(crate) async fn lapsed_moves(&self) -> Result<Vec<(String, ShardId)>> {
+        Ok(move_entry::Entity::find()
+            .filter(move_entry::Column::Directory.eq(self.name.clone()))
+            .filter(move_entry::Column::ExpiresAt.lt(now_millis()))
+            .filter(move_entry::Column::FromShard.is_not_null())
+            .all(&self.conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.key, ShardId::new(row.shard)))
+            .collect())
+    }
+
     /// Clears the claim on `tenant`, whoever holds it. A move clears its own when it ends;
     /// a claim whose move's process died lapses after the lease
     /// ([`with_move_lease`](Self::with_move_lease)). Call this to clear it sooner, once

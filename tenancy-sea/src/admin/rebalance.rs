@@ -1,0 +1,527 @@
+//! Rebalancing a directory-routed topology: a plan of moves from the fullest active shards
+//! to the emptiest (by tenants or by rows), tenants first taken off draining shards, and
+//! its application with the online moves, a few at a time, after finishing any move that
+//! stopped part-way.
+
+use super::move_steps::{EntityStep, MoveStep};
+use super::moves::MakeSchema;
+use crate::catalog::ShardState;
+use crate::catalog::directory_entry;
+use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
+use crate::error::{Error, Result};
+use crate::isolation::Isolation;
+use crate::tenancy::Tenancy;
+use futures_util::StreamExt;
+use sea_orm::sea_query::{Alias, Expr, Func, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QuerySelect,
+};
+use sea_orm_migration::MigratorTrait;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use tenancy_core::ShardId;
+
+/// What a rebalance weighs shards by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Balance {
+    /// How many tenants each shard holds.
+    #[default]
+    Tenants,
+    /// How many rows of the named entities each shard holds (counted per tenant on the
+    /// shard the directory places it on).
+    Rows,
+}
+
+/// One move of a [`RebalancePlan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedMove<T> {
+    /// The tenant.
+    pub tenant: T,
+    /// Where it lives.
+    pub from: ShardId,
+    /// Where it goes.
+    pub to: ShardId,
+    /// Its weight (1 by tenants; its rows by rows).
+    pub weight: u64,
+}
+
+/// What [`Rebalance::plan`] proposes: the moves in order, and each active shard's load
+/// before and after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebalancePlan<T> {
+    /// Moves that stopped part-way (their claims lapsed), finished first.
+    pub unfinished: Vec<(T, ShardId)>,
+    /// The moves, draining shards emptied first.
+    pub moves: Vec<PlannedMove<T>>,
+    /// Each shard's load now.
+    pub before: BTreeMap<ShardId, u64>,
+    /// Each shard's load once the moves are done.
+    pub after: BTreeMap<ShardId, u64>,
+}
+
+/// A finished move of a rebalance, told to [`Rebalance::on_progress`].
+#[derive(Debug)]
+pub struct RebalanceProgress<'p, T> {
+    /// How many moves have ended, this one included.
+    pub done: usize,
+    /// How many moves there are.
+    pub total: usize,
+    /// The tenant.
+    pub tenant: &'p T,
+    /// How its move ended.
+    pub outcome: &'p Result<super::MoveReport>,
+}
+
+/// What [`Rebalance::apply`] did.
+#[derive(Debug, Default)]
+pub struct RebalanceReport<T> {
+    /// The tenants moved, each with its report.
+    pub moved: Vec<(T, super::MoveReport)>,
+    /// The tenants whose move failed, each with its error; the others went on.
+    pub failed: Vec<(T, Error)>,
+}
+
+type Step<'a, T> = fn() -> Box<dyn MoveStep<T> + 'a>;
+type Weigh<'a, T> = for<'t> fn(
+    &'t Tenancy<T>,
+    &'t ShardId,
+) -> futures_util::future::BoxFuture<'t, Result<Vec<(String, u64)>>>;
+type OnRebalance<'a, T> = Box<dyn Fn(&RebalanceProgress<'_, T>) + Send + Sync + 'a>;
+
+/// A rebalance of the tenants over the active shards, built by [`Tenancy::rebalance`].
+#[must_use = "a rebalance does nothing until it is planned and applied"]
+pub struct Rebalance<'a, T: SqlTenantId> {
+    tenancy: &'a Tenancy<T>,
+    steps: Vec<(Step<'a, T>, Weigh<'a, T>)>,
+    balance: Balance,
+    parallel: usize,
+    make_schema: Option<MakeSchema>,
+    progress: Option<OnRebalance<'a, T>>,
+}
+
+impl<T: SqlTenantId> std::fmt::Debug for Rebalance<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebalance")
+            .field("balance", &self.balance)
+            .field("parallel", &self.parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each tenant's rows of `E` on `shard`, keyed by the tenant's id as text.
+fn weigh<'t, T, E>(
+    tenancy: &'t Tenancy<T>,
+    shard: &'t ShardId,
+) -> futures_util::future::BoxFuture<'t, Result<Vec<(String, u64)>>>
+where
+    T: SqlTenantId,
+    E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+{
+    Box::pin(async move {
+        let conn = tenancy.topology()?.unscoped_connection(shard)?;
+        let text = match conn.get_database_backend() {
+            DbBackend::MySql => "CHAR",
+            _ => "TEXT",
+        };
+        let rows: Vec<(String, i64)> = E::find()
+            .select_only()
+            .column_as(
+                SimpleExpr::from(Func::cast_as(
+                    Expr::col(E::tenant_column()),
+                    Alias::new(text),
+                )),
+                "tenant",
+            )
+            .column_as(E::tenant_column().count(), "n")
+            .group_by(E::tenant_column())
+            .into_tuple()
+            .all(&conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, n)| (tenant, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    })
+}
+
+impl<T: SqlTenantId> Tenancy<T> {
+    /// A rebalance of the tenants of the directory given to the builder over the active
+    /// shards: name the tenants' entities (parents first) as for a move, choose what to
+    /// weigh ([`Balance`]), [`plan`](Rebalance::plan) it, show the plan, and
+    /// [`apply`](Rebalance::apply) it. Applying runs the online moves
+    /// ([`Tenancy::move_tenant`]) a few at a time; a rebalance that stops (its process
+    /// killed) is resumed by planning and applying again: moves that stopped part-way are
+    /// finished first, and the plan starts from where the tenants live then.
+    pub fn rebalance(&self) -> Rebalance<'_, T> {
+        Rebalance {
+            tenancy: self,
+            steps: Vec::new(),
+            balance: Balance::Tenants,
+            parallel: 1,
+            make_schema: None,
+            progress: None,
+        }
+    }
+}
+
+impl<'a, T: SqlTenantId> Rebalance<'a, T> {
+    /// Adds an entity whose rows move with each tenant (parents first, as for a move).
+    pub fn entity<E>(mut self) -> Self
+    where
+        E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+        E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+        E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    {
+        fn step<'s, T, E>() -> Box<dyn MoveStep<T> + 's>
+        where
+            T: SqlTenantId,
+            E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+            E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+            E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+        {
+            Box::new(EntityStep::<E>(PhantomData))
+        }
+        self.steps.push((step::<T, E>, weigh::<T, E>));
+        self
+    }
+
+    /// What to weigh shards by ([`Balance::Tenants`] by default).
+    pub fn by(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// How many moves run at once (1 by default; each moves one tenant).
+    pub fn parallel(mut self, moves: usize) -> Self {
+        self.parallel = moves.max(1);
+        self
+    }
+
+    /// The application's migrator, for moves under schema per tenant (see
+    /// [`TenantMove::migrator`](super::TenantMove::migrator)).
+    pub fn migrator<M: MigratorTrait + 'static>(mut self) -> Self {
+        self.make_schema = Some(super::moves::make_schema::<M>);
+        self
+    }
+
+    /// Calls `progress` as each move ends.
+    pub fn on_progress(
+        mut self,
+        progress: impl Fn(&RebalanceProgress<'_, T>) + Send + Sync + 'a,
+    ) -> Self {
+        self.progress = Some(Box::new(progress));
+        self
+    }
+
+    /// Plans the rebalance from the catalog as it is: tenants off draining shards first
+    /// (the heaviest first, each to the lightest active shard), then, while it narrows the
+    /// spread, the heaviest tenant of the fullest active shard that fits the gap to the
+    /// emptiest. Under schema per tenant it weighs by tenants only.
+    pub async fn plan(&self) -> Result<RebalancePlan<T>> {
+        let tenancy = self.tenancy;
+        let directory = tenancy.require_directory("rebalancing")?;
+        if self.steps.is_empty() {
+            return Err(Error::Config(
+                "a rebalance names the tenants' entities: `.entity::<E>()` for each, parents first"
+                    .to_owned(),
+            ));
+        }
+        if self.balance == Balance::Rows
+            && matches!(tenancy.isolation(), Isolation::SchemaPerTenant { .. })
+        {
+            return Err(Error::Config(
+                "a rebalance by rows counts rows in shared tables; under schema per tenant \
+                 balance by tenants"
+                    .to_owned(),
+            ));
+        }
+        let shards = tenancy.shard_catalog().list().await?;
+        let placed: Vec<(String, ShardId)> = directory_entry::Entity::find()
+            .filter(directory_entry::Column::Directory.eq(directory.name()))
+            .all(tenancy.unscoped())
+            .await?
+            .into_iter()
+            .map(|row| (row.key, ShardId::new(row.shard)))
+            .collect();
+        let mut weights: BTreeMap<(String, ShardId), u64> = BTreeMap::new();
+        if self.balance == Balance::Rows {
+            for record in &shards {
+                for (_, weigh) in &self.steps {
+                    for (tenant, rows) in weigh(tenancy, &record.name).await? {
+                        *weights.entry((tenant, record.name.clone())).or_default() += rows;
+                    }
+                }
+            }
+        }
+        let unfinished: Vec<(T, ShardId)> = directory
+            .lapsed_moves()
+            .await?
+            .into_iter()
+            .filter_map(|(key, to)| T::parse_tenant_id(&key).ok().map(|t| (t, to)))
+            .collect();
+        let mut tenants = Vec::with_capacity(placed.len());
+        for (key, shard) in placed {
+            let Ok(tenant) = T::parse_tenant_id(&key) else {
+                continue;
+            };
+            let weight = match self.balance {
+                Balance::Tenants => 1,
+                // Only the rows on the shard the directory places it on: copies a stopped
+                // move left elsewhere do not count.
+                Balance::Rows => weights.get(&(key, shard.clone())).copied().unwrap_or(0),
+            };
+            // A tenant whose move stopped part-way is where that move takes it, and stays.
+            match unfinished.iter().find(|(t, _)| *t == tenant) {
+                Some((_, to)) => tenants.push((tenant, to.clone(), weight, false)),
+                None => tenants.push((tenant, shard, weight, true)),
+            }
+        }
+        let states: Vec<(ShardId, ShardState)> =
+            shards.into_iter().map(|r| (r.name, r.state)).collect();
+        let (moves, before, after) = plan_moves(&states, tenants)?;
+        Ok(RebalancePlan {
+            unfinished,
+            moves,
+            before,
+            after,
+        })
+    }
+
+    /// Applies `plan`: the unfinished moves first, then the planned ones, at most
+    /// [`parallel`](Self::parallel) at once. A failed move is reported and the others go
+    /// on.
+    pub async fn apply(&self, plan: &RebalancePlan<T>) -> RebalanceReport<T> {
+        let total = plan.unfinished.len() + plan.moves.len();
+        let mut report = RebalanceReport {
+            moved: Vec::new(),
+            failed: Vec::new(),
+        };
+        let mut done = 0;
+        // The unfinished moves end before any planned one starts: no tenant is in two.
+        self.run_moves(plan.unfinished.clone(), total, &mut done, &mut report)
+            .await;
+        let planned = plan.moves.iter().map(|m| (m.tenant.clone(), m.to.clone()));
+        self.run_moves(planned.collect(), total, &mut done, &mut report)
+            .await;
+        report
+    }
+
+    /// Runs `work`'s moves, [`parallel`](Self::parallel) at a time, into `report`.
+    async fn run_moves(
+        &self,
+        work: Vec<(T, ShardId)>,
+        total: usize,
+        done: &mut usize,
+        report: &mut RebalanceReport<T>,
+    ) {
+        let mut outcomes = futures_util::stream::iter(work)
+            .map(|(tenant, to)| async move {
+                let mut moving = self.tenancy.move_tenant(tenant.clone(), to);
+                for (step, _) in &self.steps {
+                    moving = moving.with_step(step());
+                }
+                if let Some(make) = self.make_schema {
+                    moving = moving.with_make_schema(make);
+                }
+                (tenant, moving.run().await)
+            })
+            .buffer_unordered(self.parallel);
+        while let Some((tenant, outcome)) = outcomes.next().await {
+            *done += 1;
+            if let Some(progress) = &self.progress {
+                progress(&RebalanceProgress {
+                    done: *done,
+                    total,
+                    tenant: &tenant,
+                    outcome: &outcome,
+                });
+            }
+            match outcome {
+                Ok(moved) => report.moved.push((tenant, moved)),
+                Err(error) => report.failed.push((tenant, error)),
+            }
+        }
+    }
+}
+
+type Loads = BTreeMap<ShardId, u64>;
+
+/// The moves that balance `tenants` (tenant, shard, weight, whether it may move) over the
+/// active shards of `states`, with each shard's load before and after.
+fn plan_moves<T: Clone>(
+    states: &[(ShardId, ShardState)],
+    tenants: Vec<(T, ShardId, u64, bool)>,
+) -> Result<(Vec<PlannedMove<T>>, Loads, Loads)> {
+    let active: Vec<&ShardId> = states
+        .iter()
+        .filter(|(_, state)| *state == ShardState::Active)
+        .map(|(name, _)| name)
+        .collect();
+    let mut on: BTreeMap<ShardId, Vec<(T, u64, bool)>> = states
+        .iter()
+        .map(|(name, _)| (name.clone(), Vec::new()))
+        .collect();
+    for (tenant, shard, weight, movable) in tenants {
+        if let Some(list) = on.get_mut(&shard) {
+            list.push((tenant, weight, movable));
+        }
+    }
+    let load = |on: &BTreeMap<ShardId, Vec<(T, u64, bool)>>, shard: &ShardId| -> u64 {
+        on.get(shard)
+            .map_or(0, |list| list.iter().map(|(_, w, _)| w).sum())
+    };
+    let before: Loads = on
+        .keys()
+        .map(|shard| (shard.clone(), load(&on, shard)))
+        .collect();
+    let lightest = |on: &BTreeMap<ShardId, Vec<(T, u64, bool)>>| {
+        active
+            .iter()
+            .copied()
+            .min_by_key(|shard| load(on, shard))
+            .cloned()
+    };
+    let mut moves = Vec::new();
+    for (draining, _) in states.iter().filter(|(_, s)| *s == ShardState::Draining) {
+        let list = on.get_mut(draining).map(std::mem::take).unwrap_or_default();
+        let (mut leaving, staying): (Vec<_>, Vec<_>) = list.into_iter().partition(|t| t.2);
+        on.insert(draining.clone(), staying);
+        leaving.sort_by(|a, b| b.1.cmp(&a.1));
+        for (tenant, weight, _) in leaving {
+            let to = lightest(&on).ok_or_else(|| Error::NoShardAvailable {
+                directory: "tenants".to_owned(),
+            })?;
+            on.entry(to.clone())
+                .or_default()
+                .push((tenant.clone(), weight, true));
+            moves.push(PlannedMove {
+                tenant,
+                from: draining.clone(),
+                to,
+                weight,
+            });
+        }
+    }
+    // Each step moves one tenant from the fullest to the emptiest shard, only if that
+    // narrows the gap between them; so it ends, after at most as many steps as tenants.
+    for _ in 0..on.values().map(Vec::len).sum::<usize>() {
+        let Some(to) = lightest(&on) else { break };
+        let Some(from) = active
+            .iter()
+            .rev()
+            .copied()
+            .max_by_key(|shard| load(&on, shard))
+            .cloned()
+        else {
+            break;
+        };
+        let gap = load(&on, &from).saturating_sub(load(&on, &to));
+        let list = on.entry(from.clone()).or_default();
+        let fits = list
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, weight, movable))| *movable && *weight > 0 && *weight < gap)
+            .max_by_key(|(_, (_, weight, _))| *weight)
+            .map(|(index, _)| index);
+        let Some(index) = fits else { break };
+        let (tenant, weight, _) = list.remove(index);
+        on.entry(to.clone())
+            .or_default()
+            .push((tenant.clone(), weight, true));
+        moves.push(PlannedMove {
+            tenant,
+            from,
+            to,
+            weight,
+        });
+    }
+    let after: Loads = on
+        .keys()
+        .map(|shard| (shard.clone(), load(&on, shard)))
+        .collect();
+    Ok((moves, before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(active: &[&str], draining: &[&str]) -> Vec<(ShardId, ShardState)> {
+        active
+            .iter()
+            .map(|s| (ShardId::new(*s), ShardState::Active))
+            .chain(
+                draining
+                    .iter()
+                    .map(|s| (ShardId::new(*s), ShardState::Draining)),
+            )
+            .collect()
+    }
+
+    #[test]
+    fn the_heaviest_tenant_that_narrows_the_gap_moves_until_none_does() {
+        let tenants = vec![
+            (1, ShardId::new("a"), 50, true),
+            (2, ShardId::new("a"), 30, true),
+            (3, ShardId::new("a"), 15, true),
+            (4, ShardId::new("b"), 5, true),
+        ];
+        let (moves, before, after) = plan_moves(&states(&["a", "b"], &[]), tenants).unwrap();
+        assert_eq!(before[&ShardId::new("a")], 95);
+        // Gap 90: tenant 1 (50) fits and moves; then a = 45, b = 55: gap 10 from b to a,
+        // and b's tenants (50, 5) - 5 fits, narrowing it to 0.
+        assert_eq!(
+            moves
+                .iter()
+                .map(|m| (m.tenant, m.to.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "b"), (4, "a")]
+        );
+        assert_eq!(
+            (after[&ShardId::new("a")], after[&ShardId::new("b")]),
+            (50, 50)
+        );
+    }
+
+    #[test]
+    fn draining_shards_are_emptied_first_and_a_balanced_fleet_does_not_move() {
+        let tenants = vec![
+            (1, ShardId::new("a"), 1, true),
+            (2, ShardId::new("b"), 1, true),
+            (3, ShardId::new("d"), 1, true),
+        ];
+        let (moves, _, after) = plan_moves(&states(&["a", "b"], &["d"]), tenants).unwrap();
+        assert_eq!(moves.len(), 1);
+        assert_eq!(moves[0].from.as_str(), "d");
+        assert_eq!(after[&ShardId::new("d")], 0);
+        let balanced = vec![
+            (1, ShardId::new("a"), 1, true),
+            (2, ShardId::new("b"), 1, true),
+        ];
+        assert!(
+            plan_moves(&states(&["a", "b"], &[]), balanced)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // Nowhere to go: every shard draining.
+        let stuck = vec![(1, ShardId::new("d"), 1, true)];
+        assert!(plan_moves(&states(&[], &["d"]), stuck).is_err());
+    }
+
+    #[test]
+    fn a_tenant_in_a_stopped_move_counts_but_never_moves() {
+        let tenants = vec![
+            (1, ShardId::new("a"), 90, false),
+            (2, ShardId::new("a"), 10, true),
+        ];
+        let (moves, _, after) = plan_moves(&states(&["a", "b"], &[]), tenants).unwrap();
+        assert_eq!(moves.iter().map(|m| m.tenant).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            (after[&ShardId::new("a")], after[&ShardId::new("b")]),
+            (90, 10)
+        );
+    }
+}
