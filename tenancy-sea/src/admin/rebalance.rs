@@ -388,7 +388,7 @@ fn plan_moves<T: Clone>(
         let list = on.get_mut(draining).map(std::mem::take).unwrap_or_default();
         let (mut leaving, staying): (Vec<_>, Vec<_>) = list.into_iter().partition(|t| t.2);
         on.insert(draining.clone(), staying);
-        leaving.sort_by(|a, b| b.1.cmp(&a.1));
+        leaving.sort_by_key(|t| std::cmp::Reverse(t.1));
         for (tenant, weight, _) in leaving {
             let to = lightest(&on).ok_or_else(|| Error::NoShardAvailable {
                 directory: "tenants".to_owned(),
