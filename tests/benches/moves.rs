@@ -267,9 +267,9 @@ async fn directory_refresh(catalog: &TestDb, directory: &Directory<i64>) {
     )
     .await;
     let one = bytes(
-        "SELECT (SELECT max(pg_column_size(c.*)) FROM tenancy_directory_changes c) \
+        "SELECT ((SELECT max(pg_column_size(c.*)) FROM tenancy_directory_changes c) \
          + (SELECT max(pg_column_size(t.*)) FROM tenancy_directory t) \
-         + (SELECT max(pg_column_size(v.*)) FROM tenancy_directory_versions v) AS n",
+         + (SELECT max(pg_column_size(v.*)) FROM tenancy_directory_versions v))::bigint AS n",
     )
     .await;
     let (load, refresh) = (median(loads), median(refreshes));

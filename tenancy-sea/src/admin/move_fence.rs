@@ -32,7 +32,8 @@ pub(crate) struct FenceTable {
 }
 
 impl FenceTable {
-    fn qualified(&self, backend: DbBackend) -> String {
+    /// The table's name, quoted (and qualified by its schema) for `backend`.
+    pub(crate) fn qualified(&self, backend: DbBackend) -> String {
         let quote = |name: &str| match backend {
             DbBackend::MySql => format!("`{}`", name.replace('`', "``")),
             _ => format!("\"{}\"", name.replace('"', "\"\"")),

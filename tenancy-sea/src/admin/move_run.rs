@@ -366,13 +366,15 @@ impl<T: SqlTenantId> Run<'_, T> {
         // the fence under REPEATABLE READ, say); then the copies go and nothing moves.
         let mut digests = Vec::with_capacity(self.steps.len());
         for (step, (table, rows)) in self.steps.iter().zip(&copied) {
-            let there = read(from_conn, from_session, async |unit| {
-                step.digest(unit, tenant).await
-            })
-            .await?;
-            let here = read(to_conn, to_session, async |unit| {
-                step.digest(unit, tenant).await
-            })
+            // Both sides at once: two databases, each read once.
+            let (there, here) = futures_util::future::try_join(
+                read(from_conn, from_session, async |unit| {
+                    step.digest(unit, tenant).await
+                }),
+                read(to_conn, to_session, async |unit| {
+                    step.digest(unit, tenant).await
+                }),
+            )
             .await?;
             if there != here || here.rows != *rows {
                 if let Err(undo) = delete_rows(to_conn, to_session, self.steps, tenant).await {
