@@ -22,6 +22,33 @@ pub(super) enum Removal {
     Failed(Error),
 }
 
+impl Removal {
+    /// The error of a move of `tenant` from `from` to `to` that could not remove its old
+    /// rows: [`Error::MoveLateWrites`] or [`Error::MoveUnfinished`].
+    pub(super) fn into_error(self, tenant: &impl std::fmt::Display, from: &str, to: &str) -> Error {
+        match self {
+            Removal::Late {
+                table,
+                copied,
+                found,
+            } => Error::MoveLateWrites {
+                tenant: tenant.to_string(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                table,
+                copied,
+                found,
+            },
+            Removal::Failed(source) => Error::MoveUnfinished {
+                tenant: tenant.to_string(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                source: Box::new(source),
+            },
+        }
+    }
+}
+
 impl From<Error> for Removal {
     fn from(error: Error) -> Self {
         Removal::Failed(error)

@@ -1,7 +1,7 @@
 //! The run that takes over the claim of a move that stopped part-way (its process died, its
 //! future was dropped) finishes or undoes it first, by what the catalog recorded of it.
 
-use super::move_cleanup::{Removal, Sides, delete_rows, remove_moved};
+use super::move_cleanup::{Sides, delete_rows, remove_moved};
 use super::move_run::{Run, digests_of, shard_name};
 use super::move_steps::{Unit, read};
 use super::moves::MoveProgress;
@@ -71,26 +71,7 @@ impl<T: SqlTenantId> Run<'_, T> {
                 self.progress,
             )
             .await
-            .map_err(|removal| match removal {
-                Removal::Late {
-                    table,
-                    copied,
-                    found,
-                } => Error::MoveLateWrites {
-                    tenant: tenant.to_string(),
-                    from: from.to_string(),
-                    to: abandoned.to.to_string(),
-                    table,
-                    copied,
-                    found,
-                },
-                Removal::Failed(source) => Error::MoveUnfinished {
-                    tenant: tenant.to_string(),
-                    from: from.to_string(),
-                    to: abandoned.to.to_string(),
-                    source: Box::new(source),
-                },
-            })?;
+            .map_err(|removal| removal.into_error(tenant, from.as_str(), abandoned.to.as_str()))?;
         } else if placed.as_ref() == Some(from) {
             self.undo_copies(&sides, abandoned).await?;
         } else {

@@ -2,7 +2,7 @@
 //! rows copied and verified by content, the catalog switched, the old rows removed and the
 //! fence lifted; and, first, whatever a run that stopped part-way left, finished or undone.
 
-use super::move_cleanup::{Removal, Sides, delete_rows, remove_moved};
+use super::move_cleanup::{Sides, delete_rows, remove_moved};
 use super::move_fence::Fence;
 use super::move_steps::{Digest, MoveStep, Unit, read};
 use super::moves::{MoveProgress, MoveReport, SchemaOf};
@@ -236,27 +236,8 @@ impl<T: SqlTenantId> Run<'_, T> {
         .await;
         let removed = match removed {
             Ok(removed) => removed,
-            Err(error) => {
-                let error = match error {
-                    Removal::Late {
-                        table,
-                        copied,
-                        found,
-                    } => Error::MoveLateWrites {
-                        tenant: tenant.to_string(),
-                        from: from.to_string(),
-                        to: to.to_string(),
-                        table,
-                        copied,
-                        found,
-                    },
-                    Removal::Failed(source) => Error::MoveUnfinished {
-                        tenant: tenant.to_string(),
-                        from: from.to_string(),
-                        to: to.to_string(),
-                        source: Box::new(source),
-                    },
-                };
+            Err(removal) => {
+                let error = removal.into_error(tenant, from.as_str(), to.as_str());
                 return (Err(error), Ending::Keep);
             }
         };
