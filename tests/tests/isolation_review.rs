@@ -1251,6 +1251,10 @@ on_every_strategy!(hooks_see_per_strategy);
 /// every tenant's rows (the documented limit; filter by the model's own tenant column).
 /// Every other isolation: the database confines the hook to the tenant.
 async fn hooks_see_per_strategy(db: &TestDb) {
+    // The hook records into one static: the cases of this test (one per backend and
+    // flavor, run in parallel) take turns, or one would read another's record.
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = TURN.lock().await;
     let tenancy = db.tenancy::<i64>();
     let a = tenancy.provisioned(1).await.unwrap();
     let b = tenancy.provisioned(2).await.unwrap();
