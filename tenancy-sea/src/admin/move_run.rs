@@ -343,8 +343,8 @@ impl<T: SqlTenantId> Run<'_, T> {
         txn.commit().await?;
         (self.progress)(&MoveProgress::Copied);
         // By content: the fence refused every write since before the copy began, so both
-        // sides hold the same rows unless a writer got past it (a transaction older than
-        // the fence under REPEATABLE READ, say); then the copies go and nothing moves.
+        // sides hold the same rows unless a writer got past it (a session that disables
+        // triggers); then the copies go and nothing moves.
         let mut digests = Vec::with_capacity(self.steps.len());
         for (step, (table, rows)) in self.steps.iter().zip(&copied) {
             // Both sides at once: two databases, each read once.

@@ -166,8 +166,8 @@ impl<T: SqlTenantId> Tenancy<T> {
     /// shard cannot write there, until the old rows are removed. In this process
     /// [`Tenancy::tenant`] refuses the tenant for the whole move. After the copy both
     /// shards are compared by content (a digest of each table's rows of the tenant); a
-    /// difference (a writer that got past the fence: a transaction begun before it under
-    /// `REPEATABLE READ`) abandons the move with [`Error::MoveConflict`] before anything is
+    /// difference (a writer that got past the fence: a session that disables triggers)
+    /// abandons the move with [`Error::MoveConflict`] before anything is
     /// switched. The old rows are removed only while they are still what was copied, else
     /// nothing is removed and the error is [`Error::MoveLateWrites`].
     ///
