@@ -15,6 +15,7 @@ mod move_run;
 mod move_steps;
 mod moves;
 mod rebalance;
+mod rebalance_plan;
 mod shards;
 
 pub use fleet::{FleetProgress, FleetReport};
