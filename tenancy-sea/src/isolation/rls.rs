@@ -92,14 +92,13 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The statements that enable, force and define the tenant policy on each table, and make
-/// the function of a move's write fence (so that the role that runs under the policies
+/// The statements that enable, force and define the tenant policy on each table, then make
+/// the functions of a move's write fence (so that the role that runs under the policies
 /// needs only the `TRIGGER` privilege on the tables to move a tenant). They can be run
 /// again: the policy is dropped and created anew.
 pub fn policy_statements(setting: &str, tables: &[RlsTable]) -> Result<Vec<String>> {
     super::validate_setting(setting)?;
-    let mut statements = Vec::with_capacity(tables.len() * 4 + 1);
-    statements.extend(super::PG_FENCE_FUNCTIONS.map(str::to_owned));
+    let mut statements = Vec::with_capacity(tables.len() * 4 + 2);
     for table in tables {
         let name = table.qualified();
         // The setting is a validated `prefix.name`, so it needs no escaping as a literal.
@@ -123,6 +122,7 @@ pub fn policy_statements(setting: &str, tables: &[RlsTable]) -> Result<Vec<Strin
             "CREATE POLICY {POLICY_NAME} ON {name} USING ({check}) WITH CHECK ({check})"
         ));
     }
+    statements.extend(super::PG_FENCE_FUNCTIONS.map(str::to_owned));
     Ok(statements)
 }
 
