@@ -491,7 +491,7 @@ async fn writers_in_two_processes_lose_nothing_while_the_tenant_moves() {
         .unscoped_connection(&ShardId::new("s1"))
         .unwrap();
     let held: std::collections::BTreeMap<i64, i64> = order::Entity::find()
-        .filter(order::Column::Tenant.eq(1))
+        .filter(order::Column::Tenant.eq(1i64))
         .all(&s1)
         .await
         .unwrap()
