@@ -160,35 +160,51 @@ impl Fence {
             }
             DbBackend::MySql => {
                 // DDL commits on its own here; each trigger waits for the table's metadata
-                // lock, so a transaction that wrote to the table ends first.
-                let escapes = mysql_backslash_escapes(conn).await?;
-                conn.execute_unprepared(&format!(
+                // lock, so a transaction that wrote to the table ends first. One connection
+                // of the pool runs it all (its mode read, its lock timeout set), and its
+                // timeout goes back to the default before it returns to the pool.
+                let txn = conn.begin().await?;
+                txn.execute_unprepared(&format!(
                     "SET SESSION lock_wait_timeout = {}",
                     LOCK_TIMEOUT_MS / 1000
                 ))
                 .await?;
-                for table in &self.tables {
-                    for (op, event, condition) in self.mysql_triggers(table, escapes)? {
-                        let name = trigger_name(&self.key, table.table, op);
-                        conn.execute_unprepared(&format!(
-                            "DROP TRIGGER IF EXISTS {}",
-                            trigger_of(table, &name)
-                        ))
-                        .await?;
-                        conn.execute_unprepared(&format!(
-                            "CREATE TRIGGER {} BEFORE {event} ON {} FOR EACH ROW \
-                             IF NOT (@tenancy_fence_owner <=> {}) AND ({condition}) THEN \
-                             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {}; END IF",
-                            trigger_of(table, &name),
-                            table.qualified(backend),
-                            literal(&self.owner, backend, escapes)?,
-                            literal(&mysql_message(&self.key), backend, escapes)?,
-                        ))
-                        .await?;
-                    }
-                }
+                let made = self.mysql_raise(&txn).await;
+                let reset = txn
+                    .execute_unprepared("SET SESSION lock_wait_timeout = DEFAULT")
+                    .await;
+                made?;
+                reset?;
+                txn.commit().await?;
             }
             other => return Err(unsupported(other)),
+        }
+        Ok(())
+    }
+
+    /// MariaDB/MySQL's triggers of every table, made on `conn` (one connection).
+    async fn mysql_raise(&self, conn: &impl ConnectionTrait) -> Result<()> {
+        let backend = DbBackend::MySql;
+        let escapes = mysql_backslash_escapes(conn).await?;
+        for table in &self.tables {
+            for (op, event, condition) in self.mysql_triggers(table, escapes)? {
+                let name = trigger_name(&self.key, table.table, op);
+                conn.execute_unprepared(&format!(
+                    "DROP TRIGGER IF EXISTS {}",
+                    trigger_of(table, &name)
+                ))
+                .await?;
+                conn.execute_unprepared(&format!(
+                    "CREATE TRIGGER {} BEFORE {event} ON {} FOR EACH ROW \
+                     IF NOT (@tenancy_fence_owner <=> {}) AND ({condition}) THEN \
+                     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {}; END IF",
+                    trigger_of(table, &name),
+                    table.qualified(backend),
+                    literal(&self.owner, backend, escapes)?,
+                    literal(&mysql_message(&self.key), backend, escapes)?,
+                ))
+                .await?;
+            }
         }
         Ok(())
     }
@@ -375,7 +391,7 @@ fn mysql_message(key: &str) -> String {
 }
 
 /// Whether the MariaDB/MySQL session reads backslashes in strings as escapes.
-async fn mysql_backslash_escapes(conn: &DatabaseConnection) -> Result<bool> {
+async fn mysql_backslash_escapes(conn: &impl ConnectionTrait) -> Result<bool> {
     let row = conn
         .query_one_raw(Statement::from_string(
             DbBackend::MySql,
