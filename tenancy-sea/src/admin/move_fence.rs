@@ -98,47 +98,21 @@ impl Fence {
     pub(crate) async fn raise(&self, conn: &DatabaseConnection) -> Result<()> {
         let backend = conn.get_database_backend();
         match backend {
+            // One table per transaction: a transaction of the fence holds one table's lock
+            // at a time, so it cannot deadlock with another move's clean-up or copy, which
+            // take the same tables' locks in another order.
             DbBackend::Postgres => {
-                let txn = conn.begin().await?;
-                txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
-                    .await?;
-                // One fence's DDL at a time on a database: two moves making the function at
-                // once would collide on its catalog row.
-                txn.execute_unprepared("SELECT pg_advisory_xact_lock(1952542324, 1)")
-                    .await?;
-                // Made here unless they exist (row-level security's set-up makes them as
-                // the tables' owner, for a role that may not create functions).
-                let missing = txn
-                    .query_one_raw(Statement::from_string(
-                        backend,
-                        "SELECT to_regprocedure('public.tenancy_fence_set(regclass,text,text[])') \
-                         IS NULL AS missing",
-                    ))
-                    .await?
-                    .map(|row| row.try_get::<bool>("", "missing"))
-                    .transpose()?
-                    .unwrap_or(true);
-                if missing {
-                    for statement in PG_FUNCTIONS {
-                        txn.execute_unprepared(statement).await?;
-                    }
-                }
                 for table in &self.tables {
-                    // The names and values travel bound; the function quotes them.
-                    txn.execute_raw(Statement::from_sql_and_values(
-                        backend,
-                        "SELECT public.tenancy_fence_set($1::regclass, $2, ARRAY[$3, $4, $5])",
-                        [
-                            table.qualified(backend).into(),
-                            trigger_name(&self.key, table.table, "").into(),
-                            self.key.clone().into(),
-                            table.column.unwrap_or("").into(),
-                            self.owner.clone().into(),
-                        ],
-                    ))
-                    .await?;
+                    let txn = conn.begin().await?;
+                    txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
+                        .await?;
+                    // One fence's DDL at a time on a database: two moves making the function
+                    // at once would collide on its catalog row.
+                    txn.execute_unprepared("SELECT pg_advisory_xact_lock(1952542324, 1)")
+                        .await?;
+                    self.pg_raise(&txn, table).await?;
+                    txn.commit().await?;
                 }
-                txn.commit().await?;
             }
             DbBackend::Sqlite => {
                 let txn = conn.begin().await?;
@@ -178,6 +152,45 @@ impl Fence {
                 txn.commit().await?;
             }
             other => return Err(unsupported(other)),
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL's trigger of `table`, made in `txn` (with the functions it calls, unless
+    /// they exist).
+    async fn pg_raise(&self, txn: &impl ConnectionTrait, table: &FenceTable) -> Result<()> {
+        let backend = DbBackend::Postgres;
+        // Made here unless they exist (row-level security's set-up makes them as
+        // the tables' owner, for a role that may not create functions).
+        let missing = txn
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT to_regprocedure('public.tenancy_fence_set(regclass,text,text[])') \
+                 IS NULL AS missing",
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "missing"))
+            .transpose()?
+            .unwrap_or(true);
+        if missing {
+            for statement in PG_FUNCTIONS {
+                txn.execute_unprepared(statement).await?;
+            }
+        }
+        {
+            // The names and values travel bound; the function quotes them.
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT public.tenancy_fence_set($1::regclass, $2, ARRAY[$3, $4, $5])",
+                [
+                    table.qualified(backend).into(),
+                    trigger_name(&self.key, table.table, "").into(),
+                    self.key.clone().into(),
+                    table.column.unwrap_or("").into(),
+                    self.owner.clone().into(),
+                ],
+            ))
+            .await?;
         }
         Ok(())
     }
@@ -254,12 +267,20 @@ impl Fence {
     pub(crate) async fn lift(&self, conn: &DatabaseConnection) -> Result<()> {
         match conn.get_database_backend() {
             DbBackend::MySql => self.drop_triggers(conn).await,
-            _ => {
-                let txn = conn.begin().await?;
-                if txn.get_database_backend() == DbBackend::Postgres {
+            // One table per transaction, as the fence was raised.
+            DbBackend::Postgres => {
+                for table in &self.tables {
+                    let txn = conn.begin().await?;
                     txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
                         .await?;
+                    self.drop_triggers_of(&txn, std::slice::from_ref(table))
+                        .await?;
+                    txn.commit().await?;
                 }
+                Ok(())
+            }
+            _ => {
+                let txn = conn.begin().await?;
                 self.drop_triggers(&txn).await?;
                 txn.commit().await?;
                 Ok(())
@@ -268,8 +289,16 @@ impl Fence {
     }
 
     async fn drop_triggers(&self, conn: &impl ConnectionTrait) -> Result<()> {
+        self.drop_triggers_of(conn, &self.tables).await
+    }
+
+    async fn drop_triggers_of(
+        &self,
+        conn: &impl ConnectionTrait,
+        tables: &[FenceTable],
+    ) -> Result<()> {
         let backend = conn.get_database_backend();
-        for table in &self.tables {
+        for table in tables {
             match backend {
                 DbBackend::Postgres => {
                     let name = trigger_name(&self.key, table.table, "");
