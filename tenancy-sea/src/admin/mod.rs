@@ -2,13 +2,14 @@
 //! below: provisioning tenant schemas and databases and migrating the fleet (`fleet`),
 //! creating, dropping and migrating shards and following the catalog (`shards`), writes to
 //! global tables (`globals`), moving a tenant between shards (`moves`, running
-//! `move_steps` and ending with `move_cleanup`) and removing what moves left
+//! `move_steps`, comparing by `move_digest` and ending with `move_cleanup`) and removing what moves left
 //! (`leftovers`).
 
 mod fleet;
 mod globals;
 mod leftovers;
 mod move_cleanup;
+mod move_digest;
 mod move_fence;
 mod move_resume;
 mod move_run;

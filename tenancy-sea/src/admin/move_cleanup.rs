@@ -3,7 +3,8 @@
 //! once empty; and the removal of the copies of a move abandoned after copying.
 
 use super::move_fence::Fence;
-use super::move_steps::{Digest, MoveStep, Unit};
+use super::move_digest::{Digest, DigestKind};
+use super::move_steps::{MoveStep, Unit};
 use super::moves::{MoveProgress, SchemaOf};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
@@ -116,7 +117,13 @@ async fn remove_in<T: SqlTenantId>(
 ) -> std::result::Result<u64, Removal> {
     let mut removed = 0;
     for (step, digest) in steps.iter().zip(digests).rev() {
-        let now = step.digest(unit, tenant).await?;
+        // Between PostgreSQL shards the delete returns the digest of what it deleted (one
+        // pass); anywhere else the rows are digested, then deleted. Either way a table
+        // that holds other rows than were copied keeps them all: the unit rolls back.
+        let now = match digest.kind {
+            DigestKind::Postgres => step.delete_with_digest(unit, tenant).await?,
+            DigestKind::Read => step.digest(unit, tenant, digest.kind).await?,
+        };
         if now.rows == 0 {
             continue;
         }
@@ -127,7 +134,10 @@ async fn remove_in<T: SqlTenantId>(
                 found: now.rows,
             });
         }
-        let rows = step.delete(unit, tenant).await?;
+        let rows = match digest.kind {
+            DigestKind::Postgres => now.rows,
+            DigestKind::Read => step.delete(unit, tenant).await?,
+        };
         progress(&MoveProgress::Removing {
             table: step.table(),
             rows,

@@ -101,7 +101,7 @@ impl<T: SqlTenantId> Run<'_, T> {
             let mut same = true;
             for (step, digest) in self.steps.iter().zip(&recorded) {
                 let here = read(to_conn, to_session, async |unit| {
-                    step.digest(unit, tenant).await
+                    step.digest(unit, tenant, digest.kind).await
                 })
                 .await?;
                 same &= here == *digest;

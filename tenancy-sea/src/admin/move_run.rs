@@ -4,7 +4,8 @@
 
 use super::move_cleanup::{Sides, delete_rows, remove_moved};
 use super::move_fence::Fence;
-use super::move_steps::{Digest, MoveStep, Unit, read};
+use super::move_digest::{Digest, kind_between};
+use super::move_steps::{MoveStep, Unit, read};
 use super::moves::{MoveProgress, MoveReport, SchemaOf};
 use crate::catalog::Claim;
 use crate::catalog::directory::Directory;
@@ -345,15 +346,19 @@ impl<T: SqlTenantId> Run<'_, T> {
         // By content: the fence refused every write since before the copy began, so both
         // sides hold the same rows unless a writer got past it (a session that disables
         // triggers); then the copies go and nothing moves.
+        let kind = kind_between(
+            from_conn.get_database_backend(),
+            to_conn.get_database_backend(),
+        );
         let mut digests = Vec::with_capacity(self.steps.len());
         for (step, (table, rows)) in self.steps.iter().zip(&copied) {
             // Both sides at once: two databases, each read once.
             let (there, here) = futures_util::future::try_join(
                 read(from_conn, from_session, async |unit| {
-                    step.digest(unit, tenant).await
+                    step.digest(unit, tenant, kind).await
                 }),
                 read(to_conn, to_session, async |unit| {
-                    step.digest(unit, tenant).await
+                    step.digest(unit, tenant, kind).await
                 }),
             )
             .await?;

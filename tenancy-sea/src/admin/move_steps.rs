@@ -2,6 +2,7 @@
 //! and each entity's part of it ([`MoveStep`]): copying, counting and deleting the tenant's
 //! rows, removing those another shard holds identically, and advancing sequences.
 
+use super::move_digest::{Digest, DigestKind};
 use super::move_fence::FenceTable;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
@@ -101,10 +102,22 @@ pub(super) trait MoveStep<T>: Send + Sync {
         tenant: &'a T,
     ) -> BoxFuture<'a, Result<(u64, u64)>>;
 
-    /// The tenant's rows of the entity by content, in `unit`: how many, and the wrapping
-    /// sum of a 128-bit hash of each row's values, so the same rows in any order give the
-    /// same digest and a changed, added or removed row a different one.
-    fn digest<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<Digest>>;
+    /// The tenant's rows of the entity by content, in `unit`, computed as `kind` says (see
+    /// [`Digest`]).
+    fn digest<'a>(
+        &'a self,
+        unit: &'a Unit,
+        tenant: &'a T,
+        kind: DigestKind,
+    ) -> BoxFuture<'a, Result<Digest>>;
+
+    /// Deletes the tenant's rows in `unit` and returns the digest of what went, in one
+    /// statement (PostgreSQL).
+    fn delete_with_digest<'a>(
+        &'a self,
+        unit: &'a Unit,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<Digest>>;
 
     /// The entity's table as a move's fence covers it: in `schema` (the tenant's schema,
     /// every row of it the tenant's) or in the entity's own schema by its tenant column.
@@ -114,29 +127,6 @@ pub(super) trait MoveStep<T>: Send + Sync {
     /// the shard's next insert does not collide with them (MySQL and SQLite do this on
     /// their own).
     fn advance_sequence<'a>(&'a self, unit: &'a Unit) -> BoxFuture<'a, Result<()>>;
-}
-
-/// A table's rows of a tenant by content (see [`MoveStep::digest`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Digest {
-    pub(crate) rows: u64,
-    pub(crate) sum: u128,
-}
-
-impl Digest {
-    /// The digest's text form, `rows:sum` in hexadecimal, as the catalog keeps it.
-    pub(crate) fn to_text(self) -> String {
-        format!("{}:{:032x}", self.rows, self.sum)
-    }
-
-    /// Reads [`to_text`](Self::to_text)'s form back.
-    pub(crate) fn from_text(text: &str) -> Option<Digest> {
-        let (rows, sum) = text.split_once(':')?;
-        Some(Digest {
-            rows: rows.parse().ok()?,
-            sum: u128::from_str_radix(sum, 16).ok()?,
-        })
-    }
 }
 
 /// The statement that reads the tenant's rows of `E` in `unit`, carrying the unit's tag.
@@ -282,27 +272,21 @@ where
         })
     }
 
-    fn digest<'a>(&'a self, unit: &'a Unit, tenant: &'a T) -> BoxFuture<'a, Result<Digest>> {
-        Box::pin(async move {
-            let mut rows = E::find()
-                .from_raw_sql(tenant_rows::<E, T>(unit, tenant))
-                .stream(&unit.txn)
-                .await?;
-            let mut digest = Digest::default();
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            while let Some(model) = rows.try_next().await? {
-                hasher.reset();
-                for column in E::Column::iter() {
-                    // Each value's debug form names its type and value; a separator keeps
-                    // neighbouring values from running into each other.
-                    hasher.update(format!("{:?}", model.get(column)).as_bytes());
-                    hasher.update(&[0xff]);
-                }
-                digest.rows += 1;
-                digest.sum = digest.sum.wrapping_add(hasher.digest128());
-            }
-            Ok(digest)
-        })
+    fn digest<'a>(
+        &'a self,
+        unit: &'a Unit,
+        tenant: &'a T,
+        kind: DigestKind,
+    ) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(super::move_digest::digest::<T, E>(unit, tenant, kind))
+    }
+
+    fn delete_with_digest<'a>(
+        &'a self,
+        unit: &'a Unit,
+        tenant: &'a T,
+    ) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(super::move_digest::delete_with_digest::<T, E>(unit, tenant))
     }
 
     fn fence_table(&self, schema: Option<&str>) -> FenceTable {
