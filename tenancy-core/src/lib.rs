@@ -18,6 +18,7 @@ mod error;
 mod identifier;
 mod shard;
 mod tenant_id;
+mod unique_id;
 
 pub use error::InvalidTenantId;
 pub use identifier::{Identifier, InvalidIdentifier, MAX_IDENTIFIER_LEN};
@@ -26,3 +27,7 @@ pub use shard::{
     ShardId, ShardRouter, jump_consistent_hash,
 };
 pub use tenant_id::{MAX_STRING_TENANT_ID_LEN, TenantId};
+pub use unique_id::{
+    ID_EPOCH_MILLIS, IdClock, IdError, MAX_NODES, NODE_BITS, SEQUENCE_BITS, TIME_BITS,
+    UniqueIdParts, id_millis,
+};

@@ -26,6 +26,8 @@ pub struct Field<'a> {
     pub tenant_id: Option<&'a Attribute>,
     /// The `#[shard_key]` attribute, if present.
     pub shard_key: Option<&'a Attribute>,
+    /// The `#[unique_id]` attribute, if present.
+    pub unique_id: Option<&'a Attribute>,
     /// The `#[sea_orm(...)]` facts that change how the column is named or whether it exists.
     pub sea_orm: attr::SeaOrmField,
 }
@@ -69,6 +71,7 @@ impl<'a> Model<'a> {
                     ty: &field.ty,
                     tenant_id: attr::marker(&field.attrs, "tenant_id", errors),
                     shard_key: attr::marker(&field.attrs, "shard_key", errors),
+                    unique_id: attr::marker(&field.attrs, "unique_id", errors),
                     sea_orm: attr::sea_orm_field(&field.attrs),
                 })
             })

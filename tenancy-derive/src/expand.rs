@@ -23,7 +23,9 @@ pub fn derive(input: &DeriveInput, kind: Kind) -> TokenStream {
     match errors.into_result() {
         Ok(()) => match kind {
             Kind::TenantScoped => match checked.tenant {
-                Some(tenant) => tenant_scoped(&names, &model, tenant, checked.shard_key),
+                Some(tenant) => {
+                    tenant_scoped(&names, &model, tenant, checked.shard_key, checked.unique_id)
+                }
                 None => fallback::placeholder(&names, None),
             },
             Kind::Global => global(&names),
@@ -93,6 +95,7 @@ fn tenant_scoped(
     model: &Model<'_>,
     tenant: &Field<'_>,
     shard_key: Option<&Field<'_>>,
+    unique_id: Option<&Field<'_>>,
 ) -> TokenStream {
     let Names {
         krate,
@@ -173,6 +176,18 @@ fn tenant_scoped(
             },
         ),
     };
+    let unique_id = unique_id.map(|field| {
+        let variant = column_variant(field);
+        let id_ty = field.ty;
+        let check = quote_spanned!(id_ty.span()=> #krate::__private::unique_id_key::<#id_ty>());
+        quote! {
+            #[inline]
+            fn unique_id_column() -> ::core::option::Option<#column> {
+                #check;
+                ::core::option::Option::Some(#column::#variant)
+            }
+        }
+    });
     quote! {
         #[automatically_derived]
         #[diagnostic::do_not_recommend]
@@ -185,6 +200,8 @@ fn tenant_scoped(
             }
 
             #shard_key
+
+            #unique_id
         }
 
         #[automatically_derived]

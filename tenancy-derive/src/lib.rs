@@ -18,7 +18,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// `DeriveEntityModel` (or under `#[sea_orm::model]`) and mark the tenant column with
 /// `#[tenant_id]`. An optional `#[shard_key]` names the field that places a row on a
 /// shard. See the `tenancy_sea` documentation for the full guide.
-#[proc_macro_derive(TenantScoped, attributes(tenant_id, shard_key, tenancy))]
+#[proc_macro_derive(TenantScoped, attributes(tenant_id, shard_key, unique_id, tenancy))]
 pub fn derive_tenant_scoped(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input, ast::Kind::TenantScoped).into()
@@ -26,7 +26,7 @@ pub fn derive_tenant_scoped(input: TokenStream) -> TokenStream {
 
 /// Marks a SeaORM entity as global: a table every tenant reads (plans, currencies) and
 /// that has no tenant column. Tenant handles read it unfiltered and cannot write it.
-#[proc_macro_derive(GlobalEntity, attributes(tenant_id, shard_key, tenancy))]
+#[proc_macro_derive(GlobalEntity, attributes(tenant_id, shard_key, unique_id, tenancy))]
 pub fn derive_global_entity(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input, ast::Kind::Global).into()

@@ -8,6 +8,7 @@ use syn::{GenericArgument, PathArguments, Type};
 pub struct Checked<'m, 'a> {
     pub tenant: Option<&'m Field<'a>>,
     pub shard_key: Option<&'m Field<'a>>,
+    pub unique_id: Option<&'m Field<'a>>,
 }
 
 pub fn check<'m, 'a>(model: &'m Model<'a>, kind: Kind, errors: &mut Errors) -> Checked<'m, 'a> {
@@ -87,10 +88,62 @@ pub fn check<'m, 'a>(model: &'m Model<'a>, kind: Kind, errors: &mut Errors) -> C
         }
     }
 
+    let unique_id = check_unique_id(model, kind, errors);
     Checked {
         tenant: tenant_fields.first().copied(),
         shard_key: shard_fields.first().copied(),
+        unique_id,
     }
+}
+
+/// At most one `#[unique_id]` field, on a tenant-scoped model's primary key, not the tenant
+/// column (its `i64` type is checked by the generated code, with the type's span).
+fn check_unique_id<'m, 'a>(
+    model: &'m Model<'a>,
+    kind: Kind,
+    errors: &mut Errors,
+) -> Option<&'m Field<'a>> {
+    let marked: Vec<&Field> = model
+        .fields
+        .iter()
+        .filter(|f| f.unique_id.is_some())
+        .collect();
+    for field in &marked {
+        let span = attr_span(field.unique_id);
+        if kind == Kind::Global {
+            errors.at(
+                span,
+                "`#[unique_id]` is for tenant-scoped models: a `GlobalEntity`'s rows are the \
+                 same on every shard, so set their keys yourself",
+            );
+        } else if field.tenant_id.is_some() {
+            errors.at(
+                span,
+                "the tenant id is not a `#[unique_id]`: mark the row's own key instead",
+            );
+        } else if !field.sea_orm.primary_key {
+            errors.at(
+                span,
+                format!(
+                    "`#[unique_id]` fills a primary key, and `{}` is not one: mark it \
+                     `#[sea_orm(primary_key, auto_increment = false)]`",
+                    field.ident
+                ),
+            );
+        } else {
+            check_column_field(field, "unique id", errors);
+        }
+    }
+    for extra in marked.iter().skip(1) {
+        errors.at(
+            attr_span(extra.unique_id),
+            format!(
+                "a model has at most one `#[unique_id]` field; `{}` is marked already",
+                marked[0].ident
+            ),
+        );
+    }
+    marked.first().copied()
 }
 
 /// A tenant or shard-key field must be a real, non-null column.

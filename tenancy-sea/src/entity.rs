@@ -194,6 +194,13 @@ pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     /// rows live together on one shard).
     fn shard_key_column() -> Option<Self::Column>;
 
+    /// The `#[unique_id]` column: the key a handle fills from the tenancy's
+    /// [`UniqueIds`](crate::catalog::UniqueIds) when an insert leaves it unset; `None`
+    /// when no field is marked.
+    fn unique_id_column() -> Option<Self::Column> {
+        None
+    }
+
     /// The type of the `#[shard_key]` (what a key router must place). Implemented by the
     /// derive for entities with a `#[shard_key]`.
     #[doc(hidden)]
@@ -224,6 +231,22 @@ pub fn write_shard_key<K: SqlTenantId>(
     key.write_canonical_bytes(out);
     Ok(())
 }
+
+/// The type a `#[unique_id]` field has: `i64`, what
+/// [`UniqueIds`](crate::catalog::UniqueIds) issues.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a `#[unique_id]` field is `i64`, not `{Self}`",
+    label = "ids from `UniqueIds` are 64-bit signed integers",
+    note = "declare the key `i64` (a BIGINT column), or remove `#[unique_id]` and set the key yourself"
+)]
+pub trait UniqueIdKey {}
+
+impl UniqueIdKey for i64 {}
+
+/// What the derive calls to check a `#[unique_id]` field's type.
+#[doc(hidden)]
+pub fn unique_id_key<K: UniqueIdKey>() {}
 
 /// A [`TenantScoped`] entity with a `#[shard_key]` field: a tenant's rows are spread over
 /// the shards by that key. Implemented by `#[derive(TenantScoped)]`.

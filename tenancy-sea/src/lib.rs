@@ -88,7 +88,7 @@ pub use admin::{
     RebalanceReport, TenantMove,
 };
 pub use entity::{GlobalEntity, ScopedEntity, ShardKeyed, SqlTenantId, TenantScoped};
-pub use error::{Error, Result};
+pub use error::{Error, Result, UniqueIdError};
 pub use handle::{FansOut, IntoRawStatement, ShardKeyDb, TenantAcrossShards, TenantDb, TenantTxn};
 pub use isolation::{Isolation, integrity, rls};
 pub use placement::{DatabaseTemplate, Placement, TenantRegistry};
@@ -105,8 +105,8 @@ pub use shard::{
 };
 pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenancy_core::{
-    DirectoryRouter, HashRouter, Identifier, InvalidIdentifier, InvalidTenantId, KeyType,
-    RangeRouter, RoutingError, ShardId, ShardRouter, TenantId,
+    DirectoryRouter, HashRouter, IdClock, IdError, Identifier, InvalidIdentifier, InvalidTenantId,
+    KeyType, RangeRouter, RoutingError, ShardId, ShardRouter, TenantId, UniqueIdParts,
 };
 pub use tenancy_derive::{GlobalEntity, TenantScoped};
 
@@ -114,7 +114,7 @@ pub use tenancy_derive::{GlobalEntity, TenantScoped};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::entity::{
-        Registered, describe_global, describe_scoped, sealed, write_shard_key,
+        Registered, describe_global, describe_scoped, sealed, unique_id_key, write_shard_key,
     };
     pub use inventory;
     pub use sea_orm::{EntityTrait, PrimaryKeyTrait, Value};

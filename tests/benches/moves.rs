@@ -2,7 +2,9 @@
 //! of copying the same rows with PostgreSQL's own `COPY ... TO STDOUT` piped into
 //! `COPY ... FROM STDIN` (two `psql` processes), in one run: the tenant's rows over three
 //! tables (customers 20%, orders 60%, tags 20%), at 10,000 and 100,000 rows. The floor and
-//! the move alternate, 3 rounds each; each move goes the other way from the last.
+//! the move alternate, 3 rounds each (medians); each move goes the other way from the last.
+//! A move also removes the rows from the shard it left, which the `COPY` floor does not:
+//! the floor of that part, plain `DELETE`s of the same rows, is measured beside it.
 //!
 //! Also the write-unavailability window: from the fence going up to the switch, the time
 //! in which the tenant's writes are refused everywhere (a process that routes by the new
@@ -78,8 +80,9 @@ async fn load(conn: &DatabaseConnection, rows: i64) {
 }
 
 /// The floor: each table's rows of the tenant from `from` to `to` by `COPY`, through a
-/// pipe between two `psql` processes; then the copies removed again (not timed).
-async fn floor(from_url: &str, to_url: &str, to: &DatabaseConnection) -> Duration {
+/// pipe between two `psql` processes; then the floor of a clean-up: the copies deleted
+/// again by plain `DELETE`s, children first, in one transaction (timed apart).
+async fn floor(from_url: &str, to_url: &str, to: &DatabaseConnection) -> (Duration, Duration) {
     let started = Instant::now();
     for table in TABLES {
         let script = format!(
@@ -94,18 +97,19 @@ async fn floor(from_url: &str, to_url: &str, to: &DatabaseConnection) -> Duratio
         assert!(status.success(), "{script}");
     }
     let took = started.elapsed();
-    for table in TABLES.iter().rev() {
-        run(
-            to,
-            &format!("DELETE FROM {table} WHERE tenant_id = {TENANT}"),
-        )
-        .await;
-    }
-    took
+    let started = Instant::now();
+    let deletes: Vec<String> = TABLES
+        .iter()
+        .rev()
+        .map(|table| format!("DELETE FROM {table} WHERE tenant_id = {TENANT}"))
+        .collect();
+    run(to, &format!("BEGIN; {}; COMMIT", deletes.join("; "))).await;
+    (took, started.elapsed())
 }
 
-/// One move of the tenant to `to`: its time, and the time from the fence to the switch.
-async fn move_once(tenancy: &Tenancy<i64>, to: &str) -> (Duration, Duration) {
+/// One move of the tenant to `to`: its time, its time to the switch, and the time from the
+/// fence to the switch.
+async fn move_once(tenancy: &Tenancy<i64>, to: &str) -> (Duration, Duration, Duration) {
     let marks: Arc<Mutex<Vec<(&'static str, Instant)>>> = Arc::default();
     let seen = marks.clone();
     let started = Instant::now();
@@ -140,7 +144,11 @@ async fn move_once(tenancy: &Tenancy<i64>, to: &str) -> (Duration, Duration) {
             .collect();
         eprintln!("stages (ms from start): {}", line.join(", "));
     }
-    (took, at("switched").duration_since(at("fenced")))
+    (
+        took,
+        at("switched").duration_since(started),
+        at("switched").duration_since(at("fenced")),
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -195,14 +203,15 @@ async fn main() {
     };
     let (s0_url, s1_url) = (url_of("s0"), url_of("s1"));
     println!(
-        "| rows | floor: COPY piped (s, median) | move (s, median) | move / floor | writes refused, fence to switch (ms, median) |"
+        "| rows | floor: COPY piped (s) | floor: DELETE (s) | move to the switch (s) | whole move (s) | to the switch / COPY | whole / (COPY + DELETE) | whole / COPY | writes refused, fence to switch (ms) |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut home = "s0";
     for rows in [10_000, 100_000] {
         directory.assign(&TENANT, home).await.unwrap();
         load(&shard(home), rows).await;
-        let (mut floors, mut moves, mut windows) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut floors, mut deletes, mut moves, mut switches, mut windows) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let away = if home == "s0" { "s1" } else { "s0" };
             let (from_url, to_url) = if home == "s0" {
@@ -210,15 +219,25 @@ async fn main() {
             } else {
                 (&s1_url, &s0_url)
             };
-            floors.push(floor(from_url, to_url, &shard(away)).await.as_secs_f64());
-            let (took, window) = move_once(&tenancy, away).await;
+            let (copy, delete) = floor(from_url, to_url, &shard(away)).await;
+            floors.push(copy.as_secs_f64());
+            deletes.push(delete.as_secs_f64());
+            let (took, switched, window) = move_once(&tenancy, away).await;
             moves.push(took.as_secs_f64());
+            switches.push(switched.as_secs_f64());
             windows.push(window.as_secs_f64() * 1e3);
             home = away;
         }
-        let (f, m) = (median(floors), median(moves));
+        let (f, d, m, s) = (
+            median(floors),
+            median(deletes),
+            median(moves),
+            median(switches),
+        );
         println!(
-            "| {rows} | {f:.3} | {m:.3} | {:.2} | {:.0} |",
+            "| {rows} | {f:.3} | {d:.3} | {s:.3} | {m:.3} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            s / f,
+            m / (f + d),
             m / f,
             median(windows)
         );

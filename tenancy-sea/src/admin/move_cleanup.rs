@@ -2,8 +2,8 @@
 //! still what was copied and verified, and under schema per tenant its old schema dropped
 //! once empty; and the removal of the copies of a move abandoned after copying.
 
-use super::move_fence::Fence;
 use super::move_digest::{Digest, DigestKind};
+use super::move_fence::Fence;
 use super::move_steps::{MoveStep, Unit};
 use super::moves::{MoveProgress, SchemaOf};
 use crate::entity::SqlTenantId;

@@ -111,11 +111,7 @@ where
         "WITH tenancy_deleted AS ({sql} RETURNING {columns}) SELECT {} FROM tenancy_deleted",
         aggregates::<E>("tenancy_deleted.")
     );
-    postgres_digest(
-        unit,
-        Statement::from_sql_and_values(backend, sql, values),
-    )
-    .await
+    postgres_digest(unit, Statement::from_sql_and_values(backend, sql, values)).await
 }
 
 fn tenant_filter<T, E>(tenant: &T, backend: DbBackend) -> sea_orm::Condition
@@ -140,9 +136,8 @@ fn aggregates<E: EntityTrait>(prefix: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     // The column names are the entity's own (compile-time identifiers), quoted.
-    let sum = |seed: u8| {
-        format!("COALESCE(sum(hashtextextended(ROW({row})::text, {seed})), 0)::text")
-    };
+    let sum =
+        |seed: u8| format!("COALESCE(sum(hashtextextended(ROW({row})::text, {seed})), 0)::text");
     format!(
         "count(*) AS tenancy_rows, {} AS tenancy_a, {} AS tenancy_b",
         sum(0),
@@ -191,10 +186,7 @@ where
             .filter(tenant_filter::<T, E>(tenant, backend))
             .build(backend),
     );
-    let mut rows = E::find()
-        .from_raw_sql(statement)
-        .stream(&unit.txn)
-        .await?;
+    let mut rows = E::find().from_raw_sql(statement).stream(&unit.txn).await?;
     let mut digest = Digest::default();
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     while let Some(model) = rows.try_next().await? {

@@ -3,8 +3,8 @@
 //! fence lifted; and, first, whatever a run that stopped part-way left, finished or undone.
 
 use super::move_cleanup::{Sides, delete_rows, remove_moved};
-use super::move_fence::Fence;
 use super::move_digest::{Digest, kind_between};
+use super::move_fence::Fence;
 use super::move_steps::{MoveStep, Unit, read};
 use super::moves::{MoveProgress, MoveReport, SchemaOf};
 use crate::catalog::Claim;

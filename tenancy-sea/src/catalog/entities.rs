@@ -249,6 +249,35 @@ pub mod router_entry {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The framework's catalog entity of the id nodes: one row per node number that a
+/// process's [`UniqueIds`](super::UniqueIds) holds or held.
+pub mod id_node_entry {
+    use sea_orm::entity::prelude::*;
+
+    /// A node: who holds it, until when, and the highest id time any holder may have used.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tenancy_id_nodes")]
+    pub struct Model {
+        /// The node number, `0..1024`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub node: i32,
+        /// The holder (random, one per generator).
+        pub owner: String,
+        /// When the holder's lease ends unless renewed, in milliseconds since the Unix epoch;
+        /// after it another process may take the node.
+        pub expires_at: i64,
+        /// The ceiling its holders recorded before issuing: no id of this node has a time
+        /// part above it (milliseconds after the id epoch), so the next holder starts above.
+        pub ceiling: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Creates `entity`'s table on `conn` unless it exists: how every framework table of a
 /// catalog database is installed.
 ///

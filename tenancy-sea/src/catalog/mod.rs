@@ -6,7 +6,9 @@
 //!   [`shard_entry`];
 //! * [`Directory`]: which shard each tenant or key range lives on, in
 //!   [`directory_entry`] and [`directory_range_entry`], with the claims of moves under
-//!   way ([`DEFAULT_MOVE_LEASE`]).
+//!   way ([`DEFAULT_MOVE_LEASE`]);
+//! * [`UniqueIds`]: 64-bit ids unique across shards and processes, each process holding a
+//!   node number under a lease, in [`id_node_entry`].
 //!
 //! Inside the crate: the tables and how they are installed (`entities`), the three
 //! keepers (`tenant_databases`, `shards`, `directory`), the directory's placements
@@ -16,6 +18,7 @@ pub(crate) mod changes;
 pub(crate) mod claims;
 pub(crate) mod directory;
 pub(crate) mod entities;
+mod ids;
 mod placing;
 mod routers;
 pub(crate) mod shards;
@@ -27,10 +30,11 @@ pub(crate) use claims::{AbandonedMove, Claim};
 pub use directory::{Directory, DirectoryLoad, SkipReason, SkippedEntry};
 pub(crate) use entities::create_table_if_missing;
 pub use entities::{
-    change_entry as directory_change_entry, entry as directory_entry,
+    change_entry as directory_change_entry, entry as directory_entry, id_node_entry,
     range_entry as directory_range_entry, router_entry as directory_router_entry, shard_entry,
     tenant_entry,
 };
+pub use ids::{DEFAULT_ID_LEASE, UniqueIds};
 pub use routers::DEFAULT_ROUTER_LEASE;
 pub use shards::{ShardRecord, ShardState, Shards};
 pub use tenant_databases::TenantDatabases;

@@ -4,8 +4,10 @@ use sea_orm::DbErr;
 use tenancy_core::InvalidTenantId;
 
 mod db;
+mod ids;
 
 pub(crate) use db::{FENCE_REFUSAL, is_rls_violation};
+pub use ids::UniqueIdError;
 
 /// `: a, b` for a non-empty list, for messages that name what they are about.
 fn list(items: &[String]) -> String {
@@ -484,4 +486,8 @@ pub enum Error {
     /// A paginator was asked for pages of zero rows.
     #[error("page size must be at least 1")]
     ZeroPageSize,
+
+    /// No unique id was issued (see [`UniqueIds`](crate::catalog::UniqueIds)).
+    #[error(transparent)]
+    UniqueId(#[from] UniqueIdError),
 }

@@ -14,7 +14,7 @@ pub use keyed::ShardKeyDb;
 pub use txn::IntoRawStatement;
 
 use crate::entity::SqlTenantId;
-use crate::scope::{Meter, RawSql, Session, Tag, TenantConn};
+use crate::scope::{IssueIds, Meter, RawSql, Session, Tag, TenantConn};
 use crate::shard::Topology;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use std::sync::Arc;
@@ -87,10 +87,16 @@ impl<T: SqlTenantId> TenantDb<T> {
                 raw_sql,
                 shard: None,
                 placement: None,
+                unique_ids: None,
                 tag: Tag::default(),
                 meter,
             },
         }
+    }
+
+    pub(crate) fn with_unique_ids(mut self, ids: Option<Arc<dyn IssueIds>>) -> Self {
+        self.inner.unique_ids = ids;
+        self
     }
 
     pub(crate) fn on_shard(mut self, shard: ShardId, topology: Arc<Topology>) -> Self {

@@ -82,6 +82,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
                 raw_sql: self.inner.raw_sql,
                 shard: self.inner.shard.clone(),
                 placement: self.inner.placement.clone(),
+                unique_ids: self.inner.unique_ids.clone(),
                 meter: self.inner.meter.clone(),
             },
         })

@@ -18,6 +18,10 @@ use sea_orm::{
 impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Inserts one row for this tenant and returns it as stored.
     ///
+    /// The key of an entity marked `#[unique_id]`, left unset, is filled from the
+    /// tenancy's [`UniqueIds`](crate::catalog::UniqueIds) first (so save hooks and routing
+    /// see it).
+    ///
     /// The tenant column is set to this tenant when it is not set; set to another tenant it
     /// is [`Error::TenantMismatch`] and nothing is written. `ActiveModelBehavior` hooks run
     /// as in SeaORM's `ActiveModel::insert`.
@@ -32,6 +36,9 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
         A::Entity: TenantScoped<TenantId = T>,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
+        let mut one = [am];
+        self.inner.fill_unique_ids(&mut one).await?;
+        let [am] = one;
         if <A::Entity as TenantScoped>::shard_key_column().is_some() {
             return self.route_model(&am)?.insert_here(am).await;
         }
@@ -61,7 +68,9 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Inserts many rows for this tenant in one statement; returns how many were inserted.
     ///
     /// Every row is checked before anything is sent: one row of another tenant fails the
-    /// whole call and nothing is written.
+    /// whole call and nothing is written. The `#[unique_id]` keys rows leave unset are
+    /// filled first, all in one call to the tenancy's
+    /// [`UniqueIds`](crate::catalog::UniqueIds).
     ///
     /// Rows of an entity with a `#[shard_key]` are split by shard: one statement per shard,
     /// each in a transaction of its shard, committed once every shard has accepted its rows
@@ -76,6 +85,8 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
         A::Entity: TenantScoped<TenantId = T>,
         I: IntoIterator<Item = A>,
     {
+        let mut models: Vec<A> = models.into_iter().collect();
+        self.inner.fill_unique_ids(&mut models).await?;
         let models = models
             .into_iter()
             .map(|am| self.inner.stamp(am))

@@ -7,7 +7,7 @@
 use super::audit::Refused;
 use super::{HandleConnection, Meter, RawSql, Session, Tag, Traced};
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, UniqueIdError};
 use crate::scope;
 use sea_orm::sea_query::{Condition, SchemaName, TableName, TableRef};
 use sea_orm::{
@@ -35,6 +35,13 @@ pub(crate) trait KeyPlacement: std::any::Any + Send + Sync {
     ) -> Result<(ShardId, DatabaseConnection)>;
 }
 
+/// What issues the ids of `#[unique_id]` keys (implemented by
+/// [`UniqueIds`](crate::catalog::UniqueIds)).
+pub(crate) trait IssueIds: Send + Sync {
+    /// `count` new ids, unique across shards and processes.
+    fn issue(&self, count: usize) -> futures_util::future::BoxFuture<'_, Result<Vec<i64>>>;
+}
+
 /// One tenant's connection: a pool or a transaction (`C`), the tenant, its set-up and its
 /// shard. A [`TenantDb`](crate::TenantDb) holds one, and the builders it makes run on it.
 #[derive(Clone)]
@@ -52,6 +59,8 @@ pub(crate) struct TenantConn<T, C> {
     pub(crate) shard: Option<ShardId>,
     /// The shards, when sharded: rows of a `#[shard_key]` entity are routed by their key.
     pub(crate) placement: Option<Arc<dyn KeyPlacement>>,
+    /// What fills a `#[unique_id]` key left unset on insert.
+    pub(crate) unique_ids: Option<Arc<dyn IssueIds>>,
     /// The tag statements carry inside a transaction whose set-up read one (the schema's
     /// shape, schema per tenant).
     pub(crate) tag: Tag,
@@ -240,6 +249,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
             raw_sql: self.raw_sql,
             shard: Some(shard.clone()),
             placement: self.placement.clone(),
+            unique_ids: self.unique_ids.clone(),
             tag: self.tag.clone(),
             meter: self.meter.on_shard(&shard),
         }))
@@ -293,6 +303,40 @@ impl<T: SqlTenantId, C: HandleConnection> TenantConn<T, C> {
             }
         }
         Ok(am)
+    }
+
+    /// Fills the `#[unique_id]` key of each row that leaves it unset, from the tenancy's
+    /// generator (one call for all of them); a row that sets it keeps its key.
+    pub(crate) async fn fill_unique_ids<A>(&self, models: &mut [A]) -> Result<()>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantScoped,
+    {
+        let Some(col) = <A::Entity as TenantScoped>::unique_id_column() else {
+            return Ok(());
+        };
+        let unset: Vec<usize> = models
+            .iter()
+            .enumerate()
+            .filter(|(_, am)| matches!(am.get(col), ActiveValue::NotSet))
+            .map(|(at, _)| at)
+            .collect();
+        if unset.is_empty() {
+            return Ok(());
+        }
+        let ids = self
+            .unique_ids
+            .as_ref()
+            .ok_or(UniqueIdError::NotConfigured {
+                table: A::Entity::default().table_name(),
+            })?;
+        let ids = ids.issue(unset.len()).await?;
+        for (at, id) in unset.into_iter().zip(ids) {
+            if let Some(am) = models.get_mut(at) {
+                am.try_set(col, id.into())?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn mismatch<E: EntityTrait>(&self, found: Value) -> Error {

@@ -253,6 +253,7 @@ impl Failure for Error {
             Error::ShardNotEmpty { .. } => "shard_not_empty",
             Error::ZeroPageSize => "zero_page_size",
             Error::NoCurrentTenant { .. } => "no_current_tenant",
+            Error::UniqueId(_) => "unique_id",
         }
     }
 }

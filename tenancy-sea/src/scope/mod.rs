@@ -12,7 +12,7 @@ mod conn;
 mod meter;
 
 pub(crate) use condition::{equals, equals_at, equals_expr, is_in};
-pub(crate) use conn::{KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
+pub(crate) use conn::{IssueIds, KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
 #[cfg(feature = "metrics")]
 pub use meter::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub(crate) use meter::{Meter, RunTraced, Traced};

@@ -2,7 +2,7 @@
 //! checked once, when it is built.
 
 use super::{Databases, Inner, Tenancy};
-use crate::catalog::Directory;
+use crate::catalog::{Directory, UniqueIds};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::isolation::{Isolation, check_combination, validate_setting};
@@ -46,6 +46,7 @@ pub struct TenancyBuilder<T> {
     connections_per_tenant: u32,
     version_table: Option<String>,
     metrics_tenant_label: bool,
+    unique_ids: Option<UniqueIds>,
     id_type: PhantomData<fn() -> T>,
 }
 
@@ -75,6 +76,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             connections_per_tenant: 4,
             version_table: Some("seaql_migrations".to_owned()),
             metrics_tenant_label: false,
+            unique_ids: None,
             id_type: PhantomData,
         }
     }
@@ -235,6 +237,26 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
         self
     }
 
+    /// The generator that fills the key of an entity marked `#[unique_id]` when a handle
+    /// inserts a row whose key is not set: ids unique across shards and processes, so a
+    /// tenant's rows keep their keys when it moves. Without one such an insert is
+    /// [`UniqueIdError::NotConfigured`](crate::UniqueIdError::NotConfigured).
+    ///
+    /// ```no_run
+    /// # use tenancy_sea::prelude::*;
+    /// # async fn demo(catalog: sea_orm::DatabaseConnection) -> tenancy_sea::Result<()> {
+    /// use tenancy_sea::catalog::UniqueIds;
+    ///
+    /// let ids = UniqueIds::new(catalog.clone());
+    /// ids.install().await?;
+    /// let tenancy: Tenancy<i64> = Tenancy::builder(catalog).unique_ids(ids).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn unique_ids(mut self, ids: UniqueIds) -> Self {
+        self.unique_ids = Some(ids);
+        self
+    }
+
     /// Checks the configuration and builds the [`Tenancy`].
     pub fn build(self) -> Result<Tenancy<T>> {
         match &self.isolation {
@@ -317,6 +339,9 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 version_table,
                 verified: std::sync::OnceLock::new(),
                 tenant_label: self.metrics_tenant_label,
+                unique_ids: self
+                    .unique_ids
+                    .map(|ids| Arc::new(ids) as Arc<dyn crate::scope::IssueIds>),
             }),
         })
     }

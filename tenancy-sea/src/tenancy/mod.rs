@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::handle::TenantDb;
 use crate::isolation::{Isolation, check_combination, raw_sql};
 use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
-use crate::scope::{Meter, Session};
+use crate::scope::{IssueIds, Meter, Session};
 use crate::shard::{AcrossShards, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::sync::Arc;
@@ -72,6 +72,8 @@ struct Inner<T> {
     verified: std::sync::OnceLock<()>,
     /// Whether statements are labelled by tenant in metrics (feature `metrics`).
     tenant_label: bool,
+    /// What fills `#[unique_id]` keys on insert.
+    unique_ids: Option<Arc<dyn IssueIds>>,
 }
 
 /// What database per tenant needs.
@@ -140,7 +142,8 @@ impl<T: SqlTenantId> Tenancy<T> {
         let session = self.session_of(&tenant, backend)?;
         let raw = raw_sql(&self.inner.isolation, self.inner.placement, backend);
         let meter = self.meter(Some(&tenant));
-        let handle = TenantDb::new(conn, tenant, session, raw, meter);
+        let handle = TenantDb::new(conn, tenant, session, raw, meter)
+            .with_unique_ids(self.inner.unique_ids.clone());
         Ok(match shard {
             Some((shard, topology)) => handle.on_shard(shard, topology),
             None => handle,

@@ -5,6 +5,8 @@
 //!   each of `STAGES` (`MoveProgress` stages' names, comma-separated, e.g. `Copying`) it
 //!   prints `AT STAGE` and waits: to be killed there, or, with `pause`, until a line comes
 //!   on its standard input. It prints `MOVED ...` or `FAILED ...` at the end.
+//! * `mover ids TENANT ROWS pause|run` inserts tickets with ids from a `UniqueIds` of its
+//!   own (see [`tickets`]), for the unique-id tests (`tests/tests/unique_ids.rs`).
 //! * `mover write TENANT SECONDS` writes the tenant's orders for that long through a
 //!   tenancy of its own that refreshes its directory every 50 ms: inserts, updates and
 //!   deletes, each acknowledged one printed (`INSERT id total`, `UPDATE id total`,
@@ -25,9 +27,10 @@ use sea_orm::{ActiveValue::Set, Database};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tenancy_sea::catalog::UniqueIds;
 use tenancy_sea::catalog::{Directory, Shards};
 use tenancy_sea::{DirectoryRouter, Error, MoveProgress, Tenancy};
-use tenancy_tests::entities::{customer, order};
+use tenancy_tests::entities::{customer, order, ticket};
 
 /// A stage's name, as the command line gives it.
 fn stage(progress: &MoveProgress) -> &'static str {
@@ -117,10 +120,64 @@ async fn main() {
         ["write", tenant, seconds] => {
             write(tenant.parse().unwrap(), seconds.parse().unwrap()).await
         }
+        ["ids", tenant, rows, pause] => {
+            tickets(
+                tenant.parse().unwrap(),
+                rows.parse().unwrap(),
+                *pause == "pause",
+            )
+            .await;
+        }
         other => panic!(
-            "usage: mover move TENANT TO [STAGE] | mover write TENANT SECONDS; got {other:?}"
+            "usage: mover move TENANT TO [STAGE] | mover write TENANT SECONDS | mover ids \
+             TENANT ROWS pause|run; got {other:?}"
         ),
     }
+}
+
+/// Inserts `rows` tickets of the tenant into the catalog database's `tickets`, their ids
+/// issued by a `UniqueIds` of this process (lease `TENANCY_MOVE_LEASE_MS`): in batches and
+/// one by one, giving its node back every 500 rows (the next batch claims one again), and
+/// with `pause` idle past its lease once midway (its node may be taken over meanwhile).
+/// Prints `NODES n,m,..`: the nodes its ids came from.
+async fn tickets(tenant: i64, rows: usize, pause: bool) {
+    let url = std::env::var("TENANCY_MOVE_CATALOG").expect("TENANCY_MOVE_CATALOG");
+    let lease: u64 = std::env::var("TENANCY_MOVE_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(1_000);
+    let catalog = Database::connect(tenancy_tests::pool(url)).await.unwrap();
+    let ids = UniqueIds::new(catalog.clone()).with_lease(Duration::from_millis(lease));
+    let tenancy = Tenancy::builder(catalog)
+        .unique_ids(ids.clone())
+        .build()
+        .unwrap();
+    let db = tenancy.tenant(tenant).await.unwrap();
+    let ticket = |n: usize| ticket::ActiveModel {
+        title: Set(format!("ticket {n}")),
+        ..Default::default()
+    };
+    let mut nodes = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while n < rows {
+        let batch = (rows - n).min(40);
+        db.insert_many((n..n + batch).map(ticket)).await.unwrap();
+        n += batch;
+        for _ in 0..10.min(rows - n) {
+            let row = db.insert(ticket(n)).await.unwrap();
+            nodes.insert(tenancy_sea::UniqueIdParts::of(row.id).node);
+            n += 1;
+        }
+        nodes.extend(ids.node());
+        if n % 500 < 50 {
+            ids.release().await.unwrap();
+        }
+        if pause && n >= rows / 2 && n < rows / 2 + 50 {
+            tokio::time::sleep(Duration::from_millis(lease * 3 / 2)).await;
+        }
+    }
+    let nodes: Vec<String> = nodes.iter().map(ToString::to_string).collect();
+    say(&format!("NODES {}", nodes.join(",")));
 }
 
 /// Writes the tenant's orders for `seconds`, reporting each acknowledged write.

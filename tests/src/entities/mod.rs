@@ -13,3 +13,4 @@ pub mod order;
 pub mod order_tag;
 pub mod plan;
 pub mod tag;
+pub mod ticket;

@@ -1,0 +1,21 @@
+use sea_orm::entity::prelude::*;
+use tenancy_sea::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, TenantScoped)]
+#[sea_orm(table_name = "orders")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i64,
+    #[tenant_id]
+    #[unique_id]
+    pub tenant_id: i64,
+    #[unique_id]
+    pub customer_id: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+fn main() {}
