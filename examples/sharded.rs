@@ -17,16 +17,17 @@ use std::path::Path;
 use std::sync::Arc;
 use tenancy_sea::{
     DatabaseTemplate, DirectoryRouter, ShardId, ShardState, Tenancy, TenantDb, catalog::Directory,
-    catalog::Shards,
+    catalog::Shards, catalog::UniqueIds,
 };
 
-/// Places two orders for the handle's tenant, with ids unique across shards (the tenant's
-/// number, then the order's), so that the tenant's rows can move to another shard.
-async fn place_orders(db: &TenantDb<i64>) -> tenancy_sea::Result<()> {
+/// Places two orders for the handle's tenant, with ids unique across shards and processes
+/// (from `UniqueIds`), so that the tenant's rows can move to another shard. (An entity whose
+/// key is marked `#[unique_id]` gets them on insert without asking.)
+async fn place_orders(db: &TenantDb<i64>, ids: &UniqueIds) -> tenancy_sea::Result<()> {
     let tenant = *db.tenant_id();
-    for (n, (item, total_cents)) in [("tea", 450), ("cake", 1200)].into_iter().enumerate() {
+    for (item, total_cents) in [("tea", 450), ("cake", 1200)] {
         db.insert(order::ActiveModel {
-            id: Set(tenant * 100 + n as i64),
+            id: Set(ids.next_id().await?),
             item: Set(format!("{item} for tenant {tenant}")),
             total_cents: Set(total_cents),
             ..Default::default()
@@ -62,8 +63,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display());
     let catalog = Database::connect(url).await?;
 
-    // Three shards, each a SQLite file: created, migrated, registered, in service.
+    // Three shards, each a SQLite file: created, migrated, registered, in service; and the
+    // process's id generator, its node leased in the catalog.
     let tenancy = start(&catalog, &dir).await?;
+    let ids = UniqueIds::new(catalog.clone());
+    ids.install().await?;
     let directory = tenancy.directory().ok_or("built with a directory")?.clone();
     for name in ["s0", "s1", "s2"] {
         tenancy.create_shard::<Migrator>(name).await?;
@@ -84,7 +88,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             ["s1", "s2"][tenant as usize % 2]
         };
         directory.assign(&tenant, shard).await?;
-        place_orders(&tenancy.tenant(tenant).await?).await?;
+        place_orders(&tenancy.tenant(tenant).await?, &ids).await?;
     }
 
     // A routed read: one shard, this tenant's rows only.
@@ -128,7 +132,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         report.from, report.to, report.copied, report.removed, report.from
     );
     let newcomer = directory.place(&8i64).await?;
-    place_orders(&tenancy.tenant(8).await?).await?;
+    place_orders(&tenancy.tenant(8).await?, &ids).await?;
     println!("tenant 8 placed on {newcomer}");
 
     // A restart: the registry and the directory are read back from the catalog.

@@ -301,8 +301,7 @@ fn kill_mover_at(url: &str, stage: &str) -> String {
 /// no claim and no fence left, the other tenant untouched. Right after the kill, before
 /// anyone resumes, the fence (where it was up) still refuses the tenant's writes on the
 /// old shard; a write on the new shard after the switch survives the resumption.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_killed_at_any_stage_is_finished_by_the_next_run() {
+async fn a_move_killed_at_any_stage_is_finished_by_the_next_run(backend: Backend) {
     for stage in [
         "Claimed",
         "Fenced",
@@ -313,11 +312,10 @@ async fn a_move_killed_at_any_stage_is_finished_by_the_next_run() {
         "Switched",
         "Removing",
     ] {
-        let Some((catalog, directory, tenancy)) = fleet(Backend::Postgres).await else {
+        let Some((catalog, directory, tenancy)) = fleet(backend).await else {
             return;
         };
-        let url = catalog.url.clone().unwrap();
-        kill_mover_at(&url, stage);
+        kill_mover_at(&catalog_url(&catalog), stage);
 
         // What a process sees before anyone resumes: the catalog says where the tenant
         // lives; the old shard still refuses its writes if the fence was up.
@@ -385,6 +383,21 @@ async fn a_move_killed_at_any_stage_is_finished_by_the_next_run() {
         drop((tenancy, resumed));
         catalog.drop_db().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_postgres() {
+    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_mysql() {
+    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_sqlite() {
+    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::Sqlite).await;
 }
 
 /// What one writer process reported: each acknowledged write in order, and its counts.
