@@ -886,6 +886,26 @@ pub async fn raw(conn: &DatabaseConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// A tenancy over the shards registered in `catalog`'s catalog (two connections each),
+/// routed by `directory`, new databases made from the catalog's template: what a process
+/// of a sharded application builds; finish it with `.build()`.
+pub async fn sharded_over(
+    catalog: &TestDb,
+    directory: &tenancy_sea::catalog::Directory<i64>,
+) -> tenancy_sea::TenancyBuilder<i64> {
+    let topology = tenancy_sea::catalog::Shards::new(catalog.conn.clone())
+        .topology(directory.router().clone(), 2)
+        .await
+        .unwrap();
+    let builder = Tenancy::builder(catalog.conn.clone())
+        .sharded(topology)
+        .directory(directory.clone());
+    match catalog.template.clone() {
+        Some(template) => builder.database_template(template),
+        None => builder,
+    }
+}
+
 /// Runs each `async fn name(backend: Backend)` of the calling test file as a test on
 /// SQLite, PostgreSQL and MariaDB: `sqlite::name`, `postgres::name`, `mysql::name`.
 #[macro_export]

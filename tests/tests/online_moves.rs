@@ -48,14 +48,8 @@ async fn fleet(backend: Backend) -> Option<(TestDb, Directory<i64>, Tenancy<i64>
 
 /// A tenancy over the catalog's shards, routed by `directory`.
 async fn over(catalog: &TestDb, directory: &Directory<i64>) -> Tenancy<i64> {
-    let topology = Shards::new(catalog.conn.clone())
-        .topology(directory.router().clone(), 2)
+    tenancy_tests::sharded_over(catalog, directory)
         .await
-        .unwrap();
-    Tenancy::builder(catalog.conn.clone())
-        .sharded(topology)
-        .directory(directory.clone())
-        .database_template(catalog.template.clone().unwrap())
         .build()
         .unwrap()
 }
@@ -385,21 +379,6 @@ async fn a_move_killed_at_any_stage_is_finished_by_the_next_run(backend: Backend
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_postgres() {
-    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_mysql() {
-    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::MySql).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_killed_at_any_stage_is_finished_by_the_next_run_sqlite() {
-    a_move_killed_at_any_stage_is_finished_by_the_next_run(Backend::Sqlite).await;
-}
-
 /// What one writer process reported: each acknowledged write in order, and its counts.
 struct Written {
     lines: Vec<String>,
@@ -689,21 +668,6 @@ async fn refreshes_apply_only_what_changed(backend: Backend) {
     catalog.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refreshes_apply_only_what_changed_postgres() {
-    refreshes_apply_only_what_changed(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refreshes_apply_only_what_changed_sqlite() {
-    refreshes_apply_only_what_changed(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refreshes_apply_only_what_changed_mysql() {
-    refreshes_apply_only_what_changed(Backend::MySql).await;
-}
-
 /// A rebalance by rows: the plan moves the heaviest tenants that narrow the gap from the
 /// fullest shard to the emptiest, shows each shard's load before and after, and applies
 /// them two at a time with progress; a move killed part-way beforehand is listed as
@@ -795,3 +759,8 @@ async fn a_rebalance_by_rows_plans_applies_and_finishes_a_stopped_move() {
     drop(tenancy);
     catalog.drop_db().await;
 }
+
+tenancy_tests::on_every_backend!(
+    a_move_killed_at_any_stage_is_finished_by_the_next_run,
+    refreshes_apply_only_what_changed,
+);

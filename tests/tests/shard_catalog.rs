@@ -16,14 +16,8 @@ use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator, DatabaseMigrato
 use tenancy_tests::{Backend, Flavor, TestDb};
 
 async fn tenancy_over(catalog: &TestDb, directory: &Directory<i64>) -> Tenancy<i64> {
-    let topology = Shards::new(catalog.conn.clone())
-        .topology(directory.router().clone(), 2)
+    tenancy_tests::sharded_over(catalog, directory)
         .await
-        .unwrap();
-    Tenancy::builder(catalog.conn.clone())
-        .sharded(topology)
-        .directory(directory.clone())
-        .database_template(catalog.template.clone().unwrap())
         .build()
         .unwrap()
 }

@@ -155,21 +155,6 @@ async fn a_taken_over_node_shares_no_id(backend: Backend) {
     catalog.drop_db().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_taken_over_node_shares_no_id_postgres() {
-    a_taken_over_node_shares_no_id(Backend::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_taken_over_node_shares_no_id_mysql() {
-    a_taken_over_node_shares_no_id(Backend::MySql).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_taken_over_node_shares_no_id_sqlite() {
-    a_taken_over_node_shares_no_id(Backend::Sqlite).await;
-}
-
 /// An insert fills an unset `#[unique_id]` key and keeps a set one; without a generator
 /// the unset key is a typed error and nothing is written.
 #[tokio::test]
@@ -251,14 +236,8 @@ async fn a_moved_tenants_ids_collide_with_nothing_on_the_destination() {
         .await
         .unwrap();
     let process = async |directory: &Directory<i64>| {
-        let topology = Shards::new(catalog.conn.clone())
-            .topology(directory.router().clone(), 2)
+        tenancy_tests::sharded_over(&catalog, directory)
             .await
-            .unwrap();
-        Tenancy::builder(catalog.conn.clone())
-            .sharded(topology)
-            .directory(directory.clone())
-            .database_template(catalog.template.clone().unwrap())
             .unique_ids(UniqueIds::new(catalog.conn.clone()))
             .build()
             .unwrap()
@@ -368,3 +347,5 @@ proptest! {
         }
     }
 }
+
+tenancy_tests::on_every_backend!(a_taken_over_node_shares_no_id);
