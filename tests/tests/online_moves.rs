@@ -760,7 +760,64 @@ async fn a_rebalance_by_rows_plans_applies_and_finishes_a_stopped_move() {
     catalog.drop_db().await;
 }
 
+/// A rebalance by bytes weighs what each tenant holds, not how many rows: a tenant of one
+/// wide row outweighs tenants of four narrow ones, and is the one planned to move; by rows
+/// it is the lightest. On every backend (stored sizes on PostgreSQL, the values' text
+/// lengths elsewhere).
+async fn a_rebalance_by_bytes_weighs_what_tenants_hold(backend: Backend) {
+    let Some((catalog, directory, tenancy)) = fleet(backend).await else {
+        return;
+    };
+    directory.assign(&3, "s0").await.unwrap();
+    tenancy
+        .tenant(3)
+        .await
+        .unwrap()
+        .insert(customer::ActiveModel {
+            id: Set(3_000),
+            name: Set("w".repeat(250)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plan = async |balance| {
+        tenancy
+            .rebalance()
+            .entity::<customer::Entity>()
+            .entity::<order::Entity>()
+            .by(balance)
+            .plan()
+            .await
+    };
+    let weight = |plan: &tenancy_sea::RebalancePlan<i64>, tenant: i64| {
+        plan.moves
+            .iter()
+            .find(|m| m.tenant == tenant)
+            .map(|m| m.weight)
+    };
+    let by_bytes = plan(tenancy_sea::Balance::Bytes).await.unwrap();
+    assert_eq!(
+        by_bytes.moves.first().map(|m| m.tenant),
+        Some(3),
+        "{by_bytes:?}"
+    );
+    assert!(weight(&by_bytes, 3).unwrap() >= 250, "{by_bytes:?}");
+    let total: u64 = by_bytes.before.values().sum();
+    assert_eq!(total, by_bytes.after.values().sum::<u64>());
+    assert!(total > 250 + 2 * 4 * 3, "{by_bytes:?}");
+    let by_rows = plan(tenancy_sea::Balance::Rows).await.unwrap();
+    assert_eq!(by_rows.before[&ShardId::new("s0")], 9, "{by_rows:?}");
+    assert_ne!(
+        by_rows.moves.first().map(|m| m.tenant),
+        Some(3),
+        "{by_rows:?}"
+    );
+    drop(tenancy);
+    catalog.drop_db().await;
+}
+
 tenancy_tests::on_every_backend!(
     a_move_killed_at_any_stage_is_finished_by_the_next_run,
+    a_rebalance_by_bytes_weighs_what_tenants_hold,
     refreshes_apply_only_what_changed,
 );

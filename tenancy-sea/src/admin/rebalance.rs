@@ -1,5 +1,5 @@
 //! Rebalancing a directory-routed topology: a plan of moves from the fullest active shards
-//! to the emptiest (by tenants or by rows), tenants first taken off draining shards, and
+//! to the emptiest (by tenants, rows or bytes), tenants first taken off draining shards, and
 //! its application with the online moves, a few at a time, after finishing any move that
 //! stopped part-way.
 
@@ -15,8 +15,8 @@ use crate::tenancy::Tenancy;
 use futures_util::StreamExt;
 use sea_orm::sea_query::{Alias, Expr, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect,
+    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable,
+    QueryFilter, QuerySelect,
 };
 use sea_orm_migration::MigratorTrait;
 use std::collections::BTreeMap;
@@ -33,6 +33,11 @@ pub enum Balance {
     /// How many rows of the named entities each shard holds (counted per tenant on the
     /// shard the directory places it on).
     Rows,
+    /// How many bytes the named entities' rows take on each shard (per tenant, on the
+    /// shard the directory places it on): on PostgreSQL the rows' stored size
+    /// (`pg_column_size` of each row), on MariaDB and SQLite the length of each value's
+    /// text form (a blob's bytes), so that a tenant of few wide rows weighs what it holds.
+    Bytes,
 }
 
 /// One move of a [`RebalancePlan`].
@@ -44,7 +49,7 @@ pub struct PlannedMove<T> {
     pub from: ShardId,
     /// Where it goes.
     pub to: ShardId,
-    /// Its weight (1 by tenants; its rows by rows).
+    /// Its weight (1 by tenants; its rows by rows; its bytes by bytes).
     pub weight: u64,
 }
 
@@ -88,6 +93,7 @@ type Step<'a, T> = fn() -> Box<dyn MoveStep<T> + 'a>;
 type Weigh<'a, T> = for<'t> fn(
     &'t Tenancy<T>,
     &'t ShardId,
+    Balance,
 ) -> futures_util::future::BoxFuture<'t, Result<Vec<(String, u64)>>>;
 type OnRebalance<'a, T> = Box<dyn Fn(&RebalanceProgress<'_, T>) + Send + Sync + 'a>;
 
@@ -111,10 +117,12 @@ impl<T: SqlTenantId> std::fmt::Debug for Rebalance<'_, T> {
     }
 }
 
-/// Each tenant's rows of `E` on `shard`, keyed by the tenant's id as text.
+/// Each tenant's weight of `E` on `shard` (its rows, or its bytes), keyed by the tenant's
+/// id as text.
 fn weigh<'t, T, E>(
     tenancy: &'t Tenancy<T>,
     shard: &'t ShardId,
+    balance: Balance,
 ) -> futures_util::future::BoxFuture<'t, Result<Vec<(String, u64)>>>
 where
     T: SqlTenantId,
@@ -126,6 +134,11 @@ where
             DbBackend::MySql => "CHAR",
             _ => "TEXT",
         };
+        let backend = conn.get_database_backend();
+        let weight = match balance {
+            Balance::Bytes => Expr::cust(bytes_of::<E>(backend)),
+            _ => E::tenant_column().count(),
+        };
         let rows: Vec<(String, i64)> = E::find()
             .select_only()
             .column_as(
@@ -135,7 +148,7 @@ where
                 )),
                 "tenant",
             )
-            .column_as(E::tenant_column().count(), "n")
+            .column_as(weight, "n")
             .group_by(E::tenant_column())
             .into_tuple()
             .all(&conn)
@@ -145,6 +158,29 @@ where
             .map(|(tenant, n)| (tenant, u64::try_from(n).unwrap_or(0)))
             .collect())
     })
+}
+
+/// The SQL of the bytes a group of `E`'s rows takes on `backend` (see [`Balance::Bytes`]),
+/// a 64-bit integer. The names are the entity's own (compile-time identifiers), quoted.
+fn bytes_of<E: EntityTrait>(backend: DbBackend) -> String {
+    let quote = |name: &str| match backend {
+        DbBackend::MySql => format!("`{}`", name.replace('`', "``")),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    };
+    if backend == DbBackend::Postgres {
+        return format!(
+            "COALESCE(sum(pg_column_size({}.*)), 0)::bigint",
+            quote(E::default().table_name())
+        );
+    }
+    let lengths = E::Column::iter()
+        .map(|column| format!("COALESCE(LENGTH({}), 0)", quote(column.as_str())))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    match backend {
+        DbBackend::MySql => format!("CAST(COALESCE(SUM({lengths}), 0) AS SIGNED)"),
+        _ => format!("COALESCE(SUM({lengths}), 0)"),
+    }
 }
 
 impl<T: SqlTenantId> Tenancy<T> {
@@ -229,12 +265,12 @@ impl<'a, T: SqlTenantId> Rebalance<'a, T> {
                     .to_owned(),
             ));
         }
-        if self.balance == Balance::Rows
+        if self.balance != Balance::Tenants
             && matches!(tenancy.isolation(), Isolation::SchemaPerTenant { .. })
         {
             return Err(Error::Config(
-                "a rebalance by rows counts rows in shared tables; under schema per tenant \
-                 balance by tenants"
+                "a rebalance by rows or bytes weighs rows in shared tables; under schema per \
+                 tenant balance by tenants"
                     .to_owned(),
             ));
         }
@@ -247,10 +283,10 @@ impl<'a, T: SqlTenantId> Rebalance<'a, T> {
             .map(|row| (row.key, ShardId::new(row.shard)))
             .collect();
         let mut weights: BTreeMap<(String, ShardId), u64> = BTreeMap::new();
-        if self.balance == Balance::Rows {
+        if self.balance != Balance::Tenants {
             for record in &shards {
                 for (_, weigh) in &self.steps {
-                    for (tenant, rows) in weigh(tenancy, &record.name).await? {
+                    for (tenant, rows) in weigh(tenancy, &record.name, self.balance).await? {
                         *weights.entry((tenant, record.name.clone())).or_default() += rows;
                     }
                 }
@@ -271,7 +307,9 @@ impl<'a, T: SqlTenantId> Rebalance<'a, T> {
                 Balance::Tenants => 1,
                 // Only the rows on the shard the directory places it on: copies a stopped
                 // move left elsewhere do not count.
-                Balance::Rows => weights.get(&(key, shard.clone())).copied().unwrap_or(0),
+                Balance::Rows | Balance::Bytes => {
+                    weights.get(&(key, shard.clone())).copied().unwrap_or(0)
+                }
             };
             // A tenant whose move stopped part-way is where that move takes it, and stays.
             match unfinished.iter().find(|(t, _)| *t == tenant) {
