@@ -195,7 +195,7 @@ pub trait TenantScoped: EntityTrait + sealed::TenantScopedSeal {
     fn shard_key_column() -> Option<Self::Column>;
 
     /// The `#[unique_id]` column: the key a handle fills from the tenancy's
-    /// [`UniqueIds`](crate::catalog::UniqueIds) when an insert leaves it unset; `None`
+    /// `catalog::UniqueIds` when an insert leaves it unset; `None`
     /// when no field is marked.
     fn unique_id_column() -> Option<Self::Column> {
         None
@@ -233,7 +233,7 @@ pub fn write_shard_key<K: SqlTenantId>(
 }
 
 /// The type a `#[unique_id]` field has: `i64`, what
-/// [`UniqueIds`](crate::catalog::UniqueIds) issues.
+/// `catalog::UniqueIds` issues.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "a `#[unique_id]` field is `i64`, not `{Self}`",

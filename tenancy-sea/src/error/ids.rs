@@ -1,6 +1,6 @@
 //! Why no unique id was issued: [`UniqueIdError`], inside [`Error::UniqueId`](super::Error).
 
-/// Why [`UniqueIds`](crate::catalog::UniqueIds) issued no id, or why a row of an entity
+/// Why `catalog::UniqueIds` issued no id, or why a row of an entity
 /// whose key is `#[unique_id]` was not written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

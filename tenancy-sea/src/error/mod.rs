@@ -487,7 +487,7 @@ pub enum Error {
     #[error("page size must be at least 1")]
     ZeroPageSize,
 
-    /// No unique id was issued (see [`UniqueIds`](crate::catalog::UniqueIds)).
+    /// No unique id was issued (see `catalog::UniqueIds`).
     #[error(transparent)]
     UniqueId(#[from] UniqueIdError),
 }

@@ -19,7 +19,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Inserts one row for this tenant and returns it as stored.
     ///
     /// The key of an entity marked `#[unique_id]`, left unset, is filled from the
-    /// tenancy's [`UniqueIds`](crate::catalog::UniqueIds) first (so save hooks and routing
+    /// tenancy's `catalog::UniqueIds` first (so save hooks and routing
     /// see it).
     ///
     /// The tenant column is set to this tenant when it is not set; set to another tenant it
@@ -70,7 +70,7 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     /// Every row is checked before anything is sent: one row of another tenant fails the
     /// whole call and nothing is written. The `#[unique_id]` keys rows leave unset are
     /// filled first, all in one call to the tenancy's
-    /// [`UniqueIds`](crate::catalog::UniqueIds).
+    /// `catalog::UniqueIds`.
     ///
     /// Rows of an entity with a `#[shard_key]` are split by shard: one statement per shard,
     /// each in a transaction of its shard, committed once every shard has accepted its rows

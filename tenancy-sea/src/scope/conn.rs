@@ -36,7 +36,7 @@ pub(crate) trait KeyPlacement: std::any::Any + Send + Sync {
 }
 
 /// What issues the ids of `#[unique_id]` keys (implemented by
-/// [`UniqueIds`](crate::catalog::UniqueIds)).
+/// `catalog::UniqueIds`).
 pub(crate) trait IssueIds: Send + Sync {
     /// `count` new ids, unique across shards and processes.
     fn issue(&self, count: usize) -> futures_util::future::BoxFuture<'_, Result<Vec<i64>>>;
