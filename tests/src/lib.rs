@@ -886,7 +886,8 @@ pub async fn raw(conn: &DatabaseConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// A tenancy over the shards registered in `catalog`'s catalog (two connections each),
+/// A tenancy over the shards registered in `catalog`'s catalog (four connections each:
+/// a move holds up to two on a shard while the tests watch it through a third),
 /// routed by `directory`, new databases made from the catalog's template: what a process
 /// of a sharded application builds; finish it with `.build()`.
 pub async fn sharded_over(
@@ -894,7 +895,7 @@ pub async fn sharded_over(
     directory: &tenancy_sea::catalog::Directory<i64>,
 ) -> tenancy_sea::TenancyBuilder<i64> {
     let topology = tenancy_sea::catalog::Shards::new(catalog.conn.clone())
-        .topology(directory.router().clone(), 2)
+        .topology(directory.router().clone(), 4)
         .await
         .unwrap();
     let builder = Tenancy::builder(catalog.conn.clone())

@@ -222,6 +222,50 @@ async fn two_shards(backend: Backend) -> Option<(TestDb, Directory<i64>, Tenancy
     Some((catalog, directory, tenancy))
 }
 
+/// Every shard's pool is the size the topology was opened with: the shards made through
+/// the tenancy, a shard made after the start, and one another process finds at a catalog
+/// refresh (before, a shard added later got `connections_per_tenant`'s pools, 4, whatever
+/// the topology's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_added_later_get_pools_of_the_topologys_size() {
+    let Some((catalog, directory, tenancy)) = two_shards(Backend::Sqlite).await else {
+        return;
+    };
+    let size = |tenancy: &Tenancy<i64>, shard: &str| {
+        tenancy
+            .topology()
+            .unwrap()
+            .unscoped_connection(&ShardId::new(shard))
+            .unwrap()
+            .get_sqlite_connection_pool()
+            .options()
+            .get_max_connections()
+    };
+    // `tenancy_over` opened its topology with 4 connections a shard.
+    assert_eq!((size(&tenancy, "s0"), size(&tenancy, "s1")), (4, 4));
+    let other = Tenancy::builder(catalog.conn.clone())
+        .sharded(
+            Shards::new(catalog.conn.clone())
+                .topology(directory.router().clone(), 1)
+                .await
+                .unwrap(),
+        )
+        .directory(directory.clone())
+        .database_template(catalog.template.clone().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(size(&other, "s0"), 1);
+    tenancy
+        .create_shard::<DatabaseMigratorV1>("s2")
+        .await
+        .unwrap();
+    assert_eq!(size(&tenancy, "s2"), 4);
+    other.refresh_catalog().await.unwrap();
+    assert_eq!(size(&other, "s2"), 1);
+    drop((tenancy, other));
+    catalog.drop_db().await;
+}
+
 /// A customer with 3 orders for `tenant` (totals `100 tenant` up), written through its
 /// handle; `first_id` gives the rows ids of their own (1,000 up), `None` takes the shard's
 /// sequence.

@@ -106,7 +106,8 @@ impl<T: SqlTenantId> Tenancy<T> {
         async {
             template.create(&planned).await?;
             let outcome = async {
-                let conn = connect(pool_options(&planned.url, self.shard_connections())).await?;
+                let conn =
+                    connect(pool_options(&planned.url, self.new_shard_connections())).await?;
                 M::up(&conn, None).await?;
                 catalog
                     .register(&name, &planned.url, ShardState::Active)
@@ -165,12 +166,16 @@ impl<T: SqlTenantId> Tenancy<T> {
                 shard: name.to_string(),
             });
         }
-        let conn = connect_shard(url, self.shard_connections(), topology.connect_timeout())
-            .await
-            .map_err(|reason| Error::Shard {
-                shard: name.to_string(),
-                source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
-            })?;
+        let conn = connect_shard(
+            url,
+            self.new_shard_connections(),
+            topology.connect_timeout(),
+        )
+        .await
+        .map_err(|reason| Error::Shard {
+            shard: name.to_string(),
+            source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
+        })?;
         let outcome = async {
             if let Some(table) = user_tables(&conn).await?.into_iter().next() {
                 return Err(Error::ShardNotEmpty {
@@ -341,7 +346,7 @@ impl<T: SqlTenantId> Tenancy<T> {
         let registered = self.shard_catalog().list().await?;
         let present = topology.shard_ids();
         let timeout = topology.connect_timeout();
-        let connections = self.shard_connections();
+        let connections = self.new_shard_connections();
         for record in &registered {
             if present.contains(&record.name) {
                 continue;

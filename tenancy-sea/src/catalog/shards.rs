@@ -247,7 +247,10 @@ impl Shards {
 
     /// Connects every registered shard (pools of at most `connections_per_shard`, with the
     /// framework's pool defaults), all at once, and builds the topology routed by
-    /// `router`. A shard that cannot be reached within the connect timeout
+    /// `router`. The topology keeps the pool size: a shard added later
+    /// ([`Tenancy::create_shard`](crate::Tenancy::create_shard),
+    /// [`Tenancy::add_shard`](crate::Tenancy::add_shard), a catalog refresh) gets a pool of
+    /// the same size. A shard that cannot be reached within the connect timeout
     /// ([`with_connect_timeout`](Self::with_connect_timeout)) does not stop the start: it
     /// is marked unavailable (its tenants get [`Error::ShardUnavailable`] at once, the
     /// others are served) and [`Tenancy::refresh_catalog`] connects it again later. A
@@ -287,7 +290,9 @@ impl Shards {
             };
             shards.push((record.name, conn));
         }
-        let topology = Topology::new(router, shards)?.with_connect_timeout(self.connect_timeout);
+        let topology = Topology::new(router, shards)?
+            .with_connect_timeout(self.connect_timeout)
+            .with_pool_connections(connections_per_shard);
         for (shard, reason) in down {
             topology.mark_unavailable(&shard, reason);
         }

@@ -50,6 +50,8 @@ pub struct Topology {
     /// How long a connection attempt to a shard may take before the shard counts as
     /// unavailable.
     connect_timeout: Duration,
+    /// The size of the pools `Shards::topology` opened, which later shards' pools share.
+    pool_connections: Option<u32>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -92,6 +94,7 @@ impl Topology {
             unavailable: RwLock::new(BTreeMap::new()),
             unavailable_count: AtomicUsize::new(0),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            pool_connections: None,
         })
     }
 
@@ -151,6 +154,18 @@ impl Topology {
 
     pub(crate) fn connect_timeout(&self) -> Duration {
         self.connect_timeout
+    }
+
+    /// Keeps the size of the shards' pools, for the pools of shards added later.
+    pub(crate) fn with_pool_connections(mut self, connections: u32) -> Self {
+        self.pool_connections = Some(connections.max(1));
+        self
+    }
+
+    /// The size of the shards' pools when the library opened them (`None` for pools the
+    /// application gave).
+    pub(crate) fn pool_connections(&self) -> Option<u32> {
+        self.pool_connections
     }
 
     /// Fences `tenant` for a move: until the guard drops, [`shard_of`](Self::shard_of)

@@ -213,7 +213,9 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
     }
 
     /// The most connections in one pool the framework opens: a tenant database's, or a
-    /// shard's made by [`Tenancy::create_shard`] (default 4).
+    /// new shard's (default 4) when the topology's pools were not opened by
+    /// [`Shards::topology`](crate::catalog::Shards::topology), whose pool size new shards
+    /// share.
     pub fn connections_per_tenant(mut self, max: u32) -> Self {
         self.connections_per_tenant = max;
         self

@@ -282,9 +282,15 @@ impl<T: SqlTenantId> Tenancy<T> {
         self.inner.template.as_ref()
     }
 
-    /// The most connections in a pool the framework opens (a tenant's, a shard's).
-    pub(crate) fn shard_connections(&self) -> u32 {
-        self.inner.connections_per_pool
+    /// The size of the pool of a shard added now: that of the topology's pools when
+    /// `Shards::topology` opened them, else the most connections of a pool the framework
+    /// opens ([`TenancyBuilder::connections_per_tenant`](crate::TenancyBuilder::connections_per_tenant)).
+    pub(crate) fn new_shard_connections(&self) -> u32 {
+        self.inner
+            .topology
+            .as_ref()
+            .and_then(|topology| topology.pool_connections())
+            .unwrap_or(self.inner.connections_per_pool)
     }
 
     /// The shard topology (sharded placement).
