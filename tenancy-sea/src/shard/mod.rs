@@ -7,6 +7,7 @@
 #[macro_use]
 mod fanout;
 mod aggregate;
+mod availability;
 mod commit;
 mod merge;
 mod sharded;

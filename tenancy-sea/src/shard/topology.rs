@@ -1,13 +1,14 @@
 //! The shards and the router that places keys on them: [`Topology`], and the fence that
 //! keeps a tenant being moved from getting a handle.
 
+use super::availability::Availability;
 use super::fanout::Target;
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Meter;
 use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::Condition;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -44,9 +45,7 @@ pub struct Topology {
     moves: AtomicUsize,
     /// Shards in the topology whose database could not be reached, with why: their
     /// tenants get [`Error::ShardUnavailable`] at once, and fan-outs report them missing.
-    /// `unavailable_count` lets routing read one atomic when every shard is up.
-    unavailable: RwLock<BTreeMap<ShardId, String>>,
-    unavailable_count: AtomicUsize,
+    availability: Availability,
     /// How long a connection attempt to a shard may take before the shard counts as
     /// unavailable.
     connect_timeout: Duration,
@@ -91,8 +90,7 @@ impl Topology {
             spawner: None,
             moving: Mutex::new(HashSet::new()),
             moves: AtomicUsize::new(0),
-            unavailable: RwLock::new(BTreeMap::new()),
-            unavailable_count: AtomicUsize::new(0),
+            availability: Availability::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_connections: None,
         })
@@ -102,47 +100,17 @@ impl Topology {
     /// tenants get [`Error::ShardUnavailable`] at once instead of waiting on a connection,
     /// until [`mark_available`](Self::mark_available).
     pub fn mark_unavailable(&self, shard: &ShardId, reason: impl Into<String>) {
-        let mut unavailable = self.unavailable.write().unwrap_or_else(|p| p.into_inner());
-        unavailable.insert(shard.clone(), reason.into());
-        self.unavailable_count
-            .store(unavailable.len(), AtomicOrdering::SeqCst);
+        self.availability.mark_unavailable(shard, reason.into());
     }
 
     /// Puts `shard` back in service after [`mark_unavailable`](Self::mark_unavailable).
     pub fn mark_available(&self, shard: &ShardId) {
-        let mut unavailable = self.unavailable.write().unwrap_or_else(|p| p.into_inner());
-        unavailable.remove(shard);
-        self.unavailable_count
-            .store(unavailable.len(), AtomicOrdering::SeqCst);
+        self.availability.mark_available(shard);
     }
 
     /// The shards marked unavailable, with why.
     pub fn unavailable_shards(&self) -> Vec<(ShardId, String)> {
-        self.unavailable
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(shard, why)| (shard.clone(), why.clone()))
-            .collect()
-    }
-
-    /// `Err(ShardUnavailable)` when `shard` is marked unavailable.
-    fn available(&self, shard: &ShardId) -> Result<()> {
-        if self.unavailable_count.load(AtomicOrdering::SeqCst) == 0 {
-            return Ok(());
-        }
-        match self
-            .unavailable
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(shard)
-        {
-            Some(reason) => Err(Error::ShardUnavailable {
-                shard: shard.to_string(),
-                reason: reason.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.availability.list()
     }
 
     /// How long connecting to a shard may take before it counts as unavailable
@@ -240,7 +208,7 @@ impl Topology {
     /// [`shard_of`](Self::shard_of), it does not refuse a tenant being moved.
     pub(crate) fn shard_of_bytes(&self, key: &[u8]) -> Result<(ShardId, DatabaseConnection)> {
         let shard = self.router.route_bytes(key)?;
-        self.available(&shard)?;
+        self.availability.check(&shard)?;
         let conn = self.unscoped_connection(&shard)?;
         Ok((shard.into_owned(), conn))
     }
