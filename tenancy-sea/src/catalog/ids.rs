@@ -133,13 +133,17 @@ impl UniqueIds {
     }
 
     /// `count` new ids, ascending.
+    ///
+    /// Ids are issued up to the ceiling this process recorded last, whatever its lease says
+    /// (the node's next holder starts above that ceiling). So a renewal that fails, the
+    /// catalog out of reach, fails no insert until the ceiling is used up (about half a
+    /// lease later): it is logged and tried again at the next call.
     pub async fn take(&self, count: usize) -> Result<Vec<i64>> {
         let mut ids = Vec::with_capacity(count);
-        while ids.len() < count {
-            {
+        loop {
+            let due = {
                 let mut state = self.state();
-                let due = state.renew_at.is_none_or(|at| Instant::now() >= at);
-                if let (Some(clock), false) = (state.clock.as_mut(), due) {
+                if let Some(clock) = state.clock.as_mut() {
                     while ids.len() < count {
                         match clock.next_id(now()) {
                             Ok(id) => ids.push(id),
@@ -147,16 +151,30 @@ impl UniqueIds {
                             Err(other) => return Err(UniqueIdError::Clock(other).into()),
                         }
                     }
-                    if ids.len() == count {
-                        return Ok(ids);
-                    }
-                    // The ceiling is reached before the lease is due: renew now.
+                }
+                if ids.len() < count {
+                    // No node, or its ceiling is reached: renew now.
                     state.renew_at = None;
                 }
+                state.renew_at.is_none_or(|at| Instant::now() >= at)
+            };
+            if !due {
+                return Ok(ids);
             }
-            self.renew().await?;
+            match self.renew().await {
+                Ok(()) if ids.len() == count => return Ok(ids),
+                Ok(()) => {}
+                Err(error) if ids.len() == count => {
+                    tracing::warn!(
+                        %error,
+                        "the id node's lease was not renewed; ids are issued below its \
+                         recorded ceiling until a renewal succeeds"
+                    );
+                    return Ok(ids);
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(ids)
     }
 
     /// Gives the node back (its ceiling stays recorded): for a process that stops. Ids
