@@ -144,7 +144,11 @@ async fn a_taken_over_node_shares_no_id(backend: Backend) {
     // was still below its own ceiling), and its next id comes from another node.
     tokio::time::sleep(LEASE / 2 + Duration::from_millis(100)).await;
     let last_old = first.next_id().await.unwrap();
-    assert_eq!(first.node(), None, "the lost node is dropped at the renewal");
+    assert_eq!(
+        first.node(),
+        None,
+        "the lost node is dropped at the renewal"
+    );
     let after = first.next_id().await.unwrap();
     assert_ne!(first.node(), Some(node));
     assert_eq!(UniqueIdParts::of(after).node, first.node().unwrap());
