@@ -9,6 +9,7 @@ use super::moves::{MoveProgress, SchemaOf};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Session;
+use crate::scope::quote_identifier;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
 use tenancy_core::Identifier;
 
@@ -186,9 +187,9 @@ async fn drop_if_empty(
             continue;
         }
         names.push(format!(
-            "{}.\"{}\"",
+            "{}.{}",
             schema.quoted(),
-            name.replace('"', "\"\"")
+            quote_identifier(&name, DbBackend::Postgres)
         ));
     }
     if !names.is_empty() {

@@ -3,10 +3,11 @@
 //! (nothing crosses the network but the result, and the clean-up deletes and digests in
 //! one statement); anywhere else the rows are read and hashed here.
 
-use super::move_steps::Unit;
+use super::move_steps::{Unit, tenant_rows};
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
+use crate::scope::quote_identifier;
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -124,7 +125,7 @@ where
 
 /// An identifier quoted for PostgreSQL.
 fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    quote_identifier(name, DbBackend::Postgres)
 }
 
 /// The digest's select list over `E`'s columns, each named after `prefix`: the row count
@@ -180,13 +181,10 @@ where
     E: TenantScoped<TenantId = T> + ScopedEntity<T>,
     E::Model: Sync,
 {
-    let backend = unit.txn.get_database_backend();
-    let statement = unit.tag.apply(
-        E::find()
-            .filter(tenant_filter::<T, E>(tenant, backend))
-            .build(backend),
-    );
-    let mut rows = E::find().from_raw_sql(statement).stream(&unit.txn).await?;
+    let mut rows = E::find()
+        .from_raw_sql(tenant_rows::<E, T>(unit, tenant))
+        .stream(&unit.txn)
+        .await?;
     let mut digest = Digest::default();
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     while let Some(model) = rows.try_next().await? {

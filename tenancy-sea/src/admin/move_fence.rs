@@ -10,6 +10,7 @@
 //! reaches the trigger's text as a string literal written by [`literal`] only.
 
 use crate::error::{Error, Result};
+use crate::scope::quote_identifier;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 
 /// The start of the message of a refusal by a fence, followed by the tenant's id.
@@ -34,10 +35,7 @@ pub(crate) struct FenceTable {
 impl FenceTable {
     /// The table's name, quoted (and qualified by its schema) for `backend`.
     pub(crate) fn qualified(&self, backend: DbBackend) -> String {
-        let quote = |name: &str| match backend {
-            DbBackend::MySql => format!("`{}`", name.replace('`', "``")),
-            _ => format!("\"{}\"", name.replace('"', "\"\"")),
-        };
+        let quote = |name: &str| quote_identifier(name, backend);
         match &self.schema {
             Some(schema) => format!("{}.{}", quote(schema), quote(self.table)),
             None => quote(self.table),
@@ -102,7 +100,7 @@ impl Fence {
             // at a time, so it cannot deadlock with another move's clean-up or copy, which
             // take the same tables' locks in another order.
             DbBackend::Postgres => {
-                for table in &self.tables {
+                for (at, table) in self.tables.iter().enumerate() {
                     let txn = conn.begin().await?;
                     txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
                         .await?;
@@ -110,6 +108,9 @@ impl Fence {
                     // at once would collide on its catalog row.
                     txn.execute_unprepared("SELECT pg_advisory_xact_lock(1952542324, 1)")
                         .await?;
+                    if at == 0 {
+                        make_pg_functions(&txn).await?;
+                    }
                     self.pg_raise(&txn, table).await?;
                     txn.commit().await?;
                 }
@@ -156,42 +157,22 @@ impl Fence {
         Ok(())
     }
 
-    /// PostgreSQL's trigger of `table`, made in `txn` (with the functions it calls, unless
-    /// they exist).
+    /// PostgreSQL's trigger of `table`, made in `txn`.
     async fn pg_raise(&self, txn: &impl ConnectionTrait, table: &FenceTable) -> Result<()> {
         let backend = DbBackend::Postgres;
-        // Made here unless they exist (row-level security's set-up makes them as
-        // the tables' owner, for a role that may not create functions).
-        let missing = txn
-            .query_one_raw(Statement::from_string(
-                backend,
-                "SELECT to_regprocedure('public.tenancy_fence_set(regclass,text,text[])') \
-                 IS NULL AS missing",
-            ))
-            .await?
-            .map(|row| row.try_get::<bool>("", "missing"))
-            .transpose()?
-            .unwrap_or(true);
-        if missing {
-            for statement in PG_FUNCTIONS {
-                txn.execute_unprepared(statement).await?;
-            }
-        }
-        {
-            // The names and values travel bound; the function quotes them.
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                "SELECT public.tenancy_fence_set($1::regclass, $2, ARRAY[$3, $4, $5])",
-                [
-                    table.qualified(backend).into(),
-                    trigger_name(&self.key, table.table, "").into(),
-                    self.key.clone().into(),
-                    table.column.unwrap_or("").into(),
-                    self.owner.clone().into(),
-                ],
-            ))
-            .await?;
-        }
+        // The names and values travel bound; the function quotes them.
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT public.tenancy_fence_set($1::regclass, $2, ARRAY[$3, $4, $5])",
+            [
+                table.qualified(backend).into(),
+                trigger_name(&self.key, table.table, "").into(),
+                self.key.clone().into(),
+                table.column.unwrap_or("").into(),
+                self.owner.clone().into(),
+            ],
+        ))
+        .await?;
         Ok(())
     }
 
@@ -354,8 +335,8 @@ impl Fence {
         let key = literal(&self.key, DbBackend::Sqlite, false)?;
         let row = |side: &str| match table.column {
             Some(column) => format!(
-                "CAST({side}.\"{}\" AS TEXT) = {key}",
-                column.replace('"', "\"\"")
+                "CAST({side}.{} AS TEXT) = {key}",
+                quote_identifier(column, DbBackend::Sqlite)
             ),
             None => "1".to_owned(),
         };
@@ -417,6 +398,28 @@ fn mysql_message(key: &str) -> String {
         message.pop();
     }
     message
+}
+
+/// Makes the fence's PostgreSQL functions in `txn` unless they exist (row-level
+/// security's set-up makes them as the tables' owner, for a role that may not create
+/// functions).
+async fn make_pg_functions(txn: &impl ConnectionTrait) -> Result<()> {
+    let missing = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT to_regprocedure('public.tenancy_fence_set(regclass,text,text[])') \
+             IS NULL AS missing",
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "missing"))
+        .transpose()?
+        .unwrap_or(true);
+    if missing {
+        for statement in PG_FUNCTIONS {
+            txn.execute_unprepared(statement).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the MariaDB/MySQL session reads backslashes in strings as escapes.

@@ -7,6 +7,7 @@ use super::move_fence::FenceTable;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
+use crate::scope::quote_identifier;
 use crate::scope::{Session, Tag, Tagged, begin_unit};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
@@ -130,7 +131,7 @@ pub(super) trait MoveStep<T>: Send + Sync {
 }
 
 /// The statement that reads the tenant's rows of `E` in `unit`, carrying the unit's tag.
-fn tenant_rows<E, T>(unit: &Unit, tenant: &T) -> Statement
+pub(super) fn tenant_rows<E, T>(unit: &Unit, tenant: &T) -> Statement
 where
     T: SqlTenantId,
     E: TenantScoped<TenantId = T> + ScopedEntity<T>,
@@ -341,7 +342,7 @@ where
             // identifier for `pg_get_serial_sequence`; a key without a sequence gives
             // NULL, which leaves everything as it was.
             let entity = E::default();
-            let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+            let quote = |name: &str| quote_identifier(name, DbBackend::Postgres);
             let table = match entity.schema_name() {
                 Some(schema) => format!("{}.{}", quote(schema), quote(entity.table_name())),
                 None => quote(entity.table_name()),

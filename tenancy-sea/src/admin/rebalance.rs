@@ -11,6 +11,7 @@ use crate::catalog::directory_entry;
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::isolation::Isolation;
+use crate::scope::quote_identifier;
 use crate::tenancy::Tenancy;
 use futures_util::StreamExt;
 use sea_orm::sea_query::{Alias, Expr, Func, SimpleExpr};
@@ -130,11 +131,11 @@ where
 {
     Box::pin(async move {
         let conn = tenancy.topology()?.unscoped_connection(shard)?;
-        let text = match conn.get_database_backend() {
+        let backend = conn.get_database_backend();
+        let text = match backend {
             DbBackend::MySql => "CHAR",
             _ => "TEXT",
         };
-        let backend = conn.get_database_backend();
         let weight = match balance {
             Balance::Bytes => Expr::cust(bytes_of::<E>(backend)),
             _ => E::tenant_column().count(),
@@ -163,10 +164,7 @@ where
 /// The SQL of the bytes a group of `E`'s rows takes on `backend` (see [`Balance::Bytes`]),
 /// a 64-bit integer. The names are the entity's own (compile-time identifiers), quoted.
 fn bytes_of<E: EntityTrait>(backend: DbBackend) -> String {
-    let quote = |name: &str| match backend {
-        DbBackend::MySql => format!("`{}`", name.replace('`', "``")),
-        _ => format!("\"{}\"", name.replace('"', "\"\"")),
-    };
+    let quote = |name: &str| quote_identifier(name, backend);
     if backend == DbBackend::Postgres {
         return format!(
             "COALESCE(sum(pg_column_size({}.*)), 0)::bigint",

@@ -7,6 +7,7 @@ use crate::catalog::shards::{ShardState, Shards, connect_shard, lazy_shard};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::placement::{connect, pool_options};
+use crate::scope::quote_identifier;
 use crate::tenancy::Tenancy;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use sea_orm_migration::MigratorTrait;
@@ -50,10 +51,7 @@ async fn first_nonempty(conn: &DatabaseConnection, keep: &[&str]) -> Result<Opti
             continue;
         }
         // The name comes from the database's own catalog; it is quoted as an identifier.
-        let quoted = match backend {
-            DbBackend::MySql => format!("`{}`", table.replace('`', "``")),
-            _ => format!("\"{}\"", table.replace('"', "\"\"")),
-        };
+        let quoted = quote_identifier(&table, backend);
         let sql = format!("SELECT COUNT(*) AS n FROM {quoted}");
         let row = conn
             .query_one_raw(Statement::from_string(backend, sql))

@@ -295,7 +295,7 @@ impl UniqueIds {
                         .one(conn)
                         .await?;
                     if let Some(row) = row {
-                        return clock_of(&row);
+                        return clock_of(row.node, row.ceiling);
                     }
                 }
                 continue;
@@ -320,7 +320,7 @@ impl UniqueIds {
             .exec(conn)
             .await;
             match inserted {
-                Ok(_) => return clock_of_new(free),
+                Ok(_) => return clock_of(free, 0),
                 // Another process inserted the same number first: look again.
                 Err(error)
                     if matches!(
@@ -334,15 +334,11 @@ impl UniqueIds {
     }
 }
 
-fn clock_of(row: &id_node_entry::Model) -> Result<IdClock> {
-    let node = u32::try_from(row.node).unwrap_or(u32::MAX);
-    let floor = u64::try_from(row.ceiling).unwrap_or(0);
-    Ok(IdClock::new(node, floor).map_err(UniqueIdError::Clock)?)
-}
-
-fn clock_of_new(node: i32) -> Result<IdClock> {
+/// The clock of `node`, whose earlier holders recorded `ceiling` (0 for a new node).
+fn clock_of(node: i32, ceiling: i64) -> Result<IdClock> {
     let node = u32::try_from(node).unwrap_or(u32::MAX);
-    Ok(IdClock::new(node, 0).map_err(UniqueIdError::Clock)?)
+    let floor = u64::try_from(ceiling).unwrap_or(0);
+    Ok(IdClock::new(node, floor).map_err(UniqueIdError::Clock)?)
 }
 
 /// Now, in milliseconds after the id epoch.

@@ -4,6 +4,7 @@
 use super::Isolation;
 use crate::entity::{Described, registered};
 use crate::error::{Error, Result};
+use crate::scope::quote_identifier;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 /// Checks on each of `conns` (the shared database, or every shard) what `isolation`
@@ -27,7 +28,7 @@ fn scoped() -> impl Iterator<Item = (&'static Described, &'static str)> {
 
 /// A PostgreSQL identifier in double quotes.
 fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    quote_identifier(name, sea_orm::DbBackend::Postgres)
 }
 
 async fn check_rls(conn: &DatabaseConnection, setting: &str) -> Result<()> {
