@@ -101,7 +101,8 @@ pub use scope::HandleConnection;
 #[cfg(feature = "metrics")]
 pub use scope::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub use shard::{
-    AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, ShardedSelect, Spawner, Topology,
+    AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, PoolOptions, ShardedSelect,
+    Spawner, Topology,
 };
 pub use tenancy::{Tenancy, TenancyBuilder};
 pub use tenancy_core::{

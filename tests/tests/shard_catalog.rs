@@ -7,9 +7,11 @@
 
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tenancy_sea::{
-    DirectoryRouter, Error, HashRouter, RoutingError, ShardId, ShardRouter, ShardState, Tenancy,
-    Topology, catalog::Directory, catalog::Shards,
+    DirectoryRouter, Error, HashRouter, PoolOptions, RoutingError, ShardId, ShardRouter,
+    ShardState, Tenancy, Topology, catalog::Directory, catalog::Shards,
 };
 use tenancy_tests::entities::{customer, order, plan};
 use tenancy_tests::migration::{BrokenMigrator, DatabaseMigrator, DatabaseMigratorV1};
@@ -222,31 +224,50 @@ async fn two_shards(backend: Backend) -> Option<(TestDb, Directory<i64>, Tenancy
     Some((catalog, directory, tenancy))
 }
 
-/// Every shard's pool is the size the topology was opened with: the shards made through
-/// the tenancy, a shard made after the start, and one another process finds at a catalog
-/// refresh (before, a shard added later got `connections_per_tenant`'s pools, 4, whatever
-/// the topology's).
+/// Every shard's pool has the options the topology was opened with (size, acquire
+/// timeout, test before acquire, the application's own change): the shards made through
+/// the tenancy, a shard made after the start, one added by URL, and one another process
+/// finds at a catalog refresh (before, a shard added later got `connections_per_tenant`'s
+/// pools, 4, whatever the topology's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_added_later_get_pools_of_the_topologys_size() {
+async fn shards_added_later_get_pools_of_the_topologys_options() {
     let Some((catalog, directory, tenancy)) = two_shards(Backend::Sqlite).await else {
         return;
     };
-    let size = |tenancy: &Tenancy<i64>, shard: &str| {
-        tenancy
+    let options = |tenancy: &Tenancy<i64>, shard: &str| {
+        let options = tenancy
             .topology()
             .unwrap()
             .unscoped_connection(&ShardId::new(shard))
             .unwrap()
             .get_sqlite_connection_pool()
             .options()
-            .get_max_connections()
+            .clone();
+        (
+            options.get_max_connections(),
+            options.get_acquire_timeout(),
+            options.get_test_before_acquire(),
+            options.get_min_connections(),
+        )
     };
+    let size = |tenancy: &Tenancy<i64>, shard: &str| options(tenancy, shard).0;
     // `tenancy_over` opened its topology with 4 connections a shard.
     assert_eq!((size(&tenancy, "s0"), size(&tenancy, "s1")), (4, 4));
+    let configured = Arc::new(AtomicUsize::new(0));
+    let pool = PoolOptions::new(1)
+        .acquire_timeout(Duration::from_millis(1234))
+        .test_before_acquire(true)
+        .configure({
+            let configured = configured.clone();
+            move |options| {
+                configured.fetch_add(1, Ordering::Relaxed);
+                options.min_connections(1);
+            }
+        });
     let other = Tenancy::builder(catalog.conn.clone())
         .sharded(
             Shards::new(catalog.conn.clone())
-                .topology(directory.router().clone(), 1)
+                .topology(directory.router().clone(), pool)
                 .await
                 .unwrap(),
         )
@@ -254,14 +275,26 @@ async fn shards_added_later_get_pools_of_the_topologys_size() {
         .database_template(catalog.template.clone().unwrap())
         .build()
         .unwrap();
-    assert_eq!(size(&other, "s0"), 1);
+    let configured_pool = (1, Duration::from_millis(1234), true, 1);
+    assert_eq!(options(&other, "s0"), configured_pool);
+    assert_eq!(
+        configured.load(Ordering::Relaxed),
+        2,
+        "one change per shard opened"
+    );
     tenancy
         .create_shard::<DatabaseMigratorV1>("s2")
         .await
         .unwrap();
     assert_eq!(size(&tenancy, "s2"), 4);
     other.refresh_catalog().await.unwrap();
-    assert_eq!(size(&other, "s2"), 1);
+    assert_eq!(options(&other, "s2"), configured_pool);
+    other
+        .create_shard::<DatabaseMigratorV1>("s3")
+        .await
+        .unwrap();
+    assert_eq!(options(&other, "s3"), configured_pool);
+    assert_eq!(configured.load(Ordering::Relaxed), 4);
     drop((tenancy, other));
     catalog.drop_db().await;
 }

@@ -6,7 +6,7 @@ use super::fleet::{FleetProgress, FleetReport, run_fleet};
 use crate::catalog::shards::{ShardState, Shards, connect_shard, lazy_shard};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
-use crate::placement::{connect, pool_options};
+use crate::placement::connect;
 use crate::scope::quote_identifier;
 use crate::tenancy::Tenancy;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -104,8 +104,7 @@ impl<T: SqlTenantId> Tenancy<T> {
         async {
             template.create(&planned).await?;
             let outcome = async {
-                let conn =
-                    connect(pool_options(&planned.url, self.new_shard_connections())).await?;
+                let conn = connect(self.new_shard_pool().connect_options(&planned.url)).await?;
                 M::up(&conn, None).await?;
                 catalog
                     .register(&name, &planned.url, ShardState::Active)
@@ -164,16 +163,12 @@ impl<T: SqlTenantId> Tenancy<T> {
                 shard: name.to_string(),
             });
         }
-        let conn = connect_shard(
-            url,
-            self.new_shard_connections(),
-            topology.connect_timeout(),
-        )
-        .await
-        .map_err(|reason| Error::Shard {
-            shard: name.to_string(),
-            source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
-        })?;
+        let conn = connect_shard(url, &self.new_shard_pool(), topology.connect_timeout())
+            .await
+            .map_err(|reason| Error::Shard {
+                shard: name.to_string(),
+                source: sea_orm::DbErr::Conn(sea_orm::RuntimeErr::Internal(reason)),
+            })?;
         let outcome = async {
             if let Some(table) = user_tables(&conn).await?.into_iter().next() {
                 return Err(Error::ShardNotEmpty {
@@ -344,19 +339,19 @@ impl<T: SqlTenantId> Tenancy<T> {
         let registered = self.shard_catalog().list().await?;
         let present = topology.shard_ids();
         let timeout = topology.connect_timeout();
-        let connections = self.new_shard_connections();
+        let pool = self.new_shard_pool();
         for record in &registered {
             if present.contains(&record.name) {
                 continue;
             }
-            let conn = match connect_shard(&record.url, connections, timeout).await {
+            let conn = match connect_shard(&record.url, &pool, timeout).await {
                 Ok(conn) => conn,
                 Err(reason) => {
                     tracing::warn!(
                         target: "tenancy::catalog", shard = %record.name, %reason,
                         "shard registered elsewhere is unreachable: in service unavailable"
                     );
-                    let conn = lazy_shard(&record.url, connections, timeout)
+                    let conn = lazy_shard(&record.url, &pool, timeout)
                         .await
                         .map_err(|source| Error::Shard {
                             shard: record.name.to_string(),
@@ -388,7 +383,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             let Some(record) = registered.iter().find(|record| record.name == shard) else {
                 continue;
             };
-            match connect_shard(&record.url, connections, timeout).await {
+            match connect_shard(&record.url, &pool, timeout).await {
                 Ok(conn) => {
                     topology.add_shard(shard.clone(), conn);
                     topology.mark_available(&shard);

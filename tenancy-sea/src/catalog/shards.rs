@@ -5,7 +5,8 @@
 use super::create_table_if_missing;
 use super::entities::shard_entry;
 use crate::error::{Error, Result};
-use crate::placement::{connect, pool_options};
+use crate::placement::connect;
+use crate::shard::PoolOptions;
 use crate::shard::Topology;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -245,12 +246,13 @@ impl Shards {
         Ok(())
     }
 
-    /// Connects every registered shard (pools of at most `connections_per_shard`, with the
-    /// framework's pool defaults), all at once, and builds the topology routed by
-    /// `router`. The topology keeps the pool size: a shard added later
+    /// Connects every registered shard (pools opened with `pool`: a [`PoolOptions`], or
+    /// a number of connections per shard with the other defaults), all at once, and
+    /// builds the topology routed by `router`. The topology keeps the pool options: a
+    /// shard added later
     /// ([`Tenancy::create_shard`](crate::Tenancy::create_shard),
     /// [`Tenancy::add_shard`](crate::Tenancy::add_shard), a catalog refresh) gets a pool of
-    /// the same size. A shard that cannot be reached within the connect timeout
+    /// the same options. A shard that cannot be reached within the connect timeout
     /// ([`with_connect_timeout`](Self::with_connect_timeout)) does not stop the start: it
     /// is marked unavailable (its tenants get [`Error::ShardUnavailable`] at once, the
     /// others are served) and [`Tenancy::refresh_catalog`] connects it again later. A
@@ -260,12 +262,13 @@ impl Shards {
     pub async fn topology(
         &self,
         router: impl ShardRouter + 'static,
-        connections_per_shard: u32,
+        pool: impl Into<PoolOptions>,
     ) -> Result<Topology> {
+        let pool = pool.into();
         let records = self.list().await?;
         let attempts = records
             .iter()
-            .map(|record| connect_shard(&record.url, connections_per_shard, self.connect_timeout));
+            .map(|record| connect_shard(&record.url, &pool, self.connect_timeout));
         let outcomes = futures_util::future::join_all(attempts).await;
         let mut shards = Vec::with_capacity(records.len());
         let mut down = Vec::new();
@@ -278,7 +281,7 @@ impl Shards {
                         "shard unreachable at start: its tenants are refused until a \
                          catalog refresh reaches it"
                     );
-                    let conn = lazy_shard(&record.url, connections_per_shard, self.connect_timeout)
+                    let conn = lazy_shard(&record.url, &pool, self.connect_timeout)
                         .await
                         .map_err(|source| Error::Shard {
                             shard: record.name.to_string(),
@@ -292,7 +295,7 @@ impl Shards {
         }
         let topology = Topology::new(router, shards)?
             .with_connect_timeout(self.connect_timeout)
-            .with_pool_connections(connections_per_shard);
+            .with_pool_options(pool);
         for (shard, reason) in down {
             topology.mark_unavailable(&shard, reason);
         }
@@ -303,10 +306,10 @@ impl Shards {
 /// Connects a shard within `timeout`: its pool, or why not (passwords hidden).
 pub(crate) async fn connect_shard(
     url: &str,
-    connections: u32,
+    pool: &PoolOptions,
     timeout: Duration,
 ) -> std::result::Result<DatabaseConnection, String> {
-    let attempt = connect(pool_options(url, connections));
+    let attempt = connect(pool.connect_options(url));
     futures_util::pin_mut!(attempt);
     match futures_util::future::select(attempt, futures_timer::Delay::new(timeout)).await {
         futures_util::future::Either::Left((Ok(conn), _)) => Ok(conn),
@@ -322,10 +325,10 @@ pub(crate) async fn connect_shard(
 /// load) and its part of a fan-out fails fast.
 pub(crate) async fn lazy_shard(
     url: &str,
-    connections: u32,
+    pool: &PoolOptions,
     timeout: Duration,
 ) -> std::result::Result<DatabaseConnection, sea_orm::DbErr> {
-    let mut options = pool_options(url, connections);
+    let mut options = pool.connect_options(url);
     options.connect_lazy(true).acquire_timeout(timeout);
     connect(options).await
 }

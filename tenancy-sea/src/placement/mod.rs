@@ -6,7 +6,7 @@ mod database;
 mod pools;
 
 pub use database::{DatabaseTemplate, TenantRegistry};
-pub(crate) use pools::{PoolCache, connect, pool_options};
+pub(crate) use pools::{PoolCache, connect};
 
 /// Where tenants' data lives: the second of the two choices a [`TenancyBuilder`] makes (the
 /// first is [`Isolation`]).

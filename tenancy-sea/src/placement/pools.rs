@@ -3,34 +3,10 @@
 
 use crate::entity::SqlTenantId;
 use crate::error::Result;
+use crate::shard::PoolOptions;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The options of every pool the framework opens (tenant databases, shards): at most
-/// `max_connections`, none opened before they are needed, and no test query before each
-/// checkout (`test_before_acquire(false)`): SeaORM's default pings the server before
-/// every statement, a round trip that costs a point read about 40%. A connection the
-/// server closed fails the statement that uses it, with the driver's error, and leaves the
-/// pool.
-///
-/// No idle timeout and no maximum lifetime inside the pool: either one starts the
-/// driver's reaper task, which in sqlx 0.9.0 can read its count of idle connections while
-/// it has wrapped below zero and then loop without yielding, holding a core and the pool
-/// forever (sqlx issue 3645, seen here as a test process spinning for 18 minutes). The
-/// library drops whole pools instead: a tenant's pool when it was idle for the cache's
-/// idle timeout or is the least recently used, a shard's when the shard leaves the
-/// topology; their connections close with the last handle.
-pub(crate) fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections.max(1))
-        .min_connections(0)
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .test_before_acquire(false);
-    options
-}
 
 /// Opens a pool: SeaORM's `Database::connect`, with the URL's password hidden in the
 /// error (the driver's message can carry the whole URL). Every connection the library
@@ -53,16 +29,16 @@ pub(crate) async fn connect(
 /// and its connections close when the last handle goes.
 pub(crate) struct PoolCache<T> {
     idle_timeout: Duration,
-    connections_per_pool: u32,
+    options: PoolOptions,
     pools: Mutex<lru::LruCache<T, (DatabaseConnection, Instant)>>,
 }
 
 impl<T: SqlTenantId> PoolCache<T> {
-    pub(crate) fn new(max_open: usize, idle_timeout: Duration, connections_per_pool: u32) -> Self {
+    pub(crate) fn new(max_open: usize, idle_timeout: Duration, options: PoolOptions) -> Self {
         let cap = std::num::NonZeroUsize::new(max_open).unwrap_or(std::num::NonZeroUsize::MIN);
         PoolCache {
             idle_timeout,
-            connections_per_pool: Ord::max(connections_per_pool, 1),
+            options,
             pools: Mutex::new(lru::LruCache::new(cap)),
         }
     }
@@ -92,7 +68,7 @@ impl<T: SqlTenantId> PoolCache<T> {
     /// Opens a pool for `tenant` at `url` and caches it, evicting as needed: the idle
     /// pools at the cold end of the cache, then the least recently used one when full.
     pub(crate) async fn open(&self, tenant: &T, url: &str) -> Result<DatabaseConnection> {
-        let conn = connect(pool_options(url, self.connections_per_pool)).await?;
+        let conn = connect(self.options.connect_options(url)).await?;
         let mut pools = self.lock();
         let now = Instant::now();
         if let Some((existing, used)) = pools.get_mut(tenant) {
@@ -127,7 +103,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_cache_keeps_its_cap_and_drops_idle_pools() {
-        let cache = PoolCache::<i64>::new(2, Duration::from_millis(200), 1);
+        let cache = PoolCache::<i64>::new(2, Duration::from_millis(200), 1.into());
         for tenant in [1, 2] {
             cache.open(&tenant, "sqlite::memory:").await.unwrap();
         }
@@ -144,5 +120,19 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.evict(&4);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn tenant_pools_open_with_the_options_given() {
+        let options = PoolOptions::new(3)
+            .acquire_timeout(Duration::from_millis(1500))
+            .test_before_acquire(true);
+        let cache = PoolCache::<i64>::new(2, Duration::from_secs(60), options);
+        let pool = cache.open(&1, "sqlite::memory:").await.unwrap();
+        let opened = pool.get_sqlite_connection_pool().options();
+        assert_eq!(opened.get_max_connections(), 3);
+        assert_eq!(opened.get_acquire_timeout(), Duration::from_millis(1500));
+        assert!(opened.get_test_before_acquire());
+        assert_eq!(opened.get_idle_timeout(), None);
     }
 }

@@ -10,11 +10,13 @@ mod aggregate;
 mod availability;
 mod commit;
 mod merge;
+mod pool_options;
 mod sharded;
 mod topology;
 
 pub use aggregate::GroupedSelect;
 pub(crate) use commit::commit_all;
 pub(crate) use fanout::Target;
+pub use pool_options::PoolOptions;
 pub use sharded::{AcrossShards, Partial, ShardedSelect};
 pub use topology::{DEFAULT_CONNECT_TIMEOUT, Spawner, Topology};

@@ -3,6 +3,7 @@
 
 use super::availability::Availability;
 use super::fanout::Target;
+use super::pool_options::PoolOptions;
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Meter;
@@ -49,8 +50,8 @@ pub struct Topology {
     /// How long a connection attempt to a shard may take before the shard counts as
     /// unavailable.
     connect_timeout: Duration,
-    /// The size of the pools `Shards::topology` opened, which later shards' pools share.
-    pool_connections: Option<u32>,
+    /// The options of the pools `Shards::topology` opened, which later shards' pools share.
+    pool_options: Option<PoolOptions>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -92,7 +93,7 @@ impl Topology {
             moves: AtomicUsize::new(0),
             availability: Availability::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            pool_connections: None,
+            pool_options: None,
         })
     }
 
@@ -124,16 +125,22 @@ impl Topology {
         self.connect_timeout
     }
 
-    /// Keeps the size of the shards' pools, for the pools of shards added later.
-    pub(crate) fn with_pool_connections(mut self, connections: u32) -> Self {
-        self.pool_connections = Some(connections.max(1));
+    /// The options of the pools the library opens for shards added later
+    /// ([`Tenancy::create_shard`](crate::Tenancy::create_shard),
+    /// [`Tenancy::add_shard`](crate::Tenancy::add_shard), a catalog refresh). Set by
+    /// `catalog::Shards::topology` to the options it opened
+    /// the first shards with; for a topology of pools the application opened, the
+    /// [`TenancyBuilder::tenant_pool_options`](crate::TenancyBuilder::tenant_pool_options)
+    /// stand when this is not set.
+    pub fn with_pool_options(mut self, options: impl Into<PoolOptions>) -> Self {
+        self.pool_options = Some(options.into());
         self
     }
 
-    /// The size of the shards' pools when the library opened them (`None` for pools the
-    /// application gave).
-    pub(crate) fn pool_connections(&self) -> Option<u32> {
-        self.pool_connections
+    /// The options of the pools of shards added later, when set
+    /// ([`with_pool_options`](Self::with_pool_options)).
+    pub fn pool_options(&self) -> Option<&PoolOptions> {
+        self.pool_options.as_ref()
     }
 
     /// Fences `tenant` for a move: until the guard drops, [`shard_of`](Self::shard_of)

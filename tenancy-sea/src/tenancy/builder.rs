@@ -7,7 +7,7 @@ use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::isolation::{Isolation, check_combination, validate_setting};
 use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
-use crate::shard::Topology;
+use crate::shard::{PoolOptions, Topology};
 use sea_orm::DatabaseConnection;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub struct TenancyBuilder<T> {
     directory: Option<Directory<T>>,
     max_open_pools: usize,
     pool_idle_timeout: Duration,
-    connections_per_tenant: u32,
+    tenant_pool: PoolOptions,
     version_table: Option<String>,
     metrics_tenant_label: bool,
     unique_ids: Option<UniqueIds>,
@@ -73,7 +73,7 @@ impl<T: SqlTenantId> Tenancy<T> {
             directory: None,
             max_open_pools: 50,
             pool_idle_timeout: Duration::from_secs(300),
-            connections_per_tenant: 4,
+            tenant_pool: PoolOptions::default(),
             version_table: Some("seaql_migrations".to_owned()),
             metrics_tenant_label: false,
             unique_ids: None,
@@ -212,12 +212,20 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
         self
     }
 
-    /// The most connections in one pool the framework opens: a tenant database's, or a
-    /// new shard's (default 4) when the topology's pools were not opened by
-    /// [`Shards::topology`](crate::catalog::Shards::topology), whose pool size new shards
-    /// share.
+    /// The most connections in one pool the framework opens for a tenant database
+    /// (default 4): the `max_connections` of
+    /// [`tenant_pool_options`](Self::tenant_pool_options).
     pub fn connections_per_tenant(mut self, max: u32) -> Self {
-        self.connections_per_tenant = max;
+        self.tenant_pool = self.tenant_pool.with_max_connections(max);
+        self
+    }
+
+    /// How the framework opens a tenant database's pool (default: [`PoolOptions`] of 4
+    /// connections); also a new shard's when the topology has no pool options of its own
+    /// ([`Topology::with_pool_options`], which
+    /// [`Shards::topology`](crate::catalog::Shards::topology) sets).
+    pub fn tenant_pool_options(mut self, options: impl Into<PoolOptions>) -> Self {
+        self.tenant_pool = options.into();
         self
     }
 
@@ -316,7 +324,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 pools: PoolCache::new(
                     self.max_open_pools,
                     self.pool_idle_timeout,
-                    self.connections_per_tenant,
+                    self.tenant_pool.clone(),
                 ),
             }),
             None => None,
@@ -337,7 +345,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 topology: self.topology.map(Arc::new),
                 directory: self.directory,
                 template: self.template,
-                connections_per_pool: self.connections_per_tenant,
+                tenant_pool: self.tenant_pool,
                 version_table,
                 verified: std::sync::OnceLock::new(),
                 tenant_label: self.metrics_tenant_label,

@@ -11,7 +11,7 @@ use crate::handle::TenantDb;
 use crate::isolation::{Isolation, check_combination, raw_sql};
 use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
 use crate::scope::{IssueIds, Meter, Session};
-use crate::shard::{AcrossShards, Topology};
+use crate::shard::{AcrossShards, PoolOptions, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::sync::Arc;
 use tenancy_core::Identifier;
@@ -64,7 +64,8 @@ struct Inner<T> {
     /// The catalog directory the topology's router is kept by, when there is one.
     directory: Option<Directory<T>>,
     template: Option<DatabaseTemplate>,
-    connections_per_pool: u32,
+    /// The options of the pools the framework opens for tenant databases.
+    tenant_pool: PoolOptions,
     /// The migrations table of each tenant schema, whose latest migration is the schema's
     /// shape (see [`TenancyBuilder::schema_version_table`]).
     version_table: Option<Identifier>,
@@ -282,15 +283,17 @@ impl<T: SqlTenantId> Tenancy<T> {
         self.inner.template.as_ref()
     }
 
-    /// The size of the pool of a shard added now: that of the topology's pools when
-    /// `Shards::topology` opened them, else the most connections of a pool the framework
-    /// opens ([`TenancyBuilder::connections_per_tenant`](crate::TenancyBuilder::connections_per_tenant)).
-    pub(crate) fn new_shard_connections(&self) -> u32 {
+    /// The options of the pool of a shard added now: the topology's
+    /// ([`Topology::with_pool_options`], set by `Shards::topology`), else those of the
+    /// pools the framework opens for tenant databases
+    /// ([`TenancyBuilder::tenant_pool_options`](crate::TenancyBuilder::tenant_pool_options)).
+    pub(crate) fn new_shard_pool(&self) -> PoolOptions {
         self.inner
             .topology
             .as_ref()
-            .and_then(|topology| topology.pool_connections())
-            .unwrap_or(self.inner.connections_per_pool)
+            .and_then(|topology| topology.pool_options())
+            .unwrap_or(&self.inner.tenant_pool)
+            .clone()
     }
 
     /// The shard topology (sharded placement).
