@@ -231,3 +231,77 @@ async fn rebalance_evens_out_active_shards_by_tenant_count() {
     assert_eq!(value["directory"]["keys"], 5);
     assert_eq!(value["shards"].as_array().unwrap().len(), 2);
 }
+
+/// `--by rows` weighs shards by the moving entities' rows: one heavy tenant outweighs
+/// three light ones, so the plan moves the heavy one alone (by tenant count it would move
+/// two light ones); applied with `--parallel 2`, its rows land on the emptier shard and
+/// nobody else's move. A weight the CLI does not know is a usage error.
+#[tokio::test]
+async fn rebalance_by_rows_moves_the_heavy_tenant() {
+    let fleet = Fleet::sqlite(true);
+    fleet.run(&["shards", "create", "s0"]).code(0);
+    for id in 1..=4 {
+        fleet.run(&["tenants", "create", &id.to_string()]).code(0);
+        place_orders(&fleet, "s0", id).await;
+    }
+    let values: Vec<String> = (2..20)
+        .map(|n| format!("({}, 1, 'bulk', {n})", 100 + n))
+        .collect();
+    sqlite(
+        &fleet.file("shard_s0.db"),
+        &format!(
+            "INSERT INTO orders (id, tenant_id, item, total_cents) VALUES {}",
+            values.join(", ")
+        ),
+    )
+    .await;
+    fleet.run(&["shards", "create", "s1"]).code(0);
+
+    let (run, by_tenants) = fleet.json(&["shards", "rebalance"]);
+    run.code(0);
+    assert_eq!(
+        by_tenants["moves"].as_array().unwrap().len(),
+        2,
+        "{by_tenants}"
+    );
+    let (run, by_rows) = fleet.json(&["shards", "rebalance", "--by", "rows"]);
+    run.code(0);
+    assert_eq!(by_rows["by"], "row", "{by_rows}");
+    let moves = by_rows["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{by_rows}");
+    assert_eq!(moves[0]["tenant"], "1");
+    assert_eq!(moves[0]["weight"], 20);
+    let shards = by_rows["shards"].as_array().unwrap();
+    assert_eq!(shards[0]["before"], 26, "{by_rows}");
+    assert_eq!(shards[0]["after"], 6, "{by_rows}");
+    let run = fleet.run(&["shards", "rebalance", "--by", "rows"]);
+    assert!(
+        run.stdout
+            .contains("move tenant 1 from s0 to s1 (20 row(s))"),
+        "{run:?}"
+    );
+
+    let (run, applied) = fleet.json(&[
+        "shards",
+        "rebalance",
+        "--by",
+        "rows",
+        "--apply",
+        "--parallel",
+        "2",
+    ]);
+    run.code(0);
+    assert_eq!(applied["moved"].as_array().unwrap().len(), 1, "{applied}");
+    assert!(run.stderr.contains("tenant 1 s0 -> s1 done"), "{run:?}");
+    assert_eq!(orders(&fleet, "s1", 1).await, 20);
+    assert_eq!(orders(&fleet, "s0", 1).await, 0);
+    for tenant in 2..=4 {
+        assert_eq!(orders(&fleet, "s0", tenant).await, 2, "tenant {tenant}");
+    }
+    let (run, again) = fleet.json(&["shards", "rebalance", "--by", "rows"]);
+    run.code(0);
+    assert_eq!(again["moves"], serde_json::json!([]), "{again}");
+
+    let run = fleet.run(&["shards", "rebalance", "--by", "weight"]);
+    run.code(2);
+}

@@ -29,11 +29,21 @@ pub(crate) enum Tenants<T> {
 
 pub(crate) enum Shards<T> {
     List,
-    Create { name: ShardId, url: Option<String> },
+    Create {
+        name: ShardId,
+        url: Option<String>,
+    },
     Drain(ShardId),
     Drop(ShardId),
-    Move { tenant: T, to: ShardId },
-    Rebalance { apply: bool },
+    Move {
+        tenant: T,
+        to: ShardId,
+    },
+    Rebalance {
+        apply: bool,
+        by: crate::admin::Balance,
+        parallel: usize,
+    },
 }
 
 pub(crate) enum Catalog {
@@ -179,13 +189,33 @@ pub(crate) fn command<T: SqlTenantId>(name: &str) -> clap::Command {
             leaf(
                 "rebalance",
                 "Plans moves off draining shards, then from the fullest to the emptiest \
-                 active shard by tenant count, and prints the plan",
+                 active shard, and prints the plan; moves a stopped rebalance left part-way \
+                 are finished first",
             )
             .arg(
                 Arg::new("apply")
                     .long("apply")
                     .action(ArgAction::SetTrue)
-                    .help("Runs the planned moves; exit code 3 when some failed"),
+                    .help("Runs the planned moves online; exit code 3 when some failed"),
+            )
+            .arg(
+                Arg::new("by")
+                    .long("by")
+                    .value_name("WEIGHT")
+                    .default_value("tenants")
+                    .value_parser(["tenants", "rows", "bytes"])
+                    .help(
+                        "What a shard's fullness is: its tenants, the rows of the moving \
+                         entities, or the bytes those rows take",
+                    ),
+            )
+            .arg(
+                Arg::new("parallel")
+                    .long("parallel")
+                    .value_name("N")
+                    .default_value("1")
+                    .help("How many moves run at once")
+                    .value_parser(value_parser!(u16).range(1..=64)),
             ),
         );
     let catalog = group("catalog", "The catalog database")
@@ -266,6 +296,12 @@ where
             },
             Some(("rebalance", m)) => Shards::Rebalance {
                 apply: m.get_flag("apply"),
+                by: match value::<String>(m, "by")?.as_str() {
+                    "rows" => crate::admin::Balance::Rows,
+                    "bytes" => crate::admin::Balance::Bytes,
+                    _ => crate::admin::Balance::Tenants,
+                },
+                parallel: usize::from(value::<u16>(m, "parallel")?),
             },
             _ => return Err(unknown(&mut command)),
         }),

@@ -46,7 +46,7 @@ mod rebalance;
 mod shards;
 mod tenants;
 
-use crate::admin::TenantMove;
+use crate::admin::{Rebalance, TenantMove};
 use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::{Error, Result};
 use crate::tenancy::Tenancy;
@@ -124,8 +124,11 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
-/// Adds one entity to a move (see [`Config::move_entity`]).
-type AddEntity<T> = for<'a> fn(TenantMove<'a, T>) -> TenantMove<'a, T>;
+/// Adds one entity to a move and to a rebalance (see [`Config::move_entity`]).
+pub(crate) struct AddEntity<T: SqlTenantId> {
+    pub(crate) to_move: for<'a> fn(TenantMove<'a, T>) -> TenantMove<'a, T>,
+    pub(crate) to_rebalance: for<'a> fn(Rebalance<'a, T>) -> Rebalance<'a, T>,
+}
 
 /// What the CLI needs of the application: how to build its [`Tenancy`] (called once the
 /// arguments parsed, so that `--help` and usage errors need no database), the entities a
@@ -179,7 +182,10 @@ impl<T: SqlTenantId> Config<T> {
         E::Model: IntoActiveModel<E::ActiveModel> + Sync,
         E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
     {
-        self.entities.push(add_entity::<E, T>);
+        self.entities.push(AddEntity {
+            to_move: add_entity::<E, T>,
+            to_rebalance: add_rebalanced::<E, T>,
+        });
         self
     }
 
@@ -211,6 +217,16 @@ where
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
 {
     step.entity::<E>()
+}
+
+fn add_rebalanced<E, T>(rebalance: Rebalance<'_, T>) -> Rebalance<'_, T>
+where
+    T: SqlTenantId,
+    E: TenantScoped<TenantId = T> + ScopedEntity<T>,
+    E::Model: IntoActiveModel<E::ActiveModel> + Sync,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+{
+    rebalance.entity::<E>()
 }
 
 /// Runs the CLI on the process's arguments, standard output and standard error, with `M`
@@ -328,9 +344,11 @@ async fn dispatch<M: MigratorTrait + 'static, T: SqlTenantId>(
         Command::Shards(Shards::Move { tenant, to }) => {
             shards::move_one::<M, T>(tenancy, work, tenant, to, io).await
         }
-        Command::Shards(Shards::Rebalance { apply }) => {
-            rebalance::run::<M, T>(tenancy, work, apply, io).await
-        }
+        Command::Shards(Shards::Rebalance {
+            apply,
+            by,
+            parallel,
+        }) => rebalance::run::<M, T>(tenancy, work, (apply, by, parallel), io).await,
         Command::Catalog(Catalog::Show) => catalog::show(tenancy).await,
         Command::Catalog(Catalog::Refresh) => catalog::refresh(tenancy).await,
     }

@@ -82,6 +82,11 @@ impl<'w> Io<'w> {
 
     /// One step of the long operation ended: `item`, and its error if it failed.
     pub(crate) fn step(&mut self, item: &str, failure: Option<&Error>) {
+        self.step_shown(item, failure.map(message).as_deref());
+    }
+
+    /// [`step`](Self::step) with the failure's message shown already.
+    pub(crate) fn step_shown(&mut self, item: &str, failure: Option<&str>) {
         let Some(steps) = self.steps.as_mut() else {
             return;
         };
@@ -89,11 +94,8 @@ impl<'w> Io<'w> {
         let line = match failure {
             None => format!("{} {}/{}: {item} done", steps.what, steps.done, steps.total),
             Some(error) => format!(
-                "{} {}/{}: {item} FAILED: {}",
-                steps.what,
-                steps.done,
-                steps.total,
-                message(error)
+                "{} {}/{}: {item} FAILED: {error}",
+                steps.what, steps.done, steps.total
             ),
         };
         match &steps.bar {

@@ -1,253 +1,184 @@
-//! `shards rebalance [--apply]`: a plan of moves by tenant count, printed, and run only
-//! when asked. The plan first takes every tenant off the draining shards, then moves
-//! tenants one at a time from the fullest active shard to the emptiest until no two active
-//! shards differ by more than one tenant (ties go to the first name, so the plan is the
-//! same every time for the same catalog).
+//! `shards rebalance [--apply] [--by tenants|rows|bytes] [--parallel N]`: the library's
+//! rebalance ([`Tenancy::rebalance`]): a plan of moves off draining shards, then from the
+//! fullest active shard to the emptiest, printed, and run with online moves only when
+//! asked. Moves a stopped rebalance left part-way are finished first.
 
-use super::catalog::{placements, state_name};
+use super::catalog::state_name;
 use super::output::{Io, Report, message};
-use super::shards::{move_tenant, moved};
+use super::shards::moved;
 use super::{Exit, Work};
-use crate::catalog::ShardState;
+use crate::admin::{Balance, RebalancePlan};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
+use crate::isolation::Isolation;
 use crate::tenancy::Tenancy;
 use sea_orm_migration::MigratorTrait;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use tenancy_core::ShardId;
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// One planned move.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Planned {
-    pub(crate) tenant: String,
-    pub(crate) from: ShardId,
-    pub(crate) to: ShardId,
+/// What the weights of a plan count.
+fn unit(by: Balance) -> &'static str {
+    match by {
+        Balance::Rows => "row(s)",
+        Balance::Bytes => "byte(s)",
+        _ => "tenant(s)",
+    }
 }
 
-/// Orders tenant keys as their ids read: shorter first, so `9` comes before `10`.
-fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    (a.len(), a).cmp(&(b.len(), b))
-}
-
-/// The moves that balance `placed` (tenant, shard) over the `shards` and their states.
-/// Tenants on a shard the registry does not list are left alone.
-pub(crate) fn plan(
-    shards: &[(ShardId, ShardState)],
-    placed: &[(String, ShardId)],
-) -> Result<Vec<Planned>> {
-    let active: Vec<&ShardId> = shards
-        .iter()
-        .filter(|(_, state)| *state == ShardState::Active)
-        .map(|(name, _)| name)
-        .collect();
-    let mut tenants: BTreeMap<&ShardId, Vec<&str>> =
-        shards.iter().map(|(name, _)| (name, Vec::new())).collect();
-    for (tenant, shard) in placed {
-        if let Some(list) = tenants.get_mut(shard) {
-            list.push(tenant);
+/// The plan as JSON and text.
+fn shown<T: SqlTenantId>(
+    plan: &RebalancePlan<T>,
+    states: &[(tenancy_core::ShardId, &'static str)],
+    by: Balance,
+) -> (Value, String) {
+    let mut text = String::new();
+    for (name, state) in states {
+        let before = plan.before.get(name).copied().unwrap_or(0);
+        let after = plan.after.get(name).copied().unwrap_or(0);
+        text.push_str(&format!("{name}\t{state}\t{before} {}", unit(by)));
+        if after != before {
+            text.push_str(&format!(" -> {after}"));
         }
+        text.push('\n');
     }
-    for list in tenants.values_mut() {
-        list.sort_by(|a, b| key_order(a, b));
+    for (tenant, to) in &plan.unfinished {
+        text.push_str(&format!(
+            "finish the stopped move of tenant {tenant} to {to}\n"
+        ));
     }
-    let mut moves = Vec::new();
-    let emptiest = |tenants: &BTreeMap<&ShardId, Vec<&str>>| {
-        active
-            .iter()
-            .copied()
-            .min_by_key(|shard| tenants.get(shard).map_or(0, Vec::len))
-    };
-    let draining: Vec<&ShardId> = shards
-        .iter()
-        .filter(|(_, state)| *state == ShardState::Draining)
-        .map(|(name, _)| name)
-        .collect();
-    for from in draining {
-        while let Some(tenant) = tenants.get_mut(from).and_then(Vec::pop) {
-            let to = emptiest(&tenants).ok_or_else(|| Error::NoShardAvailable {
-                directory: "tenants".to_owned(),
-            })?;
-            tenants.entry(to).or_default().push(tenant);
-            moves.push(Planned {
-                tenant: tenant.to_owned(),
-                from: from.clone(),
-                to: to.clone(),
-            });
-        }
+    if plan.moves.is_empty() && plan.unfinished.is_empty() {
+        text.push_str("balanced: nothing to move\n");
     }
-    while let Some(to) = emptiest(&tenants) {
-        // The fullest: the most tenants, ties to the first name (`max_by_key` keeps the
-        // last of equals, so the names are walked in reverse).
-        let Some(from) = active
-            .iter()
-            .rev()
-            .copied()
-            .max_by_key(|shard| tenants.get(shard).map_or(0, Vec::len))
-        else {
-            break;
-        };
-        let size = |shard: &ShardId| tenants.get(shard).map_or(0, Vec::len);
-        if size(from) <= size(to) + 1 {
-            break;
-        }
-        let Some(tenant) = tenants.get_mut(from).and_then(Vec::pop) else {
-            break;
-        };
-        tenants.entry(to).or_default().push(tenant);
-        moves.push(Planned {
-            tenant: tenant.to_owned(),
-            from: from.clone(),
-            to: to.clone(),
-        });
+    for m in &plan.moves {
+        text.push_str(&format!(
+            "move tenant {} from {} to {} ({} {})\n",
+            m.tenant,
+            m.from,
+            m.to,
+            m.weight,
+            unit(by)
+        ));
     }
-    Ok(moves)
+    let value = json!({
+        "by": unit(by).trim_end_matches("(s)"),
+        "moves": plan.moves.iter().map(|m| json!({
+            "tenant": m.tenant.to_string(),
+            "from": m.from.to_string(),
+            "to": m.to.to_string(),
+            "weight": m.weight,
+        })).collect::<Vec<Value>>(),
+        "unfinished": plan.unfinished.iter().map(|(tenant, to)| json!({
+            "tenant": tenant.to_string(),
+            "to": to.to_string(),
+        })).collect::<Vec<Value>>(),
+        "shards": states.iter().map(|(name, state)| json!({
+            "name": name.to_string(),
+            "state": state,
+            "before": plan.before.get(name).copied().unwrap_or(0),
+            "after": plan.after.get(name).copied().unwrap_or(0),
+        })).collect::<Vec<Value>>(),
+    });
+    (value, text)
 }
 
 pub(crate) async fn run<M: MigratorTrait + 'static, T: SqlTenantId>(
     tenancy: &Tenancy<T>,
     work: &Work<'_, T>,
-    apply: bool,
+    (apply, by, parallel): (bool, Balance, usize),
     io: &mut Io<'_>,
 ) -> Result<Report> {
     super::shards::require_sharded(tenancy)?;
     tenancy.require_directory("rebalancing")?;
-    let records = tenancy.shard_catalog().list().await?;
-    let shards: Vec<(ShardId, ShardState)> =
-        records.into_iter().map(|r| (r.name, r.state)).collect();
-    let placed: Vec<(String, ShardId)> = placements(tenancy)
+    if work.entities.is_empty() {
+        return Err(Error::Config(
+            "a rebalance moves tenants' rows of the entities the CLI configuration names: \
+             add each with `Config::move_entity::<E>()`, parents first"
+                .to_owned(),
+        ));
+    }
+    // Each move's end, as (tenant, failure), for the progress lines.
+    let ended: Mutex<Vec<(String, Option<String>)>> = Mutex::new(Vec::new());
+    let mut rebalance = tenancy.rebalance().by(by).parallel(parallel);
+    for add in work.entities {
+        rebalance = (add.to_rebalance)(rebalance);
+    }
+    if let Isolation::SchemaPerTenant { .. } = tenancy.isolation() {
+        rebalance = rebalance.migrator::<M>();
+    }
+    let rebalance = rebalance.on_progress(|progress| {
+        let failure = progress.outcome.as_ref().err().map(message);
+        if let Ok(mut ended) = ended.lock() {
+            ended.push((progress.tenant.to_string(), failure));
+        }
+    });
+    let plan = rebalance.plan().await?;
+    let states: Vec<_> = tenancy
+        .shard_catalog()
+        .list()
         .await?
         .into_iter()
-        .filter(|(key, _)| T::parse_tenant_id(key).is_ok())
+        .map(|record| (record.name, state_name(record.state)))
         .collect();
-    let moves = plan(&shards, &placed)?;
-    let planned: Vec<Value> = moves
-        .iter()
-        .map(|m| json!({ "tenant": m.tenant, "from": m.from.to_string(), "to": m.to.to_string() }))
-        .collect();
-    let mut text = String::new();
-    for (name, state) in &shards {
-        let count = placed.iter().filter(|(_, shard)| shard == name).count();
-        text.push_str(&format!(
-            "{name}\t{}\t{count} tenant(s)\n",
-            state_name(*state)
-        ));
-    }
-    if moves.is_empty() {
-        text.push_str("balanced: nothing to move\n");
-    }
-    for m in &moves {
-        text.push_str(&format!(
-            "move tenant {} from {} to {}\n",
-            m.tenant, m.from, m.to
-        ));
-    }
+    let (mut value, mut text) = shown(&plan, &states, by);
+    let total = plan.moves.len() + plan.unfinished.len();
     if !apply {
-        if !moves.is_empty() {
+        if total > 0 {
             text.push_str("(a plan only: run again with --apply to move)\n");
         }
-        return Ok(Report::done(
-            json!({ "applied": false, "moves": planned }),
-            text,
-        ));
+        value["applied"] = json!(false);
+        return Ok(Report::done(value, text));
     }
-    if !moves.is_empty() {
-        io.start("rebalance", moves.len());
+    if total > 0 {
+        io.start("rebalance", total);
     }
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    for m in &moves {
-        let label = format!("tenant {} {} -> {}", m.tenant, m.from, m.to);
-        let outcome = match super::args::parse_tenant::<T>(&m.tenant) {
-            Ok(tenant) => move_tenant::<M, T>(tenancy, work, tenant, m.to.clone()).await,
-            Err(error) => Err(error),
-        };
-        io.step(&label, outcome.as_ref().err());
-        match outcome {
-            Ok(report) => {
-                let (value, line) = moved(&m.tenant, &report);
-                text.push_str(&line);
-                text.push('\n');
-                done.push(value);
-            }
-            Err(error) => {
-                let shown = message(&error);
-                text.push_str(&format!("tenant {} failed: {shown}\n", m.tenant));
-                failed.push(json!({ "tenant": m.tenant, "from": m.from.to_string(),
-                    "to": m.to.to_string(), "error": shown }));
-            }
+    let label = |tenant: &str| match plan.moves.iter().find(|m| m.tenant.to_string() == tenant) {
+        Some(m) => format!("tenant {tenant} {} -> {}", m.from, m.to),
+        None => format!("tenant {tenant} (finishing a stopped move)"),
+    };
+    // The moves run on this task; their ends are shown as they come, every 100 ms.
+    let applying = rebalance.apply(&plan);
+    futures_util::pin_mut!(applying);
+    let report = loop {
+        let tick = futures_timer::Delay::new(Duration::from_millis(100));
+        let next = futures_util::future::select(applying.as_mut(), tick).await;
+        let ended_now: Vec<_> = ended
+            .lock()
+            .map(|mut e| e.drain(..).collect())
+            .unwrap_or_default();
+        for (tenant, failure) in &ended_now {
+            io.step_shown(&label(tenant), failure.as_deref());
         }
-    }
+        if let futures_util::future::Either::Left((report, _)) = next {
+            break report;
+        }
+    };
     io.finish();
+    let mut done = Vec::new();
+    for (tenant, moved_report) in &report.moved {
+        let (entry, line) = moved(&tenant.to_string(), moved_report);
+        text.push_str(&line);
+        text.push('\n');
+        done.push(entry);
+    }
+    let mut failed = Vec::new();
+    for (tenant, error) in &report.failed {
+        let shown = message(error);
+        text.push_str(&format!("tenant {tenant} failed: {shown}\n"));
+        let planned = plan.moves.iter().find(|m| m.tenant == *tenant);
+        failed.push(json!({
+            "tenant": tenant.to_string(),
+            "from": planned.map(|m| m.from.to_string()),
+            "to": planned.map(|m| m.to.to_string()),
+            "error": shown,
+        }));
+    }
+    value["applied"] = json!(true);
+    value["moved"] = json!(done);
+    value["failed"] = json!(failed);
     Ok(Report {
-        exit: Exit::of_fleet(failed.len(), moves.len()),
-        value: json!({ "applied": true, "moves": planned, "moved": done, "failed": failed }),
+        exit: Exit::of_fleet(report.failed.len(), total),
+        value,
         text,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shard(name: &str) -> ShardId {
-        ShardId::new(name)
-    }
-
-    fn placed(spec: &[(&str, &str)]) -> Vec<(String, ShardId)> {
-        spec.iter()
-            .map(|(t, s)| ((*t).to_owned(), shard(s)))
-            .collect()
-    }
-
-    #[test]
-    fn moves_from_the_fullest_to_the_emptiest_until_balanced() {
-        let shards = [
-            (shard("s0"), ShardState::Active),
-            (shard("s1"), ShardState::Active),
-        ];
-        let tenants = placed(&[("1", "s0"), ("2", "s0"), ("3", "s0"), ("10", "s0")]);
-        let moves = plan(&shards, &tenants).unwrap_or_default();
-        assert_eq!(
-            moves,
-            vec![
-                Planned {
-                    tenant: "10".into(),
-                    from: shard("s0"),
-                    to: shard("s1")
-                },
-                Planned {
-                    tenant: "3".into(),
-                    from: shard("s0"),
-                    to: shard("s1")
-                },
-            ]
-        );
-        // Balanced already (a difference of one): nothing.
-        let tenants = placed(&[("1", "s0"), ("2", "s0"), ("3", "s1")]);
-        assert_eq!(plan(&shards, &tenants).map(|m| m.len()).ok(), Some(0));
-    }
-
-    #[test]
-    fn empties_draining_shards_and_never_targets_them() {
-        let shards = [
-            (shard("s0"), ShardState::Draining),
-            (shard("s1"), ShardState::Active),
-            (shard("s2"), ShardState::Active),
-        ];
-        let tenants = placed(&[("1", "s0"), ("2", "s0"), ("3", "s1")]);
-        let moves = plan(&shards, &tenants).unwrap_or_default();
-        assert_eq!(moves.len(), 2);
-        assert!(
-            moves
-                .iter()
-                .all(|m| m.from == shard("s0") && m.to != shard("s0"))
-        );
-        assert!(moves.iter().any(|m| m.to == shard("s2")));
-        // Every shard draining: no plan, an error.
-        let shards = [(shard("s0"), ShardState::Draining)];
-        assert!(plan(&shards, &placed(&[("1", "s0")])).is_err());
-        // Nothing to move off a draining shard: fine.
-        assert_eq!(plan(&shards, &[]).map(|m| m.len()).ok(), Some(0));
-    }
 }

@@ -172,7 +172,7 @@ pub(crate) async fn move_tenant<M: MigratorTrait + 'static, T: SqlTenantId>(
     }
     let mut step = tenancy.move_tenant(tenant, to);
     for add in work.entities {
-        step = add(step);
+        step = (add.to_move)(step);
     }
     if let Isolation::SchemaPerTenant { .. } = tenancy.isolation() {
         step = step.migrator::<M>();
