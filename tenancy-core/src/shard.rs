@@ -447,13 +447,20 @@ impl<K: TenantId> fmt::Debug for DirectoryRouter<K> {
 /// back reuses its place).
 pub const DIRECTORY_SPARE_SHARDS: usize = 1024;
 
+/// A key's canonical bytes as the directory stores them: inline up to 16 bytes (every
+/// integer and UUID key, short string keys), so that a lookup compares the key in the
+/// table's own bucket instead of following a pointer to a separate allocation (one cache
+/// miss fewer per lookup of a directory larger than the cache, and 32 bytes fewer per
+/// entry).
+type EntryKey = smallvec::SmallVec<[u8; 16]>;
+
 #[derive(Debug, Default)]
 struct Directory {
     /// How many of `names` are set.
     known: usize,
     /// The indexes of the shards in service, in order.
     active: Vec<usize>,
-    keys: HashMap<Vec<u8>, usize>,
+    keys: HashMap<EntryKey, usize>,
     /// Integer key ranges by lower bound: each runs up to the next bound.
     ranges: BTreeMap<i64, usize>,
     /// How many times the entries or shards changed in this process.
@@ -549,7 +556,9 @@ impl<K: TenantId> DirectoryRouter<K> {
         let shard = shard.into();
         let mut state = self.write();
         let index = self.active_index(&state, &shard)?;
-        state.keys.insert(key.canonical_bytes(), index);
+        state
+            .keys
+            .insert(EntryKey::from_slice(&key.canonical_bytes()), index);
         Ok(())
     }
 
@@ -594,10 +603,21 @@ impl<K: TenantId> DirectoryRouter<K> {
         if state.changes != unchanged_since || version < state.version {
             return Ok(false);
         }
-        let mut new_keys = HashMap::new();
+        let keys = keys.into_iter();
+        let mut new_keys = HashMap::with_capacity(keys.size_hint().0);
+        // Each shard's name is looked up among the shards in service once, not once a key.
+        let mut indexes: HashMap<ShardId, usize> = HashMap::new();
         for (key, shard) in keys {
-            let index = self.active_index(&state, &shard.into())?;
-            new_keys.insert(key.canonical_bytes(), index);
+            let shard = shard.into();
+            let index = match indexes.get(&shard) {
+                Some(index) => *index,
+                None => {
+                    let index = self.active_index(&state, &shard)?;
+                    indexes.insert(shard, index);
+                    index
+                }
+            };
+            new_keys.insert(EntryKey::from_slice(&key.canonical_bytes()), index);
         }
         let mut new_ranges = BTreeMap::new();
         for (bound, shard) in ranges {
@@ -639,7 +659,7 @@ impl<K: TenantId> DirectoryRouter<K> {
                 Some(shard) => Some(self.active_index(&state, &shard.into())?),
                 None => None,
             };
-            resolved.push((key.canonical_bytes(), index));
+            resolved.push((EntryKey::from_slice(&key.canonical_bytes()), index));
         }
         for (key, index) in resolved {
             match index {
@@ -665,7 +685,7 @@ impl<K: TenantId> DirectoryRouter<K> {
 
     /// Forgets `key`.
     pub fn remove(&self, key: &K) {
-        self.write().keys.remove(&key.canonical_bytes());
+        self.write().keys.remove(key.canonical_bytes().as_slice());
     }
 
     /// Places the integer keys from `lower_bound` up to the next range's bound on `shard`

@@ -15,8 +15,9 @@ use crate::error::{Error, Result};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, Set,
+    QueryFilter, QuerySelect, Set,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,28 +338,44 @@ impl<K: SqlTenantId> Directory<K> {
             // The version first: a change committed while the entries are read makes the
             // next refresh load again rather than be missed.
             let version = self.version().await?;
-            let rows = entry::Entity::find()
+            // Only the key and the shard of each row; each shard's name becomes one
+            // `ShardId`, checked against the shards in service once, shared by its keys.
+            let rows: Vec<(String, String)> = entry::Entity::find()
+                .select_only()
+                .column(entry::Column::Key)
+                .column(entry::Column::Shard)
                 .filter(entry::Column::Directory.eq(self.name.as_str()))
+                .into_tuple()
                 .all(&self.conn)
                 .await?;
+            let mut shards: HashMap<String, (ShardId, bool)> = HashMap::new();
             let mut skipped = Vec::new();
             let mut keys = Vec::with_capacity(rows.len());
-            for row in rows {
-                let shard = ShardId::new(row.shard);
-                match K::parse_tenant_id(&row.key) {
+            for (key, name) in rows {
+                let (shard, serving) = match shards.get(&name) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let shard = ShardId::new(name.as_str());
+                        let serving = in_service.contains(&shard);
+                        shards.insert(name, (shard.clone(), serving));
+                        (shard, serving)
+                    }
+                };
+                match K::parse_tenant_id(&key) {
                     Err(error) => skipped.push(SkippedEntry {
-                        entry: row.key,
+                        entry: key,
                         shard,
                         reason: SkipReason::InvalidKey(error.to_string()),
                     }),
-                    Ok(_) if !in_service.contains(&shard) => skipped.push(SkippedEntry {
-                        entry: row.key,
+                    Ok(_) if !serving => skipped.push(SkippedEntry {
+                        entry: key,
                         shard,
                         reason: SkipReason::UnknownShard,
                     }),
                     Ok(key) => keys.push((key, shard)),
                 }
             }
+            drop(shards);
             let mut ranges = Vec::new();
             for range in range_entry::Entity::find()
                 .filter(range_entry::Column::Directory.eq(self.name.as_str()))
