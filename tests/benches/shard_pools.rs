@@ -1,8 +1,8 @@
 //! The shard pools the library opens itself (`Shards::topology`, what an application gets
 //! by default) against pools tuned by hand (one connection per shard, no ping before use,
 //! SQLx's statement logging off), the same framework code on both, interleaved in one
-//! process on 4 PostgreSQL shard databases: tenant point reads, tenant scans and single-row
-//! inserts, 21 rounds, the order of the two sides swapped every round. Printed: the median
+//! process on 4 PostgreSQL shard databases: tenant point reads, tenant scans, single-row
+//! inserts and a top-20 across every shard (a fan-out), 21 rounds, the order of the two sides swapped every round. Printed: the median
 //! of each round's ratio (default / tuned) per phase.
 //!
 //! ```text
@@ -57,11 +57,28 @@ enum Phase {
     PointRead,
     Scan,
     Insert,
+    TopN,
 }
 
 /// One batch of `phase` through `tenancy`: its time per operation, in µs.
 async fn batch(tenancy: &Tenancy<i64>, phase: Phase, round: i64, next_id: &mut i64) -> f64 {
     let started = Instant::now();
+    if let Phase::TopN = phase {
+        // A fan-out per operation: fewer of them, the time per operation still.
+        let across = tenancy.unscoped_across_shards().unwrap();
+        for _ in 0..BATCH / 8 {
+            let rows = across
+                .find::<order::Entity>()
+                .order_by_desc(order::Column::TotalCents)
+                .order_by_asc(order::Column::Id)
+                .limit(20)
+                .all()
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 20);
+        }
+        return started.elapsed().as_secs_f64() * 1e6 / (BATCH / 8) as f64;
+    }
     for n in 0..BATCH {
         let tenant = tenant_of(n + round);
         let db = tenancy.tenant(tenant).await.unwrap();
@@ -75,6 +92,7 @@ async fn batch(tenancy: &Tenancy<i64>, phase: Phase, round: i64, next_id: &mut i
                 let rows = db.find::<order::Entity>().all().await.unwrap();
                 assert!(rows.len() >= ORDERS as usize);
             }
+            Phase::TopN => unreachable!("a fan-out, above"),
             Phase::Insert => {
                 *next_id += 1;
                 db.insert(order::ActiveModel {
@@ -183,7 +201,7 @@ async fn main() {
     );
 
     let mut next_id = 900_000_000_000;
-    let phases = [Phase::PointRead, Phase::Scan, Phase::Insert];
+    let phases = [Phase::PointRead, Phase::Scan, Phase::Insert, Phase::TopN];
     // Warm both sides' connections and statement caches.
     for tenancy in [&default, &tuned] {
         for phase in phases {
