@@ -6,6 +6,8 @@
 use crate::error::Error;
 use sea_orm::DbErr;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tenancy_core::ShardId;
 use tracing::Instrument;
 
@@ -23,16 +25,109 @@ pub const METRIC_DURATION: &str = "tenancy_statement_duration_seconds";
 
 /// The labels a handle's, a fan-out target's or an admin operation's statements are
 /// counted under: isolation, placement, shard and, where the application opted in, the
-/// tenant. Made once per handle or target, so a statement only adds its operation.
+/// tenant. Made once per handle or target (once per [`Tenancy`](crate::Tenancy) where no
+/// tenant label is asked for), so a statement only adds its operation; the metric keys of
+/// each operation are made at its first statement and kept, so a statement builds none.
 #[derive(Clone, Debug)]
 pub(crate) struct Meter {
     #[cfg(feature = "metrics")]
-    labels: std::sync::Arc<[::metrics::Label]>,
+    labels: std::sync::Arc<Labels>,
 }
+
+/// A meter's labels, and the keys of the operations counted under them so far.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Labels {
+    labels: Vec<::metrics::Label>,
+    /// The keys of each operation of [`OPERATIONS`], made at its first statement.
+    keys: [std::sync::OnceLock<Box<Keys>>; OPERATIONS.len()],
+}
+
+/// The metric keys of one operation's statements under a meter's labels.
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Keys {
+    statements: ::metrics::Key,
+    duration: ::metrics::Key,
+}
+
+/// The operations whose keys a meter keeps: every operation the crate counts. Another
+/// operation is counted the same, with keys made for each statement.
+#[cfg(feature = "metrics")]
+const OPERATIONS: [&str; 17] = [
+    "select",
+    "count",
+    "stream",
+    "insert",
+    "insert_many",
+    "update",
+    "update_many",
+    "delete",
+    "delete_many",
+    "upsert",
+    "load_one",
+    "load_many",
+    "raw",
+    "scatter",
+    "scatter_count",
+    "scatter_aggregate",
+    "global_write",
+];
+
+/// Where `op` sits in [`OPERATIONS`].
+#[cfg(feature = "metrics")]
+fn slot(op: &str) -> Option<usize> {
+    Some(match op {
+        "select" => 0,
+        "count" => 1,
+        "stream" => 2,
+        "insert" => 3,
+        "insert_many" => 4,
+        "update" => 5,
+        "update_many" => 6,
+        "delete" => 7,
+        "delete_many" => 8,
+        "upsert" => 9,
+        "load_one" => 10,
+        "load_many" => 11,
+        "raw" => 12,
+        "scatter" => 13,
+        "scatter_count" => 14,
+        "scatter_aggregate" => 15,
+        "global_write" => 16,
+        _ => return None,
+    })
+}
+
+/// What the metrics macros would give the recorder for a statement counted here.
+#[cfg(feature = "metrics")]
+static METADATA: ::metrics::Metadata<'static> =
+    ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
 
 /// Where the shard label sits among a meter's labels.
 #[cfg(feature = "metrics")]
 const SHARD: usize = 2;
+
+#[cfg(feature = "metrics")]
+impl Labels {
+    fn new(labels: Vec<::metrics::Label>) -> Self {
+        Labels {
+            labels,
+            keys: std::array::from_fn(|_| std::sync::OnceLock::new()),
+        }
+    }
+
+    /// The keys of `op`'s statements: the meter's labels, then the operation.
+    fn make(&self, op: &'static str) -> Keys {
+        let mut labels = Vec::with_capacity(self.labels.len() + 1);
+        labels.extend(self.labels.iter().cloned());
+        labels.push(::metrics::Label::from_static_parts("operation", op));
+        Keys {
+            statements: ::metrics::Key::from_parts(METRIC_STATEMENTS, labels.clone()),
+            duration: ::metrics::Key::from_parts(METRIC_DURATION, labels),
+        }
+    }
+}
 
 impl Meter {
     /// The labels of statements under `isolation` and `placement` (label values: short,
@@ -46,17 +141,18 @@ impl Meter {
         #[cfg(feature = "metrics")]
         {
             use ::metrics::Label;
-            let mut labels = vec![
+            let mut labels = Vec::with_capacity(4);
+            labels.extend([
                 Label::from_static_parts("isolation", isolation),
                 Label::from_static_parts("placement", placement),
                 Label::from_static_parts("shard", super::UNSHARDED),
-            ];
+            ]);
             if let Some(tenant) = tenant {
                 let value: std::sync::Arc<str> = tenant.to_string().into();
                 labels.push(Label::new("tenant", value));
             }
             Meter {
-                labels: labels.into(),
+                labels: std::sync::Arc::new(Labels::new(labels)),
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -68,13 +164,13 @@ impl Meter {
     pub(crate) fn on_shard(&self, shard: &ShardId) -> Self {
         #[cfg(feature = "metrics")]
         {
-            let mut labels = self.labels.to_vec();
+            let mut labels = self.labels.labels.clone();
             if let Some(label) = labels.get_mut(SHARD) {
                 let value: std::sync::Arc<str> = shard.as_str().into();
                 *label = ::metrics::Label::new("shard", value);
             }
             Meter {
-                labels: labels.into(),
+                labels: std::sync::Arc::new(Labels::new(labels)),
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -116,47 +212,102 @@ impl Traced {
     /// counts its error by kind. A statement whose future is dropped before it ends (a
     /// shard past the fan-out's deadline, a caller that gave up) is an error of kind
     /// `cancelled`.
-    pub(crate) async fn run<F, R, E>(self, statement: F) -> Result<R, E>
-    where
-        F: Future<Output = Result<R, E>>,
-        E: Failure,
-    {
-        #[cfg(feature = "metrics")]
-        {
-            let mut watch = Watch {
-                start: std::time::Instant::now(),
+    pub(crate) fn run<F>(self, statement: F) -> Run<F> {
+        Run {
+            statement: statement.instrument(self.span),
+            watch: Watch {
+                #[cfg(feature = "metrics")]
+                start: None,
+                #[cfg(feature = "metrics")]
                 meter: self.meter,
+                #[cfg(feature = "metrics")]
                 op: self.op,
+                #[cfg(feature = "metrics")]
                 done: false,
-            };
-            let outcome = statement.instrument(self.span).await;
-            watch.finish(outcome.as_ref().err().map(Failure::kind));
-            outcome
+            },
         }
-        #[cfg(not(feature = "metrics"))]
-        statement.instrument(self.span).await
     }
 }
 
-/// A statement being timed: recorded when it ends, or as `cancelled` when dropped first.
-#[cfg(feature = "metrics")]
+pin_project_lite::pin_project! {
+    /// A statement running in its span ([`Traced::run`]): the statement's future polled
+    /// in place, timed from its first poll.
+    #[must_use = "a statement does nothing until awaited"]
+    pub(crate) struct Run<F> {
+        #[pin]
+        statement: tracing::instrument::Instrumented<F>,
+        watch: Watch,
+    }
+}
+
+impl<F, R, E> Future for Run<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: Failure,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.watch.start();
+        let outcome = std::task::ready!(this.statement.poll(cx));
+        this.watch.finish(&outcome);
+        Poll::Ready(outcome)
+    }
+}
+
+/// A statement being timed: recorded when it ends, or as `cancelled` when dropped first
+/// (once started). Nothing without the `metrics` feature.
 struct Watch {
-    start: std::time::Instant,
+    #[cfg(feature = "metrics")]
+    start: Option<std::time::Instant>,
+    #[cfg(feature = "metrics")]
     meter: Meter,
+    #[cfg(feature = "metrics")]
     op: &'static str,
+    #[cfg(feature = "metrics")]
     done: bool,
+}
+
+impl Watch {
+    /// Starts the clock, at the statement's first poll.
+    fn start(&mut self) {
+        #[cfg(feature = "metrics")]
+        if self.start.is_none() {
+            self.start = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Records the statement's end with `outcome`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn finish<R, E: Failure>(&mut self, outcome: &Result<R, E>) {
+        #[cfg(feature = "metrics")]
+        self.record(outcome.as_ref().err().map(Failure::kind));
+    }
 }
 
 #[cfg(feature = "metrics")]
 impl Watch {
-    fn finish(&mut self, error: Option<&'static str>) {
+    fn record(&mut self, error: Option<&'static str>) {
         self.done = true;
-        let mut labels = Vec::with_capacity(self.meter.labels.len() + 2);
-        labels.extend(self.meter.labels.iter().cloned());
-        labels.push(::metrics::Label::from_static_parts("operation", self.op));
-        ::metrics::counter!(METRIC_STATEMENTS, labels.clone()).increment(1);
-        ::metrics::histogram!(METRIC_DURATION, labels.clone()).record(self.start.elapsed());
+        let Some(start) = self.start else {
+            return;
+        };
+        let labels = &self.meter.labels;
+        let made;
+        let keys = match slot(self.op).and_then(|slot| labels.keys.get(slot)) {
+            Some(kept) => &**kept.get_or_init(|| Box::new(labels.make(self.op))),
+            None => {
+                made = labels.make(self.op);
+                &made
+            }
+        };
+        ::metrics::with_recorder(|recorder| recorder.register_counter(&keys.statements, &METADATA))
+            .increment(1);
+        ::metrics::with_recorder(|recorder| recorder.register_histogram(&keys.duration, &METADATA))
+            .record(start.elapsed());
         if let Some(kind) = error {
+            let mut labels: Vec<::metrics::Label> = keys.statements.labels().cloned().collect();
             labels.push(::metrics::Label::from_static_parts("kind", kind));
             ::metrics::counter!(METRIC_ERRORS, labels).increment(1);
         }
@@ -167,7 +318,7 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(Some("cancelled"));
+            self.record(Some("cancelled"));
         }
     }
 }
@@ -267,3 +418,36 @@ pub(crate) trait RunTraced<R, E: Failure>: Future<Output = Result<R, E>> + Sized
 }
 
 impl<F, R, E: Failure> RunTraced<R, E> for F where F: Future<Output = Result<R, E>> {}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// Every operation kept has its own slot, where its keys are found again.
+    #[test]
+    fn each_operation_has_its_slot() {
+        for (at, op) in OPERATIONS.iter().enumerate() {
+            assert_eq!(slot(op), Some(at), "{op}");
+        }
+        assert_eq!(slot("other"), None);
+    }
+
+    /// The keys kept for an operation are the labels, then the operation.
+    #[test]
+    fn kept_keys_carry_the_operation_last() {
+        let meter = Meter::new("row_level", "shared", None);
+        let keys = meter.labels.make("select");
+        let labels: Vec<_> = keys
+            .statements
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        assert_eq!(
+            labels.last().map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(("operation", "select"))
+        );
+        assert_eq!(keys.statements.name(), METRIC_STATEMENTS);
+        assert_eq!(keys.duration.name(), METRIC_DURATION);
+        assert_eq!(labels.len(), 4);
+    }
+}

@@ -400,7 +400,10 @@ macro_rules! in_unit {
                 $body
             }
             Some(session) => {
-                let (txn, tag) = $crate::scope::begin_unit(pool, Some(session)).await?;
+                // Boxed, here and at the commit: a unit with a set-up makes round trips
+                // of its own, and the statement's future should not carry their futures.
+                let (txn, tag) =
+                    ::std::boxed::Box::pin($crate::scope::begin_unit(pool, Some(session))).await?;
                 // The set-up's tag (a schema's shape) after the caller's (a fan-out's mark).
                 let tag = tag.unwrap_or_default().then($tag);
                 let out = {
@@ -411,7 +414,7 @@ macro_rules! in_unit {
                     let $conn = &tagged;
                     $body
                 };
-                ::sea_orm::TransactionSession::commit(txn).await?;
+                ::std::boxed::Box::pin(::sea_orm::TransactionSession::commit(txn)).await?;
                 out
             }
         }

@@ -335,6 +335,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
             .as_deref()
             .map(Identifier::new)
             .transpose()?;
+        let meter = super::shared_meter(&self.isolation, self.placement);
         Ok(Tenancy {
             inner: Arc::new(Inner {
                 conn: self.conn,
@@ -349,6 +350,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 version_table,
                 verified: std::sync::OnceLock::new(),
                 tenant_label: self.metrics_tenant_label,
+                meter,
                 unique_ids: self
                     .unique_ids
                     .map(|ids| Arc::new(ids) as Arc<dyn crate::scope::IssueIds>),

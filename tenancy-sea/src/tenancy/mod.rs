@@ -73,8 +73,33 @@ struct Inner<T> {
     verified: std::sync::OnceLock<()>,
     /// Whether statements are labelled by tenant in metrics (feature `metrics`).
     tenant_label: bool,
+    /// The metric labels of statements with no tenant label, made once: every handle
+    /// shares them (and the metric keys made for them), unless labelled by tenant.
+    meter: Meter,
     /// What fills `#[unique_id]` keys on insert.
     unique_ids: Option<Arc<dyn IssueIds>>,
+}
+
+/// The `isolation` and `placement` label values of statements under these.
+fn meter_names(isolation: &Isolation, placement: Placement) -> (&'static str, &'static str) {
+    let isolation = match isolation {
+        Isolation::RowLevel => "row_level",
+        Isolation::RowLevelSecurity { .. } => "row_level_security",
+        Isolation::SchemaPerTenant { .. } => "schema_per_tenant",
+    };
+    let placement = match placement {
+        Placement::Shared => "shared",
+        Placement::DatabasePerTenant => "database_per_tenant",
+        Placement::Sharded => "sharded",
+        Placement::Citus => "citus",
+    };
+    (isolation, placement)
+}
+
+/// The meter of statements with no tenant label under `isolation` and `placement`.
+fn shared_meter(isolation: &Isolation, placement: Placement) -> Meter {
+    let (isolation, placement) = meter_names(isolation, placement);
+    Meter::new(isolation, placement, None)
 }
 
 /// What database per tenant needs.
@@ -121,7 +146,9 @@ impl<T: SqlTenantId> Tenancy<T> {
         let tenant = id.into();
         tenant.validate()?;
         if self.inner.verified.get().is_none() {
-            self.verify().await?;
+            // Boxed: the checks run until they pass once, and the future of every other
+            // call should not carry theirs.
+            Box::pin(self.verify()).await?;
         }
         // Placement decides the connection; isolation, what each unit runs first there.
         let (conn, shard) = match self.inner.placement {
@@ -185,21 +212,14 @@ impl<T: SqlTenantId> Tenancy<T> {
     /// The metric labels of `tenant`'s statements (the tenant's own only where the
     /// application opted in), or of admin work (`None`).
     pub(crate) fn meter(&self, tenant: Option<&T>) -> Meter {
-        let isolation = match &self.inner.isolation {
-            Isolation::RowLevel => "row_level",
-            Isolation::RowLevelSecurity { .. } => "row_level_security",
-            Isolation::SchemaPerTenant { .. } => "schema_per_tenant",
-        };
-        let placement = match self.inner.placement {
-            Placement::Shared => "shared",
-            Placement::DatabasePerTenant => "database_per_tenant",
-            Placement::Sharded => "sharded",
-            Placement::Citus => "citus",
-        };
-        let tenant = tenant
-            .filter(|_| self.inner.tenant_label)
-            .map(|tenant| tenant as &dyn std::fmt::Display);
-        Meter::new(isolation, placement, tenant)
+        match tenant.filter(|_| self.inner.tenant_label) {
+            Some(tenant) => {
+                let (isolation, placement) =
+                    meter_names(&self.inner.isolation, self.inner.placement);
+                Meter::new(isolation, placement, Some(tenant))
+            }
+            None => self.inner.meter.clone(),
+        }
     }
 
     /// The migrations table of each tenant schema, if the shape is read from one.
@@ -255,10 +275,16 @@ impl<T: SqlTenantId> Tenancy<T> {
 
     /// The open pool of `tenant`'s database, opening it on first use.
     async fn tenant_pool(&self, tenant: &T) -> Result<DatabaseConnection> {
-        let databases = self.databases()?;
-        if let Some(conn) = databases.pools.get(tenant) {
+        if let Some(conn) = self.databases()?.pools.get(tenant) {
             return Ok(conn);
         }
+        // Boxed: the future of a handle whose pool is open should not carry the opening's.
+        Box::pin(self.open_tenant_pool(tenant)).await
+    }
+
+    /// Looks up `tenant`'s database and opens its pool.
+    async fn open_tenant_pool(&self, tenant: &T) -> Result<DatabaseConnection> {
+        let databases = self.databases()?;
         let url = databases
             .registry
             .url(tenant)
