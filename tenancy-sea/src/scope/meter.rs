@@ -77,26 +77,7 @@ const OPERATIONS: [&str; 17] = [
 /// Where `op` sits in [`OPERATIONS`].
 #[cfg(feature = "metrics")]
 fn slot(op: &str) -> Option<usize> {
-    Some(match op {
-        "select" => 0,
-        "count" => 1,
-        "stream" => 2,
-        "insert" => 3,
-        "insert_many" => 4,
-        "update" => 5,
-        "update_many" => 6,
-        "delete" => 7,
-        "delete_many" => 8,
-        "upsert" => 9,
-        "load_one" => 10,
-        "load_many" => 11,
-        "raw" => 12,
-        "scatter" => 13,
-        "scatter_count" => 14,
-        "scatter_aggregate" => 15,
-        "global_write" => 16,
-        _ => return None,
-    })
+    OPERATIONS.iter().position(|known| *known == op)
 }
 
 /// What the metrics macros would give the recorder for a statement counted here.
