@@ -35,13 +35,13 @@
 
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    EntityTrait, QueryFilter, Set, Statement,
+    EntityTrait, QueryFilter, Statement,
 };
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tenancy_sea::Tenancy;
-use tenancy_tests::entities::{customer, order};
+use tenancy_tests::entities::order;
 use tenancy_tests::{Backend, TestDb};
 use tokio::task::JoinSet;
 
@@ -66,23 +66,10 @@ enum Side {
 async fn fill(tenancy: &Tenancy<i64>) -> Vec<(i64, i64)> {
     let mut keys = Vec::new();
     for tenant in 1..=TENANTS {
+        let orders = (0..ORDERS_PER_TENANT).map(|total| (None, total));
+        tenancy_tests::customer_with_orders(tenancy, tenant, None, orders).await;
         let db = tenancy.tenant(tenant).await.unwrap();
-        let c = db
-            .insert(customer::ActiveModel {
-                name: Set("c".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        for i in 0..ORDERS_PER_TENANT {
-            let o = db
-                .insert(order::ActiveModel {
-                    customer_id: Set(c.id),
-                    total_cents: Set(i),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+        for o in db.find::<order::Entity>().all().await.unwrap() {
             keys.push((tenant, o.id));
         }
     }
