@@ -1094,4 +1094,52 @@ mod tests {
         assert!(!router.replace([(9i64, "b")], [], 4, now).unwrap());
         assert!(router.route(&9i64).is_err());
     }
+
+    /// Keys on both sides of the 16 bytes kept inline, and look-alikes of each other
+    /// (a prefix, one byte more, another case), each route to their own shard, whether
+    /// placed one by one, by a reload or by applied changes; a key never assigned is not
+    /// found through a look-alike.
+    #[test]
+    fn inline_and_longer_keys_never_stand_for_each_other() {
+        let router = DirectoryRouter::<String>::new(["a", "b"]);
+        let keys = [
+            "tenant-00000001",                          // 15 bytes
+            "tenant-000000012",                         // 16
+            "tenant-0000000123",                        // 17
+            "Tenant-000000012",                         // 16, another case
+            "tenant-000000012-with-a-longer-tail-here", // 40, the 16 as a prefix
+        ];
+        let shard_of = |n: usize| if n.is_multiple_of(2) { "a" } else { "b" };
+        for (n, key) in keys.iter().enumerate() {
+            router.assign(&(*key).to_owned(), shard_of(n)).unwrap();
+        }
+        let check = |router: &DirectoryRouter<String>| {
+            for (n, key) in keys.iter().enumerate() {
+                let routed = router.route(&(*key).to_owned()).unwrap();
+                assert_eq!(routed.as_str(), shard_of(n), "{key}");
+            }
+            for stranger in ["tenant-0000000", "tenant-0000000123 ", "TENANT-000000012"] {
+                assert!(router.route(&stranger.to_owned()).is_err(), "{stranger}");
+            }
+        };
+        check(&router);
+        let reloaded = DirectoryRouter::<String>::new(["a", "b"]);
+        let placed = keys
+            .iter()
+            .enumerate()
+            .map(|(n, key)| ((*key).to_owned(), shard_of(n)));
+        assert!(reloaded.replace(placed, [], 1, 0).unwrap());
+        check(&reloaded);
+        let applied = DirectoryRouter::<String>::new(["a", "b"]);
+        let changes = keys
+            .iter()
+            .enumerate()
+            .map(|(n, key)| ((*key).to_owned(), Some(shard_of(n))));
+        assert!(applied.apply(changes, 0, 1, 0).unwrap());
+        check(&applied);
+        // Forgetting the 16-byte key leaves its 40-byte extension placed.
+        applied.remove(&keys[1].to_owned());
+        assert!(applied.route(&keys[1].to_owned()).is_err());
+        assert_eq!(applied.route(&keys[4].to_owned()).unwrap().as_str(), "a");
+    }
 }
