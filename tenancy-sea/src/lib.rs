@@ -97,7 +97,7 @@ pub use query::{
     ScopedSelectTwo, ScopedSelectTwoMany, ScopedSelector, ScopedSubquery, ScopedUpdateMany,
     ScopedUpsert, TenantJoins,
 };
-pub use scope::HandleConnection;
+pub use scope::{HandleConnection, UnitRows, UnitTxn};
 #[cfg(feature = "metrics")]
 pub use scope::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub use shard::{

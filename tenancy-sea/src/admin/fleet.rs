@@ -376,7 +376,7 @@ pub(crate) async fn enter_schema<C: ConnectionTrait>(txn: &C, schema: &Identifie
         DbBackend::Postgres,
         &[("search_path", format!("{}, public", schema.quoted()))],
     )
-    .apply(txn, txn)
+    .apply(txn)
     .await?;
     Ok(())
 }

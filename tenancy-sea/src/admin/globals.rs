@@ -233,7 +233,7 @@ impl Globals {
         }
         commit_all(
             open.into_iter()
-                .map(|(shard, txn)| (shard.to_string(), txn)),
+                .map(|(shard, txn)| (shard.to_string(), txn.into())),
         )
         .await?;
         Ok(first)

@@ -10,7 +10,7 @@ use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::Session;
 use crate::scope::quote_identifier;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tenancy_core::Identifier;
 
 /// Why the moved rows were not removed from the old shard.
@@ -168,7 +168,7 @@ pub(super) async fn delete_rows<T: SqlTenantId>(
 /// aside): its tables locked first, so no write can land between the check and the drop.
 /// A table the move did not name that still holds rows keeps the schema, and says so.
 async fn drop_if_empty(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     schema: &Identifier,
     version_table: Option<&Identifier>,
 ) -> Result<()> {

@@ -307,9 +307,9 @@ impl<T: SqlTenantId> Run<'_, T> {
                 if !schema_exists(&txn, schema.name.as_str()).await? {
                     (schema.make)(&txn, &schema.name).await?;
                 }
-                let tag = set_up(&txn, to_conn, to_session).await?;
+                let (txn, tag) = set_up(txn, to_conn, to_session).await?;
                 Unit {
-                    txn,
+                    txn: txn.into(),
                     tag: tag.unwrap_or_default(),
                 }
             }

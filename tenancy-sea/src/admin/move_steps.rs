@@ -8,15 +8,15 @@ use crate::entity::{ScopedEntity, SqlTenantId, TenantScoped};
 use crate::error::Result;
 use crate::scope;
 use crate::scope::quote_identifier;
-use crate::scope::{Session, Tag, Tagged, begin_unit};
+use crate::scope::{Session, Tag, Tagged, UnitTxn, begin_unit};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use sea_orm::QueryTrait;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait,
-    PrimaryKeyToColumn, PrimaryKeyTrait, QueryFilter, QuerySelect, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    IdenStatic, IntoActiveModel, Iterable, ModelTrait, PaginatorTrait, PrimaryKeyToColumn,
+    PrimaryKeyTrait, QueryFilter, QuerySelect, Statement,
 };
 use std::marker::PhantomData;
 
@@ -28,7 +28,7 @@ const PARAMETERS_PER_STATEMENT: usize = 30_000;
 /// set-up under the tenancy's isolation (its setting, its schema), and the tag the unit's
 /// statements carry (a tenant schema's shape). Under row level it is a plain transaction.
 pub(crate) struct Unit {
-    pub(super) txn: DatabaseTransaction,
+    pub(super) txn: UnitTxn,
     pub(super) tag: Tag,
 }
 
@@ -46,7 +46,7 @@ impl Unit {
     }
 
     /// The unit's connection: its statements carry its tag.
-    pub(super) fn conn(&self) -> Tagged<'_, DatabaseTransaction> {
+    pub(super) fn conn(&self) -> Tagged<'_, UnitTxn> {
         Tagged {
             inner: &self.txn,
             tag: &self.tag,
@@ -362,7 +362,7 @@ where
 /// Inserts and empties `batch`, returning how many rows went in.
 async fn insert_batch<E: EntityTrait>(
     batch: &mut Vec<E::ActiveModel>,
-    to: &Tagged<'_, DatabaseTransaction>,
+    to: &Tagged<'_, UnitTxn>,
 ) -> Result<u64>
 where
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,

@@ -54,7 +54,10 @@ pub const GUARD: (&str, &str) = ("citus.multi_task_query_log_level", "error");
 /// [`Tenancy::builder`]: crate::Tenancy::builder
 /// [`Tenancy::verify`]: crate::Tenancy::verify
 pub fn guard(options: &mut ConnectOptions) -> &mut ConnectOptions {
-    options.map_sqlx_postgres_opts(|pg| pg.options([GUARD]))
+    // Citus is PostgreSQL: without the `postgres` feature there is no connection to guard.
+    #[cfg(feature = "postgres")]
+    options.map_sqlx_postgres_opts(|pg| pg.options([GUARD]));
+    options
 }
 
 /// The set-up of a unit of work under row-level security on Citus: `SET LOCAL` of the
@@ -95,22 +98,11 @@ pub fn tenant_setting_sql(setting: &str, tenant: &str) -> Result<String> {
 /// # Ok::<(), tenancy_sea::Error>(())
 /// ```
 pub fn literal(value: &str) -> Result<String> {
-    if value.contains('\0') {
-        return Err(Error::Config(
+    crate::scope::literal(value).ok_or_else(|| {
+        Error::Config(
             "a value with a NUL character cannot be written as a PostgreSQL string".to_owned(),
-        ));
-    }
-    let mut out = String::with_capacity(value.len() + 4);
-    out.push_str("E'");
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    Ok(out)
+        )
+    })
 }
 
 /// Checks a coordinator before the first handle ([`Tenancy::verify`]): the Citus

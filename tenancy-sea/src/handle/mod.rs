@@ -14,9 +14,10 @@ pub use keyed::ShardKeyDb;
 pub use txn::IntoRawStatement;
 
 use crate::entity::SqlTenantId;
+use crate::scope::UnitTxn;
 use crate::scope::{IssueIds, Meter, RawSql, Session, Tag, TenantConn};
 use crate::shard::Topology;
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use tenancy_core::ShardId;
 
@@ -66,7 +67,7 @@ impl<T: SqlTenantId + std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for T
 /// A tenant handle inside a database transaction: the same API as [`TenantDb`], plus
 /// [`commit`](TenantDb::commit) and [`rollback`](TenantDb::rollback). Dropping it without
 /// committing rolls back.
-pub type TenantTxn<T> = TenantDb<T, DatabaseTransaction>;
+pub type TenantTxn<T> = TenantDb<T, UnitTxn>;
 
 impl<T: SqlTenantId> TenantDb<T> {
     /// A handle over `conn`; the id must have been validated.

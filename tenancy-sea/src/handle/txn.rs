@@ -6,11 +6,8 @@ use super::{TenantDb, TenantTxn};
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
 use crate::scope::RunTraced;
-use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn, begin_unit};
-use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
-    Value,
-};
+use crate::scope::{HandleConnection, RawSql, SESSION_RESET, TenantConn, UnitTxn, begin_unit};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, Value};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -145,12 +142,12 @@ impl<T: SqlTenantId, C: HandleConnection> TenantDb<T, C> {
     async fn confined<'s, R>(
         &'s self,
         statement: impl for<'t> FnOnce(
-            &'t DatabaseTransaction,
+            &'t UnitTxn,
         ) -> Pin<
             Box<dyn Future<Output = std::result::Result<R, DbErr>> + Send + 't>,
         >,
     ) -> Result<R> {
-        let txn = self.inner.conn.begin().await?;
+        let txn = self.inner.conn.begin_txn().await?;
         // A database is a boundary only for a role that cannot step over it: a superuser
         // (or a member of one, or of the roles that read server files or run programs)
         // reaches other databases through `COPY .. PROGRAM`, `pg_read_binary_file` or

@@ -11,9 +11,9 @@ use crate::scope::{HandleConnection, TenantConn, begin_unit};
 use futures_util::Stream;
 use sea_orm::sea_query::{Expr, IntoCondition, QueryStatementBuilder};
 use sea_orm::{
-    ColumnAsExpr, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
-    IntoSimpleExpr, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Select, SelectGetableTuple, SelectModel, Statement, TryGetableMany,
+    ColumnAsExpr, ColumnTrait, DbErr, EntityTrait, FromQueryResult, IntoSimpleExpr, Order,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, SelectGetableTuple,
+    SelectModel, Statement, TryGetableMany,
 };
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -387,7 +387,7 @@ where
                     let statement = tag.unwrap_or_default().apply(statement);
                     let rows = TxnRowsAsyncSendTryBuilder {
                         txn,
-                        rows_builder: |txn: &DatabaseTransaction| {
+                        rows_builder: |txn: &crate::scope::UnitTxn| {
                             Box::pin(async move {
                                 let rows = sea_orm::StreamTrait::stream_raw(txn, statement).await?;
                                 Ok::<RowStream<'_, E::Model>, DbErr>(Box::pin(models::<E, _>(rows)))
@@ -421,7 +421,7 @@ where
 /// A stream of rows together with the transaction it reads in.
 #[ouroboros::self_referencing]
 struct TxnRows<M: 'static> {
-    txn: DatabaseTransaction,
+    txn: crate::scope::UnitTxn,
     #[borrows(txn)]
     #[not_covariant]
     rows: RowStream<'this, M>,

@@ -1,9 +1,10 @@
 //! Scoping to the tenant: the tenant condition every statement carries (`condition`), the
-//! unit of work that sets a tenant up on the database side and the connections a handle
-//! runs on (`session`), the auditor of the fragments a handle is given (`audit`), and a
+//! set-up that scopes a unit of work on the database side (`session`), the transaction a
+//! unit runs in and the connections a handle runs on (`unit`; on PostgreSQL a transaction
+//! begun with its set-up, `pg_txn`), the comment a unit's statements carry (`tag`), the auditor of the fragments a handle is given (`audit`), and a
 //! tenant's connection, which a handle and the builders it makes share (`conn`), and what
 //! each statement runs in: its span and, with the `metrics` feature, its metrics (`meter`);
-//! and identifiers quoted for SQL (`ident`).
+//! and identifiers and literals written into SQL (`ident`).
 
 #[macro_use]
 mod session;
@@ -12,14 +13,18 @@ mod condition;
 mod conn;
 mod ident;
 mod meter;
+#[cfg(feature = "postgres")]
+mod pg_txn;
+mod tag;
+mod unit;
 
 pub(crate) use condition::{equals, equals_at, equals_expr, is_in};
 pub(crate) use conn::{IssueIds, KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
-pub(crate) use ident::quote_identifier;
+pub(crate) use ident::{literal, quote_identifier};
 #[cfg(feature = "metrics")]
 pub use meter::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub(crate) use meter::{Meter, RunTraced, Traced};
-pub use session::HandleConnection;
-pub(crate) use session::{
-    RawSql, SESSION_RESET, Session, Tag, Tagged, begin_unit, schema_exists, set_up,
-};
+pub(crate) use session::{Session, schema_exists};
+pub(crate) use tag::{Shapes, Tag, Tagged};
+pub use unit::{HandleConnection, UnitRows, UnitTxn};
+pub(crate) use unit::{RawSql, SESSION_RESET, begin_unit, set_up};

@@ -1,48 +1,12 @@
-//! How a unit of work is scoped on the database side, and the connections a handle runs on.
+//! How a unit of work is scoped on the database side: the set-up it runs first
+//! ([`Session`]), as bound statements or, on PostgreSQL, written into its `BEGIN`.
 
+use super::ident::literal;
+use super::{Shapes, Tag};
 use crate::error::Error;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
-    StreamTrait, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use std::sync::Arc;
 use tenancy_core::Identifier;
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for sea_orm::DatabaseConnection {}
-    impl Sealed for sea_orm::DatabaseTransaction {}
-}
-
-/// The connections a tenant handle can run on: a pool ([`DatabaseConnection`]) or a
-/// transaction ([`DatabaseTransaction`]). Sealed: there is no way to make a handle over
-/// anything else.
-pub trait HandleConnection:
-    ConnectionTrait
-    + TransactionTrait<Transaction = DatabaseTransaction>
-    + StreamTrait
-    + Send
-    + Sync
-    + sealed::Sealed
-{
-    /// The same kind of connection on another shard's pool: the pool itself for a pool
-    /// handle; `None` for a transaction, which never leaves its shard.
-    #[doc(hidden)]
-    fn rebind(pool: &DatabaseConnection) -> Option<Self>
-    where
-        Self: Sized;
-}
-
-impl HandleConnection for DatabaseConnection {
-    fn rebind(pool: &DatabaseConnection) -> Option<Self> {
-        Some(pool.clone())
-    }
-}
-
-impl HandleConnection for DatabaseTransaction {
-    fn rebind(_: &DatabaseConnection) -> Option<Self> {
-        None
-    }
-}
 
 /// Statements that scope a unit of work, run first in each transaction: a transaction-local
 /// `set_config` (never a session-level `SET`, which would leak to the next borrower of a
@@ -61,6 +25,31 @@ pub(crate) struct Session {
     /// value (a `SET LOCAL`, which takes no parameter) must not become one prepared
     /// statement per tenant in the driver's cache.
     simple: bool,
+    /// The same set-up written as the text of a `BEGIN` (PostgreSQL), when it can be:
+    /// see [`begin_sql`](Self::begin_sql).
+    begin: Option<Begin>,
+}
+
+/// A set-up written into the simple query that begins its transaction: `BEGIN;` then the
+/// set-up, its values written by the one writer of literals, so that the unit opens and
+/// is scoped in one round trip. Still transaction-local (`set_config(.., true)`).
+#[derive(Debug)]
+struct Begin {
+    /// `BEGIN; SELECT set_config(..)`, complete unless a shape check follows.
+    sql: String,
+    /// For a tenant schema whose shape is read: the shape is not read back from a `BEGIN`
+    /// (its rows are not returned), so the shape last read is checked instead, and a
+    /// schema whose shape changed fails the `BEGIN` (see [`Shapes`]).
+    shape: Option<ShapeCheck>,
+}
+
+#[derive(Debug)]
+struct ShapeCheck {
+    /// The schema's name, the key of its shape in `shapes`.
+    schema: Box<str>,
+    /// `"schema"."table"`, the migrations table the shape is the hash of.
+    table: String,
+    shapes: Arc<Shapes>,
 }
 
 impl Session {
@@ -76,11 +65,28 @@ impl Session {
                 )
             })
             .collect();
+        let begin = (backend == DbBackend::Postgres && !settings.is_empty())
+            .then(|| {
+                let mut sql = "BEGIN; SELECT ".to_owned();
+                for (n, (name, value)) in settings.iter().enumerate() {
+                    if n > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!(
+                        "set_config({}, {}, true)",
+                        literal(name)?,
+                        literal(value)?
+                    ));
+                }
+                Some(Begin { sql, shape: None })
+            })
+            .flatten();
         Session {
             statements,
             schema_of: None,
             shaped: false,
             simple: false,
+            begin,
         }
     }
 
@@ -93,6 +99,7 @@ impl Session {
             schema_of: None,
             shaped: false,
             simple: true,
+            begin: None,
         }
     }
 
@@ -113,11 +120,16 @@ impl Session {
     /// Citus a statement that reads a table of a distributed schema runs on that schema's
     /// node, so a `set_config` in it would set the node's `search_path`, not the
     /// coordinator's.
+    ///
+    /// Without `apart`, the set-up can also travel with the `BEGIN`
+    /// ([`begin_sql`](Self::begin_sql)), the shape checked against the one last read into
+    /// `shapes`.
     pub(crate) fn schema(
         schema: &Identifier,
         tenant: String,
         version_table: Option<&Identifier>,
         apart: bool,
+        shapes: &Arc<Shapes>,
     ) -> Self {
         const SET: &str = "SELECT set_config('search_path', $1, true), $2::regnamespace";
         // The names are validated identifiers, quoted: the statement is the same for
@@ -147,12 +159,65 @@ impl Session {
             ],
             Some(shape) => vec![set(format!("{SET}, {shape}"))],
         };
+        let begin = (!apart)
+            .then(|| {
+                let path = literal(&format!("{}, public", schema.quoted()))?;
+                let name = literal(schema.as_str())?;
+                Some(Begin {
+                    sql: format!(
+                        "BEGIN; SELECT set_config('search_path', {path}, true), \
+                         {name}::regnamespace"
+                    ),
+                    shape: version_table.map(|table| ShapeCheck {
+                        schema: schema.as_str().into(),
+                        table: format!("{}.{}", schema.quoted(), table.quoted()),
+                        shapes: shapes.clone(),
+                    }),
+                })
+            })
+            .flatten();
         Session {
             statements,
             schema_of: Some(tenant),
             shaped: version_table.is_some(),
             simple: false,
+            begin,
         }
+    }
+
+    /// The set-up as the text of a `BEGIN` and the tag the unit's statements then carry,
+    /// when it can travel with the `BEGIN`: a PostgreSQL `set_config` set-up (row-level
+    /// security, a tenant schema's `search_path`) whose schema's shape, if read, was read
+    /// before. `None` otherwise: the unit begins, then runs [`apply`](Self::apply).
+    pub(crate) fn begin_sql(&self) -> Option<(String, Tag)> {
+        let begin = self.begin.as_ref()?;
+        match &begin.shape {
+            None => Some((begin.sql.clone(), Tag::default())),
+            Some(check) => {
+                let shape = check.shapes.get(&check.schema)?;
+                Some((
+                    format!(
+                        "{}, (SELECT 1 / (hashtext(coalesce(max(version), '')) = {shape})::int \
+                         FROM {})",
+                        begin.sql, check.table
+                    ),
+                    Tag::shape(shape),
+                ))
+            }
+        }
+    }
+
+    /// Whether `error`, from a `BEGIN` made by [`begin_sql`](Self::begin_sql), says the
+    /// schema's shape is no longer the one last read; if so, that shape is forgotten.
+    pub(crate) fn is_stale_shape(&self, error: &DbErr) -> bool {
+        let Some(check) = self.begin.as_ref().and_then(|b| b.shape.as_ref()) else {
+            return false;
+        };
+        let stale = sql_state(error).as_deref() == Some("22012");
+        if stale {
+            check.shapes.forget(&check.schema);
+        }
+        stale
     }
 
     /// Whether this is a tenant schema's set-up.
@@ -161,57 +226,58 @@ impl Session {
     }
 
     /// Runs the set-up on `conn`; returns the tag the unit's statements carry (the
-    /// schema's shape), if any.
-    /// `pool` is where the unit's transaction was begun: when the set-up fails because a
-    /// relation is missing, it tells a tenant without a schema from a schema without its
-    /// migrations table (the unit's own transaction is aborted by then).
-    pub(crate) async fn apply<C, P>(&self, conn: &C, pool: &P) -> Result<Tag, Error>
-    where
-        C: ConnectionTrait,
-        P: ConnectionTrait,
-    {
+    /// schema's shape), if any. A failure is the database's error as it is: the caller
+    /// ends the unit, then asks [`explain`](Self::explain) what it means.
+    pub(crate) async fn apply<C: ConnectionTrait>(&self, conn: &C) -> Result<Tag, DbErr> {
         let mut tag = Tag::default();
         for (n, statement) in self.statements.iter().enumerate() {
             let last = n + 1 == self.statements.len();
-            let outcome = if self.shaped && last {
-                conn.query_one_raw(statement.clone())
-                    .await
-                    .and_then(|row| match row {
-                        Some(row) => row.try_get::<i32>("", "shape").map(Some),
-                        None => Ok(None),
-                    })
-                    .map(|shape| {
-                        tag = Tag::shape(shape.unwrap_or_default());
-                    })
-            } else {
-                if self.simple {
-                    conn.execute_unprepared(&statement.sql).await.map(|_| ())
-                } else {
-                    conn.execute_raw(statement.clone()).await.map(|_| ())
-                }
-            };
-            if let Err(error) = outcome {
-                let state = sql_state(&error);
-                let missing_schema = match (&self.schema_of, state.as_deref()) {
-                    (Some(_), Some("3F000")) => true,
-                    (Some(_), Some("42P01")) => !self.schema_exists(pool).await?,
-                    _ => false,
+            if self.shaped && last {
+                let row = conn.query_one_raw(statement.clone()).await?;
+                let shape = match row {
+                    Some(row) => row.try_get::<i32>("", "shape")?,
+                    None => 0,
                 };
-                return Err(match &self.schema_of {
-                    Some(tenant) if missing_schema => Error::UnknownTenant {
-                        tenant: tenant.clone(),
-                    },
-                    Some(tenant) if state.as_deref() == Some("42P01") => Error::Config(format!(
-                        "tenant {tenant}'s schema has no migrations table to read its shape \
-                         from: provision tenant schemas with `create_tenant_schema`, or name \
-                         the table with `TenancyBuilder::schema_version_table` (`None` when \
-                         tenant schemas never differ)"
-                    )),
-                    _ => error.into(),
-                });
+                if let Some(check) = self.begin.as_ref().and_then(|b| b.shape.as_ref()) {
+                    check.shapes.put(&check.schema, shape);
+                }
+                tag = Tag::shape(shape);
+            } else if self.simple {
+                conn.execute_unprepared(&statement.sql).await?;
+            } else {
+                conn.execute_raw(statement.clone()).await?;
             }
         }
         Ok(tag)
+    }
+
+    /// What a failed set-up means: a tenant whose schema does not exist is
+    /// [`Error::UnknownTenant`]; a schema without the migrations table its shape is read
+    /// from is a configuration error; anything else is the database's error. `pool` is
+    /// asked whether the schema exists: the unit must have ended first, so that its
+    /// connection is free for the question (a pool of one connection would wait forever).
+    pub(crate) async fn explain<P: ConnectionTrait>(&self, error: DbErr, pool: &P) -> Error {
+        let state = sql_state(&error);
+        let missing_schema = match (&self.schema_of, state.as_deref()) {
+            (Some(_), Some("3F000")) => true,
+            (Some(_), Some("42P01")) => match self.schema_exists(pool).await {
+                Ok(exists) => !exists,
+                Err(error) => return error,
+            },
+            _ => false,
+        };
+        match &self.schema_of {
+            Some(tenant) if missing_schema => Error::UnknownTenant {
+                tenant: tenant.clone(),
+            },
+            Some(tenant) if state.as_deref() == Some("42P01") => Error::Config(format!(
+                "tenant {tenant}'s schema has no migrations table to read its shape \
+                 from: provision tenant schemas with `create_tenant_schema`, or name \
+                 the table with `TenancyBuilder::schema_version_table` (`None` when \
+                 tenant schemas never differ)"
+            )),
+            _ => error.into(),
+        }
     }
 
     /// Whether the schema the set-up names exists, asked on `pool`.
@@ -224,35 +290,6 @@ impl Session {
         };
         schema_exists(pool, schema).await
     }
-}
-
-/// Runs `session`, if any, first in `txn`, a transaction just begun on `pool`: the one way
-/// a unit of work is set up (handles, transactions, streams, fan-outs and moves all come
-/// here). Returns the tag the unit's statements carry, `None` when there is no set-up.
-pub(crate) async fn set_up<P: ConnectionTrait>(
-    txn: &DatabaseTransaction,
-    pool: &P,
-    session: Option<&Session>,
-) -> Result<Option<Tag>, Error> {
-    match session {
-        Some(session) => Ok(Some(session.apply(txn, pool).await?)),
-        None => Ok(None),
-    }
-}
-
-/// Begins a unit of work on `pool`: a transaction with `session`, if any, run first
-/// ([`set_up`]). Returns the transaction and the tag its statements carry (`None` when
-/// there is no set-up: the caller's own tag stands).
-pub(crate) async fn begin_unit<P>(
-    pool: &P,
-    session: Option<&Session>,
-) -> Result<(DatabaseTransaction, Option<Tag>), Error>
-where
-    P: ConnectionTrait + TransactionTrait<Transaction = DatabaseTransaction>,
-{
-    let txn = pool.begin().await?;
-    let tag = set_up(&txn, pool, session).await?;
-    Ok((txn, tag))
 }
 
 /// Whether the PostgreSQL schema named `schema` exists, asked on `conn` (a server that
@@ -274,83 +311,6 @@ pub(crate) async fn schema_exists<C: ConnectionTrait>(
     })
 }
 
-/// The comment a unit's statements carry (see [`Session::schema`]): empty, or
-/// `/* tenancy shape <n> */ `, made only of digits and fixed text.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tag(Option<std::sync::Arc<str>>);
-
-impl Tag {
-    /// A tag of the given text (made by the crate: fixed text and numbers only).
-    pub(crate) fn text_of(text: String) -> Self {
-        Tag(Some(text.into()))
-    }
-
-    /// The tag's text, if any.
-    pub(crate) fn text(&self) -> Option<&str> {
-        self.0.as_deref()
-    }
-
-    /// This tag, with `other`'s text before it.
-    pub(crate) fn then(self, other: &Tag) -> Self {
-        match (self.0, &other.0) {
-            (None, _) => other.clone(),
-            (Some(mine), None) => Tag(Some(mine)),
-            (Some(mine), Some(theirs)) => Tag(Some(format!("{theirs}{mine}").into())),
-        }
-    }
-
-    fn shape(hash: i32) -> Self {
-        Tag(Some(format!("/* tenancy shape {hash} */ ").into()))
-    }
-
-    /// `statement` as a tagged unit sends it (streams take a statement, not a connection).
-    pub(crate) fn apply(&self, mut statement: Statement) -> Statement {
-        if let Some(tag) = &self.0 {
-            statement.sql = format!("{tag}{}", statement.sql);
-        }
-        statement
-    }
-}
-
-/// A connection whose statements carry a unit's [`Tag`]: the driver caches prepared
-/// statements by their text, so tagged statements of different schema shapes never share
-/// one. Everything else passes through.
-pub(crate) struct Tagged<'a, C> {
-    pub(crate) inner: &'a C,
-    pub(crate) tag: &'a Tag,
-}
-
-#[sea_orm::prelude::async_trait::async_trait]
-impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
-    fn get_database_backend(&self) -> DbBackend {
-        self.inner.get_database_backend()
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
-        self.inner.execute_raw(self.tag.apply(stmt)).await
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
-        self.inner.execute_unprepared(sql).await
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-        self.inner.query_one_raw(self.tag.apply(stmt)).await
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-        self.inner.query_all_raw(self.tag.apply(stmt)).await
-    }
-
-    fn support_returning(&self) -> bool {
-        self.inner.support_returning()
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        self.inner.is_mock_connection()
-    }
-}
-
 /// The SQLSTATE of a database error, if it is one.
 pub(crate) fn sql_state(err: &DbErr) -> Option<String> {
     let (DbErr::Exec(sea_orm::RuntimeErr::SqlxError(inner))
@@ -363,24 +323,6 @@ pub(crate) fn sql_state(err: &DbErr) -> Option<String> {
         _ => None,
     }
 }
-
-/// What raw SQL through a tenant handle may do under the handle's strategy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RawSql {
-    /// Refused, with the reason: a raw statement could reach another tenant's rows.
-    Refused(&'static str),
-    /// Confined by the database (a PostgreSQL database of the tenant's own, which a
-    /// connection cannot leave); run in a transaction whose session state is reset after.
-    Confined,
-}
-
-/// What a confined raw statement's unit ends with, in the same round trip as the end of
-/// its savepoint: every session-level change it could have made undone (settings, role,
-/// temporary tables, cursors, listeners, advisory locks), so none reaches the next
-/// borrower of the connection. Prepared statements are left alone: the driver's own
-/// cache depends on them.
-pub(crate) const SESSION_RESET: &str = "RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION; \
-     DISCARD TEMP; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all()";
 
 /// Runs `$body` with `$conn` bound to the connection of one unit of work on `$pool` (a
 /// [`HandleConnection`]): the connection itself when there is no set-up (`$session` is
@@ -414,7 +356,7 @@ macro_rules! in_unit {
                     let $conn = &tagged;
                     $body
                 };
-                ::std::boxed::Box::pin(::sea_orm::TransactionSession::commit(txn)).await?;
+                ::std::boxed::Box::pin(txn.commit()).await?;
                 out
             }
         }
@@ -451,14 +393,15 @@ mod tests {
         let table = Identifier::new("seaql_migrations").unwrap();
         let shape = "(SELECT hashtext(coalesce(max(version), '')) FROM \"tenant_7\".\
                      \"seaql_migrations\") AS shape";
-        let together = Session::schema(&schema, "7".to_owned(), Some(&table), false);
+        let shapes = Arc::default();
+        let together = Session::schema(&schema, "7".to_owned(), Some(&table), false, &shapes);
         assert_eq!(
             sql(&together),
             [format!(
                 "SELECT set_config('search_path', $1, true), $2::regnamespace, {shape}"
             )]
         );
-        let apart = Session::schema(&schema, "7".to_owned(), Some(&table), true);
+        let apart = Session::schema(&schema, "7".to_owned(), Some(&table), true, &shapes);
         assert_eq!(
             sql(&apart),
             [
@@ -480,5 +423,64 @@ mod tests {
         assert!(session.simple && !session.shaped);
         assert_eq!(sql(&session), ["SET LOCAL a.b = E'1'"]);
         assert!(session.statements[0].values.is_none());
+    }
+
+    /// A row-level security set-up travels with `BEGIN`, its values written as escaped
+    /// literals: a hostile id stays one string constant.
+    #[test]
+    fn a_setting_travels_with_begin_as_literals() {
+        let session = Session::set_config(
+            DbBackend::Postgres,
+            &[(
+                "tenancy.tenant_id",
+                r"x', true); DROP TABLE t; --\".to_owned(),
+            )],
+        );
+        let (sql, tag) = session.begin_sql().unwrap();
+        assert_eq!(
+            sql,
+            r"BEGIN; SELECT set_config(E'tenancy.tenant_id', E'x'', true); DROP TABLE t; --\\', true)"
+        );
+        assert_eq!(tag, Tag::default());
+        // Not on another backend; not for a value PostgreSQL cannot hold.
+        let mysql = Session::set_config(DbBackend::MySql, &[("a.b", "1".to_owned())]);
+        assert!(mysql.begin_sql().is_none());
+        let nul = Session::set_config(DbBackend::Postgres, &[("a.b", "1\0".to_owned())]);
+        assert!(nul.begin_sql().is_none());
+        // Citus' `SET LOCAL` set-up never does.
+        let citus = Session::simple(DbBackend::Postgres, "SET LOCAL a.b = E'1'".to_owned());
+        assert!(citus.begin_sql().is_none());
+    }
+
+    /// A tenant schema's set-up travels with `BEGIN` once its shape has been read, with a
+    /// check that the shape is still that one; a stale shape is forgotten.
+    #[test]
+    fn a_schema_set_up_travels_with_begin_once_its_shape_is_known() {
+        let schema = Identifier::new("tenant_7").unwrap();
+        let table = Identifier::new("seaql_migrations").unwrap();
+        let shapes: Arc<Shapes> = Arc::default();
+        let session = Session::schema(&schema, "7".to_owned(), Some(&table), false, &shapes);
+        let set = "BEGIN; SELECT set_config('search_path', E'\"tenant_7\", public', true), \
+                   E'tenant_7'::regnamespace";
+        assert!(session.begin_sql().is_none(), "no shape read yet");
+        shapes.put("tenant_7", -42);
+        let (sql, tag) = session.begin_sql().unwrap();
+        assert_eq!(
+            sql,
+            format!(
+                "{set}, (SELECT 1 / (hashtext(coalesce(max(version), '')) = -42)::int FROM \
+                 \"tenant_7\".\"seaql_migrations\")"
+            )
+        );
+        assert_eq!(tag, Tag::shape(-42));
+        // Without a migrations table there is no shape to check.
+        let plain = Session::schema(&schema, "7".to_owned(), None, false, &shapes);
+        assert_eq!(plain.begin_sql().unwrap(), (set.to_owned(), Tag::default()));
+        // On Citus (apart) it never travels with `BEGIN`.
+        let apart = Session::schema(&schema, "7".to_owned(), Some(&table), true, &shapes);
+        assert!(apart.begin_sql().is_none());
+        // Any other error is not a stale shape, and keeps the shape.
+        assert!(!session.is_stale_shape(&DbErr::Custom("x".to_owned())));
+        assert_eq!(shapes.get("tenant_7"), Some(-42));
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 /// Commits each shard's transaction in turn. A commit that fails after others succeeded is
 /// [`Error::PartialCommit`], naming both; the transactions after it roll back.
 pub(crate) async fn commit_all(
-    open: impl IntoIterator<Item = (String, sea_orm::DatabaseTransaction)>,
+    open: impl IntoIterator<Item = (String, crate::scope::UnitTxn)>,
 ) -> Result<()> {
     let mut committed = Vec::new();
     for (shard, txn) in open {

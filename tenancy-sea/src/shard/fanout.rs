@@ -48,6 +48,10 @@ const CANCEL_SLACK: Duration = Duration::from_millis(100);
 /// least `timeout` less [`CANCEL_SLACK`]: the timed-out part, and any part of this process
 /// past the same deadline. From a connection of its own: the pool may be exhausted by the
 /// waiting statements.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(unused_variables)
+)]
 async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
     let age = timeout.saturating_sub(CANCEL_SLACK);
     let outcome = async {
@@ -113,7 +117,7 @@ async fn cancel_on_server(target: &Target, tag: &str, timeout: Duration) {
                 conn.close().await?;
                 Ok(i64::try_from(ids.len()).unwrap_or(i64::MAX))
             }
-            _ => Ok(0),
+            _ => Ok::<i64, sea_orm::sqlx::Error>(0),
         }
     };
     futures_util::pin_mut!(outcome);

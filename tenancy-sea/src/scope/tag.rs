@@ -1,0 +1,115 @@
+//! The comment a unit's statements carry ([`Tag`]), a connection that adds it to each
+//! statement ([`Tagged`]), and the tenant schemas' shapes it is made from ([`Shapes`]).
+
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// The comment a unit's statements carry (see [`Session::schema`]): empty, or
+/// `/* tenancy shape <n> */ `, made only of digits and fixed text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tag(Option<std::sync::Arc<str>>);
+
+impl Tag {
+    /// A tag of the given text (made by the crate: fixed text and numbers only).
+    pub(crate) fn text_of(text: String) -> Self {
+        Tag(Some(text.into()))
+    }
+
+    /// The tag's text, if any.
+    pub(crate) fn text(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// This tag, with `other`'s text before it.
+    pub(crate) fn then(self, other: &Tag) -> Self {
+        match (self.0, &other.0) {
+            (None, _) => other.clone(),
+            (Some(mine), None) => Tag(Some(mine)),
+            (Some(mine), Some(theirs)) => Tag(Some(format!("{theirs}{mine}").into())),
+        }
+    }
+
+    pub(crate) fn shape(hash: i32) -> Self {
+        Tag(Some(format!("/* tenancy shape {hash} */ ").into()))
+    }
+
+    /// `statement` as a tagged unit sends it (streams take a statement, not a connection).
+    pub(crate) fn apply(&self, mut statement: Statement) -> Statement {
+        if let Some(tag) = &self.0 {
+            statement.sql = format!("{tag}{}", statement.sql);
+        }
+        statement
+    }
+}
+
+/// A connection whose statements carry a unit's [`Tag`]: the driver caches prepared
+/// statements by their text, so tagged statements of different schema shapes never share
+/// one. Everything else passes through.
+pub(crate) struct Tagged<'a, C> {
+    pub(crate) inner: &'a C,
+    pub(crate) tag: &'a Tag,
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        self.inner.execute_raw(self.tag.apply(stmt)).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        self.inner.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        self.inner.query_one_raw(self.tag.apply(stmt)).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        self.inner.query_all_raw(self.tag.apply(stmt)).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.inner.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.inner.is_mock_connection()
+    }
+}
+
+/// The shape last read of each tenant schema, shared by a tenancy's handles: a unit that
+/// begins with its set-up in its `BEGIN` checks the schema still has that shape, in the
+/// same statement, and divides by zero when it has not (SQLSTATE `22012`, which no other
+/// part of that statement can raise); the unit then begins again the long way and reads
+/// the new shape. Bounded: past [`Shapes::MAX`] schemas it starts over.
+#[derive(Debug, Default)]
+pub(crate) struct Shapes(RwLock<HashMap<Box<str>, i32>>);
+
+impl Shapes {
+    /// The most schemas kept (a few bytes each).
+    const MAX: usize = 100_000;
+
+    pub(crate) fn get(&self, schema: &str) -> Option<i32> {
+        self.0.read().ok()?.get(schema).copied()
+    }
+
+    pub(crate) fn put(&self, schema: &str, shape: i32) {
+        if let Ok(mut shapes) = self.0.write() {
+            if shapes.len() >= Self::MAX && !shapes.contains_key(schema) {
+                shapes.clear();
+            }
+            shapes.insert(schema.into(), shape);
+        }
+    }
+
+    pub(crate) fn forget(&self, schema: &str) {
+        if let Ok(mut shapes) = self.0.write() {
+            shapes.remove(schema);
+        }
+    }
+}

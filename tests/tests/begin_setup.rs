@@ -1,0 +1,416 @@
+//! Units of work begun with their set-up in the same round trip as `BEGIN` (PostgreSQL,
+//! row-level security and schema per tenant), attacked: units that fail, are dropped or
+//! are cancelled at every step leave no transaction and no setting on the connection; a
+//! schema migrated by another process is read at its new shape; a schema dropped under a
+//! handle is an unknown tenant and the connection stays usable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::Context;
+use std::time::Duration;
+use tenancy_sea::{Error, Tenancy, TenantDb};
+use tenancy_tests::entities::*;
+use tenancy_tests::migration::{Migrator, WideNamesMigrator};
+use tenancy_tests::{Backend, Flavor, RLS_SETTING, SCHEMA_PREFIX, TestDb, customer_with_orders};
+
+/// The one connection of `pool` is outside any transaction and carries no tenant setting
+/// and the default `search_path`: nothing of a unit reached it.
+async fn assert_clean(pool: &DatabaseConnection, after: &str) {
+    // `SAVEPOINT` outside a transaction block is an error: a transaction left open on the
+    // connection would accept it.
+    let savepoint = pool.execute_unprepared("SAVEPOINT probe").await;
+    assert!(
+        savepoint.is_err(),
+        "{after}: a transaction was left open on the connection"
+    );
+    let row = pool
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT coalesce(current_setting('{RLS_SETTING}', true), '') AS tenant, \
+                 current_setting('search_path') AS path"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "tenant").unwrap(), "", "{after}");
+    assert_eq!(
+        row.try_get::<String>("", "path").unwrap(),
+        "\"$user\", public",
+        "{after}"
+    );
+}
+
+/// Polls `future` `polls` times, letting the server answer in between, then drops it: a
+/// task cancelled at that point.
+async fn cancel_after<F: Future>(future: F, polls: usize) {
+    let mut future = std::pin::pin!(future);
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..polls {
+        if future.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Every way a unit can end other than by commit, on a pool of one connection: a
+/// statement that fails inside the unit, a transaction and a savepoint dropped, and units
+/// cancelled after each of their first 12 polls (in the middle of `BEGIN`, of the
+/// statement, of the commit). After each, the connection carries no transaction and no
+/// setting, and each tenant still reads all of its own rows and no other's.
+async fn units_that_do_not_commit_leave_nothing(
+    pool: &DatabaseConnection,
+    a: &TenantDb<i64>,
+    b: &TenantDb<i64>,
+) {
+    let seen = |db: &TenantDb<i64>| {
+        let db = db.clone();
+        async move {
+            let mut tenants: Vec<i64> = db
+                .find::<order::Entity>()
+                .all()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.tenant_id)
+                .collect();
+            tenants.sort_unstable();
+            tenants
+        }
+    };
+    let (mine, theirs) = (seen(a).await, seen(b).await);
+    assert!(!mine.is_empty() && !theirs.is_empty());
+
+    // A statement that fails inside the unit: an order whose id is taken.
+    let taken = a.find::<order::Entity>().one().await.unwrap().unwrap();
+    let err = a
+        .insert(order::ActiveModel {
+            id: Set(taken.id),
+            customer_id: Set(taken.customer_id),
+            total_cents: Set(1),
+            ..Default::default()
+        })
+        .await;
+    assert!(err.is_err(), "{err:?}");
+    assert_clean(pool, "a failed insert").await;
+
+    // A transaction dropped after a read, without commit.
+    let txn = a.begin().await.unwrap();
+    assert_eq!(
+        txn.find::<order::Entity>().all().await.unwrap().len(),
+        mine.len()
+    );
+    drop(txn);
+    assert_clean(pool, "a dropped transaction").await;
+
+    // A savepoint dropped inside a transaction that commits.
+    let txn = a.begin().await.unwrap();
+    let nested = txn.begin().await.unwrap();
+    nested.find::<order::Entity>().all().await.unwrap();
+    drop(nested);
+    assert_eq!(
+        txn.find::<order::Entity>().all().await.unwrap().len(),
+        mine.len()
+    );
+    txn.commit().await.unwrap();
+    assert_clean(pool, "a dropped savepoint").await;
+
+    for polls in 1..=12 {
+        cancel_after(a.find::<order::Entity>().all(), polls).await;
+        assert_clean(pool, &format!("a read cancelled after {polls} polls")).await;
+        cancel_after(
+            async {
+                let txn = a.begin().await?;
+                txn.find::<order::Entity>().all().await?;
+                txn.commit().await
+            },
+            polls,
+        )
+        .await;
+        assert_clean(
+            pool,
+            &format!("a transaction cancelled after {polls} polls"),
+        )
+        .await;
+        assert_eq!(seen(b).await, theirs, "after {polls} polls");
+        assert_eq!(seen(a).await, mine, "after {polls} polls");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rls_units_that_do_not_commit_leave_nothing_on_the_connection() {
+    let Some(mut test) = TestDb::for_flavor(Backend::Postgres, Flavor::Rls).await else {
+        return;
+    };
+    let seeding = test.tenancy::<i64>();
+    customer_with_orders(&seeding, 1, None, [(None, 10), (None, 11)]).await;
+    customer_with_orders(&seeding, 2, None, [(None, 20)]).await;
+    let role = test.create_app_role().await;
+    let single = test.connect_as(&role, 1).await;
+    let tenancy = Tenancy::<i64>::builder(single.clone())
+        .row_level_security(RLS_SETTING)
+        .build()
+        .unwrap();
+    let (a, b) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
+    drop((a, b, tenancy));
+    single.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// A pool of one connection on `test`'s database.
+async fn one_connection(test: &TestDb) -> DatabaseConnection {
+    let mut options = tenancy_tests::pool(test.url.clone().unwrap());
+    options.max_connections(1);
+    Database::connect(options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_units_that_do_not_commit_leave_nothing_on_the_connection() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let single = one_connection(&test).await;
+    let tenancy = Tenancy::<i64>::builder(single.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap();
+    for tenant in [1, 2] {
+        tenancy
+            .create_tenant_schema::<Migrator>(tenant)
+            .await
+            .unwrap();
+        customer_with_orders(&tenancy, tenant, None, [(None, tenant * 10)]).await;
+    }
+    let (a, b) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
+    drop((a, b, tenancy));
+    single.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// Another process migrates a tenant's schema after this one read its shape, and this
+/// process's one connection holds statements prepared for the old shape: the next unit's
+/// `BEGIN` finds the shape changed, the unit begins again and reads the new shape, and
+/// its statements are prepared afresh (reusing the old ones would fail with "cached plan
+/// must not change result type").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let single = one_connection(&test).await;
+    let ours = Tenancy::<i64>::builder(single.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap();
+    let theirs = Tenancy::<i64>::builder(test.conn.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap();
+    ours.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let db = ours.tenant(1).await.unwrap();
+    let insert = |name: String| {
+        let db = db.clone();
+        async move {
+            db.insert(customer::ActiveModel {
+                name: Set(name),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    insert("short".to_owned()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 1);
+    }
+    theirs
+        .migrate_tenant::<WideNamesMigrator>(&1)
+        .await
+        .unwrap();
+    let long = "w".repeat(150);
+    insert(long.clone()).await.unwrap();
+    let names: Vec<String> = db
+        .find::<customer::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&long));
+    let txn = db.begin().await.unwrap();
+    assert_eq!(txn.find::<customer::Entity>().all().await.unwrap().len(), 2);
+    txn.commit().await.unwrap();
+    drop((db, ours, theirs));
+    single.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// A tenant schema dropped after its shape was read, and one that never existed (with and
+/// without shapes): each unit is [`Error::UnknownTenant`], and the one connection is
+/// left clean and serves the other tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_schema_is_an_unknown_tenant_and_the_connection_stays_usable() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let single = one_connection(&test).await;
+    let shaped = Tenancy::<i64>::builder(single.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap();
+    let unshaped = Tenancy::<i64>::builder(single.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .schema_version_table(None)
+        .build()
+        .unwrap();
+    for tenant in [1, 2] {
+        shaped
+            .create_tenant_schema::<Migrator>(tenant)
+            .await
+            .unwrap();
+        customer_with_orders(&shaped, tenant, None, [(None, 1)]).await;
+    }
+    let doomed = shaped.tenant(2).await.unwrap();
+    doomed.find::<order::Entity>().all().await.unwrap();
+    shaped.drop_tenant_schema(2).await.unwrap();
+    let survivor = shaped.tenant(1).await.unwrap();
+    for (tenancy, what) in [(&shaped, "shaped"), (&unshaped, "unshaped")] {
+        for tenant in [2, 99] {
+            let db = tenancy.tenant(tenant).await.unwrap();
+            for _ in 0..2 {
+                let err = db.find::<order::Entity>().all().await.unwrap_err();
+                assert!(
+                    matches!(&err, Error::UnknownTenant { tenant: t } if *t == tenant.to_string()),
+                    "{what} {tenant}: {err:?}"
+                );
+                let err = db.begin().await.unwrap_err();
+                assert!(
+                    matches!(err, Error::UnknownTenant { .. }),
+                    "{what}: {err:?}"
+                );
+                assert_clean(&single, &format!("{what} tenant {tenant}")).await;
+            }
+        }
+    }
+    let err = doomed.find::<order::Entity>().all().await.unwrap_err();
+    assert!(matches!(err, Error::UnknownTenant { .. }), "{err:?}");
+    assert_eq!(
+        survivor.find::<order::Entity>().all().await.unwrap().len(),
+        1
+    );
+    drop((doomed, survivor, shaped, unshaped));
+    single.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// A pool of two connections on `url` whose statements sqlx logs.
+async fn logging_pool(url: &url::Url) -> DatabaseConnection {
+    let mut options = tenancy_tests::pool(url.as_str());
+    options.max_connections(2).sqlx_logging(true);
+    Database::connect(options).await.unwrap()
+}
+
+/// The statements sqlx logs (its `sqlx::query` events), each as the text of its fields.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        if event.metadata().target() == "sqlx::query" {
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            self.0.lock().unwrap().push(text.0);
+        }
+    }
+}
+
+impl Logged {
+    /// The statements logged while `work` runs.
+    async fn during<F: Future>(&self, work: F) -> Vec<String> {
+        self.0.lock().unwrap().clear();
+        work.await;
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The set-up is sent with `BEGIN`, not as a statement of its own: a read through the
+/// handle logs exactly what it does under row level (its statement and the `COMMIT`; sqlx
+/// logs no `BEGIN`), and no `set_config`. Under schema per tenant that holds from the
+/// second unit on, once the schema's shape has been read. On one thread, so the
+/// subscriber sees every statement.
+#[tokio::test]
+async fn the_set_up_travels_with_begin() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logged = Logged::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+    for flavor in [Flavor::Rls, Flavor::Schema] {
+        let Some(mut test) = TestDb::for_flavor(Backend::Postgres, flavor).await else {
+            return;
+        };
+        // Pools that log their statements (the test's own do not).
+        let mut url = url::Url::parse(test.url.as_deref().unwrap()).unwrap();
+        let builder = if flavor == Flavor::Rls {
+            url.set_username(&test.create_app_role().await).unwrap();
+            Tenancy::<i64>::builder(logging_pool(&url).await).row_level_security(RLS_SETTING)
+        } else {
+            Tenancy::builder(logging_pool(&url).await).schema_per_tenant(SCHEMA_PREFIX)
+        };
+        let tenancy = builder.build().unwrap();
+        if flavor == Flavor::Schema {
+            tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+            customer_with_orders(&tenancy, 1, None, [(None, 5)]).await;
+        } else {
+            customer_with_orders(&test.tenancy::<i64>(), 1, None, [(None, 5)]).await;
+        }
+        let db = tenancy.tenant(1).await.unwrap();
+        let read = || async {
+            assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 1);
+        };
+        read().await;
+        for _ in 0..3 {
+            let statements = logged.during(read()).await;
+            assert_eq!(statements.len(), 2, "{flavor:?}: {statements:#?}");
+            assert!(
+                statements.iter().all(|s| !s.contains("set_config")),
+                "{flavor:?}: {statements:#?}"
+            );
+            assert!(
+                statements[1].contains("COMMIT"),
+                "{flavor:?}: {statements:#?}"
+            );
+            let statements = logged
+                .during(async {
+                    let txn = db.begin().await.unwrap();
+                    txn.find::<order::Entity>().one().await.unwrap();
+                    txn.find::<customer::Entity>().one().await.unwrap();
+                    txn.commit().await.unwrap();
+                })
+                .await;
+            assert_eq!(statements.len(), 3, "{flavor:?}: {statements:#?}");
+        }
+        drop((db, tenancy));
+        test.drop_db().await;
+    }
+}
