@@ -1,6 +1,8 @@
 //! Primary-key lookups on PostgreSQL under each strategy, in units of work (transactions)
-//! of 1 and of 10 lookups: latency as a ratio to row level, measured in interleaved rounds,
-//! and statements per unit of work, counted from sqlx's own statement log.
+//! of 1 and of 10 lookups, and one lookup on the pool handle with no transaction of the
+//! caller's: latency as a ratio to row level, measured in interleaved rounds, and
+//! statements per unit of work, counted from sqlx's own statement log. Hand-written
+//! SeaORM transactions on the row-level pool are the floor of a unit.
 //!
 //! ```text
 //! cargo bench -p tenancy-tests --bench strategies
@@ -13,7 +15,10 @@
     missing_docs
 )]
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Set};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,21 +64,58 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
 
 struct Case {
     name: &'static str,
-    db: TenantDb<i64>,
+    on: On,
     ids: Vec<i64>,
 }
 
+/// What a case's units run on.
+enum On {
+    /// A tenant handle.
+    Handle(TenantDb<i64>),
+    /// Hand-written SeaORM on the row-level pool, tenant 1's filter written by hand: the
+    /// floor of a unit of work.
+    SeaOrm(DatabaseConnection),
+}
+
+/// One unit of `lookups` primary-key lookups in a transaction; `lookups == 0` is one lookup
+/// on the pool handle itself, outside any transaction of the caller's (under RLS and
+/// schema per tenant the handle makes the unit; under row level and on a tenant database
+/// it runs the statement alone).
 async fn unit(case: &Case, lookups: usize) {
-    let txn = case.db.begin().await.unwrap();
-    for id in case.ids.iter().take(lookups) {
-        let row = txn
-            .find_by_id::<order::Entity>(black_box(*id))
-            .one()
-            .await
-            .unwrap();
-        black_box(row.expect("row"));
+    match &case.on {
+        On::Handle(db) if lookups == 0 => {
+            let row = db
+                .find_by_id::<order::Entity>(black_box(case.ids[0]))
+                .one()
+                .await
+                .unwrap();
+            black_box(row.expect("row"));
+        }
+        On::Handle(db) => {
+            let txn = db.begin().await.unwrap();
+            for id in case.ids.iter().take(lookups) {
+                let row = txn
+                    .find_by_id::<order::Entity>(black_box(*id))
+                    .one()
+                    .await
+                    .unwrap();
+                black_box(row.expect("row"));
+            }
+            txn.commit().await.unwrap();
+        }
+        On::SeaOrm(pool) => {
+            let txn: DatabaseTransaction = pool.begin().await.unwrap();
+            for id in case.ids.iter().take(lookups.max(1)) {
+                let row = order::Entity::find_by_id(black_box(*id))
+                    .filter(order::Column::Tenant.eq(1i64))
+                    .one(&txn)
+                    .await
+                    .unwrap();
+                black_box(row.expect("row"));
+            }
+            txn.commit().await.unwrap();
+        }
     }
-    txn.commit().await.unwrap();
 }
 
 async fn fill(db: &TenantDb<i64>) -> Vec<i64> {
@@ -122,7 +164,8 @@ fn main() {
             .await
             .expect("TENANCY_PG_URL or the local server");
         let url = shared.url.clone().unwrap();
-        let row_level: Tenancy<i64> = Tenancy::builder(pool(&url, None).await).build().unwrap();
+        let row_level_pool = pool(&url, None).await;
+        let row_level: Tenancy<i64> = Tenancy::builder(row_level_pool.clone()).build().unwrap();
         let ids = fill(&row_level.tenant(1).await.unwrap()).await;
         fill(&row_level.tenant(2).await.unwrap()).await;
         shared.enable_rls().await;
@@ -141,11 +184,18 @@ fn main() {
             .apply(&schemas.conn)
             .await
             .unwrap();
-        let by_schema: Tenancy<i64> =
-            Tenancy::builder(pool(schemas.url.as_deref().unwrap(), None).await)
-                .schema_per_tenant("tenant_")
-                .build()
-                .unwrap();
+        let schema_pool = pool(schemas.url.as_deref().unwrap(), None).await;
+        let by_schema: Tenancy<i64> = Tenancy::builder(schema_pool.clone())
+            .schema_per_tenant("tenant_")
+            .build()
+            .unwrap();
+        // The same schemas, for an application whose tenant schemas never differ: no shape
+        // to read or check.
+        let by_schema_unshaped: Tenancy<i64> = Tenancy::builder(schema_pool)
+            .schema_per_tenant("tenant_")
+            .schema_version_table(None)
+            .build()
+            .unwrap();
         for tenant in [1, 2] {
             by_schema.create_tenant_schema::<Migrator>(tenant).await.unwrap();
         }
@@ -175,22 +225,34 @@ fn main() {
         fill(&by_database.tenant(2).await.unwrap()).await;
         shared.conn.execute_unprepared("ANALYZE").await.unwrap();
 
+        let handle = |db: TenantDb<i64>| On::Handle(db);
         let cases = [
-            Case { name: "row level", db: row_level.tenant(1).await.unwrap(), ids: ids.clone() },
-            Case { name: "row level + RLS", db: rls.tenant(1).await.unwrap(), ids },
-            Case { name: "schema per tenant", db: by_schema.tenant(1).await.unwrap(), ids: schema_ids },
+            Case { name: "row level", on: handle(row_level.tenant(1).await.unwrap()), ids: ids.clone() },
+            Case { name: "row level + RLS", on: handle(rls.tenant(1).await.unwrap()), ids: ids.clone() },
+            Case {
+                name: "schema per tenant",
+                on: handle(by_schema.tenant(1).await.unwrap()),
+                ids: schema_ids.clone(),
+            },
+            Case {
+                name: "schema per tenant, no shape",
+                on: handle(by_schema_unshaped.tenant(1).await.unwrap()),
+                ids: schema_ids,
+            },
             Case {
                 name: "database per tenant (warm pool)",
-                db: by_database.tenant(1).await.unwrap(),
+                on: handle(by_database.tenant(1).await.unwrap()),
                 ids: database_ids,
             },
+            Case { name: "hand-written SeaORM (row level)", on: On::SeaOrm(row_level_pool), ids },
         ];
 
         if measuring {
             println!("| strategy | lookups per unit | statements per unit | median µs per unit | ratio to row level (median of {ROUNDS} rounds) | 10th–90th pct |");
             println!("|---|---:|---:|---:|---:|---:|");
         }
-        for lookups in [1, 10] {
+        // 0: one lookup on the pool handle, no transaction of the caller's.
+        for lookups in [1, 10, 0] {
             // Statements per unit, counted once per case.
             let mut per_unit = Vec::new();
             statements.counting.store(true, Ordering::Relaxed);
@@ -223,9 +285,16 @@ fn main() {
                 }
             }
             for (i, case) in cases.iter().enumerate() {
+                if lookups == 0 && matches!(case.on, On::SeaOrm(_)) {
+                    continue;
+                }
                 times[i].sort_by(f64::total_cmp);
                 ratios[i].sort_by(f64::total_cmp);
                 let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+                let lookups = match lookups {
+                    0 => "1, no transaction".to_owned(),
+                    n => n.to_string(),
+                };
                 println!(
                     "| {} | {lookups} | {} | {:.0} | {:.3} | {:.3}–{:.3} |",
                     case.name,

@@ -1,7 +1,7 @@
 //! How a unit of work is scoped on the database side: the set-up it runs first
 //! ([`Session`]), as bound statements or, on PostgreSQL, written into its `BEGIN`.
 
-use super::ident::literal;
+use super::ident::{literal, quote_identifier};
 use super::{Shapes, Tag};
 use crate::error::Error;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
@@ -32,10 +32,13 @@ pub(crate) struct Session {
 
 /// A set-up written into the simple query that begins its transaction: `BEGIN;` then the
 /// set-up, its values written by the one writer of literals, so that the unit opens and
-/// is scoped in one round trip. Still transaction-local (`set_config(.., true)`).
+/// is scoped in one round trip. Still transaction-local: `SET LOCAL`, which PostgreSQL
+/// runs without planning (a `SELECT set_config(..)` is planned on every unit, since a
+/// simple query is not prepared).
 #[derive(Debug)]
 struct Begin {
-    /// `BEGIN; SELECT set_config(..)`, complete unless a shape check follows.
+    /// `BEGIN; SET LOCAL ..`, then for a tenant schema the `SELECT` that checks it exists,
+    /// complete unless a shape check follows.
     sql: String,
     /// For a tenant schema whose shape is read: the shape is not read back from a `BEGIN`
     /// (its rows are not returned), so the shape last read is checked instead, and a
@@ -67,14 +70,16 @@ impl Session {
             .collect();
         let begin = (backend == DbBackend::Postgres && !settings.is_empty())
             .then(|| {
-                let mut sql = "BEGIN; SELECT ".to_owned();
-                for (n, (name, value)) in settings.iter().enumerate() {
-                    if n > 0 {
-                        sql.push_str(", ");
-                    }
+                let mut sql = "BEGIN".to_owned();
+                for (name, value) in settings {
+                    // Each part of the name quoted: `"tenancy"."tenant_id"`.
+                    let name: Vec<String> = name
+                        .split('.')
+                        .map(|part| quote_identifier(part, DbBackend::Postgres))
+                        .collect();
                     sql.push_str(&format!(
-                        "set_config({}, {}, true)",
-                        literal(name)?,
+                        "; SET LOCAL {} = {}",
+                        name.join("."),
                         literal(value)?
                     ));
                 }
@@ -161,12 +166,13 @@ impl Session {
         };
         let begin = (!apart)
             .then(|| {
-                let path = literal(&format!("{}, public", schema.quoted()))?;
                 let name = literal(schema.as_str())?;
+                // The schema quoted as an identifier (a validated one), then `public`; the
+                // `SELECT` fails when the schema does not exist.
                 Some(Begin {
                     sql: format!(
-                        "BEGIN; SELECT set_config('search_path', {path}, true), \
-                         {name}::regnamespace"
+                        "BEGIN; SET LOCAL search_path = {}, public; SELECT {name}::regnamespace",
+                        schema.quoted()
                     ),
                     shape: version_table.map(|table| ShapeCheck {
                         schema: schema.as_str().into(),
@@ -439,7 +445,7 @@ mod tests {
         let (sql, tag) = session.begin_sql().unwrap();
         assert_eq!(
             sql,
-            r"BEGIN; SELECT set_config(E'tenancy.tenant_id', E'x'', true); DROP TABLE t; --\\', true)"
+            r#"BEGIN; SET LOCAL "tenancy"."tenant_id" = E'x'', true); DROP TABLE t; --\\'"#
         );
         assert_eq!(tag, Tag::default());
         // Not on another backend; not for a value PostgreSQL cannot hold.
@@ -460,8 +466,8 @@ mod tests {
         let table = Identifier::new("seaql_migrations").unwrap();
         let shapes: Arc<Shapes> = Arc::default();
         let session = Session::schema(&schema, "7".to_owned(), Some(&table), false, &shapes);
-        let set = "BEGIN; SELECT set_config('search_path', E'\"tenant_7\", public', true), \
-                   E'tenant_7'::regnamespace";
+        let set = "BEGIN; SET LOCAL search_path = \"tenant_7\", public; \
+                   SELECT E'tenant_7'::regnamespace";
         assert!(session.begin_sql().is_none(), "no shape read yet");
         shapes.put("tenant_7", -42);
         let (sql, tag) = session.begin_sql().unwrap();
