@@ -1,14 +1,14 @@
-//! Units of work begun with their set-up in the same round trip as `BEGIN` (PostgreSQL,
-//! row-level security and schema per tenant), attacked: units that fail, are dropped or
-//! are cancelled at every step leave no transaction and no setting on the connection; a
-//! schema migrated by another process is read at its new shape; a schema dropped under a
-//! handle is an unknown tenant and the connection stays usable.
+//! Units of work on PostgreSQL, which the library begins itself (under row-level security
+//! and schema per tenant without a shape, with the set-up in the same round trip as
+//! `BEGIN`), attacked: units that fail, are dropped or are cancelled at every step leave no
+//! transaction and no setting on the connection; a schema migrated by another process is
+//! read at its new shape; a schema dropped under a handle is an unknown tenant and the
+//! connection stays usable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::task::Context;
 use std::time::Duration;
 use tenancy_sea::{Error, Tenancy, TenantDb};
@@ -196,7 +196,18 @@ async fn schema_units_that_do_not_commit_leave_nothing_on_the_connection() {
         tenancy.tenant(2).await.unwrap(),
     );
     units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
-    drop((a, b, tenancy));
+    // Without a shape the set-up travels with `BEGIN`.
+    let unshaped = Tenancy::<i64>::builder(single.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .schema_version_table(None)
+        .build()
+        .unwrap();
+    let (c, d) = (
+        unshaped.tenant(1).await.unwrap(),
+        unshaped.tenant(2).await.unwrap(),
+    );
+    units_that_do_not_commit_leave_nothing(&single, &c, &d).await;
+    drop((a, b, c, d, tenancy, unshaped));
     single.close().await.unwrap();
     test.drop_db().await;
 }
@@ -316,101 +327,4 @@ async fn a_missing_schema_is_an_unknown_tenant_and_the_connection_stays_usable()
     drop((doomed, survivor, shaped, unshaped));
     single.close().await.unwrap();
     test.drop_db().await;
-}
-
-/// A pool of two connections on `url` whose statements sqlx logs.
-async fn logging_pool(url: &url::Url) -> DatabaseConnection {
-    let mut options = tenancy_tests::pool(url.as_str());
-    options.max_connections(2).sqlx_logging(true);
-    Database::connect(options).await.unwrap()
-}
-
-/// The statements sqlx logs (its `sqlx::query` events), each as the text of its fields.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={value:?} ", field.name()));
-            }
-        }
-        if event.metadata().target() == "sqlx::query" {
-            let mut text = Text(String::new());
-            event.record(&mut text);
-            self.0.lock().unwrap().push(text.0);
-        }
-    }
-}
-
-impl Logged {
-    /// The statements logged while `work` runs.
-    async fn during<F: Future>(&self, work: F) -> Vec<String> {
-        self.0.lock().unwrap().clear();
-        work.await;
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-/// The set-up is sent with `BEGIN`, not as a statement of its own: a read through the
-/// handle logs exactly what it does under row level (its statement and the `COMMIT`; sqlx
-/// logs no `BEGIN`), and no `set_config`. Under schema per tenant that holds from the
-/// second unit on, once the schema's shape has been read. On one thread, so the
-/// subscriber sees every statement.
-#[tokio::test]
-async fn the_set_up_travels_with_begin() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let logged = Logged::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
-    for flavor in [Flavor::Rls, Flavor::Schema] {
-        let Some(mut test) = TestDb::for_flavor(Backend::Postgres, flavor).await else {
-            return;
-        };
-        // Pools that log their statements (the test's own do not).
-        let mut url = url::Url::parse(test.url.as_deref().unwrap()).unwrap();
-        let builder = if flavor == Flavor::Rls {
-            url.set_username(&test.create_app_role().await).unwrap();
-            Tenancy::<i64>::builder(logging_pool(&url).await).row_level_security(RLS_SETTING)
-        } else {
-            Tenancy::builder(logging_pool(&url).await).schema_per_tenant(SCHEMA_PREFIX)
-        };
-        let tenancy = builder.build().unwrap();
-        if flavor == Flavor::Schema {
-            tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
-            customer_with_orders(&tenancy, 1, None, [(None, 5)]).await;
-        } else {
-            customer_with_orders(&test.tenancy::<i64>(), 1, None, [(None, 5)]).await;
-        }
-        let db = tenancy.tenant(1).await.unwrap();
-        let read = || async {
-            assert_eq!(db.find::<order::Entity>().all().await.unwrap().len(), 1);
-        };
-        read().await;
-        for _ in 0..3 {
-            let statements = logged.during(read()).await;
-            assert_eq!(statements.len(), 2, "{flavor:?}: {statements:#?}");
-            assert!(
-                statements.iter().all(|s| !s.contains("set_config")),
-                "{flavor:?}: {statements:#?}"
-            );
-            assert!(
-                statements[1].contains("COMMIT"),
-                "{flavor:?}: {statements:#?}"
-            );
-            let statements = logged
-                .during(async {
-                    let txn = db.begin().await.unwrap();
-                    txn.find::<order::Entity>().one().await.unwrap();
-                    txn.find::<customer::Entity>().one().await.unwrap();
-                    txn.commit().await.unwrap();
-                })
-                .await;
-            assert_eq!(statements.len(), 3, "{flavor:?}: {statements:#?}");
-        }
-        drop((db, tenancy));
-        test.drop_db().await;
-    }
 }

@@ -1,9 +1,7 @@
 //! The comment a unit's statements carry ([`Tag`]), a connection that adds it to each
-//! statement ([`Tagged`]), and the tenant schemas' shapes it is made from ([`Shapes`]).
+//! statement ([`Tagged`]).
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
-use std::collections::HashMap;
-use std::sync::RwLock;
 
 /// The comment a unit's statements carry (see [`Session::schema`]): empty, or
 /// `/* tenancy shape <n> */ `, made only of digits and fixed text.
@@ -79,37 +77,5 @@ impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
 
     fn is_mock_connection(&self) -> bool {
         self.inner.is_mock_connection()
-    }
-}
-
-/// The shape last read of each tenant schema, shared by a tenancy's handles: a unit that
-/// begins with its set-up in its `BEGIN` checks the schema still has that shape, in the
-/// same statement, and divides by zero when it has not (SQLSTATE `22012`, which no other
-/// part of that statement can raise); the unit then begins again the long way and reads
-/// the new shape. Bounded: past [`Shapes::MAX`] schemas it starts over.
-#[derive(Debug, Default)]
-pub(crate) struct Shapes(RwLock<HashMap<Box<str>, i32>>);
-
-impl Shapes {
-    /// The most schemas kept (a few bytes each).
-    const MAX: usize = 100_000;
-
-    pub(crate) fn get(&self, schema: &str) -> Option<i32> {
-        self.0.read().ok()?.get(schema).copied()
-    }
-
-    pub(crate) fn put(&self, schema: &str, shape: i32) {
-        if let Ok(mut shapes) = self.0.write() {
-            if shapes.len() >= Self::MAX && !shapes.contains_key(schema) {
-                shapes.clear();
-            }
-            shapes.insert(schema.into(), shape);
-        }
-    }
-
-    pub(crate) fn forget(&self, schema: &str) {
-        if let Ok(mut shapes) = self.0.write() {
-            shapes.remove(schema);
-        }
     }
 }

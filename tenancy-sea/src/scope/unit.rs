@@ -276,15 +276,13 @@ pub(crate) async fn begin_unit<P: HandleConnection>(
     session: Option<&Session>,
 ) -> Result<(UnitTxn, Option<Tag>), Error> {
     if let Some(session) = session
-        && let Some((sql, tag)) = session.begin_sql()
-        && let Some(begin) = pool.begin_with(&sql)
+        && let Some(sql) = session.begin_sql()
+        && let Some(begin) = pool.begin_with(sql)
     {
-        match begin.await {
-            Ok(txn) => return Ok((txn, Some(tag))),
-            // The schema's shape changed since it was read: read it again, below.
-            Err(error) if session.is_stale_shape(&error) => {}
-            Err(error) => return Err(session.explain(error, pool).await),
-        }
+        return match begin.await {
+            Ok(txn) => Ok((txn, Some(Tag::default()))),
+            Err(error) => Err(session.explain(error, pool).await),
+        };
     }
     let txn = pool.begin_txn().await?;
     set_up(txn, pool, session).await

@@ -354,7 +354,6 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 unique_ids: self
                     .unique_ids
                     .map(|ids| Arc::new(ids) as Arc<dyn crate::scope::IssueIds>),
-                shapes: Arc::default(),
             }),
         })
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::handle::TenantDb;
 use crate::isolation::{Isolation, check_combination, raw_sql};
 use crate::placement::{DatabaseTemplate, Placement, PoolCache, TenantRegistry};
-use crate::scope::{IssueIds, Meter, Session, Shapes};
+use crate::scope::{IssueIds, Meter, Session};
 use crate::shard::{AcrossShards, PoolOptions, Topology};
 use sea_orm::{DatabaseConnection, DbBackend};
 use std::sync::Arc;
@@ -78,9 +78,6 @@ struct Inner<T> {
     meter: Meter,
     /// What fills `#[unique_id]` keys on insert.
     unique_ids: Option<Arc<dyn IssueIds>>,
-    /// The shape last read of each tenant schema (schema per tenant), checked by units
-    /// that begin with their set-up.
-    shapes: Arc<Shapes>,
 }
 
 /// The `isolation` and `placement` label values of statements under these.
@@ -207,7 +204,6 @@ impl<T: SqlTenantId> Tenancy<T> {
                     tenant.to_string(),
                     self.inner.version_table.as_ref(),
                     self.inner.placement == Placement::Citus,
-                    &self.inner.shapes,
                 ))
             }
         })
