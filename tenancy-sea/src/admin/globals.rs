@@ -4,7 +4,7 @@
 
 use crate::entity::{GlobalEntity, SqlTenantId};
 use crate::error::{Error, Result};
-use crate::scope::{Meter, RunTraced};
+use crate::scope::{Meter, RunTraced, UnitTxn};
 use crate::shard::commit_all;
 use crate::tenancy::Tenancy;
 use sea_orm::{
@@ -233,7 +233,7 @@ impl Globals {
         }
         commit_all(
             open.into_iter()
-                .map(|(shard, txn)| (shard.to_string(), txn.into())),
+                .map(|(shard, txn)| (shard.to_string(), UnitTxn::sea(txn))),
         )
         .await?;
         Ok(first)

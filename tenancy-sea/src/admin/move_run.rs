@@ -11,7 +11,7 @@ use crate::catalog::Claim;
 use crate::catalog::directory::Directory;
 use crate::entity::SqlTenantId;
 use crate::error::{Error, Result};
-use crate::scope::{Session, schema_exists, set_up};
+use crate::scope::{Session, UnitTxn, schema_exists, set_up};
 use crate::tenancy::Tenancy;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tenancy_core::{ShardId, ShardRouter};
@@ -309,7 +309,7 @@ impl<T: SqlTenantId> Run<'_, T> {
                 }
                 let (txn, tag) = set_up(txn, to_conn, to_session).await?;
                 Unit {
-                    txn: txn.into(),
+                    txn: UnitTxn::sea(txn),
                     tag: tag.unwrap_or_default(),
                 }
             }

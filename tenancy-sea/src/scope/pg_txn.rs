@@ -67,11 +67,14 @@ impl PgTxn {
             PgTransactionManager::begin(conn, Some(AssertSqlSafe(begin).into_sql_str())).await;
         if let Err(error) = begun {
             // The failed statement left the server in an aborted transaction that sqlx
-            // does not count: end it, or close the connection.
-            conn.execute(sea_orm::sqlx::raw_sql(AssertSqlSafe("ROLLBACK")))
-                .await
-                .map_err(sqlx_error_to_exec_err)?;
-            beginning.0.take();
+            // does not count: end it, and give the connection back; if even that fails,
+            // the connection is closed (`beginning`). The error is the `BEGIN`'s.
+            let ended = conn
+                .execute(sea_orm::sqlx::raw_sql(AssertSqlSafe("ROLLBACK")))
+                .await;
+            if ended.is_ok() {
+                beginning.0.take();
+            }
             return Err(sqlx_error_to_query_err(error));
         }
         let conn = beginning.0.take().map(Conn);

@@ -64,7 +64,7 @@ impl HandleConnection for DatabaseConnection {
         if let Some(begin) = self.begin_with("BEGIN") {
             return begin.await;
         }
-        Ok(UnitTxn::from(self.begin().await?))
+        Ok(UnitTxn::sea(self.begin().await?))
     }
 
     #[cfg(feature = "postgres")]
@@ -119,18 +119,17 @@ impl std::fmt::Debug for UnitTxn {
         f.write_str(match &self.0 {
             Kind::Sea(_) => "UnitTxn(DatabaseTransaction)",
             #[cfg(feature = "postgres")]
-            Kind::Pg(_) => "UnitTxn(PostgreSQL, begun with its set-up)",
+            Kind::Pg(_) => "UnitTxn(PostgreSQL)",
         })
     }
 }
 
-impl From<DatabaseTransaction> for UnitTxn {
-    fn from(txn: DatabaseTransaction) -> Self {
+impl UnitTxn {
+    /// A SeaORM transaction as a unit's (one the library began).
+    pub(crate) fn sea(txn: DatabaseTransaction) -> Self {
         UnitTxn(Kind::Sea(txn))
     }
-}
 
-impl UnitTxn {
     /// A nested transaction (a savepoint) in this one.
     pub(crate) async fn begin(&self) -> Result<UnitTxn, DbErr> {
         Ok(match &self.0 {
