@@ -213,10 +213,9 @@ async fn schema_units_that_do_not_commit_leave_nothing_on_the_connection() {
 }
 
 /// Another process migrates a tenant's schema after this one read its shape, and this
-/// process's one connection holds statements prepared for the old shape: the next unit's
-/// `BEGIN` finds the shape changed, the unit begins again and reads the new shape, and
-/// its statements are prepared afresh (reusing the old ones would fail with "cached plan
-/// must not change result type").
+/// process's one connection holds statements prepared for the old shape: the next unit
+/// reads the new shape in its set-up, and its statements are prepared afresh (reusing the
+/// old ones would fail with "cached plan must not change result type").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
