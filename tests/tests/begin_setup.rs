@@ -14,7 +14,9 @@ use std::time::Duration;
 use tenancy_sea::{Error, Tenancy, TenantDb};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{Migrator, WideNamesMigrator};
-use tenancy_tests::{Backend, Flavor, RLS_SETTING, SCHEMA_PREFIX, TestDb, customer_with_orders};
+use tenancy_tests::{
+    Backend, Flavor, Provisioned, RLS_SETTING, SCHEMA_PREFIX, TestDb, customer_with_orders,
+};
 
 /// The one connection of `pool` is outside any transaction and carries no tenant setting
 /// and the default `search_path`: nothing of a unit reached it.
@@ -46,17 +48,18 @@ async fn assert_clean(pool: &DatabaseConnection, after: &str) {
 }
 
 /// Polls `future` `polls` times, letting the server answer in between, then drops it: a
-/// task cancelled at that point.
-async fn cancel_after<F: Future>(future: F, polls: usize) {
+/// task cancelled at that point. Whether it finished first.
+async fn cancel_after<F: Future>(future: F, polls: usize) -> bool {
     let mut future = std::pin::pin!(future);
     let waker = futures_util::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     for _ in 0..polls {
         if future.as_mut().poll(&mut cx).is_ready() {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
+    false
 }
 
 /// Every way a unit can end other than by commit, on a pool of one connection: a
@@ -122,9 +125,9 @@ async fn units_that_do_not_commit_leave_nothing(
     assert_clean(pool, "a dropped savepoint").await;
 
     for polls in 1..=12 {
-        cancel_after(a.find::<order::Entity>().all(), polls).await;
+        let _ = cancel_after(a.find::<order::Entity>().all(), polls).await;
         assert_clean(pool, &format!("a read cancelled after {polls} polls")).await;
-        cancel_after(
+        let _ = cancel_after(
             async {
                 let txn = a.begin().await?;
                 txn.find::<order::Entity>().all().await?;
@@ -326,4 +329,109 @@ async fn a_missing_schema_is_an_unknown_tenant_and_the_connection_stays_usable()
     drop((doomed, survivor, shaped, unshaped));
     single.close().await.unwrap();
     test.drop_db().await;
+}
+
+/// The names of `db`'s customers, sorted.
+async fn customer_names(db: &TenantDb<i64>) -> Vec<String> {
+    let mut names: Vec<String> = db
+        .find::<customer::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A customer named `name`.
+fn named(name: &str) -> customer::ActiveModel {
+    customer::ActiveModel {
+        name: Set(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Savepoints, attacked under each PostgreSQL isolation: a savepoint dropped while a
+/// stream of its transaction holds the connection is still rolled back, and the
+/// transaction's own work still commits; a commit with a savepoint open commits both, and
+/// the savepoint then runs nothing; savepoints begun and cancelled at every poll leave the
+/// transaction and its set-up intact; a savepoint begun after a failed statement fails,
+/// and ending the transaction still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_end_only_themselves() {
+    use futures_util::StreamExt;
+    for flavor in [Flavor::RowLevel, Flavor::Rls, Flavor::Schema] {
+        let Some(test) = TestDb::for_flavor(Backend::Postgres, flavor).await else {
+            return;
+        };
+        let tenancy = test.tenancy::<i64>();
+        let db = tenancy.provisioned(1).await.unwrap();
+
+        // Dropped while a stream holds the connection.
+        let txn = db.begin().await.unwrap();
+        txn.insert(named("kept")).await.unwrap();
+        let savepoint = txn.begin().await.unwrap();
+        savepoint.insert(named("dropped")).await.unwrap();
+        let mut rows = txn.find::<customer::Entity>().stream().await.unwrap();
+        assert!(rows.next().await.is_some());
+        drop(savepoint);
+        drop(rows);
+        txn.commit().await.unwrap();
+        assert_eq!(customer_names(&db).await, ["kept"], "{flavor:?}");
+
+        // A commit with a savepoint open commits both; the savepoint then runs nothing.
+        let txn = db.begin().await.unwrap();
+        let savepoint = txn.begin().await.unwrap();
+        savepoint.insert(named("inner")).await.unwrap();
+        txn.commit().await.unwrap();
+        assert!(savepoint.insert(named("late")).await.is_err(), "{flavor:?}");
+        assert!(savepoint.commit().await.is_err(), "{flavor:?}");
+        assert_eq!(customer_names(&db).await, ["inner", "kept"], "{flavor:?}");
+
+        // Savepoints cancelled at every poll: the transaction and its set-up stand. A
+        // savepoint's row is there when it finished, and may be when its release was on
+        // its way when cancelled (as with any commit cancelled in flight); never when
+        // the savepoint was cancelled before its release was sent.
+        let mut finished = 0;
+        for polls in 1..=6 {
+            let txn = db.begin().await.unwrap();
+            let done = cancel_after(
+                async {
+                    let savepoint = txn.begin().await?;
+                    savepoint.insert(named("cancelled")).await?;
+                    savepoint.commit().await
+                },
+                polls,
+            )
+            .await;
+            finished += usize::from(done);
+            txn.insert(named(&format!("after {polls}"))).await.unwrap();
+            txn.commit().await.unwrap();
+        }
+        let names = customer_names(&db).await;
+        let count = |name: &str| names.iter().filter(|n| *n == name).count();
+        let cancelled = count("cancelled");
+        assert!(
+            (finished..=finished + 1).contains(&cancelled),
+            "{flavor:?}: {finished} finished: {names:?}"
+        );
+        assert!(finished < 6, "{flavor:?}: no savepoint was cancelled");
+        assert_eq!(names.len(), 8 + cancelled, "{flavor:?}: {names:?}");
+        assert_eq!(count("late"), 0, "{flavor:?}: {names:?}");
+
+        // After a failed statement the transaction is aborted: a savepoint fails, and
+        // the rollback still ends it.
+        let txn = db.begin().await.unwrap();
+        let taken = txn.find::<customer::Entity>().one().await.unwrap().unwrap();
+        let mut again = named("again");
+        again.id = Set(taken.id);
+        assert!(txn.insert(again).await.is_err());
+        assert!(txn.begin().await.is_err(), "{flavor:?}");
+        txn.rollback().await.unwrap();
+        assert_eq!(customer_names(&db).await.len(), 8 + cancelled, "{flavor:?}");
+        drop((db, tenancy));
+        test.drop_db().await;
+    }
 }

@@ -1,6 +1,8 @@
 //! A PostgreSQL transaction the library begins itself: its `BEGIN` carries the unit's
-//! set-up (a transaction-local `set_config`) in the same simple query, one round trip,
-//! where SeaORM can only begin with a plain `BEGIN` and send the set-up after it.
+//! set-up (`SET LOCAL`, its value written as a literal) in the same simple query, one
+//! round trip, where SeaORM can only begin with a plain `BEGIN` and send the set-up after
+//! it. Savepoints are the library's own too, each named, so that ending one never ends
+//! another level by mistake.
 
 use futures_util::lock::{Mutex, MutexGuard};
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -12,26 +14,44 @@ use sea_query_sqlx::SqlxValues;
 use sqlx_core::transaction::TransactionManager;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-/// A pooled connection inside a transaction of the library's own. Whenever it leaves the
-/// library's hands with a transaction still open (a unit dropped without commit, a future
-/// cancelled), the rollback is queued before the connection goes back to the pool, which
-/// sends it before anyone else can borrow the connection: the set-up never reaches the
-/// next borrower.
-struct Conn(PoolConnection<Postgres>);
+/// A pooled connection inside a transaction of the library's own, and the savepoints
+/// open in it. Whenever it leaves the library's hands with the transaction still open (a
+/// unit dropped without commit, a future cancelled), the rollback is queued before the
+/// connection goes back to the pool, which sends it before anyone else can borrow the
+/// connection: the set-up never reaches the next borrower.
+struct Conn {
+    conn: PoolConnection<Postgres>,
+    /// The savepoints open, innermost last, by number.
+    savepoints: Vec<u64>,
+    /// Set once the transaction has committed or rolled back: a savepoint that outlives
+    /// it runs nothing (its statements would otherwise run outside any transaction).
+    ended: bool,
+}
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        while PgTransactionManager::get_transaction_depth(&self.0) > 0 {
-            PgTransactionManager::start_rollback(&mut self.0);
+        while PgTransactionManager::get_transaction_depth(&self.conn) > 0 {
+            PgTransactionManager::start_rollback(&mut self.conn);
         }
     }
 }
 
+/// What the levels of one transaction share: the connection, the levels dropped while
+/// it was busy, and the numbers savepoints are named by.
+struct Shared {
+    conn: Mutex<Conn>,
+    /// Levels dropped without commit, rolled back before anything else runs on the
+    /// connection (a `Drop` cannot wait for the connection): `None` is the transaction.
+    abandoned: std::sync::Mutex<Vec<Option<u64>>>,
+    next: AtomicU64,
+}
+
 /// A PostgreSQL pool connection taken for a `BEGIN` of the library's own. Until the
-/// transaction is known to be open (`defuse`), dropping it closes the connection instead
-/// of returning it: a `BEGIN` cancelled half-way may have opened a transaction, with the
+/// transaction is known to be open, dropping it closes the connection instead of
+/// returning it: a `BEGIN` cancelled half-way may have opened a transaction, with the
 /// tenant's setting, that sqlx does not know about and would hand to the next borrower.
 struct Beginning(Option<PoolConnection<Postgres>>);
 
@@ -47,16 +67,28 @@ impl Drop for Beginning {
 /// savepoint inside one. Statements are sent as SeaORM sends them on a transaction:
 /// prepared, their values bound.
 pub(crate) struct PgTxn {
-    conn: Arc<Mutex<Conn>>,
-    /// Whether it is still to be committed or rolled back (a savepoint only ends itself).
+    shared: Arc<Shared>,
+    /// `None` for the transaction, the savepoint's number for a savepoint.
+    level: Option<u64>,
+    /// Whether it is still to be committed or rolled back.
     open: bool,
+}
+
+/// The transaction has ended (committed or rolled back, or its set-up failed), so a
+/// level of it runs nothing.
+fn ended() -> DbErr {
+    DbErr::Custom(
+        "this transaction has already ended: a savepoint cannot outlive the transaction \
+         (or savepoint) it was begun in"
+            .to_owned(),
+    )
 }
 
 impl PgTxn {
     /// Takes a connection of `pool` and sends `begin` on it, one simple query: `BEGIN;`
     /// then the set-up, made of the audited writers of literals only. When it fails (a
-    /// tenant schema that does not exist, a shape that changed), the transaction it
-    /// opened is rolled back before the connection goes back to the pool.
+    /// tenant schema that does not exist), the transaction it opened is rolled back before
+    /// the connection goes back to the pool.
     pub(crate) async fn begin(pool: &PgPool, begin: String) -> Result<PgTxn, DbErr> {
         let conn = pool.acquire().await.map_err(sqlx_conn_acquire_err)?;
         let mut beginning = Beginning(Some(conn));
@@ -77,60 +109,146 @@ impl PgTxn {
             }
             return Err(sqlx_error_to_query_err(error));
         }
-        let conn = beginning.0.take().map(Conn);
-        match conn {
+        match beginning.0.take() {
             Some(conn) => Ok(PgTxn {
-                conn: Arc::new(Mutex::new(conn)),
+                shared: Arc::new(Shared {
+                    conn: Mutex::new(Conn {
+                        conn,
+                        savepoints: Vec::new(),
+                        ended: false,
+                    }),
+                    abandoned: std::sync::Mutex::new(Vec::new()),
+                    next: AtomicU64::new(0),
+                }),
+                level: None,
                 open: true,
             }),
             None => Err(DbErr::Custom("no connection to begin on".to_owned())),
         }
     }
 
-    /// A savepoint in this transaction, on the same connection.
+    /// The connection, once the levels dropped without commit are rolled back; refused
+    /// once the transaction has ended.
+    async fn conn(&self) -> Result<MutexGuard<'_, Conn>, DbErr> {
+        let mut conn = self.shared.conn.lock().await;
+        let abandoned = match self.shared.abandoned.lock() {
+            Ok(abandoned) => abandoned.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for level in abandoned {
+            match level {
+                None if !conn.ended => {
+                    PgTransactionManager::rollback(&mut conn.conn)
+                        .await
+                        .map_err(sqlx_error_to_query_err)?;
+                    conn.savepoints.clear();
+                    conn.ended = true;
+                }
+                None => {}
+                Some(id) => {
+                    if let Some(at) = conn.savepoints.iter().position(|open| *open == id) {
+                        run(
+                            &mut conn.conn,
+                            &format!("ROLLBACK TO SAVEPOINT tenancy_{id}"),
+                        )
+                        .await?;
+                        conn.savepoints.truncate(at);
+                    }
+                }
+            }
+            // Forgotten only once rolled back: a cancelled rollback is made again.
+            if let Ok(mut abandoned) = self.shared.abandoned.lock() {
+                abandoned.retain(|other| *other != level);
+            }
+        }
+        // A savepoint ended with an enclosing level (its release or rollback) runs nothing.
+        let gone = self.level.is_some_and(|id| !conn.savepoints.contains(&id));
+        if conn.ended || gone {
+            return Err(ended());
+        }
+        Ok(conn)
+    }
+
+    /// A savepoint in this transaction (or savepoint), on the same connection.
     pub(crate) async fn savepoint(&self) -> Result<PgTxn, DbErr> {
-        let mut conn = self.conn.lock().await;
-        PgTransactionManager::begin(&mut conn.0, None)
-            .await
-            .map_err(sqlx_error_to_query_err)?;
+        let mut conn = self.conn().await?;
+        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        run(&mut conn.conn, &format!("SAVEPOINT tenancy_{id}")).await?;
+        conn.savepoints.push(id);
         Ok(PgTxn {
-            conn: self.conn.clone(),
+            shared: self.shared.clone(),
+            level: Some(id),
             open: true,
         })
     }
 
-    /// Commits (releases, for a savepoint).
+    /// Commits the transaction, with every savepoint still open in it (releases the
+    /// savepoint, with those open inside it).
     pub(crate) async fn commit(mut self) -> Result<(), DbErr> {
-        let mut conn = self.conn.lock().await;
-        PgTransactionManager::commit(&mut conn.0)
-            .await
-            .map_err(sqlx_error_to_query_err)?;
-        self.open = false;
-        Ok(())
+        self.end(true).await
     }
 
-    /// Rolls back (to the savepoint, for a savepoint).
+    /// Rolls back the transaction (to the savepoint, discarding those inside it).
     pub(crate) async fn rollback(mut self) -> Result<(), DbErr> {
-        let mut conn = self.conn.lock().await;
-        PgTransactionManager::rollback(&mut conn.0)
-            .await
-            .map_err(sqlx_error_to_query_err)?;
+        self.end(false).await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<(), DbErr> {
+        let mut conn = self.conn().await?;
+        match self.level {
+            None => {
+                let conn = &mut *conn;
+                if commit {
+                    PgTransactionManager::commit(&mut conn.conn).await
+                } else {
+                    PgTransactionManager::rollback(&mut conn.conn).await
+                }
+                .map_err(sqlx_error_to_query_err)?;
+                conn.savepoints.clear();
+                conn.ended = true;
+            }
+            Some(id) => {
+                // Open: `conn()` refuses a savepoint that is not.
+                let at = conn
+                    .savepoints
+                    .iter()
+                    .position(|open| *open == id)
+                    .unwrap_or(conn.savepoints.len());
+                if commit {
+                    // Off the list before it is sent: a release cancelled on its way may
+                    // have happened, and rolling back to a savepoint that no longer
+                    // exists would abort the whole transaction.
+                    conn.savepoints.truncate(at);
+                    run(&mut conn.conn, &format!("RELEASE SAVEPOINT tenancy_{id}")).await?;
+                } else {
+                    // Kept (not released): rolling back to it again, after a rollback
+                    // cancelled on its way, is harmless.
+                    run(
+                        &mut conn.conn,
+                        &format!("ROLLBACK TO SAVEPOINT tenancy_{id}"),
+                    )
+                    .await?;
+                    conn.savepoints.truncate(at);
+                }
+            }
+        }
+        drop(conn);
         self.open = false;
         Ok(())
     }
 
     pub(crate) async fn execute(&self, statement: Statement) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conn().await?;
         query(statement)
-            .execute(&mut *conn.0)
+            .execute(&mut *conn.conn)
             .await
             .map(Into::into)
             .map_err(sqlx_error_to_exec_err)
     }
 
     pub(crate) async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn.lock().await;
-        conn.0
+        let mut conn = self.conn().await?;
+        conn.conn
             .execute(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql.to_owned())))
             .await
             .map(Into::into)
@@ -141,18 +259,18 @@ impl PgTxn {
         &self,
         statement: Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conn().await?;
         query(statement)
-            .fetch_optional(&mut *conn.0)
+            .fetch_optional(&mut *conn.conn)
             .await
             .map(|row| row.map(Into::into))
             .map_err(sqlx_error_to_query_err)
     }
 
     pub(crate) async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let mut conn = self.conn.lock().await;
+        let mut conn = self.conn().await?;
         query(statement)
-            .fetch_all(&mut *conn.0)
+            .fetch_all(&mut *conn.conn)
             .await
             .map(|rows| rows.into_iter().map(Into::into).collect())
             .map_err(sqlx_error_to_query_err)
@@ -160,32 +278,42 @@ impl PgTxn {
 
     /// The rows of `statement`, read as they are consumed; the connection is held until
     /// the stream is dropped.
-    pub(crate) async fn stream(&self, statement: Statement) -> PgRows<'_> {
-        let conn = self.conn.lock().await;
-        PgRowsBuilder {
+    pub(crate) async fn stream(&self, statement: Statement) -> Result<PgRows<'_>, DbErr> {
+        let conn = self.conn().await?;
+        Ok(PgRowsBuilder {
             conn,
             rows_builder: |conn: &mut MutexGuard<'_, Conn>| {
                 query(statement)
-                    .fetch(&mut *conn.0)
+                    .fetch(&mut *conn.conn)
                     .map_ok(Into::into)
                     .map_err(sqlx_error_to_query_err)
                     .boxed()
             },
         }
-        .build()
+        .build())
     }
 }
 
 impl Drop for PgTxn {
-    /// A transaction dropped open rolls back: queued on the connection now when nothing
-    /// else holds it, else when the connection itself is let go ([`Conn`]).
+    /// A level dropped open rolls back: noted now (a `Drop` cannot wait for the
+    /// connection, which a stream or another statement may hold), and rolled back before
+    /// anything else runs on the connection, or when the connection is let go ([`Conn`]).
     fn drop(&mut self) {
-        if self.open
-            && let Some(mut conn) = self.conn.try_lock()
-        {
-            PgTransactionManager::start_rollback(&mut conn.0);
+        if self.open {
+            match self.shared.abandoned.lock() {
+                Ok(mut abandoned) => abandoned.push(self.level),
+                Err(poisoned) => poisoned.into_inner().push(self.level),
+            }
         }
     }
+}
+
+/// Runs `sql`, made by this module of fixed text and numbers, as one simple query.
+async fn run(conn: &mut PoolConnection<Postgres>, sql: &str) -> Result<(), DbErr> {
+    conn.execute(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql.to_owned())))
+        .await
+        .map(|_| ())
+        .map_err(sqlx_error_to_exec_err)
 }
 
 /// `statement` as sqlx sends it: prepared, its values bound.

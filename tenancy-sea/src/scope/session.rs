@@ -7,9 +7,10 @@ use crate::error::Error;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 use tenancy_core::Identifier;
 
-/// Statements that scope a unit of work, run first in each transaction: a transaction-local
-/// `set_config` (never a session-level `SET`, which would leak to the next borrower of a
-/// pooled connection). The values are bound.
+/// What scopes a unit of work, run first in each transaction: transaction-local settings
+/// (never a session-level `SET`, which would leak to the next borrower of a pooled
+/// connection), as statements with bound values or, where the set-up can travel with the
+/// `BEGIN`, as `SET LOCAL` with values written by the one writer of literals.
 #[derive(Debug)]
 pub(crate) struct Session {
     statements: Vec<Statement>,
@@ -51,7 +52,10 @@ impl Session {
                 )
             })
             .collect();
-        let begin = (backend == DbBackend::Postgres && !settings.is_empty())
+        // Only custom settings (`prefix.name`, plain strings): a list setting such as
+        // `search_path` reads a quoted `SET` value as one element, not as a list.
+        let custom = settings.iter().all(|(name, _)| name.contains('.'));
+        let begin = (backend == DbBackend::Postgres && !settings.is_empty() && custom)
             .then(|| {
                 let mut sql = "BEGIN".to_owned();
                 for (name, value) in settings {
@@ -401,6 +405,9 @@ mod tests {
         // Citus' `SET LOCAL` set-up never does.
         let citus = Session::simple(DbBackend::Postgres, "SET LOCAL a.b = E'1'".to_owned());
         assert!(citus.begin_sql().is_none());
+        // Nor for a list setting.
+        let path = Session::set_config(DbBackend::Postgres, &[("search_path", "a, b".to_owned())]);
+        assert!(path.begin_sql().is_none());
     }
 
     /// A tenant schema's set-up travels with `BEGIN` when no shape is read, never on

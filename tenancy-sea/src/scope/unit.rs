@@ -106,6 +106,10 @@ impl HandleConnection for UnitTxn {
 /// MariaDB and SQLite it is a SeaORM [`DatabaseTransaction`]. Dropping it without
 /// committing rolls back. Only the library makes one, and a tenant handle does not hand
 /// it out.
+///
+/// On PostgreSQL its statements go to sqlx directly: sqlx's statement log and the
+/// library's own spans and metrics see them, but a SeaORM metric callback
+/// (`DatabaseConnection::set_metric_callback`) and SeaORM's own `sea_orm.*` spans do not.
 pub struct UnitTxn(Kind);
 
 enum Kind {
@@ -235,7 +239,7 @@ impl StreamTrait for UnitTxn {
             Ok(match &self.0 {
                 Kind::Sea(txn) => Box::pin(txn.stream_raw(stmt).await?) as UnitRows<'a>,
                 #[cfg(feature = "postgres")]
-                Kind::Pg(txn) => Box::pin(txn.stream(stmt).await),
+                Kind::Pg(txn) => Box::pin(txn.stream(stmt).await?),
             })
         })
     }
