@@ -117,8 +117,8 @@ impl Session {
     /// ([`begin_sql`](Self::begin_sql)). With one it does not: rows of a `BEGIN` are not
     /// returned, and checking a shape read before, in the `BEGIN`'s simple query, makes
     /// PostgreSQL plan that read on every unit, which measured slower than the prepared
-    /// read in a round trip of its own (1.41x against 1.29x row level, one lookup, on the
-    /// local server: see the benchmarks).
+    /// read in a round trip of its own (1.41x row level for one lookup, against
+    /// 1.20–1.32x, on the local server: see the benchmarks).
     pub(crate) fn schema(
         schema: &Identifier,
         tenant: String,
