@@ -1,13 +1,15 @@
-//! Units of work on PostgreSQL, which the library begins itself (under row-level security
-//! and schema per tenant without a shape, with the set-up in the same round trip as
-//! `BEGIN`), attacked: units that fail, are dropped or are cancelled at every step leave no
+//! Units of work on PostgreSQL and MySQL/MariaDB, which the library begins itself (on
+//! PostgreSQL under row-level security and schema per tenant without a shape, with the
+//! set-up in the same round trip as `BEGIN`), attacked: units that fail, are dropped or are cancelled at every step leave no
 //! transaction and no setting on the connection; a schema migrated by another process is
 //! read at its new shape; a schema dropped under a handle is an unknown tenant and the
 //! connection stays usable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement, TransactionTrait,
+};
 use std::future::Future;
 use std::task::Context;
 use std::time::Duration;
@@ -21,6 +23,22 @@ use tenancy_tests::{
 /// The one connection of `pool` is outside any transaction and carries no tenant setting
 /// and the default `search_path`: nothing of a unit reached it.
 async fn assert_clean(pool: &DatabaseConnection, after: &str) {
+    if pool.get_database_backend() == DbBackend::MySql {
+        let row = pool
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT CAST(@@in_transaction AS SIGNED) AS open",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.try_get::<i64>("", "open").unwrap(),
+            0,
+            "{after}: a transaction was left open on the connection"
+        );
+        return;
+    }
     // `SAVEPOINT` outside a transaction block is an error: a transaction left open on the
     // connection would accept it.
     let savepoint = pool.execute_unprepared("SAVEPOINT probe").await;
@@ -144,6 +162,28 @@ async fn units_that_do_not_commit_leave_nothing(
         assert_eq!(seen(b).await, theirs, "after {polls} polls");
         assert_eq!(seen(a).await, mine, "after {polls} polls");
     }
+}
+
+/// The same on MySQL/MariaDB under row level, where a `BEGIN` cancelled half-way used to
+/// leave the pool's one connection inside an open transaction (`@@in_transaction` 1 after
+/// 3 polls): the next borrower's writes joined a transaction nobody would commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_units_that_do_not_commit_leave_nothing_on_the_connection() {
+    let Some(test) = TestDb::for_flavor(Backend::MySql, Flavor::RowLevel).await else {
+        return;
+    };
+    let single = one_connection(&test).await;
+    let tenancy = Tenancy::<i64>::builder(single.clone()).build().unwrap();
+    customer_with_orders(&tenancy, 1, None, [(None, 10), (None, 11)]).await;
+    customer_with_orders(&tenancy, 2, None, [(None, 20)]).await;
+    let (a, b) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
+    drop((a, b, tenancy));
+    single.close().await.unwrap();
+    test.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,17 +393,23 @@ fn named(name: &str) -> customer::ActiveModel {
     }
 }
 
-/// Savepoints, attacked under each PostgreSQL isolation: a savepoint dropped while a
+/// Savepoints, attacked under each PostgreSQL isolation and on MySQL/MariaDB: a savepoint dropped while a
 /// stream of its transaction holds the connection is still rolled back, and the
 /// transaction's own work still commits; a commit with a savepoint open commits both, and
 /// the savepoint then runs nothing; savepoints begun and cancelled at every poll leave the
-/// transaction and its set-up intact; a savepoint begun after a failed statement fails,
-/// and ending the transaction still works.
+/// transaction and its set-up intact (one of them, for certain, while its insert waits on
+/// a lock); a savepoint begun after a failed statement fails on PostgreSQL, and ending
+/// the transaction still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn savepoints_end_only_themselves() {
     use futures_util::StreamExt;
-    for flavor in [Flavor::RowLevel, Flavor::Rls, Flavor::Schema] {
-        let Some(test) = TestDb::for_flavor(Backend::Postgres, flavor).await else {
+    for (backend, flavor) in [
+        (Backend::Postgres, Flavor::RowLevel),
+        (Backend::Postgres, Flavor::Rls),
+        (Backend::Postgres, Flavor::Schema),
+        (Backend::MySql, Flavor::RowLevel),
+    ] {
+        let Some(test) = TestDb::for_flavor(backend, flavor).await else {
             return;
         };
         let tenancy = test.tenancy::<i64>();
@@ -390,47 +436,103 @@ async fn savepoints_end_only_themselves() {
         assert!(savepoint.commit().await.is_err(), "{flavor:?}");
         assert_eq!(customer_names(&db).await, ["inner", "kept"], "{flavor:?}");
 
-        // Savepoints cancelled at every poll: the transaction and its set-up stand. A
-        // savepoint's row is there when it finished, and may be when its release was on
-        // its way when cancelled (as with any commit cancelled in flight); never when
-        // the savepoint was cancelled before its release was sent.
-        let mut finished = 0;
-        for polls in 1..=6 {
+        // Statements cancelled in flight, on PostgreSQL only: sqlx's MySQL driver does not
+        // resynchronize a connection whose statement was given up half-way (the next
+        // statement of the transaction fails with a protocol error, and the connection is
+        // closed when it goes back to the pool, as `mysql_units_...` shows).
+        let mut cancelled = 0;
+        if backend == Backend::Postgres {
+            // Savepoints cancelled at every poll: the transaction and its set-up stand. A
+            // savepoint's row is there when it finished, and may be when its release was on
+            // its way when cancelled (as with any commit cancelled in flight); never when
+            // the savepoint was cancelled before its release was sent.
+            let mut finished = 0;
+            for polls in 1..=6 {
+                let txn = db.begin().await.unwrap();
+                let done = cancel_after(
+                    async {
+                        let savepoint = txn.begin().await?;
+                        savepoint.insert(named("cancelled")).await?;
+                        savepoint.commit().await
+                    },
+                    polls,
+                )
+                .await;
+                finished += usize::from(done);
+                txn.insert(named(&format!("after {polls}"))).await.unwrap();
+                txn.commit().await.unwrap();
+            }
+            let names = customer_names(&db).await;
+            let count = |name: &str| names.iter().filter(|n| *n == name).count();
+            cancelled = count("cancelled");
+            assert!(
+                (finished..=6).contains(&cancelled),
+                "{flavor:?}: {finished} finished: {names:?}"
+            );
+            assert_eq!(names.len(), 8 + cancelled, "{flavor:?}: {names:?}");
+            assert_eq!(count("late"), 0, "{flavor:?}: {names:?}");
+
+            // Cancelled for certain: the savepoint's insert waits on a lock another session
+            // holds, and is given up while it waits; its row never lands, the transaction's
+            // does.
+            let table = match flavor {
+                Flavor::Schema => format!("{SCHEMA_PREFIX}1.customers"),
+                _ => "customers".to_owned(),
+            };
+            let blocker = test.conn.begin().await.unwrap();
+            let (lock, unlock) = match backend {
+                Backend::MySql => (format!("LOCK TABLES {table} WRITE"), "UNLOCK TABLES"),
+                _ => (format!("LOCK TABLE {table} IN EXCLUSIVE MODE"), "SELECT 1"),
+            };
+            blocker.execute_unprepared(&lock).await.unwrap();
             let txn = db.begin().await.unwrap();
             let done = cancel_after(
                 async {
                     let savepoint = txn.begin().await?;
-                    savepoint.insert(named("cancelled")).await?;
+                    savepoint.insert(named("blocked")).await?;
                     savepoint.commit().await
                 },
-                polls,
+                10,
             )
             .await;
-            finished += usize::from(done);
-            txn.insert(named(&format!("after {polls}"))).await.unwrap();
+            assert!(!done, "{flavor:?}: the insert did not wait for the lock");
+            blocker.execute_unprepared(unlock).await.unwrap();
+            blocker.rollback().await.unwrap();
+            txn.insert(named("after the lock")).await.unwrap();
             txn.commit().await.unwrap();
+            let names = customer_names(&db).await;
+            assert!(
+                !names.iter().any(|n| n == "blocked"),
+                "{flavor:?}: {names:?}"
+            );
+            assert!(
+                names.iter().any(|n| n == "after the lock"),
+                "{flavor:?}: {names:?}"
+            );
         }
-        let names = customer_names(&db).await;
-        let count = |name: &str| names.iter().filter(|n| *n == name).count();
-        let cancelled = count("cancelled");
-        assert!(
-            (finished..=finished + 1).contains(&cancelled),
-            "{flavor:?}: {finished} finished: {names:?}"
-        );
-        assert!(finished < 6, "{flavor:?}: no savepoint was cancelled");
-        assert_eq!(names.len(), 8 + cancelled, "{flavor:?}: {names:?}");
-        assert_eq!(count("late"), 0, "{flavor:?}: {names:?}");
 
-        // After a failed statement the transaction is aborted: a savepoint fails, and
-        // the rollback still ends it.
+        // After a failed statement a PostgreSQL transaction is aborted: a savepoint fails
+        // (MySQL goes on), and the rollback still ends it.
         let txn = db.begin().await.unwrap();
         let taken = txn.find::<customer::Entity>().one().await.unwrap().unwrap();
         let mut again = named("again");
         again.id = Set(taken.id);
         assert!(txn.insert(again).await.is_err());
-        assert!(txn.begin().await.is_err(), "{flavor:?}");
+        let savepoint = txn.begin().await;
+        assert_eq!(
+            savepoint.is_err(),
+            backend == Backend::Postgres,
+            "{flavor:?}"
+        );
+        drop(savepoint);
         txn.rollback().await.unwrap();
-        assert_eq!(customer_names(&db).await.len(), 8 + cancelled, "{flavor:?}");
+        // The rows so far (on PostgreSQL six after the cancelled savepoints, those that
+        // landed, and the one after the lock), nothing of the rolled-back unit.
+        let expected = match backend {
+            Backend::Postgres => 9 + cancelled,
+            _ => 2,
+        };
+        assert_eq!(customer_names(&db).await.len(), expected, "{flavor:?}");
         drop((db, tenancy));
         test.drop_db().await;
     }

@@ -1,7 +1,7 @@
 //! Scoping to the tenant: the tenant condition every statement carries (`condition`), the
 //! set-up that scopes a unit of work on the database side (`session`), the transaction a
-//! unit runs in and the connections a handle runs on (`unit`; on PostgreSQL a transaction
-//! begun with its set-up, `pg_txn`), the comment a unit's statements carry (`tag`), the auditor of the fragments a handle is given (`audit`), and a
+//! unit runs in and the connections a handle runs on (`unit`; on PostgreSQL and MySQL a
+//! transaction the library begins itself, `own_txn`), the comment a unit's statements carry (`tag`), the auditor of the fragments a handle is given (`audit`), and a
 //! tenant's connection, which a handle and the builders it makes share (`conn`), and what
 //! each statement runs in: its span and, with the `metrics` feature, its metrics (`meter`);
 //! and identifiers and literals written into SQL (`ident`).
@@ -13,8 +13,8 @@ mod condition;
 mod conn;
 mod ident;
 mod meter;
-#[cfg(feature = "postgres")]
-mod pg_txn;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod own_txn;
 mod tag;
 mod unit;
 

@@ -40,19 +40,51 @@ pub trait HandleConnection: ConnectionTrait + StreamTrait + Send + Sync + sealed
     fn begin_with(&self, sql: &str) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send>;
 }
 
-/// A PostgreSQL pool's transactions are begun by the library ([`PgTxn`]): its `BEGIN` can
-/// carry a set-up, and a `BEGIN` cancelled half-way closes its connection instead of
-/// handing an open transaction to the next borrower.
+/// A transaction of the library's own on `db`'s pool, begun with `sql` (PostgreSQL: a
+/// set-up in the `BEGIN`) or a plain `BEGIN`: on a PostgreSQL or MySQL/MariaDB pool;
+/// `None` elsewhere (SQLite, whose connection may hold an in-memory database that closing
+/// it would lose, goes through SeaORM). See [`OwnTxn`].
 ///
-/// [`PgTxn`]: super::pg_txn::PgTxn
-#[cfg(feature = "postgres")]
-fn pg_pool(db: &DatabaseConnection) -> Option<&sea_orm::sqlx::PgPool> {
-    match &db.inner {
+/// [`OwnTxn`]: super::own_txn::OwnTxn
+#[allow(
+    clippy::needless_return,
+    unreachable_code,
+    unused_variables,
+    unused_imports
+)]
+fn own_begin(
+    db: &DatabaseConnection,
+    sql: Option<&str>,
+) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send + use<>> {
+    use futures_util::FutureExt;
+    use futures_util::future::BoxFuture;
+    let sql = sql.map(str::to_owned);
+    let begin: BoxFuture<'static, Result<UnitTxn, DbErr>> = match &db.inner {
+        #[cfg(feature = "postgres")]
         sea_orm::DatabaseConnectionType::SqlxPostgresPoolConnection(_) => {
-            Some(db.get_postgres_connection_pool())
+            let pool = db.get_postgres_connection_pool().clone();
+            async move {
+                Ok(UnitTxn(Kind::Pg(
+                    super::own_txn::OwnTxn::begin(&pool, sql).await?,
+                )))
+            }
+            .boxed()
         }
-        _ => None,
-    }
+        #[cfg(feature = "mysql")]
+        sea_orm::DatabaseConnectionType::SqlxMySqlPoolConnection(_) if sql.is_none() => {
+            let pool = db.get_mysql_connection_pool().clone();
+            let returning = db.support_returning();
+            async move {
+                Ok(UnitTxn(Kind::My(
+                    super::own_txn::OwnTxn::begin(&pool, None).await?,
+                    returning,
+                )))
+            }
+            .boxed()
+        }
+        _ => return None,
+    };
+    Some(begin)
 }
 
 impl HandleConnection for DatabaseConnection {
@@ -61,26 +93,17 @@ impl HandleConnection for DatabaseConnection {
     }
 
     async fn begin_txn(&self) -> Result<UnitTxn, DbErr> {
-        if let Some(begin) = self.begin_with("BEGIN") {
+        if let Some(begin) = own_begin(self, None) {
             return begin.await;
         }
         Ok(UnitTxn::sea(self.begin().await?))
     }
 
-    #[cfg(feature = "postgres")]
     fn begin_with(&self, sql: &str) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send> {
-        let pool = pg_pool(self)?;
-        let sql = sql.to_owned();
-        Some(async move {
-            Ok(UnitTxn(Kind::Pg(
-                super::pg_txn::PgTxn::begin(pool, sql).await?,
-            )))
-        })
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    fn begin_with(&self, _: &str) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send> {
-        None::<std::future::Ready<Result<UnitTxn, DbErr>>>
+        if self.get_database_backend() != DbBackend::Postgres {
+            return None;
+        }
+        own_begin(self, Some(sql))
     }
 }
 
@@ -99,23 +122,40 @@ impl HandleConnection for UnitTxn {
 }
 
 /// The transaction of a unit of work, and the connection a
-/// [`TenantTxn`](crate::TenantTxn) runs on. On PostgreSQL it is a transaction the library
-/// begins itself: under row-level security and schema per tenant its `BEGIN` carries the
-/// tenant's set-up in the same round trip, and a `BEGIN` cancelled half-way closes its
-/// connection rather than hand an open transaction to the next borrower. On MySQL,
-/// MariaDB and SQLite it is a SeaORM [`DatabaseTransaction`]. Dropping it without
-/// committing rolls back. Only the library makes one, and a tenant handle does not hand
-/// it out.
+/// [`TenantTxn`](crate::TenantTxn) runs on. On PostgreSQL and MySQL/MariaDB it is a
+/// transaction the library begins itself: a `BEGIN` cancelled half-way closes its
+/// connection rather than hand an open transaction to the next borrower, savepoints end
+/// only themselves, and on PostgreSQL under row-level security and schema per tenant the
+/// `BEGIN` carries the tenant's set-up in the same round trip. On SQLite it is a SeaORM
+/// [`DatabaseTransaction`]. Dropping it without committing rolls back. Only the library
+/// makes one, and a tenant handle does not hand it out.
 ///
-/// On PostgreSQL its statements go to sqlx directly: sqlx's statement log and the
-/// library's own spans and metrics see them, but a SeaORM metric callback
+/// On PostgreSQL and MySQL/MariaDB its statements go to sqlx directly: sqlx's statement log
+/// and the library's own spans and metrics see them, but a SeaORM metric callback
 /// (`DatabaseConnection::set_metric_callback`) and SeaORM's own `sea_orm.*` spans do not.
 pub struct UnitTxn(Kind);
 
 enum Kind {
     Sea(DatabaseTransaction),
     #[cfg(feature = "postgres")]
-    Pg(super::pg_txn::PgTxn),
+    Pg(super::own_txn::OwnTxn<sea_orm::sqlx::Postgres>),
+    /// With whether the server returns rows from writes (MariaDB), as SeaORM found it.
+    #[cfg(feature = "mysql")]
+    My(super::own_txn::OwnTxn<sea_orm::sqlx::MySql>, bool),
+}
+
+/// `$body` with `$txn` bound to the library's own transaction of any driver, in a `match`
+/// on `$kind` whose SeaORM arm is `$sea`.
+macro_rules! on_kind {
+    ($kind:expr, $txn:ident => $body:expr, $sea:ident => $sea_body:expr) => {
+        match $kind {
+            Kind::Sea($sea) => $sea_body,
+            #[cfg(feature = "postgres")]
+            Kind::Pg($txn) => $body,
+            #[cfg(feature = "mysql")]
+            Kind::My($txn, _) => $body,
+        }
+    };
 }
 
 impl std::fmt::Debug for UnitTxn {
@@ -124,6 +164,8 @@ impl std::fmt::Debug for UnitTxn {
             Kind::Sea(_) => "UnitTxn(DatabaseTransaction)",
             #[cfg(feature = "postgres")]
             Kind::Pg(_) => "UnitTxn(PostgreSQL)",
+            #[cfg(feature = "mysql")]
+            Kind::My(..) => "UnitTxn(MySQL)",
         })
     }
 }
@@ -136,29 +178,23 @@ impl UnitTxn {
 
     /// A nested transaction (a savepoint) in this one.
     pub(crate) async fn begin(&self) -> Result<UnitTxn, DbErr> {
-        Ok(match &self.0 {
-            Kind::Sea(txn) => UnitTxn(Kind::Sea(txn.begin().await?)),
+        Ok(UnitTxn(match &self.0 {
+            Kind::Sea(txn) => Kind::Sea(txn.begin().await?),
             #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => UnitTxn(Kind::Pg(txn.savepoint().await?)),
-        })
+            Kind::Pg(txn) => Kind::Pg(txn.savepoint().await?),
+            #[cfg(feature = "mysql")]
+            Kind::My(txn, returning) => Kind::My(txn.savepoint().await?, *returning),
+        }))
     }
 
     /// Commits the transaction (releases the savepoint).
     pub(crate) async fn commit(self) -> Result<(), DbErr> {
-        match self.0 {
-            Kind::Sea(txn) => txn.commit().await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.commit().await,
-        }
+        on_kind!(self.0, txn => txn.commit().await, txn => txn.commit().await)
     }
 
     /// Rolls the transaction back (to the savepoint).
     pub(crate) async fn rollback(self) -> Result<(), DbErr> {
-        match self.0 {
-            Kind::Sea(txn) => txn.rollback().await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.rollback().await,
-        }
+        on_kind!(self.0, txn => txn.rollback().await, txn => txn.rollback().await)
     }
 }
 
@@ -169,39 +205,29 @@ impl ConnectionTrait for UnitTxn {
             Kind::Sea(txn) => ConnectionTrait::get_database_backend(txn),
             #[cfg(feature = "postgres")]
             Kind::Pg(_) => DbBackend::Postgres,
+            #[cfg(feature = "mysql")]
+            Kind::My(..) => DbBackend::MySql,
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match &self.0 {
-            Kind::Sea(txn) => txn.execute_raw(stmt).await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.execute(stmt).await,
-        }
+        on_kind!(&self.0, txn => txn.execute(stmt).await, txn => txn.execute_raw(stmt).await)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match &self.0 {
-            Kind::Sea(txn) => txn.execute_unprepared(sql).await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.execute_unprepared(sql).await,
-        }
+        on_kind!(
+            &self.0,
+            txn => txn.execute_unprepared(sql).await,
+            txn => txn.execute_unprepared(sql).await
+        )
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match &self.0 {
-            Kind::Sea(txn) => txn.query_one_raw(stmt).await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.query_one(stmt).await,
-        }
+        on_kind!(&self.0, txn => txn.query_one(stmt).await, txn => txn.query_one_raw(stmt).await)
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match &self.0 {
-            Kind::Sea(txn) => txn.query_all_raw(stmt).await,
-            #[cfg(feature = "postgres")]
-            Kind::Pg(txn) => txn.query_all(stmt).await,
-        }
+        on_kind!(&self.0, txn => txn.query_all(stmt).await, txn => txn.query_all_raw(stmt).await)
     }
 
     fn support_returning(&self) -> bool {
@@ -209,14 +235,16 @@ impl ConnectionTrait for UnitTxn {
             Kind::Sea(txn) => txn.support_returning(),
             #[cfg(feature = "postgres")]
             Kind::Pg(_) => true,
+            #[cfg(feature = "mysql")]
+            Kind::My(_, returning) => *returning,
         }
     }
 
     fn is_mock_connection(&self) -> bool {
         match &self.0 {
             Kind::Sea(txn) => txn.is_mock_connection(),
-            #[cfg(feature = "postgres")]
-            Kind::Pg(_) => false,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
@@ -236,11 +264,11 @@ impl StreamTrait for UnitTxn {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<UnitRows<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            Ok(match &self.0 {
-                Kind::Sea(txn) => Box::pin(txn.stream_raw(stmt).await?) as UnitRows<'a>,
-                #[cfg(feature = "postgres")]
-                Kind::Pg(txn) => Box::pin(txn.stream(stmt).await?),
-            })
+            Ok(on_kind!(
+                &self.0,
+                txn => Box::pin(txn.stream(stmt).await?) as UnitRows<'a>,
+                txn => Box::pin(txn.stream_raw(stmt).await?) as UnitRows<'a>
+            ))
         })
     }
 }

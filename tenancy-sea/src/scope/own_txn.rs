@@ -1,14 +1,17 @@
-//! A PostgreSQL transaction the library begins itself: its `BEGIN` carries the unit's
-//! set-up (`SET LOCAL`, its value written as a literal) in the same simple query, one
-//! round trip, where SeaORM can only begin with a plain `BEGIN` and send the set-up after
-//! it. Savepoints are the library's own too, each named, so that ending one never ends
-//! another level by mistake.
+//! A transaction the library begins itself, on PostgreSQL and MySQL/MariaDB. On
+//! PostgreSQL its `BEGIN` carries the unit's set-up (`SET LOCAL`, its value written as a
+//! literal) in the same simple query, one round trip, where SeaORM can only begin with a
+//! plain `BEGIN` and send the set-up after it. On both, a `BEGIN` cancelled half-way
+//! closes its connection, where sqlx would hand the next borrower a connection inside an
+//! open transaction it does not count. Savepoints are the library's own too, each named,
+//! so that ending one never ends another level by mistake.
 
+use futures_util::future::BoxFuture;
 use futures_util::lock::{Mutex, MutexGuard};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt};
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::postgres::{PgTransactionManager, Postgres};
-use sea_orm::sqlx::{AssertSqlSafe, Executor, PgPool, SqlSafeStr};
+use sea_orm::sqlx::{AssertSqlSafe, Database, Executor, Pool, SqlSafeStr};
 use sea_orm::{ConnAcquireErr, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use sqlx_core::transaction::TransactionManager;
@@ -17,13 +20,116 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+/// What a transaction of the library's own needs of a sqlx driver: its statements sent as
+/// SeaORM sends them (prepared, values bound by SeaORM's own binder) and read into
+/// SeaORM's results.
+pub(crate) trait Driver: Database {
+    /// Runs a statement.
+    fn execute(
+        conn: &mut PoolConnection<Self>,
+        statement: Statement,
+    ) -> BoxFuture<'_, Result<ExecResult, DbErr>>;
+
+    /// Runs `sql` unprepared, as one simple query.
+    fn execute_unprepared(
+        conn: &mut PoolConnection<Self>,
+        sql: String,
+    ) -> BoxFuture<'_, Result<ExecResult, DbErr>>;
+
+    /// Its first row, if any.
+    fn query_one(
+        conn: &mut PoolConnection<Self>,
+        statement: Statement,
+    ) -> BoxFuture<'_, Result<Option<QueryResult>, DbErr>>;
+
+    /// All its rows.
+    fn query_all(
+        conn: &mut PoolConnection<Self>,
+        statement: Statement,
+    ) -> BoxFuture<'_, Result<Vec<QueryResult>, DbErr>>;
+
+    /// Its rows as they are read.
+    fn fetch(
+        conn: &mut PoolConnection<Self>,
+        statement: Statement,
+    ) -> BoxStream<'_, Result<QueryResult, DbErr>>;
+}
+
+/// A [`Driver`] for a sqlx database whose rows and results SeaORM reads.
+macro_rules! driver {
+    ($db:ty) => {
+        impl Driver for $db {
+            fn execute(
+                conn: &mut PoolConnection<Self>,
+                statement: Statement,
+            ) -> BoxFuture<'_, Result<ExecResult, DbErr>> {
+                query::<Self>(statement)
+                    .execute(&mut **conn)
+                    .map(|done| done.map(Into::into).map_err(sqlx_error_to_exec_err))
+                    .boxed()
+            }
+
+            fn execute_unprepared(
+                conn: &mut PoolConnection<Self>,
+                sql: String,
+            ) -> BoxFuture<'_, Result<ExecResult, DbErr>> {
+                conn.execute(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql)))
+                    .map(|done| done.map(Into::into).map_err(sqlx_error_to_exec_err))
+                    .boxed()
+            }
+
+            fn query_one(
+                conn: &mut PoolConnection<Self>,
+                statement: Statement,
+            ) -> BoxFuture<'_, Result<Option<QueryResult>, DbErr>> {
+                query::<Self>(statement)
+                    .fetch_optional(&mut **conn)
+                    .map(|row| {
+                        row.map(|row| row.map(Into::into))
+                            .map_err(sqlx_error_to_query_err)
+                    })
+                    .boxed()
+            }
+
+            fn query_all(
+                conn: &mut PoolConnection<Self>,
+                statement: Statement,
+            ) -> BoxFuture<'_, Result<Vec<QueryResult>, DbErr>> {
+                query::<Self>(statement)
+                    .fetch_all(&mut **conn)
+                    .map(|rows| {
+                        rows.map(|rows| rows.into_iter().map(Into::into).collect())
+                            .map_err(sqlx_error_to_query_err)
+                    })
+                    .boxed()
+            }
+
+            fn fetch(
+                conn: &mut PoolConnection<Self>,
+                statement: Statement,
+            ) -> BoxStream<'_, Result<QueryResult, DbErr>> {
+                query::<Self>(statement)
+                    .fetch(&mut **conn)
+                    .map_ok(Into::into)
+                    .map_err(sqlx_error_to_query_err)
+                    .boxed()
+            }
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+driver!(sea_orm::sqlx::Postgres);
+#[cfg(feature = "mysql")]
+driver!(sea_orm::sqlx::MySql);
+
 /// A pooled connection inside a transaction of the library's own, and the savepoints
 /// open in it. Whenever it leaves the library's hands with the transaction still open (a
 /// unit dropped without commit, a future cancelled), the rollback is queued before the
 /// connection goes back to the pool, which sends it before anyone else can borrow the
 /// connection: the set-up never reaches the next borrower.
-struct Conn {
-    conn: PoolConnection<Postgres>,
+struct Conn<DB: Driver> {
+    conn: PoolConnection<DB>,
     /// The savepoints open, innermost last, by number.
     savepoints: Vec<u64>,
     /// Set once the transaction has committed or rolled back: a savepoint that outlives
@@ -31,31 +137,31 @@ struct Conn {
     ended: bool,
 }
 
-impl Drop for Conn {
+impl<DB: Driver> Drop for Conn<DB> {
     fn drop(&mut self) {
-        while PgTransactionManager::get_transaction_depth(&self.conn) > 0 {
-            PgTransactionManager::start_rollback(&mut self.conn);
+        while DB::TransactionManager::get_transaction_depth(&self.conn) > 0 {
+            DB::TransactionManager::start_rollback(&mut self.conn);
         }
     }
 }
 
 /// What the levels of one transaction share: the connection, the levels dropped while
 /// it was busy, and the numbers savepoints are named by.
-struct Shared {
-    conn: Mutex<Conn>,
+struct Shared<DB: Driver> {
+    conn: Mutex<Conn<DB>>,
     /// Levels dropped without commit, rolled back before anything else runs on the
     /// connection (a `Drop` cannot wait for the connection): `None` is the transaction.
     abandoned: std::sync::Mutex<Vec<Option<u64>>>,
     next: AtomicU64,
 }
 
-/// A PostgreSQL pool connection taken for a `BEGIN` of the library's own. Until the
+/// A pool connection taken for a `BEGIN` of the library's own. Until the
 /// transaction is known to be open, dropping it closes the connection instead of
 /// returning it: a `BEGIN` cancelled half-way may have opened a transaction, with the
 /// tenant's setting, that sqlx does not know about and would hand to the next borrower.
-struct Beginning(Option<PoolConnection<Postgres>>);
+struct Beginning<DB: Database>(Option<PoolConnection<DB>>);
 
-impl Drop for Beginning {
+impl<DB: Database> Drop for Beginning<DB> {
     fn drop(&mut self) {
         if let Some(conn) = &mut self.0 {
             conn.close_on_drop();
@@ -66,8 +172,8 @@ impl Drop for Beginning {
 /// A transaction begun with a set-up of the library's own (see the module), or a
 /// savepoint inside one. Statements are sent as SeaORM sends them on a transaction:
 /// prepared, their values bound.
-pub(crate) struct PgTxn {
-    shared: Arc<Shared>,
+pub(crate) struct OwnTxn<DB: Driver> {
+    shared: Arc<Shared<DB>>,
     /// `None` for the transaction, the savepoint's number for a savepoint.
     level: Option<u64>,
     /// Whether it is still to be committed or rolled back.
@@ -84,33 +190,32 @@ fn ended() -> DbErr {
     )
 }
 
-impl PgTxn {
-    /// Takes a connection of `pool` and sends `begin` on it, one simple query: `BEGIN;`
-    /// then the set-up, made of the audited writers of literals only. When it fails (a
-    /// tenant schema that does not exist), the transaction it opened is rolled back before
-    /// the connection goes back to the pool.
-    pub(crate) async fn begin(pool: &PgPool, begin: String) -> Result<PgTxn, DbErr> {
+impl<DB: Driver> OwnTxn<DB> {
+    /// Takes a connection of `pool` and begins a transaction on it: with `begin`, one
+    /// simple query, `BEGIN;` then the set-up, made of the audited writers of literals
+    /// only (PostgreSQL); else a plain `BEGIN`. When it fails (a tenant schema that does
+    /// not exist), the transaction it opened is rolled back before the connection goes
+    /// back to the pool.
+    pub(crate) async fn begin(pool: &Pool<DB>, begin: Option<String>) -> Result<Self, DbErr> {
         let conn = pool.acquire().await.map_err(sqlx_conn_acquire_err)?;
         let mut beginning = Beginning(Some(conn));
         let Some(conn) = beginning.0.as_mut() else {
             return Err(DbErr::Custom("no connection to begin on".to_owned()));
         };
-        let begun =
-            PgTransactionManager::begin(conn, Some(AssertSqlSafe(begin).into_sql_str())).await;
+        let begin = begin.map(|sql| AssertSqlSafe(sql).into_sql_str());
+        let begun = DB::TransactionManager::begin(conn, begin).await;
         if let Err(error) = begun {
             // The failed statement left the server in an aborted transaction that sqlx
             // does not count: end it, and give the connection back; if even that fails,
             // the connection is closed (`beginning`). The error is the `BEGIN`'s.
-            let ended = conn
-                .execute(sea_orm::sqlx::raw_sql(AssertSqlSafe("ROLLBACK")))
-                .await;
+            let ended = DB::execute_unprepared(conn, "ROLLBACK".to_owned()).await;
             if ended.is_ok() {
                 beginning.0.take();
             }
             return Err(sqlx_error_to_query_err(error));
         }
         match beginning.0.take() {
-            Some(conn) => Ok(PgTxn {
+            Some(conn) => Ok(OwnTxn {
                 shared: Arc::new(Shared {
                     conn: Mutex::new(Conn {
                         conn,
@@ -129,7 +234,7 @@ impl PgTxn {
 
     /// The connection, once the levels dropped without commit are rolled back; refused
     /// once the transaction has ended.
-    async fn conn(&self) -> Result<MutexGuard<'_, Conn>, DbErr> {
+    async fn conn(&self) -> Result<MutexGuard<'_, Conn<DB>>, DbErr> {
         let mut conn = self.shared.conn.lock().await;
         let abandoned = match self.shared.abandoned.lock() {
             Ok(abandoned) => abandoned.clone(),
@@ -138,7 +243,7 @@ impl PgTxn {
         for level in abandoned {
             match level {
                 None if !conn.ended => {
-                    PgTransactionManager::rollback(&mut conn.conn)
+                    DB::TransactionManager::rollback(&mut conn.conn)
                         .await
                         .map_err(sqlx_error_to_query_err)?;
                     conn.savepoints.clear();
@@ -170,12 +275,12 @@ impl PgTxn {
     }
 
     /// A savepoint in this transaction (or savepoint), on the same connection.
-    pub(crate) async fn savepoint(&self) -> Result<PgTxn, DbErr> {
+    pub(crate) async fn savepoint(&self) -> Result<Self, DbErr> {
         let mut conn = self.conn().await?;
         let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
         run(&mut conn.conn, &format!("SAVEPOINT tenancy_{id}")).await?;
         conn.savepoints.push(id);
-        Ok(PgTxn {
+        Ok(OwnTxn {
             shared: self.shared.clone(),
             level: Some(id),
             open: true,
@@ -199,9 +304,9 @@ impl PgTxn {
             None => {
                 let conn = &mut *conn;
                 if commit {
-                    PgTransactionManager::commit(&mut conn.conn).await
+                    DB::TransactionManager::commit(&mut conn.conn).await
                 } else {
-                    PgTransactionManager::rollback(&mut conn.conn).await
+                    DB::TransactionManager::rollback(&mut conn.conn).await
                 }
                 .map_err(sqlx_error_to_query_err)?;
                 conn.savepoints.clear();
@@ -238,63 +343,39 @@ impl PgTxn {
     }
 
     pub(crate) async fn execute(&self, statement: Statement) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn().await?;
-        query(statement)
-            .execute(&mut *conn.conn)
-            .await
-            .map(Into::into)
-            .map_err(sqlx_error_to_exec_err)
+        DB::execute(&mut self.conn().await?.conn, statement).await
     }
 
     pub(crate) async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut conn = self.conn().await?;
-        conn.conn
-            .execute(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql.to_owned())))
-            .await
-            .map(Into::into)
-            .map_err(sqlx_error_to_exec_err)
+        DB::execute_unprepared(&mut self.conn().await?.conn, sql.to_owned()).await
     }
 
     pub(crate) async fn query_one(
         &self,
         statement: Statement,
     ) -> Result<Option<QueryResult>, DbErr> {
-        let mut conn = self.conn().await?;
-        query(statement)
-            .fetch_optional(&mut *conn.conn)
-            .await
-            .map(|row| row.map(Into::into))
-            .map_err(sqlx_error_to_query_err)
+        DB::query_one(&mut self.conn().await?.conn, statement).await
     }
 
     pub(crate) async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let mut conn = self.conn().await?;
-        query(statement)
-            .fetch_all(&mut *conn.conn)
-            .await
-            .map(|rows| rows.into_iter().map(Into::into).collect())
-            .map_err(sqlx_error_to_query_err)
+        DB::query_all(&mut self.conn().await?.conn, statement).await
     }
 
     /// The rows of `statement`, read as they are consumed; the connection is held until
     /// the stream is dropped.
-    pub(crate) async fn stream(&self, statement: Statement) -> Result<PgRows<'_>, DbErr> {
+    pub(crate) async fn stream(&self, statement: Statement) -> Result<OwnRows<'_, DB>, DbErr> {
         let conn = self.conn().await?;
-        Ok(PgRowsBuilder {
+        Ok(OwnRowsBuilder {
             conn,
-            rows_builder: |conn: &mut MutexGuard<'_, Conn>| {
-                query(statement)
-                    .fetch(&mut *conn.conn)
-                    .map_ok(Into::into)
-                    .map_err(sqlx_error_to_query_err)
-                    .boxed()
+            rows_builder: |conn: &mut MutexGuard<'_, Conn<DB>>| {
+                DB::fetch(&mut conn.conn, statement)
             },
         }
         .build())
     }
 }
 
-impl Drop for PgTxn {
+impl<DB: Driver> Drop for OwnTxn<DB> {
     /// A level dropped open rolls back: noted now (a `Drop` cannot wait for the
     /// connection, which a stream or another statement may hold), and rolled back before
     /// anything else runs on the connection, or when the connection is let go ([`Conn`]).
@@ -309,15 +390,17 @@ impl Drop for PgTxn {
 }
 
 /// Runs `sql`, made by this module of fixed text and numbers, as one simple query.
-async fn run(conn: &mut PoolConnection<Postgres>, sql: &str) -> Result<(), DbErr> {
-    conn.execute(sea_orm::sqlx::raw_sql(AssertSqlSafe(sql.to_owned())))
+async fn run<DB: Driver>(conn: &mut PoolConnection<DB>, sql: &str) -> Result<(), DbErr> {
+    DB::execute_unprepared(conn, sql.to_owned())
         .await
         .map(|_| ())
-        .map_err(sqlx_error_to_exec_err)
 }
 
-/// `statement` as sqlx sends it: prepared, its values bound.
-fn query(statement: Statement) -> sea_orm::sqlx::query::Query<'static, Postgres, SqlxValues> {
+/// `statement` as sqlx sends it: prepared, its values bound by SeaORM's binder.
+fn query<DB: Database>(statement: Statement) -> sea_orm::sqlx::query::Query<'static, DB, SqlxValues>
+where
+    SqlxValues: sea_orm::sqlx::IntoArguments<DB>,
+{
     let values = statement
         .values
         .unwrap_or(sea_orm::sea_query::Values(Vec::new()));
@@ -346,18 +429,18 @@ fn sqlx_conn_acquire_err(error: sea_orm::sqlx::Error) -> DbErr {
     }
 }
 
-type RowStream<'a> = futures_util::stream::BoxStream<'a, Result<QueryResult, DbErr>>;
+type RowStream<'a> = BoxStream<'a, Result<QueryResult, DbErr>>;
 
-/// Rows read from a [`PgTxn`]'s connection, which the stream holds.
+/// Rows read from an [`OwnTxn`]'s connection, which the stream holds.
 #[ouroboros::self_referencing]
-pub(crate) struct PgRows<'a> {
-    conn: MutexGuard<'a, Conn>,
+pub(crate) struct OwnRows<'a, DB: Driver> {
+    conn: MutexGuard<'a, Conn<DB>>,
     #[borrows(mut conn)]
     #[not_covariant]
     rows: RowStream<'this>,
 }
 
-impl Stream for PgRows<'_> {
+impl<DB: Driver> Stream for OwnRows<'_, DB> {
     type Item = Result<QueryResult, DbErr>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
