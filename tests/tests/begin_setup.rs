@@ -210,6 +210,17 @@ async fn rls_units_that_do_not_commit_leave_nothing_on_the_connection() {
     test.drop_db().await;
 }
 
+/// Schema per tenant on `pool`, reading each schema's shape or not.
+fn by_schema(pool: DatabaseConnection, shaped: bool) -> Tenancy<i64> {
+    let builder = Tenancy::<i64>::builder(pool).schema_per_tenant(SCHEMA_PREFIX);
+    let builder = if shaped {
+        builder
+    } else {
+        builder.schema_version_table(None)
+    };
+    builder.build().unwrap()
+}
+
 /// A pool of one connection on `test`'s database.
 async fn one_connection(test: &TestDb) -> DatabaseConnection {
     let mut options = tenancy_tests::pool(test.url.clone().unwrap());
@@ -223,10 +234,7 @@ async fn schema_units_that_do_not_commit_leave_nothing_on_the_connection() {
         return;
     };
     let single = one_connection(&test).await;
-    let tenancy = Tenancy::<i64>::builder(single.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .build()
-        .unwrap();
+    let tenancy = by_schema(single.clone(), true);
     for tenant in [1, 2] {
         tenancy
             .create_tenant_schema::<Migrator>(tenant)
@@ -240,11 +248,7 @@ async fn schema_units_that_do_not_commit_leave_nothing_on_the_connection() {
     );
     units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
     // Without a shape the set-up travels with `BEGIN`.
-    let unshaped = Tenancy::<i64>::builder(single.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .schema_version_table(None)
-        .build()
-        .unwrap();
+    let unshaped = by_schema(single.clone(), false);
     let (c, d) = (
         unshaped.tenant(1).await.unwrap(),
         unshaped.tenant(2).await.unwrap(),
@@ -265,14 +269,8 @@ async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
         return;
     };
     let single = one_connection(&test).await;
-    let ours = Tenancy::<i64>::builder(single.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .build()
-        .unwrap();
-    let theirs = Tenancy::<i64>::builder(test.conn.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .build()
-        .unwrap();
+    let ours = by_schema(single.clone(), true);
+    let theirs = by_schema(test.conn.clone(), true);
     ours.create_tenant_schema::<Migrator>(1).await.unwrap();
     let db = ours.tenant(1).await.unwrap();
     let insert = |name: String| {
@@ -322,15 +320,8 @@ async fn a_missing_schema_is_an_unknown_tenant_and_the_connection_stays_usable()
         return;
     };
     let single = one_connection(&test).await;
-    let shaped = Tenancy::<i64>::builder(single.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .build()
-        .unwrap();
-    let unshaped = Tenancy::<i64>::builder(single.clone())
-        .schema_per_tenant(SCHEMA_PREFIX)
-        .schema_version_table(None)
-        .build()
-        .unwrap();
+    let shaped = by_schema(single.clone(), true);
+    let unshaped = by_schema(single.clone(), false);
     for tenant in [1, 2] {
         shaped
             .create_tenant_schema::<Migrator>(tenant)
