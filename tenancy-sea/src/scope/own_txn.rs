@@ -17,7 +17,6 @@ use sea_query_sqlx::SqlxValues;
 use sqlx_core::transaction::TransactionManager;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 /// What a transaction of the library's own needs of a sqlx driver: its statements sent as
@@ -132,6 +131,8 @@ struct Conn<DB: Driver> {
     conn: PoolConnection<DB>,
     /// The savepoints open, innermost last, by number.
     savepoints: Vec<u64>,
+    /// The number the next savepoint is named by.
+    next: u64,
     /// Set once the transaction has committed or rolled back: a savepoint that outlives
     /// it runs nothing (its statements would otherwise run outside any transaction).
     ended: bool,
@@ -145,14 +146,13 @@ impl<DB: Driver> Drop for Conn<DB> {
     }
 }
 
-/// What the levels of one transaction share: the connection, the levels dropped while
-/// it was busy, and the numbers savepoints are named by.
+/// What the levels of one transaction share: the connection, and the levels dropped
+/// while it was busy.
 struct Shared<DB: Driver> {
     conn: Mutex<Conn<DB>>,
     /// Levels dropped without commit, rolled back before anything else runs on the
     /// connection (a `Drop` cannot wait for the connection): `None` is the transaction.
     abandoned: std::sync::Mutex<Vec<Option<u64>>>,
-    next: AtomicU64,
 }
 
 /// A pool connection taken for a `BEGIN` of the library's own. Until the
@@ -220,10 +220,10 @@ impl<DB: Driver> OwnTxn<DB> {
                     conn: Mutex::new(Conn {
                         conn,
                         savepoints: Vec::new(),
+                        next: 0,
                         ended: false,
                     }),
                     abandoned: std::sync::Mutex::new(Vec::new()),
-                    next: AtomicU64::new(0),
                 }),
                 level: None,
                 open: true,
@@ -277,7 +277,8 @@ impl<DB: Driver> OwnTxn<DB> {
     /// A savepoint in this transaction (or savepoint), on the same connection.
     pub(crate) async fn savepoint(&self) -> Result<Self, DbErr> {
         let mut conn = self.conn().await?;
-        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let id = conn.next;
+        conn.next += 1;
         run(&mut conn.conn, &format!("SAVEPOINT tenancy_{id}")).await?;
         conn.savepoints.push(id);
         Ok(OwnTxn {

@@ -25,19 +25,15 @@ pub(crate) struct Session {
     /// value (a `SET LOCAL`, which takes no parameter) must not become one prepared
     /// statement per tenant in the driver's cache.
     simple: bool,
-    /// The same set-up written as the text of a `BEGIN` (PostgreSQL), when it can be:
-    /// see [`begin_sql`](Self::begin_sql).
-    begin: Option<Begin>,
+    /// The same set-up written into the simple query that begins its transaction, when it
+    /// can be (PostgreSQL): `BEGIN;` then the set-up, its values written by the one writer
+    /// of literals, so that the unit opens and is scoped in one round trip. Still
+    /// transaction-local: `SET LOCAL`, which PostgreSQL runs without planning (a
+    /// `SELECT set_config(..)` would be planned on every unit, since a simple query is not
+    /// prepared). For a tenant schema, a `SELECT` that fails when the schema does not
+    /// exist follows. See [`begin_sql`](Self::begin_sql).
+    begin: Option<String>,
 }
-
-/// A set-up written into the simple query that begins its transaction: `BEGIN;` then the
-/// set-up, its values written by the one writer of literals, so that the unit opens and
-/// is scoped in one round trip. Still transaction-local: `SET LOCAL`, which PostgreSQL
-/// runs without planning (a `SELECT set_config(..)` would be planned on every unit, since
-/// a simple query is not prepared). For a tenant schema, a `SELECT` that fails when the
-/// schema does not exist follows.
-#[derive(Debug)]
-struct Begin(String);
 
 impl Session {
     /// `SELECT set_config($1, $2, true)` for each `(setting, value)`.
@@ -70,7 +66,7 @@ impl Session {
                         literal(value)?
                     ));
                 }
-                Some(Begin(sql))
+                Some(sql)
             })
             .flatten();
         Session {
@@ -158,10 +154,10 @@ impl Session {
                 let name = literal(schema.as_str())?;
                 // The schema quoted as an identifier (a validated one), then `public`; the
                 // `SELECT` fails when the schema does not exist.
-                Some(Begin(format!(
+                Some(format!(
                     "BEGIN; SET LOCAL search_path = {}, public; SELECT {name}::regnamespace",
                     schema.quoted()
-                )))
+                ))
             })
             .flatten();
         Session {
@@ -178,7 +174,7 @@ impl Session {
     /// shape is read. `None` otherwise: the unit begins, then runs
     /// [`apply`](Self::apply).
     pub(crate) fn begin_sql(&self) -> Option<&str> {
-        self.begin.as_ref().map(|begin| begin.0.as_str())
+        self.begin.as_deref()
     }
 
     /// Whether this is a tenant schema's set-up.

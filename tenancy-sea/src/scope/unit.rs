@@ -40,7 +40,7 @@ pub trait HandleConnection: ConnectionTrait + StreamTrait + Send + Sync + sealed
     fn begin_with(&self, sql: &str) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send>;
 }
 
-/// A transaction of the library's own on `db`'s pool, begun with `sql` (PostgreSQL: a
+/// A transaction of the library's own on `db`'s pool, begun with `sql` (PostgreSQL only: a
 /// set-up in the `BEGIN`) or a plain `BEGIN`: on a PostgreSQL or MySQL/MariaDB pool;
 /// `None` elsewhere (SQLite, whose connection may hold an in-memory database that closing
 /// it would lose, goes through SeaORM). See [`OwnTxn`].
@@ -100,9 +100,6 @@ impl HandleConnection for DatabaseConnection {
     }
 
     fn begin_with(&self, sql: &str) -> Option<impl Future<Output = Result<UnitTxn, DbErr>> + Send> {
-        if self.get_database_backend() != DbBackend::Postgres {
-            return None;
-        }
         own_begin(self, Some(sql))
     }
 }
