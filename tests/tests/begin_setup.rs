@@ -273,17 +273,7 @@ async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
     let theirs = by_schema(test.conn.clone(), true);
     ours.create_tenant_schema::<Migrator>(1).await.unwrap();
     let db = ours.tenant(1).await.unwrap();
-    let insert = |name: String| {
-        let db = db.clone();
-        async move {
-            db.insert(customer::ActiveModel {
-                name: Set(name),
-                ..Default::default()
-            })
-            .await
-        }
-    };
-    insert("short".to_owned()).await.unwrap();
+    db.insert(named("short")).await.unwrap();
     for _ in 0..3 {
         assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 1);
     }
@@ -292,15 +282,8 @@ async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
         .await
         .unwrap();
     let long = "w".repeat(150);
-    insert(long.clone()).await.unwrap();
-    let names: Vec<String> = db
-        .find::<customer::Entity>()
-        .all()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    db.insert(named(&long)).await.unwrap();
+    let names = customer_names(&db).await;
     assert_eq!(names.len(), 2);
     assert!(names.contains(&long));
     let txn = db.begin().await.unwrap();
