@@ -312,27 +312,30 @@ where
     }
 
     /// The first row, if any.
-    pub async fn one(self) -> Result<Option<E::Model>> {
+    // Not an `async fn`: the future holds the statement's parts, not the builder they
+    // came from, and is the traced statement itself, not a future wrapping it (a point
+    // read's future is moved whole at each layer).
+    pub fn one(self) -> impl Future<Output = Result<Option<E::Model>>> {
         let span = self.span("select");
         // A fragment refused before it runs counts too, as an error of its kind.
+        let parts = self.parts();
         async move {
-            let (handle, select) = self.parts()?;
+            let (handle, select) = parts?;
             Ok(on_conn!(handle, |conn| select.one(conn).await?))
         }
         .traced(span)
-        .await
     }
 
     /// Every row.
-    pub async fn all(self) -> Result<Vec<E::Model>> {
+    pub fn all(self) -> impl Future<Output = Result<Vec<E::Model>>> {
         let span = self.span("select");
         // A fragment refused before it runs counts too, as an error of its kind.
+        let parts = self.parts();
         async move {
-            let (handle, select) = self.parts()?;
+            let (handle, select) = parts?;
             Ok(on_conn!(handle, |conn| select.all(conn).await?))
         }
         .traced(span)
-        .await
     }
 
     /// How many rows this select returns (limit and offset included).

@@ -2,6 +2,8 @@
 //! statement ([`Tagged`]).
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use std::future::Future;
+use std::pin::Pin;
 
 /// The comment a unit's statements carry (see [`Session::schema`]): empty, or
 /// `/* tenancy shape <n> */ `, made only of digits and fixed text.
@@ -49,26 +51,47 @@ pub(crate) struct Tagged<'a, C> {
     pub(crate) tag: &'a Tag,
 }
 
-#[sea_orm::prelude::async_trait::async_trait]
+/// The futures of [`ConnectionTrait`]'s methods, as its `async_trait` declares them.
+type Boxed<'a, R> = Pin<Box<dyn Future<Output = Result<R, DbErr>> + Send + 'a>>;
+
+// Written out rather than through `async_trait`: each method hands back the inner
+// connection's own boxed future, so a tagged statement costs no box and no poll of its own.
 impl<C: ConnectionTrait> ConnectionTrait for Tagged<'_, C> {
     fn get_database_backend(&self) -> DbBackend {
         self.inner.get_database_backend()
     }
 
-    async fn execute_raw(&self, stmt: Statement) -> Result<sea_orm::ExecResult, DbErr> {
-        self.inner.execute_raw(self.tag.apply(stmt)).await
+    fn execute_raw<'a, 'f>(&'a self, stmt: Statement) -> Boxed<'f, sea_orm::ExecResult>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        self.inner.execute_raw(self.tag.apply(stmt))
     }
 
-    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
-        self.inner.execute_unprepared(sql).await
+    fn execute_unprepared<'a, 's, 'f>(&'a self, sql: &'s str) -> Boxed<'f, sea_orm::ExecResult>
+    where
+        'a: 'f,
+        's: 'f,
+        Self: 'f,
+    {
+        self.inner.execute_unprepared(sql)
     }
 
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-        self.inner.query_one_raw(self.tag.apply(stmt)).await
+    fn query_one_raw<'a, 'f>(&'a self, stmt: Statement) -> Boxed<'f, Option<sea_orm::QueryResult>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        self.inner.query_one_raw(self.tag.apply(stmt))
     }
 
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-        self.inner.query_all_raw(self.tag.apply(stmt)).await
+    fn query_all_raw<'a, 'f>(&'a self, stmt: Statement) -> Boxed<'f, Vec<sea_orm::QueryResult>>
+    where
+        'a: 'f,
+        Self: 'f,
+    {
+        self.inner.query_all_raw(self.tag.apply(stmt))
     }
 
     fn support_returning(&self) -> bool {
