@@ -191,7 +191,7 @@ fn main() {
             .unwrap();
         // The same schemas, for an application whose tenant schemas never differ: no shape
         // to read or check.
-        let by_schema_unshaped: Tenancy<i64> = Tenancy::builder(schema_pool)
+        let by_schema_unshaped: Tenancy<i64> = Tenancy::builder(pool(schemas.url.as_deref().unwrap(), None).await)
             .schema_per_tenant("tenant_")
             .schema_version_table(None)
             .build()
