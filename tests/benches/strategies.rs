@@ -190,8 +190,10 @@ fn main() {
             .build()
             .unwrap();
         // The same schemas, for an application whose tenant schemas never differ: no shape
-        // to read or check.
-        let by_schema_unshaped: Tenancy<i64> = Tenancy::builder(pool(schemas.url.as_deref().unwrap(), None).await)
+        // to read or check. A pool of its own, as every case has: on the shaped case's
+        // connections, its units would wait behind and share statements with that case's.
+        let unshaped_pool = pool(schemas.url.as_deref().unwrap(), None).await;
+        let by_schema_unshaped: Tenancy<i64> = Tenancy::builder(unshaped_pool)
             .schema_per_tenant("tenant_")
             .schema_version_table(None)
             .build()
