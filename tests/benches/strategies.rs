@@ -2,7 +2,11 @@
 //! of 1 and of 10 lookups, and one lookup on the pool handle with no transaction of the
 //! caller's: latency as a ratio to row level, measured in interleaved rounds, and
 //! statements per unit of work, counted from sqlx's own statement log. Hand-written
-//! SeaORM transactions on the row-level pool are the floor of a unit.
+//! SeaORM transactions on the row-level pool are the floor of a unit. Row-level security
+//! and schema per tenant are also compared with the floor of their own isolation:
+//! hand-written SeaORM on connections that carry tenant 1's setting or `search_path` from
+//! connect, so that a unit needs no set-up at all. The ratio to it is what the set-up
+//! costs, apart from what the isolation itself costs the server (the policy, the schema).
 //!
 //! ```text
 //! cargo bench -p tenancy-tests --bench strategies
@@ -66,6 +70,8 @@ struct Case {
     name: &'static str,
     on: On,
     ids: Vec<i64>,
+    /// The case this one is also compared with: the floor of its isolation.
+    floor: Option<usize>,
 }
 
 /// What a case's units run on.
@@ -75,6 +81,12 @@ enum On {
     /// Hand-written SeaORM on the row-level pool, tenant 1's filter written by hand: the
     /// floor of a unit of work.
     SeaOrm(DatabaseConnection),
+    /// Hand-written SeaORM on connections scoped to tenant 1 for their whole life (the
+    /// row-level security setting, or the `search_path`, given at connect): the floor of
+    /// an isolation whose unit needs a set-up, as if each tenant had connections of its
+    /// own. `true` when the tenant's filter is written too (RLS; a schema's tables need
+    /// none).
+    Scoped(DatabaseConnection, bool),
 }
 
 /// One unit of `lookups` primary-key lookups in a transaction; `lookups == 0` is one lookup
@@ -103,11 +115,22 @@ async fn unit(case: &Case, lookups: usize) {
             }
             txn.commit().await.unwrap();
         }
-        On::SeaOrm(pool) => {
+        On::SeaOrm(pool) | On::Scoped(pool, true) => {
             let txn: DatabaseTransaction = pool.begin().await.unwrap();
             for id in case.ids.iter().take(lookups.max(1)) {
                 let row = order::Entity::find_by_id(black_box(*id))
                     .filter(order::Column::Tenant.eq(1i64))
+                    .one(&txn)
+                    .await
+                    .unwrap();
+                black_box(row.expect("row"));
+            }
+            txn.commit().await.unwrap();
+        }
+        On::Scoped(pool, false) => {
+            let txn: DatabaseTransaction = pool.begin().await.unwrap();
+            for id in case.ids.iter().take(lookups.max(1)) {
+                let row = order::Entity::find_by_id(black_box(*id))
                     .one(&txn)
                     .await
                     .unwrap();
@@ -140,9 +163,19 @@ async fn fill(db: &TenantDb<i64>) -> Vec<i64> {
 }
 
 async fn pool(url: &str, user: Option<&str>) -> DatabaseConnection {
+    scoped_pool(url, user, None).await
+}
+
+/// A pool of 4 connections, as `user`, each started with `setting` (`name=value`, a
+/// PostgreSQL startup option) when given.
+async fn scoped_pool(url: &str, user: Option<&str>, setting: Option<&str>) -> DatabaseConnection {
     let mut url = url::Url::parse(url).unwrap();
     if let Some(user) = user {
         url.set_username(user).unwrap();
+    }
+    if let Some(setting) = setting {
+        url.query_pairs_mut()
+            .append_pair("options", &format!("-c {setting}"));
     }
     let mut options = ConnectOptions::new(url.to_string());
     options.max_connections(4).sqlx_logging(true);
@@ -227,31 +260,54 @@ fn main() {
         fill(&by_database.tenant(2).await.unwrap()).await;
         shared.conn.execute_unprepared("ANALYZE").await.unwrap();
 
+        // The floors of the isolations with a set-up: tenant 1's connections.
+        let rls_floor = scoped_pool(&url, Some(&role), Some(&format!("{RLS_SETTING}=1"))).await;
+        let schema_floor = scoped_pool(
+            schemas.url.as_deref().unwrap(),
+            None,
+            Some("search_path=tenant_1,public"),
+        )
+        .await;
         let handle = |db: TenantDb<i64>| On::Handle(db);
         let cases = [
-            Case { name: "row level", on: handle(row_level.tenant(1).await.unwrap()), ids: ids.clone() },
-            Case { name: "row level + RLS", on: handle(rls.tenant(1).await.unwrap()), ids: ids.clone() },
+            Case { name: "row level", on: handle(row_level.tenant(1).await.unwrap()), ids: ids.clone(), floor: None },
+            Case { name: "row level + RLS", on: handle(rls.tenant(1).await.unwrap()), ids: ids.clone(), floor: Some(6) },
             Case {
                 name: "schema per tenant",
                 on: handle(by_schema.tenant(1).await.unwrap()),
                 ids: schema_ids.clone(),
+                floor: Some(7),
             },
             Case {
                 name: "schema per tenant, no shape",
                 on: handle(by_schema_unshaped.tenant(1).await.unwrap()),
-                ids: schema_ids,
+                ids: schema_ids.clone(),
+                floor: Some(7),
             },
             Case {
                 name: "database per tenant (warm pool)",
                 on: handle(by_database.tenant(1).await.unwrap()),
                 ids: database_ids,
+                floor: None,
             },
-            Case { name: "hand-written SeaORM (row level)", on: On::SeaOrm(row_level_pool), ids },
+            Case { name: "hand-written SeaORM (row level)", on: On::SeaOrm(row_level_pool), ids: ids.clone(), floor: None },
+            Case {
+                name: "hand-written SeaORM, RLS setting per connection (floor of RLS)",
+                on: On::Scoped(rls_floor, true),
+                ids,
+                floor: None,
+            },
+            Case {
+                name: "hand-written SeaORM, schema per connection (floor of a schema)",
+                on: On::Scoped(schema_floor, false),
+                ids: schema_ids,
+                floor: None,
+            },
         ];
 
         if measuring {
-            println!("| strategy | lookups per unit | statements per unit | median µs per unit | ratio to row level (median of {ROUNDS} rounds) | 10th–90th pct |");
-            println!("|---|---:|---:|---:|---:|---:|");
+            println!("| strategy | lookups per unit | statements per unit | median µs per unit | ratio to row level (median of {ROUNDS} rounds) | 10th–90th pct | ratio to its floor | 10th–90th pct |");
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         }
         // 0: one lookup on the pool handle, no transaction of the caller's.
         for lookups in [1, 10, 0] {
@@ -270,13 +326,14 @@ fn main() {
             }
             let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+            let mut to_floor: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
             for round in 0..ROUNDS {
                 let mut round_times = vec![Duration::ZERO; cases.len()];
                 // Rotate the order each round, so no case always goes first.
                 for k in 0..cases.len() {
                     let i = (k + round) % cases.len();
                     // Not reported: hand-written SeaORM has no pool-handle unit to compare.
-                    if lookups == 0 && matches!(cases[i].on, On::SeaOrm(_)) {
+                    if lookups == 0 && !matches!(cases[i].on, On::Handle(_)) {
                         continue;
                     }
                     let start = Instant::now();
@@ -288,21 +345,36 @@ fn main() {
                 for i in 0..cases.len() {
                     times[i].push(round_times[i].as_secs_f64() * 1e6 / UNITS_PER_BATCH as f64);
                     ratios[i].push(round_times[i].as_secs_f64() / round_times[0].as_secs_f64());
+                    if let Some(floor) = cases[i].floor.filter(|_| lookups > 0) {
+                        to_floor[i].push(
+                            round_times[i].as_secs_f64() / round_times[floor].as_secs_f64(),
+                        );
+                    }
                 }
             }
             for (i, case) in cases.iter().enumerate() {
-                if lookups == 0 && matches!(case.on, On::SeaOrm(_)) {
+                if lookups == 0 && !matches!(case.on, On::Handle(_)) {
                     continue;
                 }
                 times[i].sort_by(f64::total_cmp);
                 ratios[i].sort_by(f64::total_cmp);
+                to_floor[i].sort_by(f64::total_cmp);
                 let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
                 let lookups = match lookups {
                     0 => "1, no transaction".to_owned(),
                     n => n.to_string(),
                 };
+                let floor = match to_floor[i].is_empty() {
+                    true => "| |".to_owned(),
+                    false => format!(
+                        "| {:.3} | {:.3}–{:.3} |",
+                        pct(&to_floor[i], 0.5),
+                        pct(&to_floor[i], 0.1),
+                        pct(&to_floor[i], 0.9)
+                    ),
+                };
                 println!(
-                    "| {} | {lookups} | {} | {:.0} | {:.3} | {:.3}–{:.3} |",
+                    "| {} | {lookups} | {} | {:.0} | {:.3} | {:.3}–{:.3} {floor}",
                     case.name,
                     per_unit[i],
                     pct(&times[i], 0.5),
