@@ -1,9 +1,10 @@
-//! Units of work on PostgreSQL and MySQL/MariaDB, which the library begins itself (on
-//! PostgreSQL under row-level security and schema per tenant without a shape, with the
-//! set-up in the same round trip as `BEGIN`), attacked: units that fail, are dropped or are cancelled at every step leave no
-//! transaction and no setting on the connection; a schema migrated by another process is
-//! read at its new shape; a schema dropped under a handle is an unknown tenant and the
-//! connection stays usable.
+//! Units of work attacked: on PostgreSQL and MySQL/MariaDB, where the library begins them
+//! itself (on PostgreSQL under row-level security and schema per tenant without a shape,
+//! with the set-up in the same round trip as `BEGIN`), and on SQLite, where SeaORM does.
+//! Units that fail, are dropped or are cancelled at every step leave no transaction and
+//! no setting on the connection; a schema migrated by another process is read at its new
+//! shape; a schema dropped under a handle is an unknown tenant and the connection stays
+//! usable.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
@@ -23,6 +24,17 @@ use tenancy_tests::{
 /// The one connection of `pool` is outside any transaction and carries no tenant setting
 /// and the default `search_path`: nothing of a unit reached it.
 async fn assert_clean(pool: &DatabaseConnection, after: &str) {
+    if pool.get_database_backend() == DbBackend::Sqlite {
+        // SQLite refuses a `BEGIN` inside a transaction: a transaction left open on the
+        // connection would make this one fail.
+        let begun = pool.execute_unprepared("BEGIN").await;
+        assert!(
+            begun.is_ok(),
+            "{after}: a transaction was left open on the connection: {begun:?}"
+        );
+        pool.execute_unprepared("ROLLBACK").await.unwrap();
+        return;
+    }
     if pool.get_database_backend() == DbBackend::MySql {
         let row = pool
             .query_one_raw(Statement::from_string(
@@ -173,6 +185,36 @@ async fn mysql_units_that_do_not_commit_leave_nothing_on_the_connection() {
         return;
     };
     let single = one_connection(&test).await;
+    let tenancy = Tenancy::<i64>::builder(single.clone()).build().unwrap();
+    customer_with_orders(&tenancy, 1, None, [(None, 10), (None, 11)]).await;
+    customer_with_orders(&tenancy, 2, None, [(None, 20)]).await;
+    let (a, b) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
+    drop((a, b, tenancy));
+    single.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// The same on SQLite, whose units go through SeaORM's transactions (the library begins
+/// no transaction of its own there: closing a connection could lose an in-memory
+/// database): a unit cancelled at any step leaves its one connection outside any
+/// transaction, and each tenant's rows as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_units_that_do_not_commit_leave_nothing_on_the_connection() {
+    let test = TestDb::for_flavor(Backend::Sqlite, Flavor::RowLevel)
+        .await
+        .expect("SQLite needs no server");
+    let path = test
+        .sqlite_path()
+        .expect("a SQLite file")
+        .display()
+        .to_string();
+    let mut options = tenancy_tests::pool(format!("sqlite://{path}"));
+    options.max_connections(1);
+    let single = Database::connect(options).await.unwrap();
     let tenancy = Tenancy::<i64>::builder(single.clone()).build().unwrap();
     customer_with_orders(&tenancy, 1, None, [(None, 10), (None, 11)]).await;
     customer_with_orders(&tenancy, 2, None, [(None, 20)]).await;

@@ -109,7 +109,7 @@ impl<T: SqlTenantId> Tenancy<T> {
                 txn.execute_unprepared(crate::citus::DISTRIBUTED_SCHEMA)
                     .await?;
             }
-            create_schema::<M>(&txn, &schema).await?;
+            create_schema::<M>(&txn, &schema, self.marked_version_table()).await?;
             txn.commit().await?;
             tracing::info!("tenant schema created");
             Ok(())
@@ -187,7 +187,8 @@ impl<T: SqlTenantId> Tenancy<T> {
         let schema = self.tenant_schema(id)?;
         let txn = self.schema_home(id)?.begin().await?;
         enter_schema(&txn, &schema).await?;
-        M::up(&txn, None).await?;
+        super::markers::migrate_schema::<M>(&txn, &schema, self.marked_version_table(), false)
+            .await?;
         txn.commit().await?;
         Ok(())
     }
@@ -381,16 +382,17 @@ pub(crate) async fn enter_schema<C: ConnectionTrait>(txn: &C, schema: &Identifie
     Ok(())
 }
 
-/// Creates `schema` in `txn` and runs `M`'s migrations in it.
+/// Creates `schema` in `txn` and runs `M`'s migrations in it; with `marked` (the
+/// migrations table), makes its shape marker too.
 pub(crate) async fn create_schema<M: MigratorTrait>(
     txn: &sea_orm::DatabaseTransaction,
     schema: &Identifier,
+    marked: Option<&Identifier>,
 ) -> Result<()> {
     txn.execute_unprepared(&format!("CREATE SCHEMA {}", schema.quoted()))
         .await?;
     enter_schema(txn, schema).await?;
-    M::up(txn, None).await?;
-    Ok(())
+    super::markers::migrate_schema::<M>(txn, schema, marked, true).await
 }
 
 /// Runs `M`'s pending migrations in the database at `url`.

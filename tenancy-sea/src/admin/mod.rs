@@ -3,11 +3,12 @@
 //! creating, dropping and migrating shards and following the catalog (`shards`), writes to
 //! global tables (`globals`), moving a tenant between shards (`moves`, running
 //! `move_steps`, comparing by `move_digest` and ending with `move_cleanup`) and removing what moves left
-//! (`leftovers`).
+//! (`leftovers`); migrations of a tenant schema keep its shape marker (`markers`).
 
 mod fleet;
 mod globals;
 mod leftovers;
+mod markers;
 mod move_cleanup;
 mod move_digest;
 mod move_fence;

@@ -305,7 +305,7 @@ impl<T: SqlTenantId> Run<'_, T> {
             Some(schema) => {
                 let txn = to_conn.begin().await?;
                 if !schema_exists(&txn, schema.name.as_str()).await? {
-                    (schema.make)(&txn, &schema.name).await?;
+                    (schema.make)(&txn, &schema.name, schema.marked.as_ref()).await?;
                 }
                 let (txn, tag) = set_up(txn, to_conn, to_session).await?;
                 Unit {

@@ -216,8 +216,9 @@ impl<T: SqlTenantId> Tenancy<T> {
 pub(super) fn make_schema<'t, M: MigratorTrait + 'static>(
     txn: &'t DatabaseTransaction,
     schema: &'t Identifier,
+    marked: Option<&'t Identifier>,
 ) -> BoxFuture<'t, Result<()>> {
-    Box::pin(super::fleet::create_schema::<M>(txn, schema))
+    Box::pin(super::fleet::create_schema::<M>(txn, schema, marked))
 }
 
 impl<'a, T: SqlTenantId> TenantMove<'a, T> {
@@ -302,6 +303,7 @@ impl<'a, T: SqlTenantId> TenantMove<'a, T> {
                 name: tenancy.tenant_schema(&tenant)?,
                 make,
                 version_table: tenancy.version_table().cloned(),
+                marked: tenancy.marked_version_table().cloned(),
             }),
             _ => None,
         };
@@ -388,8 +390,13 @@ pub(super) struct SchemaOf {
     pub(super) name: Identifier,
     pub(super) make: MakeSchema,
     pub(super) version_table: Option<Identifier>,
+    /// The migrations table, when the library keeps the schema's shape marker in it.
+    pub(super) marked: Option<Identifier>,
 }
 
 /// Creates a tenant schema and runs the application's migrations in it.
-pub(super) type MakeSchema =
-    for<'t> fn(&'t DatabaseTransaction, &'t Identifier) -> BoxFuture<'t, Result<()>>;
+pub(super) type MakeSchema = for<'t> fn(
+    &'t DatabaseTransaction,
+    &'t Identifier,
+    Option<&'t Identifier>,
+) -> BoxFuture<'t, Result<()>>;

@@ -1,7 +1,7 @@
 //! Scoping to the tenant: the tenant condition every statement carries (`condition`), the
 //! set-up that scopes a unit of work on the database side (`session`), the transaction a
 //! unit runs in and the connections a handle runs on (`unit`; on PostgreSQL and MySQL a
-//! transaction the library begins itself, `own_txn`), the comment a unit's statements carry (`tag`), the auditor of the fragments a handle is given (`audit`), and a
+//! transaction the library begins itself, `own_txn`), the comment a unit's statements carry (`tag`) and the tenant schema's shape it names (`shape`), the auditor of the fragments a handle is given (`audit`), and a
 //! tenant's connection, which a handle and the builders it makes share (`conn`), and what
 //! each statement runs in: its span and, with the `metrics` feature, its metrics (`meter`);
 //! and identifiers and literals written into SQL (`ident`).
@@ -15,6 +15,7 @@ mod ident;
 mod meter;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod own_txn;
+mod shape;
 mod tag;
 mod unit;
 
@@ -25,6 +26,7 @@ pub(crate) use ident::{literal, quote_identifier};
 pub use meter::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub(crate) use meter::{Meter, RunTraced, Traced};
 pub(crate) use session::{Session, schema_exists};
+pub(crate) use shape::{IS_MARKER, Shapes, marker_name, shape_sql, trigger_sql};
 pub(crate) use tag::{Tag, Tagged};
 pub use unit::{HandleConnection, UnitRows, UnitTxn};
 pub(crate) use unit::{RawSql, SESSION_RESET, begin_unit, set_up};

@@ -3,8 +3,11 @@
 
 use super::Tag;
 use super::ident::{literal, quote_identifier};
+use super::shape::{Shapes, marker_exists_sql, marker_name, shape_sql};
 use crate::error::Error;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
 use tenancy_core::Identifier;
 
 /// What scopes a unit of work, run first in each transaction: transaction-local settings
@@ -33,6 +36,19 @@ pub(crate) struct Session {
     /// prepared). For a tenant schema, a `SELECT` that fails when the schema does not
     /// exist follows. See [`begin_sql`](Self::begin_sql).
     begin: Option<String>,
+    /// For a tenant schema whose shape is read: the shape guessed and confirmed in the
+    /// `BEGIN` by a lock of its marker (see [`super::shape`]).
+    guessing: Option<Guessing>,
+}
+
+/// How a unit of a tenant schema guesses its shape and checks the guess in its `BEGIN`.
+#[derive(Debug)]
+struct Guessing {
+    shapes: Arc<Shapes>,
+    schema: String,
+    /// The `BEGIN` up to the marker's name: `BEGIN; SET LOCAL search_path = "s", public;
+    /// LOCK TABLE "s"."`.
+    begin: String,
 }
 
 impl Session {
@@ -75,6 +91,7 @@ impl Session {
             shaped: false,
             simple: false,
             begin,
+            guessing: None,
         }
     }
 
@@ -88,6 +105,7 @@ impl Session {
             shaped: false,
             simple: true,
             begin: None,
+            guessing: None,
         }
     }
 
@@ -110,27 +128,21 @@ impl Session {
     /// coordinator's.
     ///
     /// Without a shape to read, the set-up travels with the `BEGIN`
-    /// ([`begin_sql`](Self::begin_sql)). With one it does not: rows of a `BEGIN` are not
-    /// returned, and checking a shape read before, in the `BEGIN`'s simple query, makes
-    /// PostgreSQL plan that read on every unit, which measured slower than the prepared
-    /// read in a round trip of its own (1.41x row level for one lookup, against
-    /// 1.20–1.32x, on the local server: see the benchmarks).
+    /// ([`begin_text`](Self::begin_text)). With one, the rows of a `BEGIN` are not
+    /// returned, so the statement reads the shape in a round trip of its own, and whether
+    /// the schema holds the shape's marker: with `shapes` (not on Citus), the next units
+    /// guess that shape and confirm it in their `BEGIN` by locking the marker (see
+    /// [`super::shape`]), and come back here only when the guess misses.
     pub(crate) fn schema(
         schema: &Identifier,
         tenant: String,
         version_table: Option<&Identifier>,
         apart: bool,
+        shapes: Option<&Arc<Shapes>>,
     ) -> Self {
         const SET: &str = "SELECT set_config('search_path', $1, true), $2::regnamespace";
         // The names are validated identifiers, quoted: the statement is the same for
         // every unit of the tenant, so the driver prepares it once.
-        let shape = version_table.map(|table| {
-            format!(
-                "(SELECT hashtext(coalesce(max(version), '')) FROM {}.{}) AS shape",
-                schema.quoted(),
-                table.quoted()
-            )
-        });
         let set = |sql: String| {
             Statement::from_sql_and_values(
                 DbBackend::Postgres,
@@ -141,14 +153,33 @@ impl Session {
                 ],
             )
         };
-        let statements = match shape {
+        let statements = match version_table {
             None => vec![set(SET.to_owned())],
-            Some(shape) if apart => vec![
+            Some(table) if apart => vec![
                 set(SET.to_owned()),
-                Statement::from_string(DbBackend::Postgres, format!("SELECT {shape}")),
+                Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT ({}) AS shape", shape_sql(schema, table)),
+                ),
             ],
-            Some(shape) => vec![set(format!("{SET}, {shape}"))],
+            Some(table) => vec![set(format!(
+                "{SET}, m.shape, {} AS marked FROM ({}) AS m",
+                marker_exists_sql("$2::text", "m.shape"),
+                shape_sql(schema, table)
+            ))],
         };
+        let guessing = shapes
+            .filter(|_| !apart && version_table.is_some())
+            .map(|shapes| {
+                let quoted = schema.quoted();
+                Guessing {
+                    shapes: shapes.clone(),
+                    schema: schema.as_str().to_owned(),
+                    begin: format!(
+                        "BEGIN; SET LOCAL search_path = {quoted}, public; LOCK TABLE {quoted}.\""
+                    ),
+                }
+            });
         let begin = (!apart && version_table.is_none())
             .then(|| {
                 let name = literal(schema.as_str())?;
@@ -166,15 +197,48 @@ impl Session {
             shaped: version_table.is_some(),
             simple: false,
             begin,
+            guessing,
         }
     }
 
-    /// The set-up as the text of a `BEGIN`, when it can travel with the `BEGIN`: a
-    /// PostgreSQL row-level security setting, or a tenant schema's `search_path` when no
-    /// shape is read. `None` otherwise: the unit begins, then runs
-    /// [`apply`](Self::apply).
-    pub(crate) fn begin_sql(&self) -> Option<&str> {
-        self.begin.as_deref()
+    /// The set-up as the text of a `BEGIN`, when it can travel with the `BEGIN`, and the
+    /// tag the unit's statements then carry: a PostgreSQL row-level security setting, a
+    /// tenant schema's `search_path` when no shape is read, or the `search_path` and the
+    /// lock of the marker of the shape guessed (the shape's tag). `None` otherwise: the
+    /// unit begins, then runs [`apply`](Self::apply).
+    pub(crate) fn begin_text(&self) -> Option<(Cow<'_, str>, Tag)> {
+        if let Some(begin) = &self.begin {
+            return Some((Cow::Borrowed(begin), Tag::default()));
+        }
+        let guessing = self.guessing.as_ref()?;
+        let shape = guessing.shapes.guess(&guessing.schema)?;
+        let sql = format!(
+            "{}{}\" IN ACCESS SHARE MODE",
+            guessing.begin,
+            marker_name(shape)
+        );
+        Some((Cow::Owned(sql), Tag::shape(shape)))
+    }
+
+    /// Whether `error`, from a `BEGIN` of [`begin_text`](Self::begin_text), is its guess
+    /// of the shape missing: the marker is not there (`42P01`; the schema exists, or the
+    /// error would be `3F000`) or may not be locked (`42501`). The unit then begins again
+    /// and reads the shape.
+    pub(crate) fn missed(&self, error: &DbErr) -> bool {
+        let Some(guessing) = &self.guessing else {
+            return false;
+        };
+        match sql_state(error).as_deref() {
+            Some("42P01") => {
+                guessing.shapes.missed(&guessing.schema, false);
+                true
+            }
+            Some("42501") => {
+                guessing.shapes.missed(&guessing.schema, true);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether this is a tenant schema's set-up.
@@ -191,10 +255,17 @@ impl Session {
             let last = n + 1 == self.statements.len();
             if self.shaped && last {
                 let row = conn.query_one_raw(statement.clone()).await?;
-                let shape = match row {
-                    Some(row) => row.try_get::<i32>("", "shape")?,
-                    None => 0,
+                let (shape, marked) = match row {
+                    Some(row) if self.guessing.is_some() => (
+                        row.try_get::<i32>("", "shape")?,
+                        row.try_get::<bool>("", "marked")?,
+                    ),
+                    Some(row) => (row.try_get::<i32>("", "shape")?, false),
+                    None => (0, false),
                 };
+                if let Some(guessing) = &self.guessing {
+                    guessing.shapes.read(&guessing.schema, shape, marked);
+                }
                 tag = Tag::shape(shape);
             } else if self.simple {
                 conn.execute_unprepared(&statement.sql).await?;
@@ -332,100 +403,4 @@ macro_rules! on_conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sql(session: &Session) -> Vec<String> {
-        session.statements.iter().map(|s| s.sql.clone()).collect()
-    }
-
-    /// A tenant schema's set-up: one statement on PostgreSQL; on Citus the shape's read
-    /// apart, after the setting, so the setting runs on the coordinator.
-    #[test]
-    fn a_schema_set_up_reads_its_shape_apart_on_citus() {
-        let schema = Identifier::new("tenant_7").unwrap();
-        let table = Identifier::new("seaql_migrations").unwrap();
-        let shape = "(SELECT hashtext(coalesce(max(version), '')) FROM \"tenant_7\".\
-                     \"seaql_migrations\") AS shape";
-        let together = Session::schema(&schema, "7".to_owned(), Some(&table), false);
-        assert_eq!(
-            sql(&together),
-            [format!(
-                "SELECT set_config('search_path', $1, true), $2::regnamespace, {shape}"
-            )]
-        );
-        let apart = Session::schema(&schema, "7".to_owned(), Some(&table), true);
-        assert_eq!(
-            sql(&apart),
-            [
-                "SELECT set_config('search_path', $1, true), $2::regnamespace".to_owned(),
-                format!("SELECT {shape}"),
-            ]
-        );
-        assert!(apart.shaped && !apart.simple);
-        assert_eq!(
-            apart.statements[0].values.as_ref().unwrap().0,
-            [Value::from("\"tenant_7\", public"), Value::from("tenant_7")]
-        );
-    }
-
-    /// A simple set-up goes unprepared, as one text.
-    #[test]
-    fn a_simple_set_up_is_one_unprepared_text() {
-        let session = Session::simple(DbBackend::Postgres, "SET LOCAL a.b = E'1'".to_owned());
-        assert!(session.simple && !session.shaped);
-        assert_eq!(sql(&session), ["SET LOCAL a.b = E'1'"]);
-        assert!(session.statements[0].values.is_none());
-    }
-
-    /// A row-level security set-up travels with `BEGIN`, its values written as escaped
-    /// literals: a hostile id stays one string constant.
-    #[test]
-    fn a_setting_travels_with_begin_as_literals() {
-        let session = Session::set_config(
-            DbBackend::Postgres,
-            &[(
-                "tenancy.tenant_id",
-                r"x', true); DROP TABLE t; --\".to_owned(),
-            )],
-        );
-        assert_eq!(
-            session.begin_sql().unwrap(),
-            r#"BEGIN; SET LOCAL "tenancy"."tenant_id" = E'x'', true); DROP TABLE t; --\\'"#
-        );
-        // Not on another backend; not for a value PostgreSQL cannot hold.
-        let mysql = Session::set_config(DbBackend::MySql, &[("a.b", "1".to_owned())]);
-        assert!(mysql.begin_sql().is_none());
-        let nul = Session::set_config(DbBackend::Postgres, &[("a.b", "1\0".to_owned())]);
-        assert!(nul.begin_sql().is_none());
-        // Citus' `SET LOCAL` set-up never does.
-        let citus = Session::simple(DbBackend::Postgres, "SET LOCAL a.b = E'1'".to_owned());
-        assert!(citus.begin_sql().is_none());
-        // Nor for a list setting.
-        let path = Session::set_config(DbBackend::Postgres, &[("search_path", "a, b".to_owned())]);
-        assert!(path.begin_sql().is_none());
-    }
-
-    /// A tenant schema's set-up travels with `BEGIN` when no shape is read, never on
-    /// Citus, and not when a shape is read.
-    #[test]
-    fn a_schema_set_up_travels_with_begin_without_a_shape() {
-        let schema = Identifier::new("tenant_7").unwrap();
-        let table = Identifier::new("seaql_migrations").unwrap();
-        let plain = Session::schema(&schema, "7".to_owned(), None, false);
-        assert_eq!(
-            plain.begin_sql(),
-            Some(
-                "BEGIN; SET LOCAL search_path = \"tenant_7\", public; \
-                 SELECT E'tenant_7'::regnamespace"
-            )
-        );
-        assert!(
-            Session::schema(&schema, "7".to_owned(), None, true)
-                .begin_sql()
-                .is_none()
-        );
-        let shaped = Session::schema(&schema, "7".to_owned(), Some(&table), false);
-        assert!(shaped.begin_sql().is_none());
-    }
-}
+mod tests;

@@ -297,20 +297,23 @@ pub(crate) async fn set_up<C: ConnectionTrait, P: ConnectionTrait>(
 /// statements carry (`None` when there is no set-up: the caller's own tag stands).
 ///
 /// On a PostgreSQL pool, a set-up that can be written as literals travels with the
-/// `BEGIN`, one simple query ([`Session::begin_sql`]); otherwise the transaction begins
-/// and the set-up runs first in it ([`set_up`]).
+/// `BEGIN`, one simple query ([`Session::begin_text`]); otherwise, or when the shape that
+/// `BEGIN` guessed misses, the transaction begins and the set-up runs first in it
+/// ([`set_up`]).
 pub(crate) async fn begin_unit<P: HandleConnection>(
     pool: &P,
     session: Option<&Session>,
 ) -> Result<(UnitTxn, Option<Tag>), Error> {
     if let Some(session) = session
-        && let Some(sql) = session.begin_sql()
-        && let Some(begin) = pool.begin_with(sql)
+        && let Some((sql, tag)) = session.begin_text()
+        && let Some(begin) = pool.begin_with(&sql)
     {
-        return match begin.await {
-            Ok(txn) => Ok((txn, Some(Tag::default()))),
-            Err(error) => Err(session.explain(error, pool).await),
-        };
+        match begin.await {
+            Ok(txn) => return Ok((txn, Some(tag))),
+            // The failed `BEGIN` was rolled back: begin again, and read the shape.
+            Err(error) if session.missed(&error) => {}
+            Err(error) => return Err(session.explain(error, pool).await),
+        }
     }
     let txn = pool.begin_txn().await?;
     set_up(txn, pool, session).await

@@ -348,6 +348,7 @@ impl<T: SqlTenantId> TenancyBuilder<T> {
                 template: self.template,
                 tenant_pool: self.tenant_pool,
                 version_table,
+                shapes: Arc::default(),
                 verified: std::sync::OnceLock::new(),
                 tenant_label: self.metrics_tenant_label,
                 meter,

@@ -69,6 +69,8 @@ struct Inner<T> {
     /// The migrations table of each tenant schema, whose latest migration is the schema's
     /// shape (see [`TenancyBuilder::schema_version_table`]).
     version_table: Option<Identifier>,
+    /// The shapes of tenant schemas this process has read, which units guess.
+    shapes: Arc<crate::scope::Shapes>,
     /// Set once [`Tenancy::verify`] has passed: the checks run before the first handle.
     verified: std::sync::OnceLock<()>,
     /// Whether statements are labelled by tenant in metrics (feature `metrics`).
@@ -204,6 +206,7 @@ impl<T: SqlTenantId> Tenancy<T> {
                     tenant.to_string(),
                     self.inner.version_table.as_ref(),
                     self.inner.placement == Placement::Citus,
+                    Some(&self.inner.shapes),
                 ))
             }
         })
@@ -225,6 +228,13 @@ impl<T: SqlTenantId> Tenancy<T> {
     /// The migrations table of each tenant schema, if the shape is read from one.
     pub(crate) fn version_table(&self) -> Option<&Identifier> {
         self.inner.version_table.as_ref()
+    }
+
+    /// The migrations table of each tenant schema, when the library keeps each schema's
+    /// shape marker in it (a shape is read, and not on Citus).
+    pub(crate) fn marked_version_table(&self) -> Option<&Identifier> {
+        self.version_table()
+            .filter(|_| self.inner.placement != Placement::Citus)
     }
 
     /// The main connection (the application's), for the crate's own checks.

@@ -1,0 +1,313 @@
+//! Tenant schemas' shape markers, attacked: a unit confirms the shape it guessed by
+//! locking the marker of it in its `BEGIN`, so it waits for a migration of its schema, and
+//! a migration waits for it; tenants of different shapes on one connection never share a
+//! prepared statement; a schema changed outside the library loses its marker and is read
+//! the long way until a fleet migration marks it again; a schema from before markers
+//! works the long way and is marked by the next migration.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
+
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement, TransactionTrait,
+};
+use std::time::Duration;
+use tenancy_sea::{Tenancy, TenantDb};
+use tenancy_tests::entities::*;
+use tenancy_tests::migration::{Migrator, WideNamesMigrator};
+use tenancy_tests::{Backend, Flavor, SCHEMA_PREFIX, TestDb};
+
+/// The markers `schema` holds.
+async fn markers(conn: &DatabaseConnection, schema: &str) -> Vec<String> {
+    conn.query_all_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT c.relname::text AS name FROM pg_class c JOIN pg_namespace n \
+         ON n.oid = c.relnamespace WHERE n.nspname = $1 \
+         AND c.relname LIKE 'tenancy\\_shape\\_%' ORDER BY 1",
+        [schema.into()],
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.try_get::<String>("", "name").unwrap())
+    .collect()
+}
+
+/// The marker `schema`'s shape should have, computed from its migrations table.
+async fn expected_marker(conn: &DatabaseConnection, schema: &str) -> String {
+    conn.query_one_raw(Statement::from_string(
+        DbBackend::Postgres,
+        format!(
+            "SELECT 'tenancy_shape_' || lpad(to_hex(hashtext(coalesce(max(version), ''))), \
+             8, '0') AS name FROM \"{schema}\".seaql_migrations"
+        ),
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "name")
+    .unwrap()
+}
+
+/// A pool of one connection on `test`'s database, and schema per tenant on it, reading
+/// shapes (the default).
+async fn one_connection(test: &TestDb) -> (DatabaseConnection, Tenancy<i64>) {
+    let mut options = tenancy_tests::pool(test.url.clone().unwrap());
+    options.max_connections(1);
+    let pool = Database::connect(options).await.unwrap();
+    let tenancy = Tenancy::<i64>::builder(pool.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap();
+    (pool, tenancy)
+}
+
+/// Schema per tenant on `test`'s own pool: another process.
+fn other_process(test: &TestDb) -> Tenancy<i64> {
+    Tenancy::<i64>::builder(test.conn.clone())
+        .schema_per_tenant(SCHEMA_PREFIX)
+        .build()
+        .unwrap()
+}
+
+/// A customer named `name`.
+fn named(name: &str) -> customer::ActiveModel {
+    customer::ActiveModel {
+        name: Set(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The names of `db`'s customers, sorted.
+async fn names(db: &TenantDb<i64>) -> Vec<String> {
+    let mut names: Vec<String> = db
+        .find::<customer::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A provisioned schema holds one marker, of its shape; once a unit has read that shape,
+/// the next units lock the marker in their `BEGIN`: while another session holds it
+/// exclusively, a unit waits, and goes on with the right rows once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_confirms_its_shape_by_locking_its_marker() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = one_connection(&test).await;
+    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let marker = expected_marker(&test.conn, "tenant_1").await;
+    assert_eq!(markers(&test.conn, "tenant_1").await, std::slice::from_ref(&marker));
+    let db = tenancy.tenant(1).await.unwrap();
+    db.insert(named("first")).await.unwrap();
+    assert_eq!(names(&db).await, ["first"]);
+
+    let locker = test.conn.begin().await.unwrap();
+    locker
+        .execute_unprepared(&format!(
+            "LOCK TABLE tenant_1.\"{marker}\" IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    let reader = tokio::spawn({
+        let db = db.clone();
+        async move { names(&db).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !reader.is_finished(),
+        "a unit read its rows while its schema's marker was locked: it did not lock it"
+    );
+    locker.rollback().await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the unit waits only for the marker")
+        .unwrap();
+    assert_eq!(read, ["first"]);
+    drop((db, tenancy));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// Another process migrates tenant 1 while a unit of it is open here: the migration waits
+/// for the unit (no deadlock, though the unit read the table the migration alters), the
+/// unit commits, the migration then commits, and tenant 1's schema holds the marker of
+/// its new shape only. On this process's one connection, units of tenant 1 (new shape)
+/// and tenant 2 (old) then alternate: each reads its own rows at its own shape, and a
+/// name only the new shape can hold is written to tenant 1 and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_waits_for_open_units_and_shapes_never_share_statements() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = one_connection(&test).await;
+    for tenant in [1, 2] {
+        tenancy
+            .create_tenant_schema::<Migrator>(tenant)
+            .await
+            .unwrap();
+    }
+    let (one, two) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    one.insert(named("one")).await.unwrap();
+    two.insert(named("two")).await.unwrap();
+    let old = markers(&test.conn, "tenant_1").await;
+
+    let txn = one.begin().await.unwrap();
+    assert_eq!(txn.find::<customer::Entity>().all().await.unwrap().len(), 1);
+    let theirs = other_process(&test);
+    let migration = tokio::spawn(async move {
+        theirs
+            .migrate_tenant::<WideNamesMigrator>(&1)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !migration.is_finished(),
+        "the migration changed tenant 1's tables under an open unit"
+    );
+    txn.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), migration)
+        .await
+        .expect("the migration goes on once the unit ends")
+        .unwrap()
+        .unwrap();
+    let new = markers(&test.conn, "tenant_1").await;
+    assert_eq!(new, [expected_marker(&test.conn, "tenant_1").await]);
+    assert_ne!(new, old);
+    assert_eq!(markers(&test.conn, "tenant_2").await, old);
+
+    let long = "w".repeat(150);
+    one.insert(named(&long)).await.unwrap();
+    for round in 0..10 {
+        assert_eq!(
+            names(&one).await,
+            ["one".to_owned(), long.clone()],
+            "round {round}"
+        );
+        assert_eq!(names(&two).await, ["two"], "round {round}");
+        let txn = two.begin().await.unwrap();
+        assert_eq!(txn.find::<customer::Entity>().all().await.unwrap().len(), 1);
+        txn.commit().await.unwrap();
+    }
+    drop((one, two, tenancy));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// A schema migrated outside the library (its table altered and its migrations table
+/// written by hand, on another connection) loses its marker to the trigger: this
+/// process's units, whose connection holds statements prepared for the old shape, read
+/// the new shape the long way and use statements of the new one. The next fleet migration,
+/// with nothing to run, marks the schema again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_changed_outside_the_library_is_read_the_long_way_until_marked() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = one_connection(&test).await;
+    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let db = tenancy.tenant(1).await.unwrap();
+    db.insert(named("short")).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(names(&db).await, ["short"]);
+    }
+    test.conn
+        .execute_unprepared(
+            "BEGIN; ALTER TABLE tenant_1.customers ALTER COLUMN name TYPE varchar(200); \
+             INSERT INTO tenant_1.seaql_migrations (version, applied_at) \
+             VALUES ('m0003_wide_customer_names', 0); COMMIT",
+        )
+        .await
+        .unwrap();
+    assert!(markers(&test.conn, "tenant_1").await.is_empty());
+    let long = "w".repeat(150);
+    db.insert(named(&long)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(names(&db).await, ["short".to_owned(), long.clone()]);
+    }
+    let report = other_process(&test)
+        .migrate_all::<WideNamesMigrator>(2, |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failed);
+    assert_eq!(
+        markers(&test.conn, "tenant_1").await,
+        [expected_marker(&test.conn, "tenant_1").await]
+    );
+    for _ in 0..3 {
+        assert_eq!(names(&db).await, ["short".to_owned(), long.clone()]);
+    }
+    drop((db, tenancy));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// A schema from before markers (its marker, trigger and function dropped) next to a
+/// marked one: both tenants' units read their own rows, interleaved on one connection;
+/// the next fleet migration, with nothing to run, gives the old schema its marker and
+/// trigger, and its units still read their own rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = one_connection(&test).await;
+    for tenant in [1, 2] {
+        tenancy
+            .create_tenant_schema::<Migrator>(tenant)
+            .await
+            .unwrap();
+    }
+    let marker = expected_marker(&test.conn, "tenant_2").await;
+    test.conn
+        .execute_unprepared(&format!(
+            "DROP TRIGGER tenancy_shape_changed ON tenant_2.seaql_migrations; \
+             DROP FUNCTION tenant_2.tenancy_shape_changed(); DROP VIEW tenant_2.\"{marker}\""
+        ))
+        .await
+        .unwrap();
+    let (one, two) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    one.insert(named("one")).await.unwrap();
+    two.insert(named("two")).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(names(&one).await, ["one"]);
+        assert_eq!(names(&two).await, ["two"]);
+    }
+    let report = other_process(&test)
+        .migrate_all::<Migrator>(2, |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failed);
+    assert_eq!(markers(&test.conn, "tenant_2").await, [marker]);
+    let trigger = test
+        .conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_trigger \
+             WHERE tgrelid = 'tenant_2.seaql_migrations'::regclass \
+             AND tgname = 'tenancy_shape_changed'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(trigger.try_get::<i64>("", "n").unwrap(), 1);
+    for _ in 0..5 {
+        assert_eq!(names(&one).await, ["one"]);
+        assert_eq!(names(&two).await, ["two"]);
+    }
+    drop((one, two, tenancy));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
