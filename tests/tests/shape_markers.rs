@@ -3,7 +3,8 @@
 //! a migration waits for it; tenants of different shapes on one connection never share a
 //! prepared statement; a schema changed outside the library loses its marker and is read
 //! the long way until a fleet migration marks it again; a schema from before markers
-//! works the long way and is marked by the next migration.
+//! works the long way and is marked by the next migration; two processes migrating one
+//! schema at once both succeed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
@@ -102,7 +103,10 @@ async fn a_unit_confirms_its_shape_by_locking_its_marker() {
     let (pool, tenancy) = one_connection(&test).await;
     tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
     let marker = expected_marker(&test.conn, "tenant_1").await;
-    assert_eq!(markers(&test.conn, "tenant_1").await, std::slice::from_ref(&marker));
+    assert_eq!(
+        markers(&test.conn, "tenant_1").await,
+        std::slice::from_ref(&marker)
+    );
     let db = tenancy.tenant(1).await.unwrap();
     db.insert(named("first")).await.unwrap();
     assert_eq!(names(&db).await, ["first"]);
@@ -308,6 +312,46 @@ async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration(
         assert_eq!(names(&two).await, ["two"]);
     }
     drop((one, two, tenancy));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// Two processes migrate the same tenant at once: one waits for the other at the marker,
+/// then finds nothing pending; both succeed, and the schema holds the marker of its new
+/// shape only, which this process's units then confirm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_migrating_one_schema_both_succeed() {
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = one_connection(&test).await;
+    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let db = tenancy.tenant(1).await.unwrap();
+    db.insert(named("before")).await.unwrap();
+    let (first, second) = (other_process(&test), {
+        let mut options = tenancy_tests::pool(test.url.clone().unwrap());
+        options.max_connections(2);
+        Tenancy::<i64>::builder(Database::connect(options).await.unwrap())
+            .schema_per_tenant(SCHEMA_PREFIX)
+            .build()
+            .unwrap()
+    });
+    let (a, b) = tokio::join!(
+        first.migrate_tenant::<WideNamesMigrator>(&1),
+        second.migrate_tenant::<WideNamesMigrator>(&1)
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        markers(&test.conn, "tenant_1").await,
+        [expected_marker(&test.conn, "tenant_1").await]
+    );
+    let long = "w".repeat(150);
+    db.insert(named(&long)).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(names(&db).await, ["before".to_owned(), long.clone()]);
+    }
+    drop((db, tenancy, first, second));
     pool.close().await.unwrap();
     test.drop_db().await;
 }

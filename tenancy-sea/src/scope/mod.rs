@@ -26,7 +26,7 @@ pub(crate) use ident::{literal, quote_identifier};
 pub use meter::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
 pub(crate) use meter::{Meter, RunTraced, Traced};
 pub(crate) use session::{Session, schema_exists};
-pub(crate) use shape::{IS_MARKER, Shapes, marker_name, shape_sql, trigger_sql};
+pub(crate) use shape::{Shapes, marker_exists_sql, marker_name, shape_sql, trigger_sql};
 pub(crate) use tag::{Tag, Tagged};
 pub use unit::{HandleConnection, UnitRows, UnitTxn};
 pub(crate) use unit::{RawSql, SESSION_RESET, begin_unit, set_up};

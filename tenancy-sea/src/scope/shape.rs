@@ -10,10 +10,11 @@
 //! the long way, where the shape is read, and with it whether its marker is there.
 //!
 //! The lock is held to the end of the unit, and a migration of the schema drops the
-//! markers before it changes any table, so a migration waits for the units that confirmed
+//! marker before it changes any table, so a migration waits for the units that confirmed
 //! the old shape, and units begun meanwhile wait for the migration, then find the old
-//! marker gone. A trigger on the migrations table drops the markers when anything else
-//! changes it (a migration run without the library), so a marker is never stale.
+//! marker gone. A trigger on the migrations table drops the marker before anything else
+//! changes that table (a migration run without the library), so a marker is never stale;
+//! a schema holds at most one, of its shape.
 //!
 //! [`Session::schema`]: super::Session::schema
 
@@ -30,9 +31,6 @@ const MAX_UNMARKED: usize = 100_000;
 /// What every marker's name begins with.
 pub(crate) const MARKER_PREFIX: &str = "tenancy_shape_";
 
-/// The SQL test of a relation name being a marker's (`relname` of `pg_class`).
-pub(crate) const IS_MARKER: &str = "c.relkind = 'v' AND c.relname ~ '^tenancy_shape_[0-9a-f]{8}$'";
-
 /// The marker of `shape`: the prefix, then the hash's 32 bits as 8 hex digits (what
 /// `lpad(to_hex(shape), 8, '0')` writes).
 pub(crate) fn marker_name(shape: i32) -> String {
@@ -45,11 +43,12 @@ pub(crate) fn marker_name(shape: i32) -> String {
 /// The query of `schema`'s shape: a hash of the latest version in its migrations table
 /// `table` (one row, column `shape`).
 pub(crate) fn shape_sql(schema: &Identifier, table: &Identifier) -> String {
-    format!(
-        "SELECT hashtext(coalesce(max(version), '')) AS shape FROM {}.{}",
-        schema.quoted(),
-        table.quoted()
-    )
+    shape_sql_quoted(&schema.quoted(), &table.quoted())
+}
+
+/// [`shape_sql`] of names already quoted.
+fn shape_sql_quoted(schema: &str, table: &str) -> String {
+    format!("SELECT hashtext(coalesce(max(version), '')) AS shape FROM {schema}.{table}")
 }
 
 /// The SQL expression of whether the marker of `shape` (an SQL expression) exists in the
@@ -62,22 +61,25 @@ pub(crate) fn marker_exists_sql(schema: &str, shape: &str) -> String {
 }
 
 /// The text that installs, in `schema`, the trigger on its migrations table `table` that
-/// drops the schema's markers whenever that table changes, and the function it runs (both
-/// replaced if present).
+/// drops the schema's marker before anything changes that table, and the function it runs
+/// (both replaced if present). The marker dropped is the one of the shape the schema has
+/// until then: the library makes no other, so a schema holds at most one marker, of its
+/// shape, and never needs its catalog listed.
 pub(crate) fn trigger_sql(schema: &Identifier, table: &Identifier) -> String {
     let schema = schema.quoted();
     let table = table.quoted();
     format!(
         "CREATE OR REPLACE FUNCTION {schema}.tenancy_shape_changed() RETURNS trigger \
          LANGUAGE plpgsql AS $tenancy$ DECLARE marker text; BEGIN \
-         FOR marker IN SELECT c.relname FROM pg_catalog.pg_class c \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = TG_TABLE_SCHEMA AND {IS_MARKER} LOOP \
-         EXECUTE format('DROP VIEW %I.%I', TG_TABLE_SCHEMA, marker); END LOOP; \
+         SELECT '{MARKER_PREFIX}' || lpad(to_hex(m.shape), 8, '0') INTO marker \
+         FROM ({}) AS m; \
+         IF to_regclass(format('%I.%I', TG_TABLE_SCHEMA, marker)) IS NOT NULL THEN \
+         EXECUTE format('DROP VIEW %I.%I', TG_TABLE_SCHEMA, marker); END IF; \
          RETURN NULL; END $tenancy$; \
-         CREATE OR REPLACE TRIGGER tenancy_shape_changed AFTER INSERT OR UPDATE OR DELETE \
+         CREATE OR REPLACE TRIGGER tenancy_shape_changed BEFORE INSERT OR UPDATE OR DELETE \
          OR TRUNCATE ON {schema}.{table} FOR EACH STATEMENT \
-         EXECUTE FUNCTION {schema}.tenancy_shape_changed()"
+         EXECUTE FUNCTION {schema}.tenancy_shape_changed()",
+        shape_sql_quoted(&schema, &table)
     )
 }
 
