@@ -34,7 +34,7 @@ pub(crate) struct Session {
     /// transaction-local: `SET LOCAL`, which PostgreSQL runs without planning (a
     /// `SELECT set_config(..)` would be planned on every unit, since a simple query is not
     /// prepared). For a tenant schema, a `SELECT` that fails when the schema does not
-    /// exist follows. See [`begin_sql`](Self::begin_sql).
+    /// exist follows. See [`begin_text`](Self::begin_text).
     begin: Option<String>,
     /// For a tenant schema whose shape is read: the shape guessed and confirmed in the
     /// `BEGIN` by a lock of its marker (see [`super::shape`]).
