@@ -879,6 +879,30 @@ pub async fn customer_with_orders(
     }
 }
 
+/// A customer named `name`, to insert through a handle.
+pub fn customer_named(name: &str) -> customer::ActiveModel {
+    customer::ActiveModel {
+        name: sea_orm::ActiveValue::Set(name.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The names of the customers `db` reads, sorted.
+pub async fn customer_names<C: tenancy_sea::HandleConnection>(
+    db: &tenancy_sea::TenantDb<i64, C>,
+) -> Vec<String> {
+    let mut names: Vec<String> = db
+        .find::<customer::Entity>()
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    names.sort();
+    names
+}
+
 /// Runs a raw statement on `conn`, for tests that plant data past the framework.
 pub async fn raw(conn: &DatabaseConnection, sql: &str) {
     conn.execute_raw(Statement::from_string(conn.get_database_backend(), sql))

@@ -18,7 +18,8 @@ use tenancy_sea::{Error, Tenancy, TenantDb};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{Migrator, WideNamesMigrator};
 use tenancy_tests::{
-    Backend, Flavor, Provisioned, RLS_SETTING, SCHEMA_PREFIX, TestDb, customer_with_orders,
+    Backend, Flavor, Provisioned, RLS_SETTING, SCHEMA_PREFIX, TestDb, customer_named,
+    customer_names, customer_with_orders,
 };
 
 /// The one connection of `pool` is outside any transaction and carries no tenant setting
@@ -184,7 +185,13 @@ async fn mysql_units_that_do_not_commit_leave_nothing_on_the_connection() {
     let Some(test) = TestDb::for_flavor(Backend::MySql, Flavor::RowLevel).await else {
         return;
     };
-    let single = one_connection(&test).await;
+    row_level_units_leave_nothing(one_connection(&test).await).await;
+    test.drop_db().await;
+}
+
+/// [`units_that_do_not_commit_leave_nothing`] under row level on `single`, a pool of one
+/// connection on a database of the tenant tables, with two tenants' rows; closes it.
+async fn row_level_units_leave_nothing(single: DatabaseConnection) {
     let tenancy = Tenancy::<i64>::builder(single.clone()).build().unwrap();
     customer_with_orders(&tenancy, 1, None, [(None, 10), (None, 11)]).await;
     customer_with_orders(&tenancy, 2, None, [(None, 20)]).await;
@@ -195,7 +202,6 @@ async fn mysql_units_that_do_not_commit_leave_nothing_on_the_connection() {
     units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
     drop((a, b, tenancy));
     single.close().await.unwrap();
-    test.drop_db().await;
 }
 
 /// The same on SQLite, whose units go through SeaORM's transactions (the library begins
@@ -214,17 +220,7 @@ async fn sqlite_units_that_do_not_commit_leave_nothing_on_the_connection() {
         .to_string();
     let mut options = tenancy_tests::pool(format!("sqlite://{path}"));
     options.max_connections(1);
-    let single = Database::connect(options).await.unwrap();
-    let tenancy = Tenancy::<i64>::builder(single.clone()).build().unwrap();
-    customer_with_orders(&tenancy, 1, None, [(None, 10), (None, 11)]).await;
-    customer_with_orders(&tenancy, 2, None, [(None, 20)]).await;
-    let (a, b) = (
-        tenancy.tenant(1).await.unwrap(),
-        tenancy.tenant(2).await.unwrap(),
-    );
-    units_that_do_not_commit_leave_nothing(&single, &a, &b).await;
-    drop((a, b, tenancy));
-    single.close().await.unwrap();
+    row_level_units_leave_nothing(Database::connect(options).await.unwrap()).await;
     test.drop_db().await;
 }
 
@@ -315,7 +311,7 @@ async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
     let theirs = by_schema(test.conn.clone(), true);
     ours.create_tenant_schema::<Migrator>(1).await.unwrap();
     let db = ours.tenant(1).await.unwrap();
-    db.insert(named("short")).await.unwrap();
+    db.insert(customer_named("short")).await.unwrap();
     for _ in 0..3 {
         assert_eq!(db.find::<customer::Entity>().all().await.unwrap().len(), 1);
     }
@@ -324,7 +320,7 @@ async fn a_schema_migrated_by_another_process_is_read_at_its_new_shape() {
         .await
         .unwrap();
     let long = "w".repeat(150);
-    db.insert(named(&long)).await.unwrap();
+    db.insert(customer_named(&long)).await.unwrap();
     let names = customer_names(&db).await;
     assert_eq!(names.len(), 2);
     assert!(names.contains(&long));
@@ -387,28 +383,6 @@ async fn a_missing_schema_is_an_unknown_tenant_and_the_connection_stays_usable()
     test.drop_db().await;
 }
 
-/// The names of `db`'s customers, sorted.
-async fn customer_names(db: &TenantDb<i64>) -> Vec<String> {
-    let mut names: Vec<String> = db
-        .find::<customer::Entity>()
-        .all()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    names.sort();
-    names
-}
-
-/// A customer named `name`.
-fn named(name: &str) -> customer::ActiveModel {
-    customer::ActiveModel {
-        name: Set(name.to_owned()),
-        ..Default::default()
-    }
-}
-
 /// Savepoints, attacked under each PostgreSQL isolation and on MySQL/MariaDB: a savepoint dropped while a
 /// stream of its transaction holds the connection is still rolled back, and the
 /// transaction's own work still commits; a commit with a savepoint open commits both, and
@@ -433,9 +407,9 @@ async fn savepoints_end_only_themselves() {
 
         // Dropped while a stream holds the connection.
         let txn = db.begin().await.unwrap();
-        txn.insert(named("kept")).await.unwrap();
+        txn.insert(customer_named("kept")).await.unwrap();
         let savepoint = txn.begin().await.unwrap();
-        savepoint.insert(named("dropped")).await.unwrap();
+        savepoint.insert(customer_named("dropped")).await.unwrap();
         let mut rows = txn.find::<customer::Entity>().stream().await.unwrap();
         assert!(rows.next().await.is_some());
         drop(savepoint);
@@ -446,9 +420,12 @@ async fn savepoints_end_only_themselves() {
         // A commit with a savepoint open commits both; the savepoint then runs nothing.
         let txn = db.begin().await.unwrap();
         let savepoint = txn.begin().await.unwrap();
-        savepoint.insert(named("inner")).await.unwrap();
+        savepoint.insert(customer_named("inner")).await.unwrap();
         txn.commit().await.unwrap();
-        assert!(savepoint.insert(named("late")).await.is_err(), "{flavor:?}");
+        assert!(
+            savepoint.insert(customer_named("late")).await.is_err(),
+            "{flavor:?}"
+        );
         assert!(savepoint.commit().await.is_err(), "{flavor:?}");
         assert_eq!(customer_names(&db).await, ["inner", "kept"], "{flavor:?}");
 
@@ -468,14 +445,16 @@ async fn savepoints_end_only_themselves() {
                 let done = cancel_after(
                     async {
                         let savepoint = txn.begin().await?;
-                        savepoint.insert(named("cancelled")).await?;
+                        savepoint.insert(customer_named("cancelled")).await?;
                         savepoint.commit().await
                     },
                     polls,
                 )
                 .await;
                 finished += usize::from(done);
-                txn.insert(named(&format!("after {polls}"))).await.unwrap();
+                txn.insert(customer_named(&format!("after {polls}")))
+                    .await
+                    .unwrap();
                 txn.commit().await.unwrap();
             }
             let names = customer_names(&db).await;
@@ -505,7 +484,7 @@ async fn savepoints_end_only_themselves() {
             let done = cancel_after(
                 async {
                     let savepoint = txn.begin().await?;
-                    savepoint.insert(named("blocked")).await?;
+                    savepoint.insert(customer_named("blocked")).await?;
                     savepoint.commit().await
                 },
                 10,
@@ -514,7 +493,7 @@ async fn savepoints_end_only_themselves() {
             assert!(!done, "{flavor:?}: the insert did not wait for the lock");
             blocker.execute_unprepared(unlock).await.unwrap();
             blocker.rollback().await.unwrap();
-            txn.insert(named("after the lock")).await.unwrap();
+            txn.insert(customer_named("after the lock")).await.unwrap();
             txn.commit().await.unwrap();
             let names = customer_names(&db).await;
             assert!(
@@ -531,7 +510,7 @@ async fn savepoints_end_only_themselves() {
         // (MySQL goes on), and the rollback still ends it.
         let txn = db.begin().await.unwrap();
         let taken = txn.find::<customer::Entity>().one().await.unwrap().unwrap();
-        let mut again = named("again");
+        let mut again = customer_named("again");
         again.id = Set(taken.id);
         assert!(txn.insert(again).await.is_err());
         let savepoint = txn.begin().await;

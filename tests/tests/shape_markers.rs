@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
 use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, Set, Statement, TransactionTrait,
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
 use std::time::Duration;
-use tenancy_sea::{Tenancy, TenantDb};
+use tenancy_sea::Tenancy;
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{Migrator, WideNamesMigrator};
-use tenancy_tests::{Backend, Flavor, SCHEMA_PREFIX, TestDb};
+use tenancy_tests::{Backend, Flavor, SCHEMA_PREFIX, TestDb, customer_named, customer_names};
 
 /// The markers `schema` holds.
 async fn markers(conn: &DatabaseConnection, schema: &str) -> Vec<String> {
@@ -62,34 +62,24 @@ async fn one_connection(test: &TestDb) -> (DatabaseConnection, Tenancy<i64>) {
     (pool, tenancy)
 }
 
+/// [`one_connection`], with a schema provisioned for each of `tenants`.
+async fn provisioned(test: &TestDb, tenants: &[i64]) -> (DatabaseConnection, Tenancy<i64>) {
+    let (pool, tenancy) = one_connection(test).await;
+    for tenant in tenants {
+        tenancy
+            .create_tenant_schema::<Migrator>(*tenant)
+            .await
+            .unwrap();
+    }
+    (pool, tenancy)
+}
+
 /// Schema per tenant on `test`'s own pool: another process.
 fn other_process(test: &TestDb) -> Tenancy<i64> {
     Tenancy::<i64>::builder(test.conn.clone())
         .schema_per_tenant(SCHEMA_PREFIX)
         .build()
         .unwrap()
-}
-
-/// A customer named `name`.
-fn named(name: &str) -> customer::ActiveModel {
-    customer::ActiveModel {
-        name: Set(name.to_owned()),
-        ..Default::default()
-    }
-}
-
-/// The names of `db`'s customers, sorted.
-async fn names(db: &TenantDb<i64>) -> Vec<String> {
-    let mut names: Vec<String> = db
-        .find::<customer::Entity>()
-        .all()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    names.sort();
-    names
 }
 
 /// A provisioned schema holds one marker, of its shape; once a unit has read that shape,
@@ -100,16 +90,15 @@ async fn a_unit_confirms_its_shape_by_locking_its_marker() {
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = one_connection(&test).await;
-    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let (pool, tenancy) = provisioned(&test, &[1]).await;
     let marker = expected_marker(&test.conn, "tenant_1").await;
     assert_eq!(
         markers(&test.conn, "tenant_1").await,
         std::slice::from_ref(&marker)
     );
     let db = tenancy.tenant(1).await.unwrap();
-    db.insert(named("first")).await.unwrap();
-    assert_eq!(names(&db).await, ["first"]);
+    db.insert(customer_named("first")).await.unwrap();
+    assert_eq!(customer_names(&db).await, ["first"]);
 
     let locker = test.conn.begin().await.unwrap();
     locker
@@ -120,7 +109,7 @@ async fn a_unit_confirms_its_shape_by_locking_its_marker() {
         .unwrap();
     let reader = tokio::spawn({
         let db = db.clone();
-        async move { names(&db).await }
+        async move { customer_names(&db).await }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
@@ -149,19 +138,13 @@ async fn a_migration_waits_for_open_units_and_shapes_never_share_statements() {
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = one_connection(&test).await;
-    for tenant in [1, 2] {
-        tenancy
-            .create_tenant_schema::<Migrator>(tenant)
-            .await
-            .unwrap();
-    }
+    let (pool, tenancy) = provisioned(&test, &[1, 2]).await;
     let (one, two) = (
         tenancy.tenant(1).await.unwrap(),
         tenancy.tenant(2).await.unwrap(),
     );
-    one.insert(named("one")).await.unwrap();
-    two.insert(named("two")).await.unwrap();
+    one.insert(customer_named("one")).await.unwrap();
+    two.insert(customer_named("two")).await.unwrap();
     let old = markers(&test.conn, "tenant_1").await;
 
     let txn = one.begin().await.unwrap();
@@ -190,14 +173,14 @@ async fn a_migration_waits_for_open_units_and_shapes_never_share_statements() {
     assert_eq!(markers(&test.conn, "tenant_2").await, old);
 
     let long = "w".repeat(150);
-    one.insert(named(&long)).await.unwrap();
+    one.insert(customer_named(&long)).await.unwrap();
     for round in 0..10 {
         assert_eq!(
-            names(&one).await,
+            customer_names(&one).await,
             ["one".to_owned(), long.clone()],
             "round {round}"
         );
-        assert_eq!(names(&two).await, ["two"], "round {round}");
+        assert_eq!(customer_names(&two).await, ["two"], "round {round}");
         let txn = two.begin().await.unwrap();
         assert_eq!(txn.find::<customer::Entity>().all().await.unwrap().len(), 1);
         txn.commit().await.unwrap();
@@ -217,12 +200,11 @@ async fn a_schema_changed_outside_the_library_is_read_the_long_way_until_marked(
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = one_connection(&test).await;
-    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let (pool, tenancy) = provisioned(&test, &[1]).await;
     let db = tenancy.tenant(1).await.unwrap();
-    db.insert(named("short")).await.unwrap();
+    db.insert(customer_named("short")).await.unwrap();
     for _ in 0..3 {
-        assert_eq!(names(&db).await, ["short"]);
+        assert_eq!(customer_names(&db).await, ["short"]);
     }
     test.conn
         .execute_unprepared(
@@ -234,9 +216,12 @@ async fn a_schema_changed_outside_the_library_is_read_the_long_way_until_marked(
         .unwrap();
     assert!(markers(&test.conn, "tenant_1").await.is_empty());
     let long = "w".repeat(150);
-    db.insert(named(&long)).await.unwrap();
+    db.insert(customer_named(&long)).await.unwrap();
     for _ in 0..3 {
-        assert_eq!(names(&db).await, ["short".to_owned(), long.clone()]);
+        assert_eq!(
+            customer_names(&db).await,
+            ["short".to_owned(), long.clone()]
+        );
     }
     let report = other_process(&test)
         .migrate_all::<WideNamesMigrator>(2, |_| {})
@@ -248,7 +233,10 @@ async fn a_schema_changed_outside_the_library_is_read_the_long_way_until_marked(
         [expected_marker(&test.conn, "tenant_1").await]
     );
     for _ in 0..3 {
-        assert_eq!(names(&db).await, ["short".to_owned(), long.clone()]);
+        assert_eq!(
+            customer_names(&db).await,
+            ["short".to_owned(), long.clone()]
+        );
     }
     drop((db, tenancy));
     pool.close().await.unwrap();
@@ -264,13 +252,7 @@ async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration(
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = one_connection(&test).await;
-    for tenant in [1, 2] {
-        tenancy
-            .create_tenant_schema::<Migrator>(tenant)
-            .await
-            .unwrap();
-    }
+    let (pool, tenancy) = provisioned(&test, &[1, 2]).await;
     let marker = expected_marker(&test.conn, "tenant_2").await;
     test.conn
         .execute_unprepared(&format!(
@@ -283,11 +265,11 @@ async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration(
         tenancy.tenant(1).await.unwrap(),
         tenancy.tenant(2).await.unwrap(),
     );
-    one.insert(named("one")).await.unwrap();
-    two.insert(named("two")).await.unwrap();
+    one.insert(customer_named("one")).await.unwrap();
+    two.insert(customer_named("two")).await.unwrap();
     for _ in 0..5 {
-        assert_eq!(names(&one).await, ["one"]);
-        assert_eq!(names(&two).await, ["two"]);
+        assert_eq!(customer_names(&one).await, ["one"]);
+        assert_eq!(customer_names(&two).await, ["two"]);
     }
     let report = other_process(&test)
         .migrate_all::<Migrator>(2, |_| {})
@@ -308,8 +290,8 @@ async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration(
         .unwrap();
     assert_eq!(trigger.try_get::<i64>("", "n").unwrap(), 1);
     for _ in 0..5 {
-        assert_eq!(names(&one).await, ["one"]);
-        assert_eq!(names(&two).await, ["two"]);
+        assert_eq!(customer_names(&one).await, ["one"]);
+        assert_eq!(customer_names(&two).await, ["two"]);
     }
     drop((one, two, tenancy));
     pool.close().await.unwrap();
@@ -324,10 +306,9 @@ async fn two_processes_migrating_one_schema_both_succeed() {
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = one_connection(&test).await;
-    tenancy.create_tenant_schema::<Migrator>(1).await.unwrap();
+    let (pool, tenancy) = provisioned(&test, &[1]).await;
     let db = tenancy.tenant(1).await.unwrap();
-    db.insert(named("before")).await.unwrap();
+    db.insert(customer_named("before")).await.unwrap();
     let (first, second) = (other_process(&test), {
         let mut options = tenancy_tests::pool(test.url.clone().unwrap());
         options.max_connections(2);
@@ -347,9 +328,12 @@ async fn two_processes_migrating_one_schema_both_succeed() {
         [expected_marker(&test.conn, "tenant_1").await]
     );
     let long = "w".repeat(150);
-    db.insert(named(&long)).await.unwrap();
+    db.insert(customer_named(&long)).await.unwrap();
     for _ in 0..3 {
-        assert_eq!(names(&db).await, ["before".to_owned(), long.clone()]);
+        assert_eq!(
+            customer_names(&db).await,
+            ["before".to_owned(), long.clone()]
+        );
     }
     drop((db, tenancy, first, second));
     pool.close().await.unwrap();
