@@ -51,12 +51,17 @@ fn shape_sql_quoted(schema: &str, table: &str) -> String {
     format!("SELECT hashtext(coalesce(max(version), '')) AS shape FROM {schema}.{table}")
 }
 
+/// [`marker_name`] in SQL: the marker of `shape`, an SQL expression of type `int4`.
+fn marker_name_sql(shape: &str) -> String {
+    format!("'{MARKER_PREFIX}' || lpad(to_hex({shape}), 8, '0')")
+}
+
 /// The SQL expression of whether the marker of `shape` (an SQL expression) exists in the
 /// schema named by `schema` (another), for the set-up's read.
 pub(crate) fn marker_exists_sql(schema: &str, shape: &str) -> String {
     format!(
-        "to_regclass(format('%I.%I', {schema}, '{MARKER_PREFIX}' || \
-         lpad(to_hex({shape}), 8, '0'))) IS NOT NULL"
+        "to_regclass(format('%I.%I', {schema}, {})) IS NOT NULL",
+        marker_name_sql(shape)
     )
 }
 
@@ -71,14 +76,14 @@ pub(crate) fn trigger_sql(schema: &Identifier, table: &Identifier) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {schema}.tenancy_shape_changed() RETURNS trigger \
          LANGUAGE plpgsql AS $tenancy$ DECLARE marker text; BEGIN \
-         SELECT '{MARKER_PREFIX}' || lpad(to_hex(m.shape), 8, '0') INTO marker \
-         FROM ({}) AS m; \
+         SELECT {} INTO marker FROM ({}) AS m; \
          IF to_regclass(format('%I.%I', TG_TABLE_SCHEMA, marker)) IS NOT NULL THEN \
          EXECUTE format('DROP VIEW %I.%I', TG_TABLE_SCHEMA, marker); END IF; \
          RETURN NULL; END $tenancy$; \
          CREATE OR REPLACE TRIGGER tenancy_shape_changed BEFORE INSERT OR UPDATE OR DELETE \
          OR TRUNCATE ON {schema}.{table} FOR EACH STATEMENT \
          EXECUTE FUNCTION {schema}.tenancy_shape_changed()",
+        marker_name_sql("m.shape"),
         shape_sql_quoted(&schema, &table)
     )
 }
