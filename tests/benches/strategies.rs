@@ -8,6 +8,12 @@
 //! connect, so that a unit needs no set-up at all. The ratio to it is what the set-up
 //! costs, apart from what the isolation itself costs the server (the policy, the schema).
 //!
+//! For one-lookup units it also splits each case's time into the client's CPU (this
+//! process, one thread) and the server's (every `postgres` process), from the scheduler's
+//! accounting; and it sends each set-up's `BEGIN` text through sqlx alone, with the same
+//! lookup, to show what the text itself costs the client and the server, apart from
+//! anything the library or SeaORM does.
+//!
 //! ```text
 //! cargo bench -p tenancy-tests --bench strategies
 //! ```
@@ -162,6 +168,137 @@ async fn fill(db: &TenantDb<i64>) -> Vec<i64> {
     rows.iter().step_by(97).map(|o| o.id).take(10).collect()
 }
 
+/// Nanoseconds on a CPU so far: this thread's (the bench runs on a current-thread runtime,
+/// so it is all of the client: the library, SeaORM, sqlx) and all `postgres` processes'
+/// together (the server: every backend, and what little the background processes do).
+/// From the scheduler's own accounting (`schedstat`), read outside the timed batches.
+fn cpu_ns() -> (u64, u64) {
+    let on_cpu = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let client = on_cpu("/proc/thread-self/schedstat");
+    let mut server = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let is_postgres = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|comm| comm.trim_end() == "postgres");
+        if is_postgres {
+            server += on_cpu(&dir.join("schedstat").to_string_lossy());
+        }
+    }
+    (client, server)
+}
+
+/// Where a case's time went over all its batches: wall time, and the CPU of the client
+/// and of the server.
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    wall: Duration,
+    client_ns: u64,
+    server_ns: u64,
+}
+
+impl Spent {
+    /// Runs `batch`, adds what it spent; returns its wall time.
+    async fn time(&mut self, batch: impl Future<Output = ()>) -> Duration {
+        let (client, server) = cpu_ns();
+        let start = Instant::now();
+        batch.await;
+        let wall = start.elapsed();
+        let (client_after, server_after) = cpu_ns();
+        self.wall += wall;
+        self.client_ns += client_after.saturating_sub(client);
+        self.server_ns += server_after.saturating_sub(server);
+        wall
+    }
+
+    /// Per unit, in µs: wall time, client CPU, server CPU.
+    fn per_unit(&self) -> (f64, f64, f64) {
+        let units = (ROUNDS * UNITS_PER_BATCH) as f64;
+        (
+            self.wall.as_secs_f64() * 1e6 / units,
+            self.client_ns as f64 / 1e3 / units,
+            self.server_ns as f64 / 1e3 / units,
+        )
+    }
+}
+
+/// The `BEGIN` texts of the set-ups, sent by sqlx itself (no SeaORM, no library) in units
+/// of `BEGIN ...`, one prepared lookup of a schema-qualified table, `COMMIT`, each on a
+/// pool of its own: what each set-up costs the client and the server, apart from
+/// anything the library does. `marker` is tenant 1's shape marker.
+async fn anatomy(url: &str, marker: &str, id: i64) {
+    use sea_orm::sqlx::{AssertSqlSafe, Executor, raw_sql};
+    let texts = [
+        "BEGIN".to_owned(),
+        "BEGIN; SET LOCAL \"tenancy\".\"tenant_id\" = E'1'".to_owned(),
+        "BEGIN; SET LOCAL search_path = \"tenant_1\", public".to_owned(),
+        format!(
+            "BEGIN; SET LOCAL search_path = \"tenant_1\", public; \
+             LOCK TABLE \"tenant_1\".\"{marker}\" IN ACCESS SHARE MODE"
+        ),
+        "BEGIN; SET LOCAL search_path = \"tenant_1\", public; SELECT E'tenant_1'::regnamespace"
+            .to_owned(),
+    ];
+    let mut pools = Vec::new();
+    for _ in &texts {
+        pools.push(pool(url, None).await.get_postgres_connection_pool().clone());
+    }
+    let unit = |k: usize| {
+        let (pool, text) = (&pools[k], &texts[k]);
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            conn.execute(raw_sql(AssertSqlSafe(text.clone())))
+                .await
+                .unwrap();
+            let row =
+                sea_orm::sqlx::query("SELECT id, total_cents FROM tenant_1.orders WHERE id = $1")
+                    .bind(black_box(id))
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .unwrap();
+            black_box(row.expect("row"));
+            conn.execute(raw_sql(AssertSqlSafe("COMMIT")))
+                .await
+                .unwrap();
+        }
+    };
+    let mut spent = vec![Spent::default(); texts.len()];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); texts.len()];
+    for round in 0..ROUNDS {
+        let mut walls = vec![Duration::ZERO; texts.len()];
+        for j in 0..texts.len() {
+            let k = (j + round) % texts.len();
+            walls[k] = spent[k]
+                .time(async {
+                    for _ in 0..UNITS_PER_BATCH {
+                        unit(k).await;
+                    }
+                })
+                .await;
+        }
+        for k in 0..texts.len() {
+            ratios[k].push(walls[k].as_secs_f64() / walls[0].as_secs_f64());
+        }
+    }
+    println!();
+    println!(
+        "| `BEGIN` text (sqlx alone) | wall µs per unit | ratio to `BEGIN` (median) | client CPU µs | server CPU µs |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (k, text) in texts.iter().enumerate() {
+        ratios[k].sort_by(f64::total_cmp);
+        let (wall, client, server) = spent[k].per_unit();
+        println!(
+            "| `{text}` | {wall:.1} | {:.3} | {client:.1} | {server:.1} |",
+            ratios[k][ROUNDS / 2],
+        );
+    }
+}
+
 async fn pool(url: &str, user: Option<&str>) -> DatabaseConnection {
     scoped_pool(url, user, None).await
 }
@@ -300,7 +437,7 @@ fn main() {
             Case {
                 name: "hand-written SeaORM, schema per connection (floor of a schema)",
                 on: On::Scoped(schema_floor, false),
-                ids: schema_ids,
+                ids: schema_ids.clone(),
                 floor: None,
             },
         ];
@@ -309,6 +446,7 @@ fn main() {
             println!("| strategy | lookups per unit | statements per unit | median µs per unit | ratio to row level (median of {ROUNDS} rounds) | 10th–90th pct | ratio to its floor | 10th–90th pct |");
             println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         }
+        let mut one_lookup: Vec<(&str, Spent)> = Vec::new();
         // 0: one lookup on the pool handle, no transaction of the caller's.
         for lookups in [1, 10, 0] {
             // Statements per unit, counted once per case.
@@ -327,6 +465,8 @@ fn main() {
             let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
             let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
             let mut to_floor: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+            // Client and server CPU over all rounds, per case.
+            let mut spent = vec![Spent::default(); cases.len()];
             for round in 0..ROUNDS {
                 let mut round_times = vec![Duration::ZERO; cases.len()];
                 // Rotate the order each round, so no case always goes first.
@@ -336,11 +476,13 @@ fn main() {
                     if lookups == 0 && !matches!(cases[i].on, On::Handle(_)) {
                         continue;
                     }
-                    let start = Instant::now();
-                    for _ in 0..UNITS_PER_BATCH {
-                        unit(&cases[i], lookups).await;
-                    }
-                    round_times[i] = start.elapsed();
+                    round_times[i] = spent[i]
+                        .time(async {
+                            for _ in 0..UNITS_PER_BATCH {
+                                unit(&cases[i], lookups).await;
+                            }
+                        })
+                        .await;
                 }
                 for i in 0..cases.len() {
                     times[i].push(round_times[i].as_secs_f64() * 1e6 / UNITS_PER_BATCH as f64);
@@ -383,8 +525,40 @@ fn main() {
                     pct(&ratios[i], 0.9),
                 );
             }
+            if lookups == 1 {
+                one_lookup = cases.iter().map(|c| c.name).zip(spent).collect();
+            }
+        }
+        // Where a one-lookup unit's time goes: CPU of the client and of the server per
+        // unit, and the rest of the wall time (waiting: the socket, the scheduler).
+        if measuring {
+            println!();
+            println!("| strategy (1 lookup a unit) | wall µs per unit | client CPU µs | server CPU µs | neither µs |");
+            println!("|---|---:|---:|---:|---:|");
+            for (name, spent) in &one_lookup {
+                let (wall, client, server) = spent.per_unit();
+                println!(
+                    "| {name} | {wall:.1} | {client:.1} | {server:.1} | {:.1} |",
+                    wall - client - server
+                );
+            }
         }
         drop(cases);
+        if measuring {
+            let marker: String = schemas
+                .conn
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT relname::text AS name FROM pg_class WHERE relnamespace = \
+                     'tenant_1'::regnamespace AND relname LIKE 'tenancy\\_shape\\_%'",
+                ))
+                .await
+                .unwrap()
+                .expect("tenant 1's marker")
+                .try_get("", "name")
+                .unwrap();
+            anatomy(schemas.url.as_deref().unwrap(), &marker, schema_ids[0]).await;
+        }
         for tenant in [1, 2] {
             by_database.drop_tenant_database(tenant).await.unwrap();
         }
