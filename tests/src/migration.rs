@@ -173,3 +173,54 @@ impl MigrationTrait for WideCustomerNames {
             .map(|_| ())
     }
 }
+
+/// [`WideNamesMigrator`], then a migration that fails: a fleet migration must leave every
+/// schema as it was, at its old shape and with its old marker.
+pub struct BrokenWideNamesMigrator;
+
+impl MigratorTrait for BrokenWideNamesMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(TenantTables),
+            Box::new(WideCustomerNames),
+            Box::new(Broken),
+        ]
+    }
+}
+
+/// [`WideNamesMigrator`], then a migration that waits a minute: a process running it can
+/// be killed half-way, its tables altered and the old marker dropped in a transaction
+/// that never commits. The wait asks the server to check every 200 ms that the client is
+/// still there, so a killed process's transaction ends promptly.
+pub struct StallingMigrator;
+
+impl MigratorTrait for StallingMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(TenantTables),
+            Box::new(WideCustomerNames),
+            Box::new(Stall),
+        ]
+    }
+}
+
+struct Stall;
+
+impl MigrationName for Stall {
+    fn name(&self) -> &str {
+        "m9998_stall"
+    }
+}
+
+/// What the stalled migration's statement contains, to find its server process.
+pub const STALL_SQL: &str = "SELECT pg_sleep(60) AS tenancy_stall";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Stall {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("SET LOCAL client_connection_check_interval = 200")
+            .await?;
+        conn.execute_unprepared(STALL_SQL).await.map(|_| ())
+    }
+}

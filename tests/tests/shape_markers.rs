@@ -4,7 +4,8 @@
 //! prepared statement; a schema changed outside the library loses its marker and is read
 //! the long way until a fleet migration marks it again; a schema from before markers
 //! works the long way and is marked by the next migration; two processes migrating one
-//! schema at once both succeed.
+//! schema at once both succeed; a fleet migration that fails half-way, or whose process is
+//! killed half-way, leaves every schema as it was.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is a panic
 
@@ -14,7 +15,9 @@ use sea_orm::{
 use std::time::Duration;
 use tenancy_sea::Tenancy;
 use tenancy_tests::entities::*;
-use tenancy_tests::migration::{Migrator, WideNamesMigrator};
+use tenancy_tests::migration::{
+    BrokenWideNamesMigrator, Migrator, STALL_SQL, StallingMigrator, WideNamesMigrator,
+};
 use tenancy_tests::{Backend, Flavor, SCHEMA_PREFIX, TestDb, customer_named, customer_names};
 
 /// The markers `schema` holds.
@@ -336,6 +339,193 @@ async fn two_processes_migrating_one_schema_both_succeed() {
         );
     }
     drop((db, tenancy, first, second));
+    pool.close().await.unwrap();
+    test.drop_db().await;
+}
+
+/// Set in the child process of the test below: the URL of the database whose fleet it
+/// migrates until it is killed.
+const CHILD_URL: &str = "TENANCY_TEST_STALLED_MIGRATION_URL";
+
+/// What a migration changes in a schema.
+#[derive(Debug, PartialEq)]
+struct SchemaState {
+    /// The markers it holds.
+    markers: Vec<String>,
+    /// The marker its migrations table calls for.
+    expected: String,
+    /// The type of `customers.name`.
+    name_type: String,
+}
+
+/// The state of tenant 1's and tenant 2's schemas.
+async fn fleet_state(conn: &DatabaseConnection) -> [SchemaState; 2] {
+    [
+        schema_state(conn, "tenant_1").await,
+        schema_state(conn, "tenant_2").await,
+    ]
+}
+
+/// What a migration changes in `schema`.
+async fn schema_state(conn: &DatabaseConnection, schema: &str) -> SchemaState {
+    let name_type = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute \
+             WHERE attrelid = format('%I.customers', $1::text)::regclass AND attname = 'name'",
+            [schema.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "t")
+        .unwrap();
+    SchemaState {
+        markers: markers(conn, schema).await,
+        expected: expected_marker(conn, schema).await,
+        name_type,
+    }
+}
+
+/// How many server processes run the stalled migration's statement.
+async fn stalled(conn: &DatabaseConnection) -> i64 {
+    conn.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND query = $1",
+        [STALL_SQL.into()],
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "n")
+    .unwrap()
+}
+
+/// Waits up to `seconds` for `stalled` to be `n`.
+async fn until_stalled(conn: &DatabaseConnection, n: i64, seconds: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while stalled(conn).await != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} stalled migrations expected within {seconds} s, {} found",
+            stalled(conn).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped, also when the test fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fleet migration that fails half-way in every schema (its last migration errs after
+/// a column's type was changed and the old marker dropped), then one run by another
+/// process that is killed (SIGKILL) while it holds both schemas in that state: each time
+/// both schemas keep their old shape, marker and column type, the tenants' rows and units
+/// work (a unit that waited on the killed migration's lock goes on with its rows), and the
+/// next migration completes and marks the new shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_migration_failed_or_killed_half_way_leaves_schemas_as_they_were() {
+    if let Ok(url) = std::env::var(CHILD_URL) {
+        // The child: stalls half-way in each schema, and is killed there.
+        let pool = Database::connect(url.as_str()).await.unwrap();
+        let tenancy = Tenancy::<i64>::builder(pool)
+            .schema_per_tenant(SCHEMA_PREFIX)
+            .build()
+            .unwrap();
+        let report = tenancy.migrate_all::<StallingMigrator>(2, |_| {}).await;
+        panic!("the stalling migration ended instead of being killed: {report:?}");
+    }
+    let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
+        return;
+    };
+    let (pool, tenancy) = provisioned(&test, &[1, 2]).await;
+    let (one, two) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    one.insert(customer_named("one")).await.unwrap();
+    two.insert(customer_named("two")).await.unwrap();
+    let before = fleet_state(&test.conn).await;
+    assert_eq!(before[0].markers, std::slice::from_ref(&before[0].expected));
+    let long = "w".repeat(150);
+
+    // A migration that fails half-way, in both schemas.
+    let report = other_process(&test)
+        .migrate_all::<BrokenWideNamesMigrator>(2, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 2, "both schemas' migrations fail");
+    assert_eq!(
+        fleet_state(&test.conn).await,
+        before,
+        "a half-done migration changed a schema"
+    );
+    assert_eq!(customer_names(&one).await, ["one"]);
+    assert_eq!(customer_names(&two).await, ["two"]);
+
+    // A process killed half-way, in both schemas.
+    let child = Child(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_fleet_migration_failed_or_killed_half_way_leaves_schemas_as_they_were",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URL, test.url.clone().unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until_stalled(&test.conn, 2, 60).await;
+    let reader = tokio::spawn({
+        let one = one.clone();
+        async move { customer_names(&one).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reader.is_finished(),
+        "a unit read tenant 1 while its migration was half-way"
+    );
+    drop(child);
+    until_stalled(&test.conn, 0, 30).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the unit goes on once the killed migration is rolled back")
+        .unwrap();
+    assert_eq!(read, ["one"]);
+    assert_eq!(
+        fleet_state(&test.conn).await,
+        before,
+        "a half-done migration changed a schema"
+    );
+    assert_eq!(customer_names(&two).await, ["two"]);
+
+    // The next migration completes.
+    let report = other_process(&test)
+        .migrate_all::<WideNamesMigrator>(2, |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failed);
+    for (after, before) in fleet_state(&test.conn).await.iter().zip(&before) {
+        assert_eq!(after.markers, std::slice::from_ref(&after.expected));
+        assert_ne!(after.expected, before.expected);
+        assert_eq!(after.name_type, "character varying(200)");
+        assert_ne!(after.name_type, before.name_type);
+    }
+    one.insert(customer_named(&long)).await.unwrap();
+    assert_eq!(customer_names(&one).await, ["one".to_owned(), long]);
+    assert_eq!(customer_names(&two).await, ["two"]);
+    drop((one, two, tenancy));
     pool.close().await.unwrap();
     test.drop_db().await;
 }
