@@ -228,17 +228,18 @@ impl Session {
         let Some(guessing) = &self.guessing else {
             return false;
         };
-        match sql_state(error).as_deref() {
-            Some("42P01") => {
-                guessing.shapes.missed(&guessing.schema, false);
-                true
-            }
-            Some("42501") => {
-                guessing.shapes.missed(&guessing.schema, true);
-                true
-            }
-            _ => false,
-        }
+        let denied = match sql_state(error).as_deref() {
+            Some("42P01") => false,
+            Some("42501") => true,
+            _ => return false,
+        };
+        tracing::debug!(
+            schema = %guessing.schema,
+            denied,
+            "tenant schema's shape guess missed: reading its shape"
+        );
+        guessing.shapes.missed(&guessing.schema, denied);
+        true
     }
 
     /// Whether this is a tenant schema's set-up.

@@ -23,10 +23,11 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tenancy_core::Identifier;
 
-/// The most schemas a process remembers as unmarked; past it, it forgets them and its
-/// guess, and reads every shape until it reads one with its marker again (memory stays
-/// bounded however many schemas predate markers).
-const MAX_UNMARKED: usize = 100_000;
+/// The most schemas a process remembers apart from the common shape (unmarked, or of
+/// another shape); past it, it forgets them and its guess, and reads every shape until it
+/// reads one with its marker again (memory stays bounded however many schemas predate
+/// markers or differ).
+const MAX_APART: usize = 100_000;
 
 /// What every marker's name begins with.
 pub(crate) const MARKER_PREFIX: &str = "tenancy_shape_";
@@ -89,19 +90,72 @@ pub(crate) fn trigger_sql(schema: &Identifier, table: &Identifier) -> String {
 }
 
 /// What a process knows of its tenant schemas' shapes, shared by every unit of a
-/// [`Tenancy`](crate::Tenancy): the shape to guess, and the schemas whose units read
-/// their shape instead, because they hold no marker of it (not yet migrated by this
-/// version of the library) or may not lock it. While every schema has its marker, a unit
-/// takes no lock here: two atomic loads.
+/// [`Tenancy`](crate::Tenancy): the shape most schemas have, which units guess, and the
+/// schemas known to differ from it: those of another shape (a fleet migration half done:
+/// their units guess their own shape, so neither half misses on every unit), and those
+/// whose units read their shape instead, because they hold no marker of it (not yet
+/// migrated by this version of the library) or may not lock it. While no schema differs,
+/// a unit takes no lock here: two atomic loads.
 #[derive(Debug, Default)]
 pub(crate) struct Shapes {
-    /// The shape last read from a schema that holds its marker, plus one (0: none yet).
+    /// The shape guessed for a schema not in `apart`, plus one (0: none yet).
     guess: AtomicI64,
-    /// Whether `unmarked` holds any schema.
-    any_unmarked: AtomicBool,
-    /// Schemas whose units read their shape: `true` for a marker the role may not lock
-    /// (kept until the process ends), `false` for one missing (until a read finds it).
-    unmarked: RwLock<HashMap<Box<str>, bool>>,
+    /// Whether `apart` holds any schema.
+    any_apart: AtomicBool,
+    apart: RwLock<Apart>,
+}
+
+/// The schemas whose units do not guess the common shape, and how many of them have each
+/// other shape.
+#[derive(Debug, Default)]
+struct Apart {
+    schemas: HashMap<Box<str>, Differs>,
+    /// How many of `schemas` have each shape: when one shape is had by more than
+    /// [`FOLLOW_AFTER`] of them, it becomes the common shape (a fleet migration is moving
+    /// schemas to it).
+    counts: HashMap<i32, usize>,
+}
+
+/// How a schema differs from the common shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Differs {
+    /// Its marker is of this other shape.
+    Shape(i32),
+    /// It has no marker of its shape (read it each unit, until a read finds one).
+    Unmarked,
+    /// Its marker may not be locked by this role (read its shape each unit, for as long as
+    /// the process runs).
+    Denied,
+}
+
+/// How many schemas seen with one other shape make it the common shape.
+const FOLLOW_AFTER: usize = 16;
+
+impl Apart {
+    /// Sets (`Some`) or clears (`None`) how `schema` differs, keeping the counts.
+    fn set(&mut self, schema: &str, differs: Option<Differs>) {
+        let old = match differs {
+            Some(differs) => self.schemas.insert(schema.into(), differs),
+            None => self.schemas.remove(schema),
+        };
+        if let Some(Differs::Shape(shape)) = old {
+            self.count(shape, false);
+        }
+        if let Some(Differs::Shape(shape)) = differs {
+            self.count(shape, true);
+        }
+    }
+
+    fn count(&mut self, shape: i32, up: bool) {
+        let count = self.counts.entry(shape).or_default();
+        match up {
+            true => *count += 1,
+            false => *count = count.saturating_sub(1),
+        }
+        if *count == 0 {
+            self.counts.remove(&shape);
+        }
+    }
 }
 
 impl Shapes {
@@ -111,10 +165,12 @@ impl Shapes {
         if guess == 0 {
             return None;
         }
-        if self.any_unmarked.load(Ordering::Relaxed) {
-            let unmarked = self.unmarked.read().unwrap_or_else(|p| p.into_inner());
-            if unmarked.contains_key(schema) {
-                return None;
+        if self.any_apart.load(Ordering::Relaxed) {
+            let apart = self.apart.read().unwrap_or_else(|p| p.into_inner());
+            match apart.schemas.get(schema) {
+                Some(Differs::Shape(shape)) => return Some(*shape),
+                Some(Differs::Unmarked | Differs::Denied) => return None,
+                None => {}
             }
         }
         i32::try_from(guess - 1).ok()
@@ -122,46 +178,64 @@ impl Shapes {
 
     /// A unit's lock of the marker it guessed was refused: the role may not lock it
     /// (`denied`), so units of `schema` read their shape from now on. (A missing marker
-    /// needs nothing here: the read that follows says whether the schema has one.)
+    /// needs nothing here: the read that follows says what the schema has.)
     pub(crate) fn missed(&self, schema: &str, denied: bool) {
         if denied {
-            self.mark(schema, Some(true));
+            self.change(schema, Differs::Denied);
         }
     }
 
     /// A set-up read `shape` from `schema`, whose marker of it is there (`marked`) or not.
     pub(crate) fn read(&self, schema: &str, shape: i32, marked: bool) {
-        if marked {
-            self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
-            if self.any_unmarked.load(Ordering::Relaxed) {
-                self.mark(schema, None);
+        let guess = self.guess.load(Ordering::Relaxed);
+        if guess == 0 {
+            // The first shape read with its marker is the common one. Without a guess
+            // nothing misses: nothing to remember.
+            if marked {
+                self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
             }
-        } else if self.guess.load(Ordering::Relaxed) != 0 {
-            // Without a guess nothing misses: nothing to remember.
-            self.mark(schema, Some(false));
+            return;
+        }
+        match marked {
+            true if i64::from(shape) + 1 == guess => {
+                if self.any_apart.load(Ordering::Relaxed) {
+                    self.change(schema, None);
+                }
+            }
+            true => self.change(schema, Differs::Shape(shape)),
+            false => self.change(schema, Differs::Unmarked),
         }
     }
 
-    /// Puts `schema` in `unmarked` (`Some`, a denial never downgraded) or takes it out
-    /// unless denied (`None`).
-    fn mark(&self, schema: &str, unmarked: Option<bool>) {
-        let mut map = self.unmarked.write().unwrap_or_else(|p| p.into_inner());
-        match unmarked {
-            Some(denied) => {
-                let entry = map.entry(schema.into()).or_insert(denied);
-                *entry |= denied;
-            }
-            None => {
-                if map.get(schema) == Some(&false) {
-                    map.remove(schema);
-                }
-            }
+    /// Records how `schema` differs (`None`: it has the common shape); a denial is never
+    /// taken back. When a shape has been seen in more than [`FOLLOW_AFTER`] schemas, it
+    /// becomes the common shape: those schemas are forgotten, and the schemas of the old
+    /// one are remembered as they are next read. Past [`MAX_APART`] schemas, all are
+    /// forgotten with the guess, and shapes are read until one is read with its marker.
+    fn change(&self, schema: &str, differs: impl Into<Option<Differs>>) {
+        let differs = differs.into();
+        let mut apart = self.apart.write().unwrap_or_else(|p| p.into_inner());
+        if apart.schemas.get(schema) == Some(&Differs::Denied)
+            || apart.schemas.get(schema) == differs.as_ref()
+        {
+            return;
         }
-        if map.len() > MAX_UNMARKED {
-            map.clear();
+        apart.set(schema, differs);
+        if let Some(Differs::Shape(shape)) = differs
+            && apart.counts.get(&shape).copied().unwrap_or(0) > FOLLOW_AFTER
+        {
+            self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
+            apart
+                .schemas
+                .retain(|_, differs| *differs != Differs::Shape(shape));
+            apart.counts.remove(&shape);
+        }
+        if apart.schemas.len() > MAX_APART {
+            *apart = Apart::default();
             self.guess.store(0, Ordering::Relaxed);
         }
-        self.any_unmarked.store(!map.is_empty(), Ordering::Relaxed);
+        self.any_apart
+            .store(!apart.schemas.is_empty(), Ordering::Relaxed);
     }
 }
 
@@ -178,42 +252,82 @@ mod tests {
         assert_eq!(marker_name(i32::MIN), "tenancy_shape_80000000");
     }
 
-    /// The guess is the last shape read with its marker; a schema without one, or whose
+    /// The guess is the first shape read with its marker; a schema without one, or whose
     /// marker may not be locked, guesses nothing; a missing marker found later is taken
     /// back, a refused one is not.
     #[test]
-    fn the_guess_follows_marked_reads_and_skips_unmarked_schemas() {
+    fn the_guess_skips_unmarked_schemas() {
         let shapes = Shapes::default();
         assert_eq!(shapes.guess("a"), None);
         // Before any guess, an unmarked schema is not remembered.
         shapes.read("z", 1, false);
-        assert!(!shapes.any_unmarked.load(Ordering::Relaxed));
+        assert!(!shapes.any_apart.load(Ordering::Relaxed));
         shapes.read("a", -7, true);
         assert_eq!(shapes.guess("b"), Some(-7));
-        shapes.read("b", 3, false);
+        shapes.read("b", -7, false);
         assert_eq!(shapes.guess("b"), None);
         assert_eq!(shapes.guess("a"), Some(-7));
-        shapes.read("b", 3, true);
-        assert_eq!(shapes.guess("b"), Some(3));
-        assert!(!shapes.any_unmarked.load(Ordering::Relaxed));
+        shapes.read("b", -7, true);
+        assert_eq!(shapes.guess("b"), Some(-7));
+        assert!(!shapes.any_apart.load(Ordering::Relaxed));
         shapes.missed("c", true);
-        shapes.read("c", 3, true);
+        shapes.read("c", -7, true);
         assert_eq!(shapes.guess("c"), None);
-        assert_eq!(shapes.guess("a"), Some(3));
+        assert_eq!(shapes.guess("a"), Some(-7));
         shapes.missed("a", false);
-        assert_eq!(shapes.guess("a"), Some(3));
+        assert_eq!(shapes.guess("a"), Some(-7));
     }
 
-    /// Past the bound, the unmarked schemas and the guess are forgotten.
+    /// Half a fleet migrated: each schema guesses the shape it was last read with, so
+    /// units of either shape stop missing once read; when more than [`FOLLOW_AFTER`]
+    /// schemas have the new shape it becomes the common one, and the schemas of the old
+    /// shape are remembered as they are read.
     #[test]
-    fn the_unmarked_schemas_are_bounded() {
+    fn schemas_of_another_shape_guess_their_own_until_it_is_the_common_one() {
+        let shapes = Shapes::default();
+        shapes.read("s0", 1, true);
+        for n in 1..=FOLLOW_AFTER {
+            shapes.read(&format!("s{n}"), 2, true);
+        }
+        assert_eq!(shapes.guess("s0"), Some(1));
+        assert_eq!(shapes.guess("unseen"), Some(1));
+        for n in 1..=FOLLOW_AFTER {
+            assert_eq!(shapes.guess(&format!("s{n}")), Some(2));
+        }
+        // A schema read back at the common shape (its migration rolled back) is forgotten.
+        shapes.read("s1", 1, true);
+        assert_eq!(shapes.guess("s1"), Some(1));
+        shapes.read("s1", 2, true);
+        // One more of the new shape: it becomes the common one.
+        shapes.read("t", 2, true);
+        assert_eq!(shapes.guess("unseen"), Some(2));
+        assert_eq!(shapes.guess("s0"), Some(2), "not yet read at the old shape");
+        assert!(!shapes.any_apart.load(Ordering::Relaxed));
+        shapes.read("s0", 1, true);
+        assert_eq!(shapes.guess("s0"), Some(1));
+        assert_eq!(shapes.guess("s3"), Some(2));
+        // Unmarked and denied schemas stay apart whatever the common shape.
+        shapes.read("u", 2, false);
+        shapes.missed("d", true);
+        for n in 0..=FOLLOW_AFTER {
+            shapes.read(&format!("r{n}"), 3, true);
+        }
+        assert_eq!(shapes.guess("unseen"), Some(3));
+        assert_eq!(shapes.guess("u"), None);
+        assert_eq!(shapes.guess("d"), None);
+        assert_eq!(shapes.guess("s0"), Some(1));
+    }
+
+    /// Past the bound, the schemas apart and the guess are forgotten.
+    #[test]
+    fn the_schemas_apart_are_bounded() {
         let shapes = Shapes::default();
         shapes.read("a", 5, true);
-        for n in 0..=MAX_UNMARKED {
+        for n in 0..=MAX_APART {
             shapes.read(&format!("s{n}"), 6, false);
         }
         assert_eq!(shapes.guess("a"), None);
-        assert!(!shapes.any_unmarked.load(Ordering::Relaxed));
+        assert!(!shapes.any_apart.load(Ordering::Relaxed));
         shapes.read("a", 5, true);
         assert_eq!(shapes.guess("s1"), Some(5));
     }
