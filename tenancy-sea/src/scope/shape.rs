@@ -110,9 +110,7 @@ pub(crate) struct Shapes {
 #[derive(Debug, Default)]
 struct Apart {
     schemas: HashMap<Box<str>, Differs>,
-    /// How many of `schemas` have each shape: when one shape is had by more than
-    /// [`FOLLOW_AFTER`] of them, it becomes the common shape (a fleet migration is moving
-    /// schemas to it).
+    /// How many of `schemas` have each shape (see [`Shapes::change`]).
     counts: HashMap<i32, usize>,
 }
 
@@ -128,7 +126,8 @@ enum Differs {
     Denied,
 }
 
-/// How many schemas seen with one other shape make it the common shape.
+/// By how many schemas a shape must outnumber the common one, among the schemas
+/// remembered, to become the common shape.
 const FOLLOW_AFTER: usize = 16;
 
 impl Apart {
@@ -208,9 +207,12 @@ impl Shapes {
     }
 
     /// Records how `schema` differs (`None`: it has the common shape); a denial is never
-    /// taken back. When a shape has been seen in more than [`FOLLOW_AFTER`] schemas, it
-    /// becomes the common shape: those schemas are forgotten, and the schemas of the old
-    /// one are remembered as they are next read. Past [`MAX_APART`] schemas, all are
+    /// taken back. A shape had by more than [`FOLLOW_AFTER`] schemas more than the common
+    /// one (among those remembered) becomes the common shape, so units of schemas not
+    /// read yet guess it: a fleet migration is moving schemas to it. Schemas are not
+    /// forgotten then, so a fleet that stays split misses once a schema, however its
+    /// units alternate; once every schema remembered has the common shape, all are
+    /// forgotten, and units take no lock here again. Past [`MAX_APART`] schemas, all are
     /// forgotten with the guess, and shapes are read until one is read with its marker.
     fn change(&self, schema: &str, differs: impl Into<Option<Differs>>) {
         let differs = differs.into();
@@ -221,18 +223,23 @@ impl Shapes {
             return;
         }
         apart.set(schema, differs);
-        if let Some(Differs::Shape(shape)) = differs
-            && apart.counts.get(&shape).copied().unwrap_or(0) > FOLLOW_AFTER
-        {
-            self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
-            apart
-                .schemas
-                .retain(|_, differs| *differs != Differs::Shape(shape));
-            apart.counts.remove(&shape);
-        }
+        let had = |shape: i32| apart.counts.get(&shape).copied().unwrap_or(0);
+        let common = i32::try_from(self.guess.load(Ordering::Relaxed) - 1).ok();
+        let follow = match (differs, common) {
+            (Some(Differs::Shape(shape)), Some(old)) => {
+                (had(shape) > had(old) + FOLLOW_AFTER).then_some(shape)
+            }
+            _ => None,
+        };
         if apart.schemas.len() > MAX_APART {
-            *apart = Apart::default();
             self.guess.store(0, Ordering::Relaxed);
+            *apart = Apart::default();
+        } else if let Some(shape) = follow {
+            // The schemas of the new shape stay remembered: they are what the schemas of
+            // the old one, remembered as they are read, must outnumber to take it back.
+            self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
+        } else if common.is_some_and(|common| had(common) == apart.schemas.len()) {
+            *apart = Apart::default();
         }
         self.any_apart
             .store(!apart.schemas.is_empty(), Ordering::Relaxed);
@@ -279,9 +286,10 @@ mod tests {
     }
 
     /// Half a fleet migrated: each schema guesses the shape it was last read with, so
-    /// units of either shape stop missing once read; when more than [`FOLLOW_AFTER`]
-    /// schemas have the new shape it becomes the common one, and the schemas of the old
-    /// shape are remembered as they are read.
+    /// units of either shape stop missing once read; when the schemas remembered with the
+    /// new shape outnumber those of the common one by more than [`FOLLOW_AFTER`], it
+    /// becomes the common one, and the schemas of the old shape are remembered as they are
+    /// read; once all remembered schemas have the common shape, they are forgotten.
     #[test]
     fn schemas_of_another_shape_guess_their_own_until_it_is_the_common_one() {
         let shapes = Shapes::default();
@@ -302,20 +310,84 @@ mod tests {
         shapes.read("t", 2, true);
         assert_eq!(shapes.guess("unseen"), Some(2));
         assert_eq!(shapes.guess("s0"), Some(2), "not yet read at the old shape");
-        assert!(!shapes.any_apart.load(Ordering::Relaxed));
         shapes.read("s0", 1, true);
         assert_eq!(shapes.guess("s0"), Some(1));
         assert_eq!(shapes.guess("s3"), Some(2));
-        // Unmarked and denied schemas stay apart whatever the common shape.
+        // Unmarked and denied schemas stay apart whatever the common shape. A third shape
+        // must outnumber the remembered schemas of the common one by more than
+        // FOLLOW_AFTER (the 17 of shape 2 are still remembered).
         shapes.read("u", 2, false);
         shapes.missed("d", true);
-        for n in 0..=FOLLOW_AFTER {
+        for n in 0..2 * FOLLOW_AFTER {
+            shapes.read(&format!("r{n}"), 3, true);
+        }
+        assert_eq!(shapes.guess("unseen"), Some(2));
+        for n in 2 * FOLLOW_AFTER..=2 * FOLLOW_AFTER + 1 {
             shapes.read(&format!("r{n}"), 3, true);
         }
         assert_eq!(shapes.guess("unseen"), Some(3));
         assert_eq!(shapes.guess("u"), None);
         assert_eq!(shapes.guess("d"), None);
         assert_eq!(shapes.guess("s0"), Some(1));
+        // Every schema remembered read at the common shape: all are forgotten.
+        let mut read: Vec<String> = vec!["s0".into(), "t".into(), "u".into()];
+        read.extend((1..=FOLLOW_AFTER).map(|n| format!("s{n}")));
+        read.extend((0..=2 * FOLLOW_AFTER + 1).map(|n| format!("r{n}")));
+        for schema in &read {
+            shapes.read(schema, 3, true);
+        }
+        assert!(
+            shapes.any_apart.load(Ordering::Relaxed),
+            "the denied one stays"
+        );
+        assert_eq!(shapes.guess("d"), None);
+        assert_eq!(shapes.guess("s0"), Some(3));
+    }
+
+    /// Units of `schemas` (name, shape), each in turn, `passes` times, as `begin_unit`
+    /// runs them: guess, and on a miss read. Returns the misses of each pass.
+    fn units(shapes: &Shapes, schemas: &[(String, i32)], passes: usize) -> Vec<usize> {
+        (0..passes)
+            .map(|_| {
+                let mut missed = 0;
+                for (schema, shape) in schemas {
+                    if shapes.guess(schema) != Some(*shape) {
+                        missed += usize::from(shapes.guess(schema).is_some());
+                        shapes.read(schema, *shape, true);
+                    }
+                }
+                missed
+            })
+            .collect()
+    }
+
+    /// A fleet split in two shapes for good, its schemas' units interleaved: each schema
+    /// misses at most once (when the common shape is not its own), then none does. A fleet migrated one schema at a time: each
+    /// schema misses at most once per shape, and once all have the new shape, no schema
+    /// is remembered (units take no lock again).
+    #[test]
+    fn a_split_fleet_converges_and_a_migrated_one_is_forgotten() {
+        let shapes = Shapes::default();
+        let split: Vec<(String, i32)> = (0..400).map(|n| (format!("s{n}"), n % 2)).collect();
+        let misses = units(&shapes, &split, 10);
+        assert!(misses.iter().sum::<usize>() <= split.len(), "{misses:?}");
+        assert_eq!(misses[8..], [0, 0], "{misses:?}");
+
+        let shapes = Shapes::default();
+        let mut fleet: Vec<(String, i32)> = (0..400).map(|n| (format!("s{n}"), 1)).collect();
+        assert_eq!(units(&shapes, &fleet, 2), [0, 0]);
+        let mut total = 0;
+        for n in 0..fleet.len() {
+            fleet[n].1 = 2;
+            total += units(&shapes, &fleet, 1)[0];
+        }
+        assert!(
+            total <= 2 * fleet.len(),
+            "{total} misses migrating 400 schemas"
+        );
+        assert_eq!(units(&shapes, &fleet, 1), [0]);
+        assert!(!shapes.any_apart.load(Ordering::Relaxed));
+        assert_eq!(shapes.guess("unseen"), Some(2));
     }
 
     /// Past the bound, the schemas apart and the guess are forgotten.
