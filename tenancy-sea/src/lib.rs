@@ -99,7 +99,9 @@ pub use query::{
 };
 pub use scope::{HandleConnection, UnitRows, UnitTxn};
 #[cfg(feature = "metrics")]
-pub use scope::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
+pub use scope::{
+    METRIC_DURATION, METRIC_ERRORS, METRIC_SHAPE_MISSES, METRIC_SHAPE_READS, METRIC_STATEMENTS,
+};
 pub use shard::{
     AcrossShards, DEFAULT_CONNECT_TIMEOUT, GroupedSelect, Partial, PoolOptions, ShardedSelect,
     Spawner, Topology,

@@ -3,7 +3,10 @@
 //! migrating every tenant against the floor, the same DDL as one plain SQL script through
 //! `psql` into a fresh database, measured in the same run at the same size; then a re-run
 //! of `migrate_all` with nothing to migrate. Printed: one row per size, with the time per
-//! tenant of each, so that a growth shows as a per-tenant time that rises with the size.
+//! tenant of each, so that a growth shows as a per-tenant time that rises with the size;
+//! and what the server did in each provisioning phase (WAL, checkpoints, buffers backends
+//! wrote) with the time of the first and the last fifth of the tenants provisioned, so
+//! that a cost that grows with the schemas already there shows within one run.
 //!
 //! ```text
 //! cargo bench -p tenancy-tests --bench fleet                 # 100, 1,000 and 5,000 tenants
@@ -147,9 +150,50 @@ async fn checkpoint(conn: &DatabaseConnection) {
     conn.execute_unprepared("CHECKPOINT").await.unwrap();
 }
 
+/// What the server did in a phase: WAL written, checkpoints (requested, when the WAL
+/// outgrows `max_wal_size`, or timed), and buffers written by backends themselves (a
+/// page evicted to make room, when `shared_buffers` holds no clean one).
+#[derive(Clone, Copy, Default)]
+struct ServerWork {
+    wal_bytes: i64,
+    checkpoints: i64,
+    backend_writes: i64,
+}
+
+impl ServerWork {
+    /// The server's counters now.
+    async fn now(conn: &DatabaseConnection) -> ServerWork {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal, \
+                 checkpoints_timed + checkpoints_req AS checkpoints, \
+                 buffers_backend AS writes FROM pg_stat_bgwriter",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        ServerWork {
+            wal_bytes: row.try_get("", "wal").unwrap(),
+            checkpoints: row.try_get("", "checkpoints").unwrap(),
+            backend_writes: row.try_get("", "writes").unwrap(),
+        }
+    }
+
+    /// What happened since `before`.
+    async fn since(conn: &DatabaseConnection, before: ServerWork) -> ServerWork {
+        let now = ServerWork::now(conn).await;
+        ServerWork {
+            wal_bytes: now.wal_bytes - before.wal_bytes,
+            checkpoints: now.checkpoints - before.checkpoints,
+            backend_writes: now.backend_writes - before.backend_writes,
+        }
+    }
+}
+
 /// The floor at `tenants`: the DDL as one script through `psql`, into a fresh database;
 /// each statement its own transaction, or with `per_tenant_txn` each tenant's.
-async fn floor(tenants: i64, per_tenant_txn: bool) -> Duration {
+async fn floor(tenants: i64, per_tenant_txn: bool) -> (Duration, ServerWork) {
     let db = TestDb::create(Backend::Postgres)
         .await
         .expect("TENANCY_PG_URL or the local server");
@@ -177,6 +221,7 @@ async fn floor(tenants: i64, per_tenant_txn: bool) -> Duration {
     ));
     std::fs::write(&path, script).unwrap();
     checkpoint(&db.conn).await;
+    let before = ServerWork::now(&db.conn).await;
     let start = Instant::now();
     let status = Command::new("psql")
         .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-f"])
@@ -184,18 +229,26 @@ async fn floor(tenants: i64, per_tenant_txn: bool) -> Duration {
         .arg(db.url.as_deref().unwrap())
         .status();
     let elapsed = start.elapsed();
+    let work = ServerWork::since(&db.conn, before).await;
     std::fs::remove_file(&path).unwrap();
     assert!(status.expect("psql on PATH").success());
     let objects = tenant_objects(&db.conn).await;
     let per_tenant = TABLES_I64;
     assert_eq!(objects, (tenants * per_tenant, tenants * per_tenant * 2));
     db.drop_db().await;
-    elapsed
+    (elapsed, work)
 }
+
+/// One size's results: tenants, the floor and what the server did in it, the framework.
+type Row = (i64, (Duration, ServerWork), Framework);
 
 /// The framework at `tenants`.
 struct Framework {
     provisioned: Duration,
+    /// Provisioning the first fifth of the tenants, and the last.
+    fifths: (Duration, Duration),
+    /// What the server did while provisioning.
+    work: ServerWork,
     noop: Duration,
     /// `tenant_schemas()` alone: the one catalog query `migrate_all` starts with.
     listing: Duration,
@@ -210,17 +263,25 @@ async fn framework(tenants: i64) -> Framework {
     // Provision every tenant: schema + migrator, one transaction each.
     open_connections(&db.conn, MIGRATE_PARALLELISM).await;
     checkpoint(&db.conn).await;
+    let before = ServerWork::now(&db.conn).await;
     let start = Instant::now();
-    let failures = futures_util::stream::iter(1..=tenants)
+    let done: Vec<(bool, Duration)> = futures_util::stream::iter(1..=tenants)
         .map(|i| {
             let tenancy = &tenancy;
             async move { tenancy.create_tenant_schema::<BenchMigrator>(i).await }
         })
         .buffer_unordered(PROVISION_PARALLELISM)
-        .filter(|r| std::future::ready(r.is_err()))
-        .count()
+        .map(|r| (r.is_err(), start.elapsed()))
+        .collect()
         .await;
     let provisioned = start.elapsed();
+    let failures = done.iter().filter(|(failed, _)| *failed).count();
+    // The first fifth of the tenants and the last: how provisioning a tenant grows with
+    // the schemas already there, within one run.
+    let fifth = done.len() / 5;
+    let first_fifth = done[fifth - 1].1;
+    let last_fifth = provisioned - done[done.len() - fifth - 1].1;
+    let work = ServerWork::since(&db.conn, before).await;
     assert_eq!(failures, 0);
 
     let start = Instant::now();
@@ -250,6 +311,8 @@ async fn framework(tenants: i64) -> Framework {
     db.drop_db().await;
     Framework {
         provisioned,
+        fifths: (first_fifth, last_fifth),
+        work,
         noop,
         listing,
     }
@@ -294,7 +357,7 @@ fn main() {
         "| tenants | psql floor | floor per tenant | provision + migrate | per tenant | ratio to floor | no-op re-run | no-op per tenant |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (tenants, floor, ours) in &rows {
+    for (tenants, (floor, _), ours) in &rows {
         println!(
             "| {tenants} | {:.2} s | {:.2} ms | {:.2} s | {:.2} ms | {:.2} | {:.2} s | {:.3} ms |",
             floor.as_secs_f64(),
@@ -307,15 +370,40 @@ fn main() {
         );
     }
     println!();
+    println!(
+        "What the server did, per tenant (WAL, buffers written by backends) and in all (checkpoints during the phase; each phase starts after a `CHECKPOINT`):"
+    );
+    println!();
+    println!(
+        "| tenants | floor: WAL per tenant | checkpoints | backend writes per tenant | provisioning: WAL per tenant | checkpoints | backend writes per tenant | first fifth per tenant | last fifth per tenant |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (tenants, (_, floor), ours) in &rows {
+        let kib = |bytes: i64| bytes as f64 / 1024.0 / *tenants as f64;
+        let per = |writes: i64| writes as f64 / *tenants as f64;
+        let fifth = *tenants / 5;
+        println!(
+            "| {tenants} | {:.0} KiB | {} | {:.1} | {:.0} KiB | {} | {:.1} | {:.2} ms | {:.2} ms |",
+            kib(floor.wal_bytes),
+            floor.checkpoints,
+            per(floor.backend_writes),
+            kib(ours.work.wal_bytes),
+            ours.work.checkpoints,
+            per(ours.work.backend_writes),
+            ms_per(ours.fifths.0, fifth),
+            ms_per(ours.fifths.1, fifth),
+        );
+    }
+    println!();
     // Growth: the largest per-tenant time over the smallest, across sizes.
-    let spread = |f: &dyn Fn(&(i64, Duration, Framework)) -> f64| {
+    let spread = |f: &dyn Fn(&Row) -> f64| {
         let values: Vec<f64> = rows.iter().map(f).collect();
         values.iter().copied().fold(f64::MIN, f64::max)
             / values.iter().copied().fold(f64::MAX, f64::min)
     };
     println!(
         "Per tenant, slowest size / fastest size: floor {:.2}, provision + migrate {:.2}, no-op re-run {:.2}.",
-        spread(&|(n, floor, _)| ms_per(*floor, *n)),
+        spread(&|(n, floor, _)| ms_per(floor.0, *n)),
         spread(&|(n, _, ours)| ms_per(ours.provisioned, *n)),
         spread(&|(n, _, ours)| ms_per(ours.noop, *n)),
     );

@@ -1018,29 +1018,3 @@ pub mod book {
     #[doc = include_str!("../../docs/src/background.md")]
     pub mod background {}
 }
-
-/// A `tracing` layer that keeps every event's fields as text, one line an event: what a
-/// test reads the library's logs from.
-#[derive(Clone, Default)]
-pub struct Captured(std::sync::Arc<std::sync::Mutex<String>>);
-
-impl Captured {
-    /// The events so far.
-    pub fn text(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Text<'a>(&'a mut String);
-        impl tracing::field::Visit for Text<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={value:?} ", field.name()));
-            }
-        }
-        let mut text = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        event.record(&mut Text(&mut text));
-        text.push('\n');
-    }
-}

@@ -9,14 +9,14 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, Database, DbBackend, EntityTrait, Schema, Set, Statement,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tenancy_sea::integrity::TenantIntegrity;
 use tenancy_sea::{
     DatabaseTemplate, DirectoryRouter, Error, ShardId, ShardRouter, ShardState, Tenancy, TenantDb,
     TenantRegistry, catalog::Directory, catalog::Shards, catalog::TenantDatabases,
 };
 use tenancy_tests::entities::*;
-use tenancy_tests::{Backend, Captured, Flavor, Provisioned, RLS_SETTING, TestDb, raw, run};
+use tenancy_tests::{Backend, Flavor, Provisioned, RLS_SETTING, TestDb, raw, run};
 
 /// Declares `name` as a test on each listed `(module, backend, flavor)`.
 macro_rules! on {
@@ -1295,6 +1295,23 @@ async fn hooks_see_per_strategy(db: &TestDb) {
 
 const PASSWORD: &str = "s3cr3t-Pa55";
 
+/// Every event's fields, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text<'a>(&'a mut String);
+        impl tracing::field::Visit for Text<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        event.record(&mut Text(&mut self.0.lock().unwrap()));
+        self.0.lock().unwrap().push('\n');
+    }
+}
+
 fn no_password(what: &str, text: &str) {
     assert!(
         !text.contains(PASSWORD),
@@ -1390,7 +1407,7 @@ async fn passwords_never_appear_in_errors_or_logs() {
         .clone()
         .watch_catalog(std::time::Duration::from_millis(10));
     let _ = tokio::time::timeout(std::time::Duration::from_millis(500), watch).await;
-    let log = captured.text();
+    let log = captured.0.lock().unwrap().clone();
     assert!(
         log.contains("shard unreachable at start"),
         "no warning logged: {log}"

@@ -22,6 +22,16 @@ pub const METRIC_ERRORS: &str = "tenancy_statement_errors_total";
 /// The name of the histogram of statement latencies in seconds
 /// (`tenancy_statement_duration_seconds`).
 pub const METRIC_DURATION: &str = "tenancy_statement_duration_seconds";
+#[cfg(feature = "metrics")]
+/// The name of the counter of units of work of a tenant schema whose `BEGIN` guessed a
+/// shape the schema does not have (`tenancy_shape_misses_total`): each costs the failed
+/// `BEGIN`, its `ROLLBACK` and the shape read the long way.
+pub const METRIC_SHAPE_MISSES: &str = "tenancy_shape_misses_total";
+#[cfg(feature = "metrics")]
+/// The name of the counter of tenant schema shapes read the long way, in a statement of
+/// their own after `BEGIN` (`tenancy_shape_reads_total`): after a miss, or for a schema
+/// whose shape is not guessed (the first unit, a schema without its marker).
+pub const METRIC_SHAPE_READS: &str = "tenancy_shape_reads_total";
 
 /// The labels a handle's, a fan-out target's or an admin operation's statements are
 /// counted under: isolation, placement, shard and, where the application opted in, the

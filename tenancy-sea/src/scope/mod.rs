@@ -23,7 +23,9 @@ pub(crate) use condition::{equals, equals_at, equals_expr, is_in};
 pub(crate) use conn::{IssueIds, KeyPlacement, Placed, Routed, TenantConn, UNSHARDED, key_of};
 pub(crate) use ident::{literal, quote_identifier};
 #[cfg(feature = "metrics")]
-pub use meter::{METRIC_DURATION, METRIC_ERRORS, METRIC_STATEMENTS};
+pub use meter::{
+    METRIC_DURATION, METRIC_ERRORS, METRIC_SHAPE_MISSES, METRIC_SHAPE_READS, METRIC_STATEMENTS,
+};
 pub(crate) use meter::{Meter, RunTraced, Traced};
 pub(crate) use session::{Session, schema_exists};
 pub(crate) use shape::{Shapes, marker_exists_sql, marker_name, shape_sql, trigger_sql};

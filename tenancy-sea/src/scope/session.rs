@@ -130,7 +130,8 @@ impl Session {
     /// Without a shape to read, the set-up travels with the `BEGIN`
     /// ([`begin_text`](Self::begin_text)). With one, the rows of a `BEGIN` are not
     /// returned, so the statement reads the shape in a round trip of its own, and whether
-    /// the schema holds the shape's marker: with `shapes` (not on Citus), the next units
+    /// the schema holds the shape's marker: with `shapes` (given where migrations keep
+    /// markers, `Tenancy::marked_version_table`; never used `apart`), the next units
     /// guess that shape and confirm it in their `BEGIN` by locking the marker (see
     /// [`super::shape`]), and come back here only when the guess misses.
     pub(crate) fn schema(
@@ -238,6 +239,8 @@ impl Session {
             denied,
             "tenant schema's shape guess missed: reading its shape"
         );
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!(super::METRIC_SHAPE_MISSES).increment(1);
         guessing.shapes.missed(&guessing.schema, denied);
         true
     }
@@ -265,6 +268,14 @@ impl Session {
                     None => (0, false),
                 };
                 if let Some(guessing) = &self.guessing {
+                    tracing::debug!(
+                        schema = %guessing.schema,
+                        shape,
+                        marked,
+                        "tenant schema's shape read the long way"
+                    );
+                    #[cfg(feature = "metrics")]
+                    ::metrics::counter!(super::METRIC_SHAPE_READS).increment(1);
                     guessing.shapes.read(&guessing.schema, shape, marked);
                 }
                 tag = Tag::shape(shape);

@@ -96,13 +96,16 @@ pub(crate) fn trigger_sql(schema: &Identifier, table: &Identifier) -> String {
 /// whose units read their shape instead, because they hold no marker of it (not yet
 /// migrated by this version of the library) or may not lock it. While no schema differs,
 /// a unit takes no lock here: two atomic loads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shapes {
-    /// The shape guessed for a schema not in `apart`, plus one (0: none yet).
+    /// The shape guessed for a schema not in `apart` ([`NO_GUESS`]: none yet). Every
+    /// `i32` is a shape, -1 and 0 included.
     guess: AtomicI64,
     /// Whether `apart` holds any schema.
     any_apart: AtomicBool,
     apart: RwLock<Apart>,
+    /// The most schemas `apart` holds ([`MAX_APART`]).
+    max_apart: usize,
 }
 
 /// The schemas whose units do not guess the common shape, and how many of them have each
@@ -112,6 +115,9 @@ struct Apart {
     schemas: HashMap<Box<str>, Differs>,
     /// How many of `schemas` have each shape (see [`Shapes::change`]).
     counts: HashMap<i32, usize>,
+    /// How many schemas of the common shape were forgotten to keep within the bound:
+    /// they still weigh for it, until another shape becomes the common one.
+    forgotten: usize,
 }
 
 /// How a schema differs from the common shape.
@@ -124,6 +130,27 @@ enum Differs {
     /// Its marker may not be locked by this role (read its shape each unit, for as long as
     /// the process runs).
     Denied,
+}
+
+/// [`Shapes::guess`] when there is no guess yet.
+const NO_GUESS: i64 = i64::MIN;
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes::bounded(MAX_APART)
+    }
+}
+
+impl Shapes {
+    /// Knowing nothing yet, remembering at most `max_apart` schemas apart.
+    fn bounded(max_apart: usize) -> Self {
+        Shapes {
+            guess: AtomicI64::new(NO_GUESS),
+            any_apart: AtomicBool::new(false),
+            apart: RwLock::default(),
+            max_apart,
+        }
+    }
 }
 
 /// By how many schemas a shape must outnumber the common one, among the schemas
@@ -161,7 +188,7 @@ impl Shapes {
     /// The shape a unit of `schema` guesses, if any.
     pub(crate) fn guess(&self, schema: &str) -> Option<i32> {
         let guess = self.guess.load(Ordering::Relaxed);
-        if guess == 0 {
+        if guess == NO_GUESS {
             return None;
         }
         if self.any_apart.load(Ordering::Relaxed) {
@@ -172,7 +199,7 @@ impl Shapes {
                 None => {}
             }
         }
-        i32::try_from(guess - 1).ok()
+        i32::try_from(guess).ok()
     }
 
     /// A unit's lock of the marker it guessed was refused: the role may not lock it
@@ -187,16 +214,16 @@ impl Shapes {
     /// A set-up read `shape` from `schema`, whose marker of it is there (`marked`) or not.
     pub(crate) fn read(&self, schema: &str, shape: i32, marked: bool) {
         let guess = self.guess.load(Ordering::Relaxed);
-        if guess == 0 {
+        if guess == NO_GUESS {
             // The first shape read with its marker is the common one. Without a guess
             // nothing misses: nothing to remember.
             if marked {
-                self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
+                self.guess.store(i64::from(shape), Ordering::Relaxed);
             }
             return;
         }
         match marked {
-            true if i64::from(shape) + 1 == guess => {
+            true if i64::from(shape) == guess => {
                 if self.any_apart.load(Ordering::Relaxed) {
                     self.change(schema, None);
                 }
@@ -212,8 +239,10 @@ impl Shapes {
     /// read yet guess it: a fleet migration is moving schemas to it. Schemas are not
     /// forgotten then, so a fleet that stays split misses once a schema, however its
     /// units alternate; once every schema remembered has the common shape, all are
-    /// forgotten, and units take no lock here again. Past [`MAX_APART`] schemas, all are
-    /// forgotten with the guess, and shapes are read until one is read with its marker.
+    /// forgotten, and units take no lock here again. Past [`MAX_APART`] schemas, those of
+    /// the common shape are forgotten (they guess it anyway); if the others alone are
+    /// still too many, all are, with the guess, and shapes are read until one is read with
+    /// its marker.
     fn change(&self, schema: &str, differs: impl Into<Option<Differs>>) {
         let differs = differs.into();
         let mut apart = self.apart.write().unwrap_or_else(|p| p.into_inner());
@@ -223,22 +252,43 @@ impl Shapes {
             return;
         }
         apart.set(schema, differs);
-        let had = |shape: i32| apart.counts.get(&shape).copied().unwrap_or(0);
-        let common = i32::try_from(self.guess.load(Ordering::Relaxed) - 1).ok();
+        let common = i32::try_from(self.guess.load(Ordering::Relaxed)).ok();
+        let had = |apart: &Apart, shape: i32| {
+            let forgotten = if Some(shape) == common {
+                apart.forgotten
+            } else {
+                0
+            };
+            apart.counts.get(&shape).copied().unwrap_or(0) + forgotten
+        };
         let follow = match (differs, common) {
             (Some(Differs::Shape(shape)), Some(old)) => {
-                (had(shape) > had(old) + FOLLOW_AFTER).then_some(shape)
+                (had(&apart, shape) > had(&apart, old) + FOLLOW_AFTER).then_some(shape)
             }
             _ => None,
         };
-        if apart.schemas.len() > MAX_APART {
-            self.guess.store(0, Ordering::Relaxed);
-            *apart = Apart::default();
-        } else if let Some(shape) = follow {
+        if let Some(shape) = follow {
             // The schemas of the new shape stay remembered: they are what the schemas of
             // the old one, remembered as they are read, must outnumber to take it back.
-            self.guess.store(i64::from(shape) + 1, Ordering::Relaxed);
-        } else if common.is_some_and(|common| had(common) == apart.schemas.len()) {
+            self.guess.store(i64::from(shape), Ordering::Relaxed);
+            apart.forgotten = 0;
+        } else if apart.schemas.len() > self.max_apart {
+            // First the schemas of the common shape, which guess it anyway (still
+            // counted); all, with the guess, if the others alone are too many.
+            if let Some(common) = common {
+                apart
+                    .schemas
+                    .retain(|_, differs| *differs != Differs::Shape(common));
+                apart.forgotten += apart.counts.remove(&common).unwrap_or(0);
+            }
+            if apart.schemas.len() > self.max_apart {
+                self.guess.store(NO_GUESS, Ordering::Relaxed);
+                *apart = Apart::default();
+            }
+        } else if common.is_some_and(|common| {
+            apart.counts.get(&common).copied().unwrap_or(0) == apart.schemas.len()
+        }) {
+            // Every schema remembered has the common shape (the forgotten ones too).
             *apart = Apart::default();
         }
         self.any_apart
@@ -362,9 +412,9 @@ mod tests {
     }
 
     /// A fleet split in two shapes for good, its schemas' units interleaved: each schema
-    /// misses at most once (when the common shape is not its own), then none does. A fleet migrated one schema at a time: each
-    /// schema misses at most once per shape, and once all have the new shape, no schema
-    /// is remembered (units take no lock again).
+    /// misses at most once (when the common shape is not its own), then none does. A
+    /// fleet migrated one schema at a time: at most two misses a schema, and once all
+    /// have the new shape, no schema is remembered (units take no lock again).
     #[test]
     fn a_split_fleet_converges_and_a_migrated_one_is_forgotten() {
         let shapes = Shapes::default();
@@ -390,12 +440,40 @@ mod tests {
         assert_eq!(shapes.guess("unseen"), Some(2));
     }
 
+    /// Every `i32` is a shape: -1 and 0 are guessed like any other.
+    #[test]
+    fn shapes_minus_one_and_zero_are_guessed() {
+        for shape in [-1, 0, i32::MIN, i32::MAX] {
+            let shapes = Shapes::default();
+            shapes.read("a", shape, true);
+            assert_eq!(shapes.guess("b"), Some(shape));
+            shapes.read("c", 5, true);
+            assert_eq!(shapes.guess("c"), Some(5));
+            assert_eq!(shapes.guess("b"), Some(shape));
+        }
+    }
+
+    /// Past the bound, the schemas remembered at the common shape are forgotten first
+    /// (they guess it anyway, and still weigh for it): a fleet split in two shapes of 90
+    /// schemas each, with room for 100, converges with one shape common and the other's
+    /// schemas remembered.
+    #[test]
+    fn past_the_bound_the_common_shapes_schemas_go_first() {
+        let shapes = Shapes::bounded(100);
+        let split: Vec<(String, i32)> = (0..180).map(|n| (format!("s{n}"), n % 2)).collect();
+        let misses = units(&shapes, &split, 20);
+        assert_eq!(misses[18..], [0, 0], "{misses:?}");
+        assert!(shapes.guess("unseen").is_some());
+        let apart = shapes.apart.read().unwrap_or_else(|p| p.into_inner());
+        assert!(apart.schemas.len() <= 100, "{}", apart.schemas.len());
+    }
+
     /// Past the bound, the schemas apart and the guess are forgotten.
     #[test]
     fn the_schemas_apart_are_bounded() {
-        let shapes = Shapes::default();
+        let shapes = Shapes::bounded(1_000);
         shapes.read("a", 5, true);
-        for n in 0..=MAX_APART {
+        for n in 0..=1_000 {
             shapes.read(&format!("s{n}"), 6, false);
         }
         assert_eq!(shapes.guess("a"), None);

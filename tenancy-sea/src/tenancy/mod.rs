@@ -206,7 +206,8 @@ impl<T: SqlTenantId> Tenancy<T> {
                     tenant.to_string(),
                     self.inner.version_table.as_ref(),
                     self.inner.placement == Placement::Citus,
-                    Some(&self.inner.shapes),
+                    // Guesses only where migrations keep markers: one rule for both.
+                    self.marked_version_table().map(|_| &self.inner.shapes),
                 ))
             }
         })
