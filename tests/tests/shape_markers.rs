@@ -14,8 +14,7 @@ use sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
 use std::time::Duration;
-use tenancy_sea::Tenancy;
-use tenancy_sea::{METRIC_SHAPE_MISSES, METRIC_SHAPE_READS};
+use tenancy_sea::{METRIC_SHAPE_MISSES, METRIC_SHAPE_READS, Tenancy, TenantDb};
 use tenancy_tests::entities::*;
 use tenancy_tests::migration::{
     BrokenWideNamesMigrator, Migrator, STALL_SQL, StallingMigrator, WideNamesMigrator,
@@ -77,6 +76,26 @@ async fn provisioned(test: &TestDb, tenants: &[i64]) -> (DatabaseConnection, Ten
             .unwrap();
     }
     (pool, tenancy)
+}
+
+/// [`provisioned`] with tenants 1 and 2, their handles, and a customer each ("one",
+/// "two").
+async fn two_tenants(
+    test: &TestDb,
+) -> (
+    DatabaseConnection,
+    Tenancy<i64>,
+    TenantDb<i64>,
+    TenantDb<i64>,
+) {
+    let (pool, tenancy) = provisioned(test, &[1, 2]).await;
+    let (one, two) = (
+        tenancy.tenant(1).await.unwrap(),
+        tenancy.tenant(2).await.unwrap(),
+    );
+    one.insert(customer_named("one")).await.unwrap();
+    two.insert(customer_named("two")).await.unwrap();
+    (pool, tenancy, one, two)
 }
 
 /// Schema per tenant on `test`'s own pool: another process.
@@ -143,13 +162,7 @@ async fn a_migration_waits_for_open_units_and_shapes_never_share_statements() {
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = provisioned(&test, &[1, 2]).await;
-    let (one, two) = (
-        tenancy.tenant(1).await.unwrap(),
-        tenancy.tenant(2).await.unwrap(),
-    );
-    one.insert(customer_named("one")).await.unwrap();
-    two.insert(customer_named("two")).await.unwrap();
+    let (pool, tenancy, one, two) = two_tenants(&test).await;
     let old = markers(&test.conn, "tenant_1").await;
 
     let txn = one.begin().await.unwrap();
@@ -490,13 +503,7 @@ async fn a_fleet_migration_failed_or_killed_half_way_leaves_schemas_as_they_were
     let Some(test) = TestDb::for_flavor(Backend::Postgres, Flavor::Schema).await else {
         return;
     };
-    let (pool, tenancy) = provisioned(&test, &[1, 2]).await;
-    let (one, two) = (
-        tenancy.tenant(1).await.unwrap(),
-        tenancy.tenant(2).await.unwrap(),
-    );
-    one.insert(customer_named("one")).await.unwrap();
-    two.insert(customer_named("two")).await.unwrap();
+    let (pool, tenancy, one, two) = two_tenants(&test).await;
     let before = fleet_state(&test.conn).await;
     assert_eq!(before[0].markers, std::slice::from_ref(&before[0].expected));
     let long = "w".repeat(150);
