@@ -4,7 +4,8 @@
 //! it costs a statement of its own after `BEGIN`, since the rows of a `BEGIN`'s simple
 //! query are not returned. So each schema the library migrates also holds an empty view
 //! whose name carries its shape (`tenancy_shape_` and 8 hex digits): a unit guesses the
-//! shape (the last one read) and begins with `LOCK TABLE` on that marker, a utility
+//! shape (the one its schema was last read at, or the shape most schemas have, see
+//! [`Shapes`]) and begins with `LOCK TABLE` on that marker, a utility
 //! statement PostgreSQL runs without planning. The lock succeeding confirms the guess; the
 //! marker missing (`42P01`: the schema has another shape, or no marker) sends the unit
 //! the long way, where the shape is read, and with it whether its marker is there.
