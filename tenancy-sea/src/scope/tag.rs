@@ -5,8 +5,9 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use std::future::Future;
 use std::pin::Pin;
 
-/// The comment a unit's statements carry (see [`Session::schema`]): empty, or
-/// `/* tenancy shape <n> */ `, made only of digits and fixed text.
+/// The comment a unit's statements carry (see
+/// [`Session::schema`](super::Session::schema)): empty, or `/* tenancy shape <n> */ `,
+/// made only of digits and fixed text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tag(Option<std::sync::Arc<str>>);
 
