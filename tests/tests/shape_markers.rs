@@ -98,6 +98,15 @@ async fn two_tenants(
     (pool, tenancy, one, two)
 }
 
+/// Every tenant schema migrated with `M` by another process, which must succeed.
+async fn migrated_elsewhere<M: sea_orm_migration::MigratorTrait>(test: &TestDb) {
+    let report = other_process(test)
+        .migrate_all::<M>(2, |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{:?}", report.failed);
+}
+
 /// Schema per tenant on `test`'s own pool: another process.
 fn other_process(test: &TestDb) -> Tenancy<i64> {
     Tenancy::<i64>::builder(test.conn.clone())
@@ -241,11 +250,7 @@ async fn a_schema_changed_outside_the_library_is_read_the_long_way_until_marked(
             ["short".to_owned(), long.clone()]
         );
     }
-    let report = other_process(&test)
-        .migrate_all::<WideNamesMigrator>(2, |_| {})
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{:?}", report.failed);
+    migrated_elsewhere::<WideNamesMigrator>(&test).await;
     assert_eq!(
         markers(&test.conn, "tenant_1").await,
         [expected_marker(&test.conn, "tenant_1").await]
@@ -289,24 +294,15 @@ async fn a_schema_from_before_markers_works_and_is_marked_by_the_next_migration(
         assert_eq!(customer_names(&one).await, ["one"]);
         assert_eq!(customer_names(&two).await, ["two"]);
     }
-    let report = other_process(&test)
-        .migrate_all::<Migrator>(2, |_| {})
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{:?}", report.failed);
+    migrated_elsewhere::<Migrator>(&test).await;
     assert_eq!(markers(&test.conn, "tenant_2").await, [marker]);
-    let trigger = test
-        .conn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_trigger \
-             WHERE tgrelid = 'tenant_2.seaql_migrations'::regclass \
-             AND tgname = 'tenancy_shape_changed'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(trigger.try_get::<i64>("", "n").unwrap(), 1);
+    let trigger = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT count(*) AS n FROM pg_trigger \
+         WHERE tgrelid = 'tenant_2.seaql_migrations'::regclass \
+         AND tgname = 'tenancy_shape_changed'",
+    );
+    assert_eq!(count(&test.conn, trigger).await, 1);
     for _ in 0..5 {
         assert_eq!(customer_names(&one).await, ["one"]);
         assert_eq!(customer_names(&two).await, ["two"]);
@@ -402,65 +398,59 @@ async fn schema_state(conn: &DatabaseConnection, schema: &str) -> SchemaState {
     }
 }
 
-/// How many server processes run the stalled migration's statement.
-async fn stalled(conn: &DatabaseConnection) -> i64 {
-    conn.query_one_raw(Statement::from_sql_and_values(
+/// The `n` of a `SELECT count(*) AS n ...`.
+async fn count(conn: &DatabaseConnection, statement: Statement) -> i64 {
+    conn.query_one_raw(statement)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap()
+}
+
+/// The server processes that run the stalled migration's statement, counted.
+fn stalled() -> Statement {
+    Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT count(*) AS n FROM pg_stat_activity \
          WHERE datname = current_database() AND query = $1",
         [STALL_SQL.into()],
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get("", "n")
-    .unwrap()
+    )
 }
 
-/// Waits up to `seconds` for `stalled` to be `n`; fails at once if `child` has exited.
-async fn until_stalled(
+/// The sessions waiting for a lock on tenant 1's shape marker, counted: units whose
+/// `BEGIN` is held by the half-done migration that dropped the marker.
+fn waiting_on_marker() -> Statement {
+    Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT count(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE NOT l.granted AND c.relnamespace = 'tenant_1'::regnamespace \
+         AND c.relname LIKE 'tenancy\\_shape\\_%'",
+    )
+}
+
+/// Polls `statement`'s count every 50 ms until `done` holds, for up to `seconds` (then
+/// fails, saying `what` was expected); fails at once if `child` has exited.
+async fn until(
     conn: &DatabaseConnection,
-    n: i64,
+    statement: Statement,
+    done: impl Fn(i64) -> bool,
     seconds: u64,
+    what: &str,
     mut child: Option<&mut Child>,
 ) {
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
-    while stalled(conn).await != n {
+    loop {
+        let n = count(conn, statement.clone()).await;
+        if done(n) {
+            return;
+        }
         if let Some(Ok(Some(status))) = child.as_mut().map(|child| child.0.try_wait()) {
             panic!("the migrating process exited ({status}) instead of stalling");
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{n} stalled migrations expected within {seconds} s, {} found",
-            stalled(conn).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits up to 10 s until a session waits for a lock on tenant 1's shape marker: a unit's
-/// `BEGIN`, held by the half-done migration that dropped the marker.
-async fn until_waiting_on_marker(conn: &DatabaseConnection) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = conn
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT count(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE NOT l.granted AND c.relnamespace = 'tenant_1'::regnamespace \
-                 AND c.relname LIKE 'tenancy\\_shape\\_%'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get("", "n")
-            .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no unit waits on tenant 1's marker while its migration is half-way"
+            "{what} expected within {seconds} s, {n} found"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -537,19 +527,39 @@ async fn a_fleet_migration_failed_or_killed_half_way_leaves_schemas_as_they_were
             .spawn()
             .unwrap(),
     );
-    until_stalled(&test.conn, 2, 60, Some(&mut child)).await;
+    let both = |n| n == 2;
+    until(
+        &test.conn,
+        stalled(),
+        both,
+        60,
+        "2 stalled migrations",
+        Some(&mut child),
+    )
+    .await;
     let reader = tokio::spawn({
         let one = one.clone();
         async move { customer_names(&one).await }
     });
-    until_waiting_on_marker(&test.conn).await;
+    let some = |n| n > 0;
+    let waiting = "a unit waiting on tenant 1's marker while its migration is half-way";
+    until(&test.conn, waiting_on_marker(), some, 10, waiting, None).await;
     assert!(
         !reader.is_finished(),
         "a unit read tenant 1 while its migration was half-way"
     );
     let _ = child.0.kill();
     let _ = child.0.wait();
-    until_stalled(&test.conn, 0, 30, None).await;
+    let none = |n| n == 0;
+    until(
+        &test.conn,
+        stalled(),
+        none,
+        30,
+        "no stalled migration",
+        None,
+    )
+    .await;
     let read = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("the unit goes on once the killed migration is rolled back")
@@ -563,11 +573,7 @@ async fn a_fleet_migration_failed_or_killed_half_way_leaves_schemas_as_they_were
     assert_eq!(customer_names(&two).await, ["two"]);
 
     // The next migration completes.
-    let report = other_process(&test)
-        .migrate_all::<WideNamesMigrator>(2, |_| {})
-        .await
-        .unwrap();
-    assert!(report.is_success(), "{:?}", report.failed);
+    migrated_elsewhere::<WideNamesMigrator>(&test).await;
     for (after, before) in fleet_state(&test.conn).await.iter().zip(&before) {
         assert_eq!(after.markers, std::slice::from_ref(&after.expected));
         assert_ne!(after.expected, before.expected);

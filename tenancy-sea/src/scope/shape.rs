@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use tenancy_core::Identifier;
 
 /// The most schemas a process remembers apart from the common shape (unmarked, or of
-/// another shape); past it, it forgets them and its guess, and reads every shape until it
-/// reads one with its marker again (memory stays bounded however many schemas predate
-/// markers or differ).
+/// another shape); past it, it forgets those of the common shape first, then, if still
+/// past it, all and its guess, and reads every shape until it reads one with its marker
+/// again (memory stays bounded however many schemas predate markers or differ).
 const MAX_APART: usize = 100_000;
 
 /// What every marker's name begins with.
@@ -247,9 +247,8 @@ impl Shapes {
     fn change(&self, schema: &str, differs: impl Into<Option<Differs>>) {
         let differs = differs.into();
         let mut apart = self.apart.write().unwrap_or_else(|p| p.into_inner());
-        if apart.schemas.get(schema) == Some(&Differs::Denied)
-            || apart.schemas.get(schema) == differs.as_ref()
-        {
+        let now = apart.schemas.get(schema).copied();
+        if now == Some(Differs::Denied) || now == differs {
             return;
         }
         apart.set(schema, differs);
@@ -402,8 +401,9 @@ mod tests {
             .map(|_| {
                 let mut missed = 0;
                 for (schema, shape) in schemas {
-                    if shapes.guess(schema) != Some(*shape) {
-                        missed += usize::from(shapes.guess(schema).is_some());
+                    let guess = shapes.guess(schema);
+                    if guess != Some(*shape) {
+                        missed += usize::from(guess.is_some());
                         shapes.read(schema, *shape, true);
                     }
                 }
